@@ -20,4 +20,4 @@ if [ -x "$ROOT/tests/k8s/cluster.sh" ] || [ -f "$ROOT/tests/k8s/cluster.sh" ]; t
 fi
 
 # --- the suite ----------------------------------------------------------------------------------
-cargo test --workspace --release "$@"
+cargo test --workspace "$@"

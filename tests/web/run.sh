@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the browser end-to-end test of the game and verifier pages against a running game-node.
+#   CRASHFLEET_URL=http://127.0.0.1:8080 bash tests/web/run.sh
+# Env: CRASHFLEET_URL (required), CRASHFLEET_ARTIFACTS (screenshots; default /tmp/crashfleet-artifacts),
+# CRASHFLEET_CACHE_DIR (npm cache; default ~/.cache/crashfleet), CRASHFLEET_CHROMIUM (default /usr/bin/chromium).
+set -euo pipefail
+cd "$(dirname "$0")"
+: "${CRASHFLEET_URL:?set CRASHFLEET_URL to the base URL of a running game-node}"
+
+# Debian's chromium is the browser (nothing is downloaded at test time).
+if [ ! -x "${CRASHFLEET_CHROMIUM:-/usr/bin/chromium}" ]; then
+  bash ../install-deps.sh
+fi
+
+cache="${CRASHFLEET_CACHE_DIR:-$HOME/.cache/crashfleet}/npm"
+mkdir -p "$cache"
+# playwright-core never downloads browsers; the variable is belt and braces.
+PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --prefer-offline --cache "$cache" --loglevel=error
+exec node e2e.mjs

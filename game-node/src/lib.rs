@@ -1,0 +1,29 @@
+//! crashfleet game node: provably fair multiplayer crash rounds.
+//!
+//! Layout (ports and adapters):
+//! - [`fairness`]: the hash chain and the crash-point formula (pure).
+//! - [`engine`]: one round's timeline and its bet/cash-out decisions (pure, clock passed in).
+//! - [`ports`]: the traits the node is built on: [`ports::Ledger`], [`ports::Bus`],
+//!   [`ports::Arbiter`], [`ports::LeaderElector`], [`ports::Clock`].
+//! - Adapters: [`ledger`] (SQL ledger for SQLite and PostgreSQL), [`standalone`] (in-process bus
+//!   and arbiter, always-leader).
+//! - [`runner`]: the round leader loop; [`service`]: bet and cash-out as players ask for them.
+//! - [`api`] (REST, OpenAPI, pages), [`ws`] (WebSocket), [`protocol`] (the wire messages).
+//! - [`node`]: assembles all of it; `main.rs` is a thin CLI over [`node::run`] and [`verify`].
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod fairness;
+pub mod ledger;
+pub mod node;
+pub mod ports;
+pub mod protocol;
+pub mod runner;
+pub mod service;
+pub mod standalone;
+pub mod verify;
+pub mod ws;

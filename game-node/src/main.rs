@@ -1,1 +1,139 @@
-fn main() {}
+//! The `game-node` binary: a thin CLI over the library (serve, verify, chain, migrate, openapi).
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use game_node::config::ServeConfig;
+use tokio_util::sync::CancellationToken;
+
+/// crashfleet game node: provably fair multiplayer crash rounds, standalone with one command or
+/// as one replica of a fleet.
+#[derive(Parser, Debug)]
+#[command(name = "game-node", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// `serve` is the default command; its flags may be given without it.
+    #[command(flatten)]
+    serve: ServeConfig,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the node (HTTP, WebSocket, rounds). The default.
+    Serve(ServeConfig),
+    /// Recompute rounds offline from a revealed hash and the salt.
+    Verify(game_node::verify::VerifyArgs),
+    /// Manage secret hash chains.
+    Chain {
+        #[command(subcommand)]
+        command: ChainCommand,
+    },
+    /// Apply the ledger migrations and exit.
+    Migrate {
+        /// `sqlite://PATH` or `postgres://...`.
+        #[arg(long, env = "CRASHFLEET_DATABASE_URL")]
+        database_url: String,
+    },
+    /// Print the OpenAPI document of the REST API.
+    Openapi,
+}
+
+#[derive(Subcommand, Debug)]
+enum ChainCommand {
+    /// Create a secret chain seed (file mode 0600) and print the terminating hash.
+    New(game_node::verify::ChainNewArgs),
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("CRASHFLEET_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term => {},
+        }
+        tracing::info!("shutting down");
+        signal.cancel();
+    });
+    game_node::node::run(listener, cfg, shutdown).await
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Verify(args)) => {
+            let mut out = std::io::stdout().lock();
+            match game_node::verify::run_verify(&args, &mut out) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(1),
+                Err(e) => Err(e),
+            }
+        }
+        Some(Command::Chain {
+            command: ChainCommand::New(args),
+        }) => game_node::verify::run_chain_new(&args, &mut std::io::stdout().lock()),
+        Some(Command::Openapi) => {
+            println!("{}", game_node::api::openapi_json());
+            Ok(())
+        }
+        Some(Command::Migrate { database_url }) => {
+            init_tracing();
+            runtime().and_then(|rt| {
+                rt.block_on(async {
+                    let l = game_node::ledger::SqlLedger::connect(&database_url, 1).await?;
+                    l.close().await;
+                    println!("migrations applied");
+                    Ok(())
+                })
+            })
+        }
+        Some(Command::Serve(cfg)) => {
+            init_tracing();
+            runtime().and_then(|rt| rt.block_on(serve(cfg)))
+        }
+        None => {
+            init_tracing();
+            runtime().and_then(|rt| rt.block_on(serve(cli.serve)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("game-node: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}

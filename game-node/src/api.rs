@@ -1,0 +1,714 @@
+//! HTTP: the REST API under `/api/v1/`, operations endpoints, the embedded web pages, and the
+//! layers every request passes (body limit, per-IP rate limit, CORS, security headers). The OpenAPI
+//! document is generated from the annotations here (`game-node openapi`, checked in as
+//! `docs/openapi.json`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::auth::{self, Session};
+use crate::error::Error;
+use crate::node::AppState;
+use crate::ports::{Audit, LeaderboardRow, TableStats};
+use crate::protocol::{BetView, FairnessView, PlayerView, RoundView};
+use crate::service;
+
+/// Largest request body. Every request we accept is a few hundred bytes.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Most rows a list endpoint returns.
+const MAX_LIMIT: u32 = 500;
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code (docs/API.md lists them).
+    code: String,
+    message: String,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        if let Error::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error");
+        }
+        let body = ErrorBody {
+            code: self.code().to_string(),
+            message: self.public_message(),
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for Error {
+    fn from(r: JsonRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::PayloadTooLarge
+        } else {
+            Error::BadRequest(r.body_text())
+        }
+    }
+}
+
+impl From<PathRejection> for Error {
+    fn from(r: PathRejection) -> Self {
+        Error::BadRequest(r.body_text())
+    }
+}
+
+impl From<QueryRejection> for Error {
+    fn from(r: QueryRejection) -> Self {
+        Error::BadRequest(r.body_text())
+    }
+}
+
+/// `Json` whose rejections are our JSON errors.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(Error))]
+pub struct ApiJson<T>(pub T);
+
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(Error))]
+pub struct ApiPath<T>(pub T);
+
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(Error))]
+pub struct ApiQuery<T>(pub T);
+
+type ApiResult<T> = Result<T, Error>;
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn session(state: &AppState, headers: &HeaderMap) -> ApiResult<Session> {
+    let token =
+        bearer(headers).ok_or_else(|| Error::Unauthorized("a bearer token is required".into()))?;
+    state.auth.verify(token)
+}
+
+fn require_admin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+    let Some(expected) = &state.admin_token else {
+        return Err(Error::Forbidden(
+            "admin endpoints are disabled (no --admin-token)".into(),
+        ));
+    };
+    let given = bearer(headers).ok_or_else(|| Error::Unauthorized("admin token required".into()))?;
+    // Constant-time comparison: the admin token must not leak through timing.
+    let equal = given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if equal {
+        Ok(())
+    } else {
+        Err(Error::Forbidden("wrong admin token".into()))
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
+    let v = headers
+        .get("idempotency-key")
+        .ok_or(Error::MissingIdempotencyKey)?
+        .to_str()
+        .map_err(|_| Error::InvalidIdempotencyKey)?;
+    service::check_key(v)?;
+    Ok(v.to_string())
+}
+
+fn limit(l: Option<u32>, default: u32) -> u32 {
+    l.unwrap_or(default).clamp(1, MAX_LIMIT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionBody {
+    token: String,
+    player: PlayerView,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BetBody {
+    /// Minor units.
+    stake: i64,
+    /// Hundredths; at least 101.
+    #[serde(default)]
+    auto_cashout_x100: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CashOutBody {
+    bet_id: String,
+    multiplier_x100: u64,
+    payout: i64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AmountBody {
+    /// Minor units, positive.
+    amount: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BalanceBody {
+    balance: i64,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct LimitQuery {
+    /// How many rows (1-500).
+    limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RoundDetail {
+    round: RoundView,
+    bets: Vec<BetView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CurrentRound {
+    round: Option<RoundView>,
+    bets: Vec<BetView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FairnessBody {
+    #[serde(flatten)]
+    commitment: FairnessView,
+    rounds_played: u64,
+    /// How the crash point is computed, for readers.
+    algorithm: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NodeInfo {
+    node_id: String,
+    region: String,
+    connections: usize,
+    version: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FleetBody {
+    table: String,
+    leader: Option<String>,
+    term: u64,
+    nodes: Vec<NodeInfo>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LobbyTable {
+    table: String,
+    region: String,
+    phase: crate::protocol::Phase,
+    round: Option<u64>,
+    multiplier_x100: Option<u64>,
+    players_online: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LobbyBody {
+    tables: Vec<LobbyTable>,
+}
+
+fn player_view(p: &crate::ports::PlayerRecord) -> PlayerView {
+    PlayerView {
+        id: p.id.clone(),
+        username: p.username.clone(),
+        balance: p.balance,
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/register", request_body = Credentials, tag = "players",
+    responses((status = 201, body = SessionBody), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn register(
+    State(s): State<Arc<AppState>>,
+    ApiJson(c): ApiJson<Credentials>,
+) -> ApiResult<(StatusCode, Json<SessionBody>)> {
+    auth::validate_username(&c.username)?;
+    auth::validate_password(&c.password)?;
+    if s.ledger.player_by_name(&c.username).await?.is_some() {
+        return Err(Error::UsernameTaken);
+    }
+    let password = c.password;
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let p = s
+        .ledger
+        .register(&c.username, &hash, s.demo_credit, s.clock.now_ms())
+        .await?;
+    let token = s.auth.issue(&p.id, &p.username)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SessionBody {
+            token,
+            player: player_view(&p),
+        }),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/login", request_body = Credentials, tag = "players",
+    responses((status = 200, body = SessionBody), (status = 401, body = ErrorBody)))]
+async fn login(
+    State(s): State<Arc<AppState>>,
+    ApiJson(c): ApiJson<Credentials>,
+) -> ApiResult<Json<SessionBody>> {
+    let p = s.ledger.player_by_name(&c.username).await?;
+    let hash = p.as_ref().map(|p| p.password_hash.clone());
+    let password = c.password;
+    let ok = tokio::task::spawn_blocking(move || match hash {
+        Some(h) => auth::verify_password(&password, &h),
+        None => false,
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    let p = p.filter(|_| ok).ok_or(Error::InvalidCredentials)?;
+    let token = s.auth.issue(&p.id, &p.username)?;
+    Ok(Json(SessionBody {
+        token,
+        player: player_view(&p),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/me", tag = "players", security(("bearer" = [])),
+    responses((status = 200, body = PlayerView), (status = 401, body = ErrorBody)))]
+async fn me(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<PlayerView>> {
+    let session = session(&s, &headers)?;
+    let p = s
+        .ledger
+        .player(&session.player_id)
+        .await?
+        .ok_or_else(|| Error::Unauthorized("unknown player".into()))?;
+    Ok(Json(player_view(&p)))
+}
+
+#[utoipa::path(get, path = "/api/v1/me/bets", tag = "players", params(LimitQuery), security(("bearer" = [])),
+    responses((status = 200, body = [BetView]), (status = 401, body = ErrorBody)))]
+async fn my_bets(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<LimitQuery>,
+) -> ApiResult<Json<Vec<BetView>>> {
+    let session = session(&s, &headers)?;
+    let bets = s
+        .ledger
+        .player_bets(&session.player_id, limit(q.limit, 50))
+        .await?;
+    Ok(Json(bets.iter().map(|b| b.view()).collect()))
+}
+
+#[utoipa::path(post, path = "/api/v1/bets", request_body = BetBody, tag = "betting", security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "1-64 printable ASCII characters")),
+    responses((status = 201, body = BetView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn place_bet(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<BetBody>,
+) -> ApiResult<(StatusCode, Json<BetView>)> {
+    let session = session(&s, &headers)?;
+    let key = idempotency_key(&headers)?;
+    let (bet, _) = service::place_bet(&s, &session, &key, b.stake, b.auto_cashout_x100).await?;
+    Ok((StatusCode::CREATED, Json(bet.view())))
+}
+
+#[utoipa::path(post, path = "/api/v1/bets/{bet_id}/cashout", tag = "betting", security(("bearer" = [])),
+    params(("bet_id" = String, Path), ("Idempotency-Key" = String, Header)),
+    responses((status = 200, body = CashOutBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn cash_out(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiPath(bet_id): ApiPath<String>,
+) -> ApiResult<Json<CashOutBody>> {
+    let session = session(&s, &headers)?;
+    let key = idempotency_key(&headers)?;
+    let c = service::cash_out(&s, &session, &key, &bet_id).await?;
+    Ok(Json(CashOutBody {
+        bet_id: c.bet_id,
+        multiplier_x100: c.multiplier_x100,
+        payout: c.payout,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/round", tag = "rounds", responses((status = 200, body = CurrentRound)))]
+async fn current_round(State(s): State<Arc<AppState>>) -> Json<CurrentRound> {
+    let (round, bets) = match s.arbiter.current().await {
+        Some((r, b)) => (Some(r), b),
+        None => (None, Vec::new()),
+    };
+    Json(CurrentRound { round, bets })
+}
+
+#[utoipa::path(get, path = "/api/v1/rounds", tag = "rounds", params(LimitQuery),
+    responses((status = 200, body = [crate::ports::PublicRound])))]
+async fn rounds(
+    State(s): State<Arc<AppState>>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
+) -> ApiResult<Json<Vec<crate::ports::PublicRound>>> {
+    let rows = s.ledger.rounds(&s.table.id, limit(q.limit, 20)).await?;
+    Ok(Json(rows.iter().filter_map(|r| r.public()).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/rounds/{number}", tag = "rounds", params(("number" = u64, Path)),
+    responses((status = 200, body = RoundDetail), (status = 404, body = ErrorBody)))]
+async fn round(
+    State(s): State<Arc<AppState>>,
+    ApiPath(number): ApiPath<u64>,
+) -> ApiResult<Json<RoundDetail>> {
+    let r = s
+        .ledger
+        .round(&s.table.id, number)
+        .await?
+        .ok_or(Error::UnknownRound(number))?;
+    // An open round is described by /round (with its live phase), never with its secrets.
+    let round = if r.status == "open" {
+        match s.arbiter.current().await {
+            Some((view, _)) if view.number == number => view,
+            _ => r.view(),
+        }
+    } else {
+        r.view()
+    };
+    let bets = s.ledger.round_bets(&s.table.id, number).await?;
+    Ok(Json(RoundDetail {
+        round,
+        bets: bets.iter().map(|b| b.view()).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/fairness", tag = "rounds", responses((status = 200, body = FairnessBody)))]
+async fn fairness(State(s): State<Arc<AppState>>) -> ApiResult<Json<FairnessBody>> {
+    let played = s.ledger.last_round(&s.table.id).await?.map_or(0, |r| r.number);
+    Ok(Json(FairnessBody {
+        commitment: s.fairness.clone(),
+        rounds_played: played,
+        algorithm: "h(i+1) = SHA-256(h(i)); round k uses h(L-k); r = top 52 bits of \
+                    HMAC-SHA256(key = salt as UTF-8, message = round hash bytes); crash_x100 = \
+                    max(100, floor((10000 - edge_bp) * 2^52 / ((2^52 - r) * 100))), capped at max_x100"
+            .into(),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/leaderboard", tag = "table", params(LimitQuery),
+    responses((status = 200, body = [LeaderboardRow])))]
+async fn leaderboard(
+    State(s): State<Arc<AppState>>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
+) -> ApiResult<Json<Vec<LeaderboardRow>>> {
+    Ok(Json(s.ledger.leaderboard(limit(q.limit, 20)).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/stats", tag = "table", responses((status = 200, body = TableStats)))]
+async fn stats(State(s): State<Arc<AppState>>) -> ApiResult<Json<TableStats>> {
+    Ok(Json(s.ledger.stats(&s.table.id).await?))
+}
+
+fn this_node(s: &AppState) -> NodeInfo {
+    NodeInfo {
+        node_id: s.node_id.clone(),
+        region: s.region.clone(),
+        connections: s.connections.load(Ordering::Relaxed),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/fleet", tag = "table", responses((status = 200, body = FleetBody)))]
+async fn fleet(State(s): State<Arc<AppState>>) -> ApiResult<Json<FleetBody>> {
+    // Standalone: this node is the whole fleet and always the leader.
+    Ok(Json(FleetBody {
+        table: s.table.id.clone(),
+        leader: Some(s.node_id.clone()),
+        term: s.ledger.current_term(&s.table.id).await?,
+        nodes: vec![this_node(&s)],
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/lobby", tag = "table", responses((status = 200, body = LobbyBody)))]
+async fn lobby(State(s): State<Arc<AppState>>) -> Json<LobbyBody> {
+    let now = s.clock.now_ms();
+    let current = s.arbiter.current().await;
+    let (phase, round, multiplier) = match &current {
+        Some((r, _)) => {
+            let m = (r.phase == crate::protocol::Phase::Flying).then(|| {
+                s.table
+                    .curve
+                    .multiplier_x100((now - r.started_at_ms).max(0) as u64)
+            });
+            (r.phase, Some(r.number), m)
+        }
+        None => (crate::protocol::Phase::Idle, None, None),
+    };
+    Json(LobbyBody {
+        tables: vec![LobbyTable {
+            table: s.table.id.clone(),
+            region: s.region.clone(),
+            phase,
+            round,
+            multiplier_x100: multiplier,
+            players_online: s.connections.load(Ordering::Relaxed),
+        }],
+    })
+}
+
+async fn adjust(
+    s: &AppState,
+    headers: &HeaderMap,
+    username: &str,
+    amount: i64,
+    sign: i64,
+) -> ApiResult<Json<BalanceBody>> {
+    require_admin(s, headers)?;
+    let key = idempotency_key(headers)?;
+    if amount <= 0 || amount > 1_000_000_000_000 {
+        return Err(Error::InvalidAmount(
+            "the amount must be between 1 and 1000000000000".into(),
+        ));
+    }
+    let balance = s
+        .ledger
+        .adjust(username, sign * amount, &key, s.clock.now_ms())
+        .await?;
+    if let Some(p) = s.ledger.player_by_name(username).await? {
+        let _ = s
+            .bus
+            .publish_private(&p.id, &crate::protocol::ServerMessage::Balance { balance })
+            .await;
+    }
+    Ok(Json(BalanceBody { balance }))
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/players/{username}/credit", tag = "admin", request_body = AmountBody,
+    params(("username" = String, Path), ("Idempotency-Key" = String, Header)), security(("admin" = [])),
+    responses((status = 200, body = BalanceBody), (status = 403, body = ErrorBody)))]
+async fn credit(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiPath(username): ApiPath<String>,
+    ApiJson(b): ApiJson<AmountBody>,
+) -> ApiResult<Json<BalanceBody>> {
+    adjust(&s, &headers, &username, b.amount, 1).await
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/players/{username}/debit", tag = "admin", request_body = AmountBody,
+    params(("username" = String, Path), ("Idempotency-Key" = String, Header)), security(("admin" = [])),
+    responses((status = 200, body = BalanceBody), (status = 409, body = ErrorBody)))]
+async fn debit(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiPath(username): ApiPath<String>,
+    ApiJson(b): ApiJson<AmountBody>,
+) -> ApiResult<Json<BalanceBody>> {
+    adjust(&s, &headers, &username, b.amount, -1).await
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/audit", tag = "admin", security(("admin" = [])),
+    responses((status = 200, body = Audit), (status = 403, body = ErrorBody)))]
+async fn audit(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<Audit>> {
+    require_admin(&s, &headers)?;
+    Ok(Json(s.ledger.audit().await?))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    if s.draining.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    match s.ledger.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("ledger: {e}")).into_response(),
+    }
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    metrics::gauge!("crashfleet_ws_connections").set(s.connections.load(Ordering::Relaxed) as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "crashfleet game-node", description = "Provably fair multiplayer crash game. \
+        Amounts are integers in minor units; multipliers integers in hundredths. The WebSocket \
+        protocol at /ws is documented in game-node/src/protocol.rs."),
+    paths(register, login, me, my_bets, place_bet, cash_out, current_round, rounds, round,
+          fairness, leaderboard, stats, fleet, lobby, credit, debit, audit),
+    modifiers(&SecuritySchemes),
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for name in ["bearer", "admin"] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// The OpenAPI document as pretty JSON (what `docs/openapi.json` holds).
+pub fn openapi_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi_json(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Error {
+    Error::NotFound("no such endpoint".into())
+}
+
+macro_rules! asset {
+    ($name:ident, $file:literal, $mime:literal) => {
+        async fn $name() -> Response {
+            (
+                [
+                    (header::CONTENT_TYPE, $mime),
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                include_str!(concat!("../web/", $file)),
+            )
+                .into_response()
+        }
+    };
+}
+asset!(app_js, "app.js", "text/javascript; charset=utf-8");
+asset!(verify_js, "verify.js", "text/javascript; charset=utf-8");
+asset!(style_css, "style.css", "text/css; charset=utf-8");
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("../web/index.html"))
+}
+
+async fn verify_page() -> Html<&'static str> {
+    Html(include_str!("../web/verify.html"))
+}
+
+fn rate_limit_error(e: tower_governor::GovernorError) -> Response {
+    match e {
+        tower_governor::GovernorError::TooManyRequests { .. } => {
+            Error::RateLimited.into_response()
+        }
+        other => Error::BadRequest(format!("{other}")).into_response(),
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut api = Router::new()
+        .route("/auth/register", post(register))
+        .route("/auth/login", post(login))
+        .route("/me", get(me))
+        .route("/me/bets", get(my_bets))
+        .route("/bets", post(place_bet))
+        .route("/bets/{bet_id}/cashout", post(cash_out))
+        .route("/round", get(current_round))
+        .route("/rounds", get(rounds))
+        .route("/rounds/{number}", get(round))
+        .route("/fairness", get(fairness))
+        .route("/leaderboard", get(leaderboard))
+        .route("/stats", get(stats))
+        .route("/fleet", get(fleet))
+        .route("/lobby", get(lobby))
+        .route("/admin/players/{username}/credit", post(credit))
+        .route("/admin/players/{username}/debit", post(debit))
+        .route("/admin/audit", get(audit))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found);
+    if state.rate_limit_ip > 0 {
+        let per_ms = (1_000 / u64::from(state.rate_limit_ip)).max(1);
+        if let Some(cfg) = tower_governor::governor::GovernorConfigBuilder::default()
+            .per_millisecond(per_ms)
+            .burst_size(state.rate_limit_ip.saturating_mul(2))
+            .finish()
+        {
+            api = api.layer(
+                tower_governor::GovernorLayer::new(cfg).error_handler(rate_limit_error),
+            );
+        }
+    }
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+        ]);
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/", get(index))
+        .route("/verify", get(verify_page))
+        .route("/app.js", get(app_js))
+        .route("/verify.js", get(verify_js))
+        .route("/style.css", get(style_css))
+        .route("/ws", get(crate::ws::upgrade))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(cors)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; \
+                 style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+            ),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .with_state(state)
+}

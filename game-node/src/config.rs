@@ -1,0 +1,203 @@
+//! `game-node serve` configuration: a plain struct filled by clap from flags or `CRASHFLEET_*`
+//! environment variables. `game-node serve --help` is the reference.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use crate::engine::{Curve, Rules};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LeaderElection {
+    /// This node always leads its table (one node per table; the embedded default).
+    Standalone,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on (HTTP, WebSocket, metrics). Use port 0 for any free port.
+    #[arg(long, env = "CRASHFLEET_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for the standalone node's files (ledger database, chain seed).
+    #[arg(long, env = "CRASHFLEET_DATA_DIR", default_value = "crashfleet-data")]
+    pub data_dir: PathBuf,
+
+    /// Ledger database: `sqlite://PATH` (default: `<data-dir>/ledger.db`).
+    #[arg(long, env = "CRASHFLEET_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Leader election backend.
+    #[arg(long, env = "CRASHFLEET_LEADER_ELECTION", value_enum, default_value_t = LeaderElection::Standalone)]
+    pub leader_election: LeaderElection,
+
+    /// This node's id (default: `$POD_NAME`, else the hostname).
+    #[arg(long, env = "CRASHFLEET_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// The table this node serves.
+    #[arg(long, env = "CRASHFLEET_TABLE", default_value = "main")]
+    pub table: String,
+
+    /// The region this node runs in (shown in the lobby).
+    #[arg(long, env = "CRASHFLEET_REGION", default_value = "local")]
+    pub region: String,
+
+    /// Bearer token for `/api/v1/admin/*`. Admin endpoints are disabled when unset.
+    #[arg(long, env = "CRASHFLEET_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Secret key that signs session tokens (share it across a fleet). A random key is used, with a
+    /// warning, when unset: sessions then end with the process.
+    #[arg(long, env = "CRASHFLEET_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Session token lifetime, seconds.
+    #[arg(long, env = "CRASHFLEET_TOKEN_TTL_SECS", default_value_t = 86_400)]
+    pub token_ttl_secs: u64,
+
+    /// File holding the table's secret chain seed h0 (64 hex characters, see `game-node chain new`).
+    /// Default: `<data-dir>/chain.seed`, created on first start.
+    #[arg(long, env = "CRASHFLEET_CHAIN_SEED_FILE")]
+    pub chain_seed_file: Option<PathBuf>,
+
+    /// Length of a chain created on first start (rounds the commitment covers).
+    #[arg(long, env = "CRASHFLEET_CHAIN_LENGTH", default_value_t = 1_000_000)]
+    pub chain_length: u64,
+
+    /// Public salt fixed after the commitment (in production a value nobody knows in advance,
+    /// e.g. a future block hash). Default: generated once after the commitment and stored.
+    #[arg(long, env = "CRASHFLEET_SALT")]
+    pub salt: Option<String>,
+
+    /// House edge in basis points (100 = 1%).
+    #[arg(long, env = "CRASHFLEET_HOUSE_EDGE_BP", default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub house_edge_bp: u32,
+
+    /// Crash point cap, hundredths (100000000 = 1,000,000.00x).
+    #[arg(long, env = "CRASHFLEET_MAX_MULTIPLIER_X100", default_value_t = 100_000_000, value_parser = clap::value_parser!(u64).range(101..=100_000_000))]
+    pub max_multiplier_x100: u64,
+
+    /// Smallest stake, minor units.
+    #[arg(long, env = "CRASHFLEET_MIN_BET", default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
+    pub min_bet: i64,
+
+    /// Largest stake, minor units.
+    #[arg(long, env = "CRASHFLEET_MAX_BET", default_value_t = 1_000_000, value_parser = clap::value_parser!(i64).range(1..=1_000_000_000_000))]
+    pub max_bet: i64,
+
+    /// Largest payout of one bet, minor units.
+    #[arg(long, env = "CRASHFLEET_MAX_PAYOUT", default_value_t = 100_000_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub max_payout: i64,
+
+    /// Bets one player may place per round.
+    #[arg(long, env = "CRASHFLEET_BETS_PER_PLAYER", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub bets_per_player: u32,
+
+    /// Length of the betting window, ms.
+    #[arg(long, env = "CRASHFLEET_BETTING_WINDOW_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub betting_window_ms: u64,
+
+    /// Pause after a crash before the next round opens, ms.
+    #[arg(long, env = "CRASHFLEET_PAUSE_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub pause_ms: u64,
+
+    /// Multiplier ticks per second while flying.
+    #[arg(long, env = "CRASHFLEET_TICK_RATE_HZ", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub tick_rate_hz: u32,
+
+    /// Milliseconds of flight for the multiplier to reach 2.00x (the curve is e^(g·t)).
+    #[arg(long, env = "CRASHFLEET_DOUBLING_MS", default_value_t = 11_500, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub doubling_ms: u64,
+
+    /// Credit given to each new player, minor units (demo money for standalone play).
+    #[arg(long, env = "CRASHFLEET_DEMO_CREDIT", default_value_t = 100_000, value_parser = clap::value_parser!(i64).range(0..=1_000_000_000_000))]
+    pub demo_credit: i64,
+
+    /// REST requests per second allowed per client IP (0 = no limit).
+    #[arg(long, env = "CRASHFLEET_RATE_LIMIT_IP", default_value_t = 50)]
+    pub rate_limit_ip: u32,
+
+    /// Bets and cash-outs per second allowed per player (0 = no limit).
+    #[arg(long, env = "CRASHFLEET_RATE_LIMIT_PLAYER", default_value_t = 20)]
+    pub rate_limit_player: u32,
+
+    /// Most WebSocket connections this node accepts; more get 503.
+    #[arg(long, env = "CRASHFLEET_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+
+    /// Ledger connection pool size.
+    #[arg(long, env = "CRASHFLEET_DB_POOL", default_value_t = 8)]
+    pub db_pool: u32,
+}
+
+impl ServeConfig {
+    pub fn rules(&self) -> Rules {
+        Rules {
+            min_stake: self.min_bet,
+            max_stake: self.max_bet,
+            max_payout: self.max_payout,
+            bets_per_player: self.bets_per_player,
+            max_x100: self.max_multiplier_x100,
+            betting_ms: self.betting_window_ms,
+            pause_ms: self.pause_ms,
+        }
+    }
+
+    pub fn curve(&self) -> Curve {
+        Curve::from_doubling_ms(self.doubling_ms)
+    }
+
+    pub fn tick_ms(&self) -> u64 {
+        1_000 / u64::from(self.tick_rate_hz.max(1))
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("ledger.db").display()))
+    }
+
+    pub fn chain_seed_file(&self) -> PathBuf {
+        self.chain_seed_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("chain.seed"))
+    }
+
+    pub fn node_id(&self) -> String {
+        self.node_id
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "game-node".to_string())
+    }
+
+    /// Contradictions clap cannot see, as one clear line.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.min_bet > self.max_bet {
+            return Err(format!(
+                "--min-bet ({}) must not exceed --max-bet ({})",
+                self.min_bet, self.max_bet
+            ));
+        }
+        if self.table.is_empty()
+            || self.table.len() > 63
+            || !self
+                .table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err("--table must be 1-63 characters of letters, digits, '-' and '_'".into());
+        }
+        if let Some(t) = &self.admin_token
+            && t.len() < 16
+        {
+            return Err("--admin-token must be at least 16 characters".into());
+        }
+        if self.chain_length == 0 {
+            return Err("--chain-length must be at least 1".into());
+        }
+        Ok(())
+    }
+}

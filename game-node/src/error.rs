@@ -1,0 +1,151 @@
+//! One error type for everything a player or operator can be told, each with a stable `code`
+//! (documented in docs/API.md) and an HTTP status. The engine, the ledger and the API share it so a
+//! refusal reads the same over REST and WebSocket.
+
+use axum::http::StatusCode;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum Error {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    InvalidAmount(String),
+    #[error("{0}")]
+    InvalidMultiplier(String),
+    #[error("{0}")]
+    InvalidUsername(String),
+    #[error("{0}")]
+    InvalidPassword(String),
+    #[error("an Idempotency-Key header (1-64 printable ASCII characters) is required")]
+    MissingIdempotencyKey,
+    #[error("the idempotency key must be 1-64 printable ASCII characters")]
+    InvalidIdempotencyKey,
+    #[error("this idempotency key was already used for a different request")]
+    IdempotencyConflict,
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("that username is taken")]
+    UsernameTaken,
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("round {0} is unknown")]
+    UnknownRound(u64),
+    #[error("bet {0} is unknown")]
+    UnknownBet(String),
+    #[error("betting is closed for this round")]
+    BettingClosed,
+    #[error("at most {0} bets per player per round")]
+    BetLimit(u32),
+    #[error("insufficient funds")]
+    InsufficientFunds,
+    #[error("stake × auto-cash-out would exceed the table's maximum payout of {0}")]
+    MaxPayout(i64),
+    #[error("the round is not flying")]
+    NotFlying,
+    #[error("this bet is already settled")]
+    AlreadySettled,
+    #[error("too late: the round crashed")]
+    TooLate,
+    #[error("too many requests, slow down")]
+    RateLimited,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("{0}")]
+    Unavailable(String),
+    /// A newer leader holds the table: this node's leader write was refused (fencing).
+    #[error("stale leadership term {stale} (the table is at term {current})")]
+    Fenced { stale: u64, current: u64 },
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl Error {
+    /// The stable machine-readable code clients switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::BadRequest(_) => "bad_request",
+            Error::InvalidAmount(_) => "invalid_amount",
+            Error::InvalidMultiplier(_) => "invalid_multiplier",
+            Error::InvalidUsername(_) => "invalid_username",
+            Error::InvalidPassword(_) => "invalid_password",
+            Error::MissingIdempotencyKey => "missing_idempotency_key",
+            Error::InvalidIdempotencyKey => "invalid_idempotency_key",
+            Error::IdempotencyConflict => "idempotency_conflict",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::UsernameTaken => "username_taken",
+            Error::InvalidCredentials => "invalid_credentials",
+            Error::NotFound(_) => "not_found",
+            Error::UnknownRound(_) => "unknown_round",
+            Error::UnknownBet(_) => "unknown_bet",
+            Error::BettingClosed => "betting_closed",
+            Error::BetLimit(_) => "bet_limit",
+            Error::InsufficientFunds => "insufficient_funds",
+            Error::MaxPayout(_) => "max_payout",
+            Error::NotFlying => "not_flying",
+            Error::AlreadySettled => "already_settled",
+            Error::TooLate => "too_late",
+            Error::RateLimited => "rate_limited",
+            Error::PayloadTooLarge => "payload_too_large",
+            Error::Unavailable(_) => "unavailable",
+            Error::Fenced { .. } => "fenced",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_)
+            | Error::InvalidAmount(_)
+            | Error::InvalidMultiplier(_)
+            | Error::InvalidUsername(_)
+            | Error::InvalidPassword(_)
+            | Error::MissingIdempotencyKey
+            | Error::InvalidIdempotencyKey
+            | Error::MaxPayout(_) => StatusCode::BAD_REQUEST,
+            Error::Unauthorized(_) | Error::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NotFound(_) | Error::UnknownRound(_) | Error::UnknownBet(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Error::IdempotencyConflict
+            | Error::UsernameTaken
+            | Error::BettingClosed
+            | Error::BetLimit(_)
+            | Error::InsufficientFunds
+            | Error::NotFlying
+            | Error::AlreadySettled
+            | Error::TooLate
+            | Error::Fenced { .. } => StatusCode::CONFLICT,
+            Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The text shown to clients. Internal details stay in the logs.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Internal(_) => "internal error".to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Error::Unavailable(format!("ledger unavailable: {e}"))
+            }
+            _ => Error::Internal(format!("ledger: {e}")),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

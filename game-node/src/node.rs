@@ -1,0 +1,303 @@
+//! Assembles a node: opens the ledger, loads (or creates) the table's hash chain and commitment,
+//! picks the adapters, starts the round leader, and serves HTTP/WebSocket until shutdown.
+//! [`run`] is what `main` calls and what black-box tests call with a port-0 listener.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::auth::Auth;
+use crate::config::ServeConfig;
+use crate::fairness::{self, Chain, CrashCalculator};
+use crate::ledger::SqlLedger;
+use crate::ports::{Arbiter, Bus, Clock, Commitment, Ledger, TokioClock};
+use crate::protocol::FairnessView;
+use crate::runner::{Ports, TableSpec};
+use crate::service::PlayerLimiter;
+use crate::standalone::{AlwaysLeader, LocalArbiter, LocalBus};
+
+/// Everything a request handler may touch.
+pub struct AppState {
+    pub table: TableSpec,
+    pub fairness: FairnessView,
+    pub ledger: Arc<dyn Ledger>,
+    pub arbiter: Arc<dyn Arbiter>,
+    pub bus: Arc<dyn Bus>,
+    pub clock: Arc<dyn Clock>,
+    pub auth: Auth,
+    pub admin_token: Option<String>,
+    pub demo_credit: i64,
+    pub player_limiter: PlayerLimiter,
+    pub node_id: String,
+    pub region: String,
+    pub started_at_ms: i64,
+    /// Open WebSocket connections on this node.
+    pub connections: AtomicUsize,
+    pub max_connections: usize,
+    pub rate_limit_ip: u32,
+    pub metrics: PrometheusHandle,
+    /// Set once shutdown begins: `/readyz` turns 503 so load balancers drain the node.
+    pub draining: AtomicBool,
+    pub shutdown: CancellationToken,
+}
+
+/// The process-wide Prometheus recorder (metrics macros use one global recorder; tests that
+/// start several nodes in one process share it).
+fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Reads the chain seed, or creates one (mode 0600) when the file does not exist yet.
+fn load_or_create_seed(path: &Path) -> anyhow::Result<(fairness::Hash32, bool)> {
+    if path.exists() {
+        return Ok((crate::verify::read_seed_file(path)?, false));
+    }
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let (_, seed) = Chain::generate(1).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating the chain seed file {}", path.display()))?;
+    use std::io::Write;
+    writeln!(f, "{}", fairness::to_hex(&seed))?;
+    f.sync_all()?;
+    Ok((seed, true))
+}
+
+fn random_hex32() -> String {
+    let mut b = [0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut b);
+    hex::encode(b)
+}
+
+/// Runs a node on `listener` until `shutdown` is cancelled, then drains and returns.
+pub async fn run(
+    listener: TcpListener,
+    cfg: ServeConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    let url = cfg.database_url();
+    if url.starts_with("sqlite:") && cfg.database_url.is_none() {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
+    }
+    let ledger = Arc::new(
+        SqlLedger::connect(&url, cfg.db_pool)
+            .await
+            .with_context(|| format!("opening the ledger at {}", redact(&url)))?,
+    );
+
+    // The commitment: built from the seed, stored once, and never silently replaced.
+    let seed_path = cfg.chain_seed_file();
+    let (seed, created) = load_or_create_seed(&seed_path)?;
+    let stored = ledger.commitment(&cfg.table).await?;
+    let length = stored.as_ref().map_or(cfg.chain_length, |c| c.chain_length);
+    let chain = Chain::new(seed, length).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let terminating = fairness::to_hex(&chain.terminating_hash());
+    let commitment = match stored {
+        Some(c) => {
+            if c.terminating_hash != terminating {
+                bail!(
+                    "the chain seed in {} does not match table {:?}'s published commitment {} \
+                     (refusing to play rounds that would not verify)",
+                    seed_path.display(),
+                    cfg.table,
+                    c.terminating_hash
+                );
+            }
+            if let Some(salt) = &cfg.salt
+                && *salt != c.salt
+            {
+                bail!("--salt differs from the salt fixed for table {:?} ({})", cfg.table, c.salt);
+            }
+            if c.house_edge_bp != cfg.house_edge_bp || c.max_x100 != cfg.max_multiplier_x100 {
+                bail!(
+                    "--house-edge-bp/--max-multiplier-x100 differ from table {:?}'s commitment \
+                     ({} bp, cap {}): they are part of what players verify",
+                    cfg.table,
+                    c.house_edge_bp,
+                    c.max_x100
+                );
+            }
+            c
+        }
+        None => {
+            // The salt is fixed after the terminating hash exists, so the chain cannot be ground
+            // against it. In production pass a public value nobody could know in advance.
+            let salt = cfg.salt.clone().unwrap_or_else(random_hex32);
+            let c = Commitment {
+                table: cfg.table.clone(),
+                terminating_hash: terminating.clone(),
+                salt,
+                chain_length: length,
+                house_edge_bp: cfg.house_edge_bp,
+                max_x100: cfg.max_multiplier_x100,
+                created_at_ms: TokioClock::new().now_ms(),
+            };
+            ledger.commit_fairness(&c).await?
+        }
+    };
+    if created {
+        info!(file = %seed_path.display(), "created a new secret chain seed");
+    }
+    info!(
+        table = %cfg.table,
+        terminating_hash = %commitment.terminating_hash,
+        salt = %commitment.salt,
+        chain_length = commitment.chain_length,
+        "fairness commitment"
+    );
+    let calculator = CrashCalculator::new(
+        &commitment.salt,
+        commitment.house_edge_bp,
+        commitment.max_x100,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let jwt_secret = match &cfg.jwt_secret {
+        Some(s) if s.len() >= 16 => s.clone().into_bytes(),
+        Some(_) => bail!("--jwt-secret must be at least 16 characters"),
+        None => {
+            warn!("no --jwt-secret given: using a random key; sessions end when this process does");
+            random_hex32().into_bytes()
+        }
+    };
+
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+    let table = TableSpec {
+        id: cfg.table.clone(),
+        chain: Arc::new(chain),
+        calculator,
+        curve: cfg.curve(),
+        rules: cfg.rules(),
+        tick_ms: cfg.tick_ms(),
+    };
+    let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
+    let arbiter: Arc<dyn Arbiter> = Arc::new(LocalArbiter::new(
+        clock.clone(),
+        table.curve,
+        table.rules.clone(),
+    ));
+    let term = ledger.current_term(&cfg.table).await? + 1;
+    let ports = Ports {
+        ledger: ledger.clone(),
+        arbiter: arbiter.clone(),
+        bus: bus.clone(),
+        elector: Arc::new(AlwaysLeader::new(term)),
+    };
+    let state = Arc::new(AppState {
+        fairness: FairnessView {
+            terminating_hash: commitment.terminating_hash.clone(),
+            salt: commitment.salt.clone(),
+            chain_length: commitment.chain_length,
+            house_edge_bp: commitment.house_edge_bp,
+            max_x100: commitment.max_x100,
+        },
+        table: table.clone(),
+        ledger: ledger.clone(),
+        arbiter,
+        bus,
+        clock: clock.clone(),
+        auth: Auth::new(&jwt_secret, cfg.token_ttl_secs),
+        admin_token: cfg.admin_token.clone(),
+        demo_credit: cfg.demo_credit,
+        player_limiter: PlayerLimiter::new(cfg.rate_limit_player),
+        node_id: cfg.node_id(),
+        region: cfg.region.clone(),
+        started_at_ms: clock.now_ms(),
+        connections: AtomicUsize::new(0),
+        max_connections: cfg.max_connections,
+        rate_limit_ip: cfg.rate_limit_ip,
+        metrics: metrics_handle()?,
+        draining: AtomicBool::new(false),
+        shutdown: shutdown.clone(),
+    });
+
+    let leader = tokio::spawn(crate::runner::run(table, ports, shutdown.clone()));
+    let pruner = {
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => state.player_limiter.prune(),
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        })
+    };
+
+    let addr = listener.local_addr()?;
+    info!(%addr, node = %state.node_id, "game-node listening");
+    let app = crate::api::router(state.clone());
+    let serve_shutdown = shutdown.clone();
+    let drain_state = state.clone();
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        serve_shutdown.cancelled().await;
+        drain_state.draining.store(true, Ordering::SeqCst);
+    })
+    .await
+    .context("serving HTTP")?;
+    // The leader voids or finishes its round before we close the ledger.
+    let _ = leader.await;
+    pruner.abort();
+    ledger.close().await;
+    info!("game-node stopped");
+    Ok(())
+}
+
+/// A database URL without its password, for logs and errors.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_passwords() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

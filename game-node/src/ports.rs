@@ -1,0 +1,354 @@
+//! The ports the node is built around: a clock, a ledger (money), an event bus, a bet/cash-out
+//! arbiter and a leader elector. Standalone and fleet are two sets of adapters behind these traits,
+//! not two code paths (see the crate root for which adapters exist).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{BetRequest, CashOut, RoundPlan, Settlement};
+use crate::error::Result;
+use crate::protocol::{BetView, RoundView};
+
+/// The authoritative clock, in Unix milliseconds.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+}
+
+/// Wall-clock time advanced by tokio's clock, so tests with paused time are deterministic and
+/// production follows the system clock from start-up on (no jumps when NTP steps the clock).
+#[derive(Debug, Clone)]
+pub struct TokioClock {
+    base_unix_ms: i64,
+    base: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn new() -> TokioClock {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        TokioClock::starting_at(unix)
+    }
+
+    pub fn starting_at(base_unix_ms: i64) -> TokioClock {
+        TokioClock {
+            base_unix_ms,
+            base: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The tokio instant of a Unix-ms time, for `sleep_until`.
+    pub fn instant_at(&self, unix_ms: i64) -> tokio::time::Instant {
+        let delta = unix_ms - self.base_unix_ms;
+        if delta <= 0 {
+            self.base
+        } else {
+            self.base + std::time::Duration::from_millis(delta as u64)
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        TokioClock::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now_ms(&self) -> i64 {
+        self.base_unix_ms + self.base.elapsed().as_millis() as i64
+    }
+}
+
+/// A player's account as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayerRecord {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub balance: i64,
+}
+
+/// A stored bet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BetRecord {
+    pub bet_id: String,
+    pub table: String,
+    pub round: u64,
+    pub player_id: String,
+    pub username: String,
+    pub stake: i64,
+    pub auto_cashout_x100: Option<u64>,
+    /// `open`, `won`, `lost`, `refunded`.
+    pub status: String,
+    pub cashout_x100: Option<u64>,
+    pub payout: Option<i64>,
+    pub placed_at_ms: i64,
+    pub idempotency_key: String,
+}
+
+impl BetRecord {
+    pub fn view(&self) -> BetView {
+        BetView {
+            bet_id: self.bet_id.clone(),
+            round: self.round,
+            username: self.username.clone(),
+            stake: self.stake,
+            auto_cashout_x100: self.auto_cashout_x100,
+            status: self.status.clone(),
+            cashout_x100: self.cashout_x100,
+            payout: self.payout,
+        }
+    }
+}
+
+/// A stored round. `hash` and `crash_x100` are stored when the round opens (the leader needs
+/// them to resume) but are only *served* once `status` is `crashed` or `voided`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundRecord {
+    pub table: String,
+    pub number: u64,
+    /// `open`, `crashed`, `voided`.
+    pub status: String,
+    pub hash: String,
+    pub crash_x100: u64,
+    pub opened_at_ms: i64,
+    pub started_at_ms: i64,
+    pub crashed_at_ms: Option<i64>,
+    pub term: u64,
+}
+
+impl RoundRecord {
+    /// The public view; secrets stay hidden while the round is open.
+    pub fn view(&self) -> RoundView {
+        let finished = self.status != "open";
+        RoundView {
+            number: self.number,
+            phase: if finished {
+                crate::protocol::Phase::Crashed
+            } else {
+                crate::protocol::Phase::Betting
+            },
+            opened_at_ms: self.opened_at_ms,
+            betting_closes_at_ms: self.started_at_ms,
+            started_at_ms: self.started_at_ms,
+            crashed_at_ms: self.crashed_at_ms,
+            crash_x100: finished.then_some(self.crash_x100),
+            hash: finished.then(|| self.hash.clone()),
+        }
+    }
+}
+
+/// A finished round as the history API serves it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct PublicRound {
+    pub number: u64,
+    /// `crashed` or `voided`.
+    pub status: String,
+    pub hash: String,
+    pub crash_x100: u64,
+    pub opened_at_ms: i64,
+    pub started_at_ms: i64,
+    pub crashed_at_ms: Option<i64>,
+}
+
+impl RoundRecord {
+    /// `None` while the round is open: its secrets are not public yet.
+    pub fn public(&self) -> Option<PublicRound> {
+        (self.status != "open").then(|| PublicRound {
+            number: self.number,
+            status: self.status.clone(),
+            hash: self.hash.clone(),
+            crash_x100: self.crash_x100,
+            opened_at_ms: self.opened_at_ms,
+            started_at_ms: self.started_at_ms,
+            crashed_at_ms: self.crashed_at_ms,
+        })
+    }
+}
+
+/// The table's fairness commitment as stored once, before round 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commitment {
+    pub table: String,
+    pub terminating_hash: String,
+    pub salt: String,
+    pub chain_length: u64,
+    pub house_edge_bp: u32,
+    pub max_x100: u64,
+    pub created_at_ms: i64,
+}
+
+/// The conservation audit (MISSION.md invariant 2) with the sums it compared.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Audit {
+    pub balanced: bool,
+    pub player_balances: i64,
+    pub credits: i64,
+    pub withdrawals: i64,
+    pub stakes: i64,
+    pub payouts: i64,
+    pub refunds: i64,
+    /// stakes − payouts − refunds.
+    pub house_result: i64,
+    pub players: i64,
+    pub bets: i64,
+    /// Every broken rule found, in words; empty when balanced.
+    pub violations: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct LeaderboardRow {
+    pub username: String,
+    pub profit: i64,
+    pub wagered: i64,
+    pub bets: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct TableStats {
+    pub table: String,
+    pub rounds: i64,
+    pub voided_rounds: i64,
+    pub bets: i64,
+    pub wagered: i64,
+    pub paid_out: i64,
+    pub refunded: i64,
+    pub house_result: i64,
+    pub players: i64,
+}
+
+/// Money and history. Every money movement happens in one transaction and is idempotent.
+#[async_trait]
+pub trait Ledger: Send + Sync + 'static {
+    /// Stores the table's commitment if none exists; returns the stored one (callers refuse to
+    /// start when it differs from their chain: a commitment is never silently replaced).
+    async fn commit_fairness(&self, c: &Commitment) -> Result<Commitment>;
+    async fn commitment(&self, table: &str) -> Result<Option<Commitment>>;
+
+    /// Records `term` as the table's newest leadership term; refuses an older one (fencing).
+    async fn claim_term(&self, table: &str, term: u64) -> Result<()>;
+    async fn current_term(&self, table: &str) -> Result<u64>;
+
+    async fn register(
+        &self,
+        username: &str,
+        password_hash: &str,
+        initial_credit: i64,
+        now_ms: i64,
+    ) -> Result<PlayerRecord>;
+    async fn player_by_name(&self, username: &str) -> Result<Option<PlayerRecord>>;
+    async fn player(&self, id: &str) -> Result<Option<PlayerRecord>>;
+    /// Credits (positive) or debits (negative) a player; idempotent by `key`. Returns the balance.
+    async fn adjust(&self, username: &str, amount: i64, key: &str, now_ms: i64) -> Result<i64>;
+
+    async fn last_round(&self, table: &str) -> Result<Option<RoundRecord>>;
+    async fn open_rounds(&self, table: &str) -> Result<Vec<RoundRecord>>;
+    /// Persists a round before any bet can reference it (fenced by `term`).
+    async fn open_round(&self, table: &str, term: u64, plan: &RoundPlan) -> Result<()>;
+
+    /// The bet with this idempotency key, if the player already placed it.
+    async fn bet_by_key(&self, player_id: &str, key: &str) -> Result<Option<BetRecord>>;
+    /// Debits the stake and stores the bet, once per (player, key). Refused unless the round is open.
+    async fn place_bet(&self, bet: &BetRecord) -> Result<(BetRecord, i64)>;
+    /// Pays a decided cash-out; a no-op returning `None` if the bet is already settled.
+    async fn settle_cash_out(&self, c: &CashOut, now_ms: i64) -> Result<Option<i64>>;
+    /// Settles every open bet of the round (winners paid, the rest lost) and reveals the round.
+    /// Returns (player_id, balance) of players whose balance changed.
+    async fn finish_round(
+        &self,
+        table: &str,
+        term: u64,
+        number: u64,
+        crashed_at_ms: i64,
+        settlements: &[Settlement],
+    ) -> Result<Vec<(String, i64)>>;
+    /// Voids a round: every open bet refunded; bets already won stay won. Returns changed balances.
+    async fn void_round(
+        &self,
+        table: &str,
+        term: u64,
+        number: u64,
+        now_ms: i64,
+    ) -> Result<Vec<(String, i64)>>;
+
+    async fn bet(&self, bet_id: &str) -> Result<Option<BetRecord>>;
+    async fn round(&self, table: &str, number: u64) -> Result<Option<RoundRecord>>;
+    async fn round_bets(&self, table: &str, number: u64) -> Result<Vec<BetRecord>>;
+    /// Finished rounds, newest first.
+    async fn rounds(&self, table: &str, limit: u32) -> Result<Vec<RoundRecord>>;
+    async fn player_bets(&self, player_id: &str, limit: u32) -> Result<Vec<BetRecord>>;
+    async fn leaderboard(&self, limit: u32) -> Result<Vec<LeaderboardRow>>;
+    async fn stats(&self, table: &str) -> Result<TableStats>;
+    async fn audit(&self) -> Result<Audit>;
+    /// A cheap round trip, for `/readyz`.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// An event for every player of the table, serialised once and shared by every socket.
+#[derive(Debug, Clone)]
+pub struct PublicEvent {
+    /// Per-table sequence number assigned by the publisher, so receivers can detect gaps.
+    pub seq: u64,
+    pub json: axum::extract::ws::Utf8Bytes,
+}
+
+/// An event for one player's sockets only.
+#[derive(Debug, Clone)]
+pub struct PrivateEvent {
+    pub player_id: String,
+    pub json: axum::extract::ws::Utf8Bytes,
+}
+
+/// Moves round events from the leader (and bet events from any node) to every node's sockets.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    async fn publish(&self, msg: &crate::protocol::ServerMessage) -> Result<()>;
+    async fn publish_private(
+        &self,
+        player_id: &str,
+        msg: &crate::protocol::ServerMessage,
+    ) -> Result<()>;
+    /// Events for all sockets of this node.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<PublicEvent>;
+    /// Events for one player on this node.
+    fn subscribe_private(&self) -> tokio::sync::broadcast::Receiver<PrivateEvent>;
+}
+
+/// Decides bets and cash-outs against one authoritative clock and the round's state, atomically.
+#[async_trait]
+pub trait Arbiter: Send + Sync + 'static {
+    /// Starts deciding for a new round (leader only).
+    async fn open_round(&self, term: u64, plan: RoundPlan) -> Result<()>;
+    /// The public view of the current round and its bets.
+    async fn current(&self) -> Option<(RoundView, Vec<BetView>)>;
+    async fn place_bet(&self, round: u64, req: BetRequest) -> Result<i64>;
+    async fn cancel_bet(&self, round: u64, bet_id: &str);
+    async fn cash_out(&self, bet_id: &str, player_id: &str) -> Result<CashOut>;
+    /// Auto-cash-outs due by now (leader only), and when the next one falls due.
+    async fn due_auto_cashouts(&self) -> Result<(Vec<CashOut>, Option<i64>)>;
+    /// Ends the round (leader only): late auto-cash-outs and every bet's outcome.
+    async fn crash(&self, term: u64) -> Result<(Vec<CashOut>, Vec<Settlement>)>;
+    /// Forgets the round (voided or finished elsewhere).
+    async fn clear(&self);
+    fn clock(&self) -> Arc<dyn Clock>;
+}
+
+/// This node's leadership of its table for one term.
+#[derive(Debug, Clone)]
+pub struct Leadership {
+    pub term: u64,
+    /// Cancelled when leadership is lost (or about to be: electors step down early).
+    pub lost: CancellationToken,
+}
+
+#[async_trait]
+pub trait LeaderElector: Send + Sync + 'static {
+    /// Waits until this node leads (or shutdown). `None` on shutdown.
+    async fn acquire(&self, shutdown: &CancellationToken) -> Result<Option<Leadership>>;
+    /// Gives leadership up promptly (graceful shutdown hand-over).
+    async fn release(&self);
+}

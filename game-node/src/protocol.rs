@@ -1,0 +1,229 @@
+//! The WebSocket wire protocol: every message a client and a node exchange on `/ws`, as documented
+//! serde enums in one place (JSON text frames, `{"type": "...", ...}`, snake_case).
+//!
+//! Contract notes that clients rely on:
+//! - All amounts are integers in minor units (1.00 credit = 100); all multipliers are integers in
+//!   hundredths (`multiplier_x100 = 250` is 2.50×). No floats carry money.
+//! - A round's `hash` and `crash_x100` appear only in `crashed` / `round_voided` and later, never
+//!   before the crash (a test watches every message of a round to prove it).
+//! - Every server message carries `server_time_ms` (Unix ms of the authoritative clock) where timing
+//!   matters, so clients interpolate the curve `m(t) = e^(growth_per_ms · t)` between ticks and load
+//!   tools measure delivery lag.
+//! - Client commands carry a `request_id` (1–64 printable ASCII characters) that is also the
+//!   idempotency key: a retry with the same id returns the first outcome and never moves money twice.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Largest text frame a client may send. Commands are tiny; anything bigger is abuse.
+pub const MAX_CLIENT_FRAME_BYTES: usize = 4 * 1024;
+
+/// The phase of the table's current round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Bets are accepted until `betting_closes_at_ms`.
+    Betting,
+    /// The multiplier is rising; cash-outs are accepted until the (secret) crash instant.
+    Flying,
+    /// The round is over; its hash and crash point are public.
+    Crashed,
+    /// No round is running (paused table, or no leader yet).
+    Idle,
+}
+
+/// What everyone may know about the current round. Never holds the hash or crash point while the
+/// round runs: `crash_x100` and `hash` are `None` until `phase == crashed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RoundView {
+    pub number: u64,
+    pub phase: Phase,
+    pub opened_at_ms: i64,
+    pub betting_closes_at_ms: i64,
+    /// When the multiplier started rising (equals `betting_closes_at_ms`).
+    pub started_at_ms: i64,
+    /// Set once crashed.
+    pub crashed_at_ms: Option<i64>,
+    /// Set once crashed.
+    pub crash_x100: Option<u64>,
+    /// Set once crashed: the round's chain hash, hex.
+    pub hash: Option<String>,
+}
+
+/// A bet as every player sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BetView {
+    pub bet_id: String,
+    pub round: u64,
+    pub username: String,
+    pub stake: i64,
+    pub auto_cashout_x100: Option<u64>,
+    /// `open`, `won`, `lost` or `refunded`.
+    pub status: String,
+    pub cashout_x100: Option<u64>,
+    pub payout: Option<i64>,
+}
+
+/// The logged-in player, as sent to that player only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlayerView {
+    pub id: String,
+    pub username: String,
+    pub balance: i64,
+}
+
+/// The table's public fairness commitment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FairnessView {
+    /// h(L), published before round 1.
+    pub terminating_hash: String,
+    pub salt: String,
+    pub chain_length: u64,
+    pub house_edge_bp: u32,
+    pub max_x100: u64,
+}
+
+/// Messages a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Authenticate this socket (alternative to `?token=` on the URL).
+    Auth { token: String },
+    /// Place a bet in the current betting window.
+    Bet {
+        request_id: String,
+        stake: i64,
+        #[serde(default)]
+        auto_cashout_x100: Option<u64>,
+    },
+    /// Cash out one of your open bets now.
+    CashOut { request_id: String, bet_id: String },
+    /// Keep-alive and clock probe; answered with `pong`.
+    Ping {
+        #[serde(default)]
+        nonce: u64,
+    },
+}
+
+/// Messages a node sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// First message on every connection: the whole picture.
+    Snapshot {
+        table: String,
+        server_time_ms: i64,
+        round: Option<RoundView>,
+        /// Growth of the curve per millisecond: `m(t) = e^(growth_per_ms · t)`, for drawing only;
+        /// the node's integer multiplier is authoritative.
+        growth_per_ms: f64,
+        tick_interval_ms: u64,
+        /// Bets of the current round.
+        bets: Vec<BetView>,
+        /// Latest finished rounds, newest first.
+        history: Vec<RoundView>,
+        fairness: FairnessView,
+        you: Option<PlayerView>,
+    },
+    RoundOpen {
+        round: u64,
+        opened_at_ms: i64,
+        betting_closes_at_ms: i64,
+        server_time_ms: i64,
+    },
+    Flying {
+        round: u64,
+        started_at_ms: i64,
+        server_time_ms: i64,
+    },
+    Tick {
+        round: u64,
+        multiplier_x100: u64,
+        elapsed_ms: u64,
+        server_time_ms: i64,
+    },
+    Crashed {
+        round: u64,
+        crash_x100: u64,
+        hash: String,
+        crashed_at_ms: i64,
+        next_round_at_ms: i64,
+        server_time_ms: i64,
+    },
+    /// A round that could not finish (its leader died before it could be decided): every stake refunded.
+    RoundVoided {
+        round: u64,
+        reason: String,
+        server_time_ms: i64,
+    },
+    BetPlaced { bet: BetView },
+    CashedOut {
+        round: u64,
+        bet_id: String,
+        username: String,
+        multiplier_x100: u64,
+        payout: i64,
+        /// True when an auto-cash-out target triggered it.
+        auto: bool,
+    },
+    /// Your balance changed (sent to that player only).
+    Balance { balance: i64 },
+    /// Reply to your `auth`.
+    Authenticated { you: PlayerView },
+    /// Reply to your `bet`.
+    BetAccepted { request_id: String, bet: BetView },
+    /// Reply to your `cash_out`.
+    CashOutAccepted {
+        request_id: String,
+        bet_id: String,
+        multiplier_x100: u64,
+        payout: i64,
+    },
+    Pong { nonce: u64, server_time_ms: i64 },
+    /// A refused command or a bad frame. `code` is stable (the same codes as the REST API).
+    Error {
+        request_id: Option<String>,
+        code: String,
+        message: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_parse_from_documented_json() {
+        let m: ClientMessage = serde_json::from_str(
+            r#"{"type":"bet","request_id":"a1","stake":100,"auto_cashout_x100":200}"#,
+        )
+        .expect("bet parses");
+        assert_eq!(
+            m,
+            ClientMessage::Bet {
+                request_id: "a1".into(),
+                stake: 100,
+                auto_cashout_x100: Some(200)
+            }
+        );
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"cash_out","request_id":"b","bet_id":"x"}"#)
+                .expect("cash_out parses");
+        assert!(matches!(m, ClientMessage::CashOut { .. }));
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"bet","stake":"1"}"#).is_err());
+        assert!(
+            serde_json::from_str::<ClientMessage>(r#"{"type":"ping","nonce":1,"x":2}"#).is_err(),
+            "unknown fields are refused, not ignored"
+        );
+    }
+
+    #[test]
+    fn server_messages_are_tagged_snake_case() {
+        let s = serde_json::to_string(&ServerMessage::Pong {
+            nonce: 7,
+            server_time_ms: 5,
+        })
+        .expect("serialises");
+        assert_eq!(s, r#"{"type":"pong","nonce":7,"server_time_ms":5}"#);
+    }
+}

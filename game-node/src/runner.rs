@@ -1,0 +1,316 @@
+//! The round leader: while this node leads its table, it opens rounds, announces the flight, ticks,
+//! pays auto-cash-outs at their instants, crashes and settles, round after round. Every decision
+//! comes from the pure engine and the arbiter; every money movement from the ledger; every
+//! announcement goes out on the bus. Only the leader runs this loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::engine::{CashOut, Curve, RoundPlan, Rules};
+use crate::error::{Error, Result};
+use crate::fairness::{Chain, CrashCalculator};
+use crate::ports::{Arbiter, Bus, LeaderElector, Ledger};
+use crate::protocol::ServerMessage;
+
+/// How long the leader backs off after a failed round (ledger or bus unavailable) before retrying.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// What the leader needs to know about its table.
+#[derive(Clone)]
+pub struct TableSpec {
+    pub id: String,
+    pub chain: Arc<Chain>,
+    pub calculator: CrashCalculator,
+    pub curve: Curve,
+    pub rules: Rules,
+    pub tick_ms: u64,
+}
+
+/// The ports the leader drives.
+#[derive(Clone)]
+pub struct Ports {
+    pub ledger: Arc<dyn Ledger>,
+    pub arbiter: Arc<dyn Arbiter>,
+    pub bus: Arc<dyn Bus>,
+    pub elector: Arc<dyn LeaderElector>,
+}
+
+/// Runs until `shutdown`: waits for leadership, then plays rounds until it is lost.
+pub async fn run(table: TableSpec, ports: Ports, shutdown: CancellationToken) {
+    loop {
+        let leadership = match ports.elector.acquire(&shutdown).await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %e, "leader election failed; retrying");
+                if sleep_or_cancel(RETRY_AFTER_FAILURE, &shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let term = leadership.term;
+        if let Err(e) = ports.ledger.claim_term(&table.id, term).await {
+            warn!(error = %e, term, "could not claim the leadership term; stepping down");
+            ports.elector.release().await;
+            if sleep_or_cancel(RETRY_AFTER_FAILURE, &shutdown).await {
+                return;
+            }
+            continue;
+        }
+        info!(table = %table.id, term, "leading the table");
+        metrics::gauge!("crashfleet_leader").set(1.0);
+        metrics::gauge!("crashfleet_leader_term").set(term as f64);
+        let leader = Leader {
+            table: &table,
+            ports: &ports,
+            term,
+            lost: leadership.lost.clone(),
+        };
+        loop {
+            match leader.play().await {
+                Ok(()) => break,
+                Err(e @ Error::Fenced { .. }) => {
+                    error!(error = %e, "a newer leader holds the table; this node's writes were refused");
+                    break;
+                }
+                Err(e) => {
+                    error!(error = %e, "round failed; recovering");
+                    if sleep_or_cancel(RETRY_AFTER_FAILURE, &leader.lost).await {
+                        break;
+                    }
+                }
+            }
+        }
+        metrics::gauge!("crashfleet_leader").set(0.0);
+        // Whatever round was in progress is voided (stakes refunded) rather than left hanging.
+        if let Err(e) = leader.void_open_rounds("the leader stopped").await {
+            warn!(error = %e, "could not void the interrupted round; the next leader will");
+        }
+        ports.arbiter.clear().await;
+        ports.elector.release().await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Sleeps, or returns `true` early if `token` is cancelled.
+async fn sleep_or_cancel(d: Duration, token: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = token.cancelled() => true,
+    }
+}
+
+struct Leader<'a> {
+    table: &'a TableSpec,
+    ports: &'a Ports,
+    term: u64,
+    lost: CancellationToken,
+}
+
+impl Leader<'_> {
+    fn now(&self) -> i64 {
+        self.ports.arbiter.clock().now_ms()
+    }
+
+    /// Sleeps until the authoritative clock reads `at_ms`; `true` if leadership was lost first.
+    async fn sleep_until(&self, at_ms: i64) -> bool {
+        let wait = (at_ms - self.now()).max(0) as u64;
+        sleep_or_cancel(Duration::from_millis(wait), &self.lost).await
+    }
+
+    /// Rounds interrupted by a restart or a lost leader cannot be finished here (the decisions
+    /// made during them lived in the old arbiter): void them and refund every open stake.
+    async fn void_open_rounds(&self, reason: &str) -> Result<()> {
+        for r in self.ports.ledger.open_rounds(&self.table.id).await? {
+            let balances = self
+                .ports
+                .ledger
+                .void_round(&self.table.id, self.term, r.number, self.now())
+                .await?;
+            warn!(round = r.number, refunds = balances.len(), reason, "round voided");
+            metrics::counter!("crashfleet_voided_rounds_total").increment(1);
+            self.ports
+                .bus
+                .publish(&ServerMessage::RoundVoided {
+                    round: r.number,
+                    reason: reason.to_string(),
+                    server_time_ms: self.now(),
+                })
+                .await?;
+            self.publish_balances(&balances).await;
+        }
+        Ok(())
+    }
+
+    async fn publish_balances(&self, balances: &[(String, i64)]) {
+        for (player, balance) in balances {
+            let _ = self
+                .ports
+                .bus
+                .publish_private(player, &ServerMessage::Balance { balance: *balance })
+                .await;
+        }
+    }
+
+    /// Pays a decided auto-cash-out and tells everyone.
+    async fn pay(&self, c: &CashOut) -> Result<()> {
+        if let Some(balance) = self.ports.ledger.settle_cash_out(c, c.at_ms).await? {
+            self.publish_balances(&[(c.player_id.clone(), balance)]).await;
+        }
+        announce_cash_out(self.ports.bus.as_ref(), c).await;
+        Ok(())
+    }
+
+    /// Plays rounds until leadership is lost.
+    async fn play(&self) -> Result<()> {
+        self.void_open_rounds("the round was interrupted (node restart or leader change)")
+            .await?;
+        let spec = self.table;
+        while !self.lost.is_cancelled() {
+            let number = self
+                .ports
+                .ledger
+                .last_round(&spec.id)
+                .await?
+                .map_or(0, |r| r.number)
+                + 1;
+            if number > spec.chain.length() {
+                error!(
+                    table = %spec.id,
+                    "the hash chain is exhausted: no more rounds can be played with this commitment"
+                );
+                self.lost.cancelled().await;
+                return Ok(());
+            }
+            let hash = spec
+                .chain
+                .round_hash(number)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let crash = spec.calculator.crash_x100(&hash);
+            let plan = RoundPlan::new(number, hash, crash, self.now(), &spec.rules, &spec.curve);
+            self.ports
+                .ledger
+                .open_round(&spec.id, self.term, &plan)
+                .await?;
+            self.ports
+                .arbiter
+                .open_round(self.term, plan.clone())
+                .await?;
+            self.ports
+                .bus
+                .publish(&ServerMessage::RoundOpen {
+                    round: number,
+                    opened_at_ms: plan.opened_at_ms,
+                    betting_closes_at_ms: plan.started_at_ms,
+                    server_time_ms: self.now(),
+                })
+                .await?;
+            if self.sleep_until(plan.started_at_ms).await {
+                return Ok(());
+            }
+            self.ports
+                .bus
+                .publish(&ServerMessage::Flying {
+                    round: number,
+                    started_at_ms: plan.started_at_ms,
+                    server_time_ms: self.now(),
+                })
+                .await?;
+            if self.fly(&plan).await? {
+                return Ok(());
+            }
+            let (late, settlements) = self.ports.arbiter.crash(self.term).await?;
+            for c in &late {
+                announce_cash_out(self.ports.bus.as_ref(), c).await;
+            }
+            let balances = self
+                .ports
+                .ledger
+                .finish_round(
+                    &spec.id,
+                    self.term,
+                    number,
+                    plan.crash_at_ms,
+                    &settlements,
+                )
+                .await?;
+            metrics::counter!("crashfleet_rounds_total").increment(1);
+            self.ports
+                .bus
+                .publish(&ServerMessage::Crashed {
+                    round: number,
+                    crash_x100: plan.crash_x100,
+                    hash: crate::fairness::to_hex(&plan.hash),
+                    crashed_at_ms: plan.crash_at_ms,
+                    next_round_at_ms: plan.next_round_at_ms,
+                    server_time_ms: self.now(),
+                })
+                .await?;
+            self.publish_balances(&balances).await;
+            if self.sleep_until(plan.next_round_at_ms).await {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The flight: ticks at the configured rate, auto-cash-outs at their exact instants, until the
+    /// crash instant. Returns `true` if leadership was lost.
+    async fn fly(&self, plan: &RoundPlan) -> Result<bool> {
+        let tick_ms = self.table.tick_ms.max(1) as i64;
+        let mut next_tick = plan.started_at_ms;
+        loop {
+            let (due, next_auto) = self.ports.arbiter.due_auto_cashouts().await?;
+            for c in &due {
+                self.pay(c).await?;
+            }
+            let now = self.now();
+            if now >= plan.crash_at_ms {
+                return Ok(false);
+            }
+            if now >= next_tick {
+                let elapsed = (now - plan.started_at_ms).max(0) as u64;
+                self.ports
+                    .bus
+                    .publish(&ServerMessage::Tick {
+                        round: plan.number,
+                        multiplier_x100: self.table.curve.multiplier_x100(elapsed),
+                        elapsed_ms: elapsed,
+                        server_time_ms: now,
+                    })
+                    .await?;
+                // Skip ticks missed while busy instead of bursting them.
+                while next_tick <= now {
+                    next_tick += tick_ms;
+                }
+            }
+            let wake = next_tick
+                .min(next_auto.unwrap_or(i64::MAX))
+                .min(plan.crash_at_ms);
+            if self.sleep_until(wake).await {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+/// Tells every player about a cash-out (manual ones are announced by the node that took them).
+pub async fn announce_cash_out(bus: &dyn Bus, c: &CashOut) {
+    metrics::counter!("crashfleet_cashouts_total").increment(1);
+    let _ = bus
+        .publish(&ServerMessage::CashedOut {
+            round: c.round,
+            bet_id: c.bet_id.clone(),
+            username: c.username.clone(),
+            multiplier_x100: c.multiplier_x100,
+            payout: c.payout,
+            auto: c.auto,
+        })
+        .await;
+}

@@ -1,0 +1,220 @@
+//! The standalone adapters: an in-process event bus, an in-process arbiter (a mutex around the
+//! pure [`ActiveRound`]) and an always-leader elector. Together with the SQLite ledger they make a
+//! one-process game node; the fleet swaps each for a Redis or Kubernetes backed one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use tokio::sync::{Mutex, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{ActiveRound, BetRequest, CashOut, Curve, RoundPlan, Rules, Settlement};
+use crate::error::{Error, Result};
+use crate::ports::{Arbiter, Bus, Clock, LeaderElector, Leadership, PrivateEvent, PublicEvent};
+use crate::protocol::{BetView, Phase, RoundView, ServerMessage};
+
+/// Events buffered per receiver. A socket that falls this far behind (about 10 s of ticks plus a
+/// burst of bets) is resynchronised from a fresh snapshot instead of holding memory.
+pub const BUS_CAPACITY: usize = 1024;
+
+/// The in-process bus: a broadcast channel for the table and one for per-player messages.
+pub struct LocalBus {
+    public: broadcast::Sender<PublicEvent>,
+    private: broadcast::Sender<PrivateEvent>,
+    seq: AtomicU64,
+}
+
+impl LocalBus {
+    pub fn new() -> LocalBus {
+        LocalBus {
+            public: broadcast::channel(BUS_CAPACITY).0,
+            private: broadcast::channel(BUS_CAPACITY).0,
+            seq: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Default for LocalBus {
+    fn default() -> Self {
+        LocalBus::new()
+    }
+}
+
+pub(crate) fn to_json(msg: &ServerMessage) -> Result<axum::extract::ws::Utf8Bytes> {
+    serde_json::to_string(msg)
+        .map(Into::into)
+        .map_err(|e| Error::Internal(format!("serialising an event: {e}")))
+}
+
+#[async_trait]
+impl Bus for LocalBus {
+    async fn publish(&self, msg: &ServerMessage) -> Result<()> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        // No receivers (no sockets) is fine: there is nobody to tell.
+        let _ = self.public.send(PublicEvent {
+            seq,
+            json: to_json(msg)?,
+        });
+        Ok(())
+    }
+
+    async fn publish_private(&self, player_id: &str, msg: &ServerMessage) -> Result<()> {
+        let _ = self.private.send(PrivateEvent {
+            player_id: player_id.to_string(),
+            json: to_json(msg)?,
+        });
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<PublicEvent> {
+        self.public.subscribe()
+    }
+
+    fn subscribe_private(&self) -> broadcast::Receiver<PrivateEvent> {
+        self.private.subscribe()
+    }
+}
+
+/// Decides bets and cash-outs in process, against the node's clock.
+pub struct LocalArbiter {
+    clock: Arc<dyn Clock>,
+    curve: Curve,
+    rules: Rules,
+    round: Mutex<Option<ActiveRound>>,
+}
+
+impl LocalArbiter {
+    pub fn new(clock: Arc<dyn Clock>, curve: Curve, rules: Rules) -> LocalArbiter {
+        LocalArbiter {
+            clock,
+            curve,
+            rules,
+            round: Mutex::new(None),
+        }
+    }
+}
+
+/// The public view of a round at `now`; the secrets appear only once it has crashed.
+pub fn public_view(plan: &RoundPlan, now_ms: i64) -> RoundView {
+    let phase = plan.phase(now_ms);
+    let crashed = phase == Phase::Crashed;
+    RoundView {
+        number: plan.number,
+        phase,
+        opened_at_ms: plan.opened_at_ms,
+        betting_closes_at_ms: plan.started_at_ms,
+        started_at_ms: plan.started_at_ms,
+        crashed_at_ms: crashed.then_some(plan.crash_at_ms),
+        crash_x100: crashed.then_some(plan.crash_x100),
+        hash: crashed.then(|| crate::fairness::to_hex(&plan.hash)),
+    }
+}
+
+#[async_trait]
+impl Arbiter for LocalArbiter {
+    async fn open_round(&self, _term: u64, plan: RoundPlan) -> Result<()> {
+        *self.round.lock().await = Some(ActiveRound::new(plan, self.curve, self.rules.clone()));
+        Ok(())
+    }
+
+    async fn current(&self) -> Option<(RoundView, Vec<BetView>)> {
+        let guard = self.round.lock().await;
+        let r = guard.as_ref()?;
+        let view = public_view(&r.plan, self.clock.now_ms());
+        let bets = r
+            .bets()
+            .iter()
+            .map(|b| BetView {
+                bet_id: b.bet_id.clone(),
+                round: r.plan.number,
+                username: b.username.clone(),
+                stake: b.stake,
+                auto_cashout_x100: b.auto_cashout_x100,
+                status: if b.announced { "won" } else { "open" }.to_string(),
+                cashout_x100: b.cashed_out.filter(|_| b.announced).map(|(m, _)| m),
+                payout: b
+                    .cashed_out
+                    .filter(|_| b.announced)
+                    .map(|(m, _)| crate::engine::payout(b.stake, m, self.rules.max_payout)),
+            })
+            .collect();
+        Some((view, bets))
+    }
+
+    async fn place_bet(&self, round: u64, req: BetRequest) -> Result<i64> {
+        let mut guard = self.round.lock().await;
+        let r = guard.as_mut().ok_or(Error::BettingClosed)?;
+        if r.plan.number != round {
+            return Err(Error::BettingClosed);
+        }
+        let now = self.clock.now_ms();
+        r.place_bet(now, req)?;
+        Ok(now)
+    }
+
+    async fn cancel_bet(&self, round: u64, bet_id: &str) {
+        if let Some(r) = self.round.lock().await.as_mut()
+            && r.plan.number == round
+        {
+            r.cancel_bet(bet_id);
+        }
+    }
+
+    async fn cash_out(&self, bet_id: &str, player_id: &str) -> Result<CashOut> {
+        let mut guard = self.round.lock().await;
+        let r = guard.as_mut().ok_or(Error::NotFlying)?;
+        r.cash_out(self.clock.now_ms(), bet_id, player_id)
+    }
+
+    async fn due_auto_cashouts(&self) -> Result<(Vec<CashOut>, Option<i64>)> {
+        let mut guard = self.round.lock().await;
+        let Some(r) = guard.as_mut() else {
+            return Ok((Vec::new(), None));
+        };
+        let now = self.clock.now_ms();
+        let due = r.due_auto_cashouts(now);
+        Ok((due, r.next_auto_instant(now)))
+    }
+
+    async fn crash(&self, _term: u64) -> Result<(Vec<CashOut>, Vec<Settlement>)> {
+        let mut guard = self.round.lock().await;
+        let r = guard.as_mut().ok_or(Error::NotFlying)?;
+        Ok(r.settle())
+    }
+
+    async fn clear(&self) {
+        *self.round.lock().await = None;
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+}
+
+/// A single node always leads its table. Each start is a new term (one above the ledger's newest),
+/// so the fencing path is exercised even standalone.
+pub struct AlwaysLeader {
+    term: u64,
+}
+
+impl AlwaysLeader {
+    pub fn new(term: u64) -> AlwaysLeader {
+        AlwaysLeader { term }
+    }
+}
+
+#[async_trait]
+impl LeaderElector for AlwaysLeader {
+    async fn acquire(&self, shutdown: &CancellationToken) -> Result<Option<Leadership>> {
+        if shutdown.is_cancelled() {
+            return Ok(None);
+        }
+        Ok(Some(Leadership {
+            term: self.term,
+            lost: shutdown.child_token(),
+        }))
+    }
+
+    async fn release(&self) {}
+}

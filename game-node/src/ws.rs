@@ -1,0 +1,238 @@
+//! `/ws`: one task per connection that owns the socket — the only writer, so frames are never
+//! interleaved (seed 000 wrote to sockets from several goroutines). It sends a snapshot, then relays
+//! the table's events and this player's private events, and answers the player's commands.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::auth::Session;
+use crate::error::Error;
+use crate::node::AppState;
+use crate::protocol::{ClientMessage, MAX_CLIENT_FRAME_BYTES, PlayerView, ServerMessage};
+use crate::service;
+use crate::standalone::to_json;
+
+/// Socket buffers, chosen deliberately: tungstenite's defaults (128 KiB read buffer, 128 KiB write
+/// buffer) cost ~100 KB+ per connection, which caps a node at a few thousand players. Our frames
+/// are small (a tick is ~100 bytes, a snapshot a few KiB), so 4 KiB buffers suffice; the write
+/// buffer may grow to `MAX_WRITE_BUFFER` for a burst, and a client that cannot drain that is cut.
+const READ_BUFFER: usize = 4 * 1024;
+const WRITE_BUFFER: usize = 4 * 1024;
+const MAX_WRITE_BUFFER: usize = 256 * 1024;
+/// Rounds of history in the connect snapshot.
+const SNAPSHOT_HISTORY: u32 = 20;
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+}
+
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if state.connections.load(Ordering::Relaxed) >= state.max_connections {
+        return Error::Unavailable("this node is full; try another".into()).into_response();
+    }
+    let session = match q.token.as_deref().map(|t| state.auth.verify(t)).transpose() {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_message_size(MAX_CLIENT_FRAME_BYTES)
+        .max_frame_size(MAX_CLIENT_FRAME_BYTES)
+        .on_upgrade(move |socket| connection(socket, state, session))
+}
+
+/// Decrements the connection gauge however the task ends.
+struct ConnectionGuard(Arc<AppState>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn snapshot(state: &AppState, session: Option<&Session>) -> Result<Utf8Bytes, Error> {
+    let (round, bets) = match state.arbiter.current().await {
+        Some((r, b)) => (Some(r), b),
+        None => (None, Vec::new()),
+    };
+    let history = state
+        .ledger
+        .rounds(&state.table.id, SNAPSHOT_HISTORY)
+        .await?
+        .iter()
+        .map(|r| r.view())
+        .collect();
+    let you = match session {
+        Some(s) => state.ledger.player(&s.player_id).await?.map(|p| PlayerView {
+            id: p.id,
+            username: p.username,
+            balance: p.balance,
+        }),
+        None => None,
+    };
+    to_json(&ServerMessage::Snapshot {
+        table: state.table.id.clone(),
+        server_time_ms: state.clock.now_ms(),
+        round,
+        growth_per_ms: state.table.curve.growth_per_ms(),
+        tick_interval_ms: state.table.tick_ms,
+        bets,
+        history,
+        fairness: state.fairness.clone(),
+        you,
+    })
+}
+
+fn error_frame(request_id: Option<String>, e: &Error) -> Option<Utf8Bytes> {
+    to_json(&ServerMessage::Error {
+        request_id,
+        code: e.code().to_string(),
+        message: e.public_message(),
+    })
+    .ok()
+}
+
+async fn connection(mut socket: WebSocket, state: Arc<AppState>, mut session: Option<Session>) {
+    state.connections.fetch_add(1, Ordering::Relaxed);
+    let _guard = ConnectionGuard(state.clone());
+    // Subscribe before the snapshot so no event between the two is missed.
+    let mut public = state.bus.subscribe();
+    let mut private = state.bus.subscribe_private();
+    match snapshot(&state, session.as_ref()).await {
+        Ok(s) => {
+            if socket.send(Message::Text(s)).await.is_err() {
+                return;
+            }
+        }
+        Err(e) => {
+            if let Some(f) = error_frame(None, &e) {
+                let _ = socket.send(Message::Text(f)).await;
+            }
+            return;
+        }
+    }
+    loop {
+        let out: Option<Utf8Bytes> = tokio::select! {
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => handle(&state, &mut session, &text).await,
+                Some(Ok(Message::Binary(_))) => error_frame(
+                    None,
+                    &Error::BadRequest("binary frames are not supported; send JSON text".into()),
+                ),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                Some(Ok(Message::Close(_))) | None => break,
+                // Oversized or malformed frames end the connection (tungstenite refuses them).
+                Some(Err(_)) => break,
+            },
+            event = public.recv() => match event {
+                Ok(e) => Some(e.json),
+                // This socket fell behind: skip what it missed and resync from a fresh snapshot.
+                Err(RecvError::Lagged(_)) => snapshot(&state, session.as_ref()).await.ok(),
+                Err(RecvError::Closed) => break,
+            },
+            event = private.recv() => match event {
+                Ok(e) if session.as_ref().is_some_and(|s| s.player_id == e.player_id) => Some(e.json),
+                Ok(_) => None,
+                Err(RecvError::Lagged(_)) => match &session {
+                    Some(s) => match state.ledger.player(&s.player_id).await {
+                        Ok(Some(p)) => to_json(&ServerMessage::Balance { balance: p.balance }).ok(),
+                        _ => None,
+                    },
+                    None => None,
+                },
+                Err(RecvError::Closed) => break,
+            },
+            _ = state.shutdown.cancelled() => {
+                let _ = socket
+                    .send(Message::Close(Some(CloseFrame {
+                        code: axum::extract::ws::close_code::AWAY,
+                        reason: "node shutting down".into(),
+                    })))
+                    .await;
+                break;
+            }
+        };
+        if let Some(frame) = out
+            && socket.send(Message::Text(frame)).await.is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// Handles one client frame; returns the reply, if any.
+async fn handle(state: &Arc<AppState>, session: &mut Option<Session>, text: &str) -> Option<Utf8Bytes> {
+    let msg: ClientMessage = match serde_json::from_str(text) {
+        Ok(m) => m,
+        Err(e) => {
+            return error_frame(None, &Error::BadRequest(format!("invalid message: {e}")));
+        }
+    };
+    let reply = match msg {
+        ClientMessage::Ping { nonce } => Ok(ServerMessage::Pong {
+            nonce,
+            server_time_ms: state.clock.now_ms(),
+        }),
+        ClientMessage::Auth { token } => match state.auth.verify(&token) {
+            Ok(s) => match state.ledger.player(&s.player_id).await {
+                Ok(Some(p)) => {
+                    *session = Some(s);
+                    Ok(ServerMessage::Authenticated {
+                        you: PlayerView {
+                            id: p.id,
+                            username: p.username,
+                            balance: p.balance,
+                        },
+                    })
+                }
+                Ok(None) => Err((None, Error::Unauthorized("unknown player".into()))),
+                Err(e) => Err((None, e)),
+            },
+            Err(e) => Err((None, e)),
+        },
+        ClientMessage::Bet {
+            request_id,
+            stake,
+            auto_cashout_x100,
+        } => match session.as_ref() {
+            None => Err((Some(request_id), Error::Unauthorized("log in first".into()))),
+            Some(s) => {
+                match service::place_bet(state, s, &request_id, stake, auto_cashout_x100).await {
+                    Ok((bet, _)) => Ok(ServerMessage::BetAccepted {
+                        request_id,
+                        bet: bet.view(),
+                    }),
+                    Err(e) => Err((Some(request_id), e)),
+                }
+            }
+        },
+        ClientMessage::CashOut { request_id, bet_id } => match session.as_ref() {
+            None => Err((Some(request_id), Error::Unauthorized("log in first".into()))),
+            Some(s) => match service::cash_out(state, s, &request_id, &bet_id).await {
+                Ok(c) => Ok(ServerMessage::CashOutAccepted {
+                    request_id,
+                    bet_id: c.bet_id,
+                    multiplier_x100: c.multiplier_x100,
+                    payout: c.payout,
+                }),
+                Err(e) => Err((Some(request_id), e)),
+            },
+        },
+    };
+    match reply {
+        Ok(m) => to_json(&m).ok(),
+        Err((id, e)) => error_frame(id, &e),
+    }
+}

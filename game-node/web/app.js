@@ -173,10 +173,14 @@
   // ------------------------------------------------------------------------------------------
   // Toasts.
 
+  let toastSeq = 0;
   function toast({ kind = 'info', title, msg = '', code = '', timeout }) {
     const t = document.createElement('div');
     t.className = 'toast ' + kind;
     t.setAttribute('data-testid', 'toast');
+    toastSeq += 1;
+    t.setAttribute('data-seq', String(toastSeq));
+    document.body.setAttribute('data-toast-seq', String(toastSeq));
     if (code) t.setAttribute('data-code', code);
     t.setAttribute('role', kind === 'error' ? 'alert' : 'status');
     const body = document.createElement('div');

@@ -173,21 +173,32 @@ async function playOneRound(page, context, vectors) {
       return p.dataset.phase === 'betting' && Number(p.dataset.remainingMs) > minLeft && b && !b.disabled && !b.hidden;
     }, MIN_WINDOW_LEFT_MS, { timeout: ROUND_TIMEOUT_MS, polling: 50 });
     const roundNo = Number(await page.getAttribute('[data-testid=phase]', 'data-round'));
-    const toastsBefore = await page.locator('[data-testid=toast]').count();
-    await page.click('[data-testid=bet]');
+    const seen = await page.evaluate(() => ({
+      bets: Array.from(document.querySelectorAll('[data-testid=my-bet-row]'), (r) => r.dataset.betId),
+      toastSeq: Number(document.body.dataset.toastSeq || 0),
+    }));
+    try {
+      // Short: if the window shut in between, the button is disabled and we wait for the next one.
+      await page.click('[data-testid=bet]', { timeout: 500 });
+    } catch (e) {
+      log(`round #${roundNo}: the bet button was not clickable in time; waiting for the next window`);
+      continue;
+    }
     log(`bet clicked in round #${roundNo} (try ${tryNo})`);
-    const outcome = await page.waitForFunction(({ n, toastsBefore }) => {
-      const row = document.querySelector(`[data-testid=my-bet-row][data-round="${n}"]`);
-      if (row) return { ok: true, betId: row.dataset.betId };
-      const toasts = document.querySelectorAll('[data-testid=toast]');
-      if (toasts.length > toastsBefore) {
-        const t = toasts[toasts.length - 1];
-        return { ok: false, code: t.dataset.code || '', text: t.textContent };
+    const outcome = await page.waitForFunction((seen) => {
+      for (const row of document.querySelectorAll('[data-testid=my-bet-row]')) {
+        if (!seen.bets.includes(row.dataset.betId)) return { ok: true, betId: row.dataset.betId, round: Number(row.dataset.round) };
+      }
+      for (const t of document.querySelectorAll('[data-testid=toast]')) {
+        if (Number(t.dataset.seq) > seen.toastSeq && t.classList.contains('error')) return { ok: false, code: t.dataset.code || '', text: t.textContent };
       }
       return null;
-    }, { n: roundNo, toastsBefore }, { timeout: 10_000 }).then((h) => h.jsonValue());
+    }, seen, { timeout: 10_000 }).then((h) => h.jsonValue()).catch(() => {
+      throw new Failure(`no answer to the bet in round #${roundNo} within 10 s (no bet row, no error)`);
+    });
     if (outcome.ok) {
-      bet = { round: roundNo, betId: outcome.betId };
+      check(outcome.round === roundNo, `the bet was clicked in round #${roundNo} but landed in round #${outcome.round}`);
+      bet = { round: outcome.round, betId: outcome.betId };
     } else {
       check(outcome.code === 'betting_closed', `the bet was refused: ${outcome.text}`);
       log('the window closed before the bet arrived; trying the next round');

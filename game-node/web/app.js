@@ -416,6 +416,10 @@
         state.you = null;
         renderAll();
         toast({ kind: 'info', title: 'Your session expired — please log in again' });
+        // The cause is known and gone: watch the table anonymously right away.
+        attempt = 0;
+        connect();
+        return;
       }
     }
     const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt) * (0.8 + Math.random() * 0.4);
@@ -1017,6 +1021,12 @@
         break;
       default:
         phaseText = v.phase;
+    }
+    if (!state.connected && v.phase !== 'connecting') {
+      // Frozen state from before the drop: say so instead of counting down to nothing.
+      phaseText = 'Connection lost · reconnecting';
+      if (!crashLine) status = '';
+      progress = null;
     }
     if (v.phase !== 'betting') el.phase.removeAttribute('data-remaining-ms');
     setText(el.phase, phaseText);

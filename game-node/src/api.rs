@@ -107,7 +107,8 @@ fn require_admin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
             "admin endpoints are disabled (no --admin-token)".into(),
         ));
     };
-    let given = bearer(headers).ok_or_else(|| Error::Unauthorized("admin token required".into()))?;
+    let given =
+        bearer(headers).ok_or_else(|| Error::Unauthorized("admin token required".into()))?;
     // Constant-time comparison: the admin token must not leak through timing.
     let equal = given.len() == expected.len()
         && given
@@ -403,7 +404,11 @@ async fn round(
 
 #[utoipa::path(get, path = "/api/v1/fairness", tag = "rounds", responses((status = 200, body = FairnessBody)))]
 async fn fairness(State(s): State<Arc<AppState>>) -> ApiResult<Json<FairnessBody>> {
-    let played = s.ledger.last_round(&s.table.id).await?.map_or(0, |r| r.number);
+    let played = s
+        .ledger
+        .last_round(&s.table.id)
+        .await?
+        .map_or(0, |r| r.number);
     Ok(Json(FairnessBody {
         commitment: s.fairness.clone(),
         rounds_played: played,
@@ -590,11 +595,7 @@ pub fn openapi_json() -> String {
 }
 
 async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        openapi_json(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
 }
 
 async fn not_found() -> Error {
@@ -629,9 +630,7 @@ async fn verify_page() -> Html<&'static str> {
 
 fn rate_limit_error(e: tower_governor::GovernorError) -> Response {
     match e {
-        tower_governor::GovernorError::TooManyRequests { .. } => {
-            Error::RateLimited.into_response()
-        }
+        tower_governor::GovernorError::TooManyRequests { .. } => Error::RateLimited.into_response(),
         other => Error::BadRequest(format!("{other}")).into_response(),
     }
 }
@@ -664,9 +663,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             .burst_size(state.rate_limit_ip.saturating_mul(2))
             .finish()
         {
-            api = api.layer(
-                tower_governor::GovernorLayer::new(cfg).error_handler(rate_limit_error),
-            );
+            api =
+                api.layer(tower_governor::GovernorLayer::new(cfg).error_handler(rate_limit_error));
         }
     }
     let cors = CorsLayer::new()

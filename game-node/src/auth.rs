@@ -1,8 +1,8 @@
 //! Players' credentials and sessions: argon2id password hashes and HS256 JWT bearer tokens.
 //! Tokens are stateless, so a session is valid on every node that shares the signing key.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -37,7 +37,9 @@ pub struct Auth {
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth").field("ttl_secs", &self.ttl_secs).finish_non_exhaustive()
+        f.debug_struct("Auth")
+            .field("ttl_secs", &self.ttl_secs)
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,13 +101,18 @@ pub fn hash_password(password: &str) -> Result<String> {
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
 pub fn validate_username(u: &str) -> Result<()> {
     let ok = (3..=32).contains(&u.len())
-        && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        && u.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -119,7 +126,9 @@ pub fn validate_password(p: &str) -> Result<()> {
     if (8..=128).contains(&p.chars().count()) {
         Ok(())
     } else {
-        Err(Error::InvalidPassword("passwords are 8-128 characters".into()))
+        Err(Error::InvalidPassword(
+            "passwords are 8-128 characters".into(),
+        ))
     }
 }
 
@@ -133,7 +142,10 @@ mod tests {
         let t = a.issue("p1", "alice").expect("issue");
         assert_eq!(
             a.verify(&t).expect("valid"),
-            Session { player_id: "p1".into(), username: "alice".into() }
+            Session {
+                player_id: "p1".into(),
+                username: "alice".into()
+            }
         );
         let other = Auth::new(b"secret-two", 60);
         assert!(matches!(other.verify(&t), Err(Error::Unauthorized(_))));
@@ -155,7 +167,10 @@ mod tests {
         };
         let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &a.encoding)
             .expect("encode");
-        assert_eq!(a.verify(&t), Err(Error::Unauthorized("the token has expired".into())));
+        assert_eq!(
+            a.verify(&t),
+            Err(Error::Unauthorized("the token has expired".into()))
+        );
     }
 
     #[test]

@@ -558,12 +558,18 @@ mod tests {
         r.place_bet(1_000, bet("a", "p", 1_000, None)).expect("bet");
         r.place_bet(1_000, bet("b", "q", 1_000, None)).expect("bet");
         assert_eq!(r.cash_out(5_999, "a", "p"), Err(Error::NotFlying));
-        assert!(matches!(r.cash_out(6_500, "a", "q"), Err(Error::Forbidden(_))));
+        assert!(matches!(
+            r.cash_out(6_500, "a", "q"),
+            Err(Error::Forbidden(_))
+        ));
         let crash_at = r.plan.crash_at_ms;
         let c = r.cash_out(crash_at - 1, "a", "p").expect("in time");
         assert!(c.multiplier_x100 < 250, "never at or above the crash point");
         assert_eq!(c.payout, 1_000 * c.multiplier_x100 as i64 / 100);
-        assert_eq!(r.cash_out(crash_at - 1, "a", "p"), Err(Error::AlreadySettled));
+        assert_eq!(
+            r.cash_out(crash_at - 1, "a", "p"),
+            Err(Error::AlreadySettled)
+        );
         assert_eq!(r.cash_out(crash_at, "b", "q"), Err(Error::TooLate));
         let (_, s) = r.settle();
         assert_eq!(
@@ -581,9 +587,12 @@ mod tests {
     #[test]
     fn auto_cash_out_wins_exactly_its_target_iff_target_at_most_crash() {
         let mut r = round(250);
-        r.place_bet(1_000, bet("at", "p", 100, Some(250))).expect("bet");
-        r.place_bet(1_000, bet("above", "q", 100, Some(251))).expect("bet");
-        r.place_bet(1_000, bet("below", "s", 100, Some(120))).expect("bet");
+        r.place_bet(1_000, bet("at", "p", 100, Some(250)))
+            .expect("bet");
+        r.place_bet(1_000, bet("above", "q", 100, Some(251)))
+            .expect("bet");
+        r.place_bet(1_000, bet("below", "s", 100, Some(120)))
+            .expect("bet");
         let t120 = r.plan.started_at_ms + r.curve.elapsed_for(120) as i64;
         assert_eq!(r.next_auto_instant(6_000), Some(t120));
         assert!(r.due_auto_cashouts(t120 - 1).is_empty());
@@ -620,8 +629,12 @@ mod tests {
     fn instant_crash_accepts_no_cash_out() {
         let mut r = round(100);
         assert_eq!(r.plan.crash_at_ms, r.plan.started_at_ms);
-        r.place_bet(1_000, bet("a", "p", 100, Some(101))).expect("bet");
-        assert_eq!(r.cash_out(r.plan.started_at_ms, "a", "p"), Err(Error::TooLate));
+        r.place_bet(1_000, bet("a", "p", 100, Some(101)))
+            .expect("bet");
+        assert_eq!(
+            r.cash_out(r.plan.started_at_ms, "a", "p"),
+            Err(Error::TooLate)
+        );
         let (late, s) = r.settle();
         assert!(late.is_empty());
         assert_eq!(s[0].outcome, Outcome::Lost);

@@ -31,7 +31,7 @@ use crate::engine::{CashOut, Outcome, RoundPlan, Settlement};
 use crate::error::{Error, Result};
 use crate::fairness;
 use crate::ports::{
-    Audit, BetRecord, Commitment, Ledger, LeaderboardRow, PlayerRecord, RoundRecord, TableStats,
+    Audit, BetRecord, Commitment, LeaderboardRow, Ledger, PlayerRecord, RoundRecord, TableStats,
 };
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -228,12 +228,13 @@ type Tx = sqlx::Transaction<'static, sqlx::Any>;
 /// Refuses a leader write whose term is older than the table's newest (fencing). The no-op
 /// update also takes the leadership row's lock, serialising with a new leader's `claim_term`.
 async fn check_term(tx: &mut Tx, table: &str, term: u64) -> Result<()> {
-    let updated = sqlx::query("UPDATE leadership SET term = term WHERE table_id = $1 AND term <= $2")
-        .bind(table)
-        .bind(i(term))
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
+    let updated =
+        sqlx::query("UPDATE leadership SET term = term WHERE table_id = $1 AND term <= $2")
+            .bind(table)
+            .bind(i(term))
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
     if updated == 1 {
         return Ok(());
     }
@@ -510,23 +511,14 @@ impl Ledger for SqlLedger {
         }
         let _w = self.write_guard().await;
         let mut tx = self.pool.begin().await?;
-        let balance = match move_money(
-            &mut tx,
-            &player.id,
-            kind,
-            amount,
-            None,
-            Some(&key),
-            now_ms,
-        )
-        .await
-        {
-            Ok(b) => b,
-            Err(Error::Internal(m)) if m.contains("UNIQUE") || m.contains("unique") => {
-                return Err(Error::IdempotencyConflict);
-            }
-            Err(e) => return Err(e),
-        };
+        let balance =
+            match move_money(&mut tx, &player.id, kind, amount, None, Some(&key), now_ms).await {
+                Ok(b) => b,
+                Err(Error::Internal(m)) if m.contains("UNIQUE") || m.contains("unique") => {
+                    return Err(Error::IdempotencyConflict);
+                }
+                Err(e) => return Err(e),
+            };
         tx.commit().await?;
         Ok(balance)
     }
@@ -994,10 +986,7 @@ impl Ledger for SqlLedger {
             ),
         ];
         for (what, sql) in rules {
-            let n: i64 = sqlx::query(sql)
-                .fetch_one(&self.pool)
-                .await?
-                .try_get(0)?;
+            let n: i64 = sqlx::query(sql).fetch_one(&self.pool).await?.try_get(0)?;
             if n != 0 {
                 violations.push(format!("{what}: {n}"));
             }
@@ -1018,7 +1007,9 @@ impl Ledger for SqlLedger {
     }
 
     async fn ping(&self) -> Result<()> {
-        let _ = self.scalar_i64("SELECT COUNT(*) FROM leadership WHERE table_id = $1", "").await?;
+        let _ = self
+            .scalar_i64("SELECT COUNT(*) FROM leadership WHERE table_id = $1", "")
+            .await?;
         Ok(())
     }
 }

@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the node (HTTP, WebSocket, rounds). The default.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Recompute rounds offline from a revealed hash and the salt.
     Verify(game_node::verify::VerifyArgs),
     /// Manage secret hash chains.
@@ -50,7 +50,9 @@ fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("CRASHFLEET_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -118,7 +120,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Serve(cfg)) => {
             init_tracing();
-            runtime().and_then(|rt| rt.block_on(serve(cfg)))
+            runtime().and_then(|rt| rt.block_on(serve(*cfg)))
         }
         None => {
             init_tracing();
@@ -135,5 +137,7 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

@@ -133,7 +133,11 @@ pub async fn run(
             if let Some(salt) = &cfg.salt
                 && *salt != c.salt
             {
-                bail!("--salt differs from the salt fixed for table {:?} ({})", cfg.table, c.salt);
+                bail!(
+                    "--salt differs from the salt fixed for table {:?} ({})",
+                    cfg.table,
+                    c.salt
+                );
             }
             if c.house_edge_bp != cfg.house_edge_bp || c.max_x100 != cfg.max_multiplier_x100 {
                 bail!(

@@ -156,7 +156,9 @@ pub enum ServerMessage {
         reason: String,
         server_time_ms: i64,
     },
-    BetPlaced { bet: BetView },
+    BetPlaced {
+        bet: BetView,
+    },
     CashedOut {
         round: u64,
         bet_id: String,
@@ -167,11 +169,18 @@ pub enum ServerMessage {
         auto: bool,
     },
     /// Your balance changed (sent to that player only).
-    Balance { balance: i64 },
+    Balance {
+        balance: i64,
+    },
     /// Reply to your `auth`.
-    Authenticated { you: PlayerView },
+    Authenticated {
+        you: PlayerView,
+    },
     /// Reply to your `bet`.
-    BetAccepted { request_id: String, bet: BetView },
+    BetAccepted {
+        request_id: String,
+        bet: BetView,
+    },
     /// Reply to your `cash_out`.
     CashOutAccepted {
         request_id: String,
@@ -179,7 +188,10 @@ pub enum ServerMessage {
         multiplier_x100: u64,
         payout: i64,
     },
-    Pong { nonce: u64, server_time_ms: i64 },
+    Pong {
+        nonce: u64,
+        server_time_ms: i64,
+    },
     /// A refused command or a bad frame. `code` is stable (the same codes as the REST API).
     Error {
         request_id: Option<String>,

@@ -133,7 +133,12 @@ impl Leader<'_> {
                 .ledger
                 .void_round(&self.table.id, self.term, r.number, self.now())
                 .await?;
-            warn!(round = r.number, refunds = balances.len(), reason, "round voided");
+            warn!(
+                round = r.number,
+                refunds = balances.len(),
+                reason,
+                "round voided"
+            );
             metrics::counter!("crashfleet_voided_rounds_total").increment(1);
             self.ports
                 .bus
@@ -161,7 +166,8 @@ impl Leader<'_> {
     /// Pays a decided auto-cash-out and tells everyone.
     async fn pay(&self, c: &CashOut) -> Result<()> {
         if let Some(balance) = self.ports.ledger.settle_cash_out(c, c.at_ms).await? {
-            self.publish_balances(&[(c.player_id.clone(), balance)]).await;
+            self.publish_balances(&[(c.player_id.clone(), balance)])
+                .await;
         }
         announce_cash_out(self.ports.bus.as_ref(), c).await;
         Ok(())
@@ -232,13 +238,7 @@ impl Leader<'_> {
             let balances = self
                 .ports
                 .ledger
-                .finish_round(
-                    &spec.id,
-                    self.term,
-                    number,
-                    plan.crash_at_ms,
-                    &settlements,
-                )
+                .finish_round(&spec.id, self.term, number, plan.crash_at_ms, &settlements)
                 .await?;
             metrics::counter!("crashfleet_rounds_total").increment(1);
             self.ports

@@ -75,11 +75,15 @@ async fn snapshot(state: &AppState, session: Option<&Session>) -> Result<Utf8Byt
         .map(|r| r.view())
         .collect();
     let you = match session {
-        Some(s) => state.ledger.player(&s.player_id).await?.map(|p| PlayerView {
-            id: p.id,
-            username: p.username,
-            balance: p.balance,
-        }),
+        Some(s) => state
+            .ledger
+            .player(&s.player_id)
+            .await?
+            .map(|p| PlayerView {
+                id: p.id,
+                username: p.username,
+                balance: p.balance,
+            }),
         None => None,
     };
     to_json(&ServerMessage::Snapshot {
@@ -173,7 +177,11 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, mut session: Op
 }
 
 /// Handles one client frame; returns the reply, if any.
-async fn handle(state: &Arc<AppState>, session: &mut Option<Session>, text: &str) -> Option<Utf8Bytes> {
+async fn handle(
+    state: &Arc<AppState>,
+    session: &mut Option<Session>,
+    text: &str,
+) -> Option<Utf8Bytes> {
     let msg: ClientMessage = match serde_json::from_str(text) {
         Ok(m) => m,
         Err(e) => {

@@ -24,17 +24,27 @@ async fn bets_cash_outs_and_auto_cash_outs_settle_exactly() {
         assert_eq!(st, 201, "{b}");
         let (st, c) = s.bet(&carol, &format!("c{number}"), 777, Some(150)).await;
         assert_eq!(st, 201, "{c}");
-        assert_eq!(s.balance(&alice).await, 100_000 - 1_000 * (rounds_checked + 1) + alice_won(&s, &alice).await);
+        assert_eq!(
+            s.balance(&alice).await,
+            100_000 - 1_000 * (rounds_checked + 1) + alice_won(&s, &alice).await
+        );
 
         s.wait_phase("flying").await;
         let (st, co) = s
-            .cash_out(&alice, &format!("co{number}"), a["bet_id"].as_str().expect("id"))
+            .cash_out(
+                &alice,
+                &format!("co{number}"),
+                a["bet_id"].as_str().expect("id"),
+            )
             .await;
         let finished = s.wait_finished(number).await;
         let crash = finished["round"]["crash_x100"].as_u64().expect("crash");
         if st == 200 {
             let m = co["multiplier_x100"].as_u64().expect("m");
-            assert!(m < crash, "manual cash-out {m} must be below the crash point {crash}");
+            assert!(
+                m < crash,
+                "manual cash-out {m} must be below the crash point {crash}"
+            );
             assert_eq!(co["payout"].as_i64(), Some(1_000 * m as i64 / 100));
         } else {
             assert_eq!(co["code"], "too_late", "{co}");
@@ -82,10 +92,16 @@ async fn a_retried_bet_moves_money_once() {
     let (st1, b1) = s.bet(&t, "same-key", 500, None).await;
     let (st2, b2) = s.bet(&t, "same-key", 500, None).await;
     assert_eq!((st1, st2), (201, 201));
-    assert_eq!(b1["bet_id"], b2["bet_id"], "the retry returns the first bet");
+    assert_eq!(
+        b1["bet_id"], b2["bet_id"],
+        "the retry returns the first bet"
+    );
     assert_eq!(s.balance(&t).await, 100_000 - 500);
     let (st3, b3) = s.bet(&t, "same-key", 600, None).await;
-    assert_eq!((st3, b3["code"].as_str()), (409, Some("idempotency_conflict")));
+    assert_eq!(
+        (st3, b3["code"].as_str()),
+        (409, Some("idempotency_conflict"))
+    );
 
     // Concurrent retries race: still one debit.
     let futs: Vec<_> = (0..8).map(|_| s.bet(&t, "raced", 100, None)).collect();
@@ -156,20 +172,59 @@ async fn admin_credit_and_debit_are_idempotent_and_guarded() {
     let s = TestServer::start(&[]).await;
     let (t, _) = s.register("wallet").await;
     let path = "/api/v1/admin/players/wallet/credit";
-    let (st, v) = s.post(path, Some(common::ADMIN), Some("c1"), json!({"amount": 5_000})).await;
+    let (st, v) = s
+        .post(
+            path,
+            Some(common::ADMIN),
+            Some("c1"),
+            json!({"amount": 5_000}),
+        )
+        .await;
     assert_eq!((st, v["balance"].as_i64()), (200, Some(105_000)));
-    let (st, v) = s.post(path, Some(common::ADMIN), Some("c1"), json!({"amount": 5_000})).await;
-    assert_eq!((st, v["balance"].as_i64()), (200, Some(105_000)), "retry moves nothing");
-    let (st, v) = s.post(path, Some(common::ADMIN), Some("c1"), json!({"amount": 7})).await;
-    assert_eq!((st, v["code"].as_str()), (409, Some("idempotency_conflict")));
-    let (st, _) = s.post(path, Some(&t), Some("c2"), json!({"amount": 5})).await;
+    let (st, v) = s
+        .post(
+            path,
+            Some(common::ADMIN),
+            Some("c1"),
+            json!({"amount": 5_000}),
+        )
+        .await;
+    assert_eq!(
+        (st, v["balance"].as_i64()),
+        (200, Some(105_000)),
+        "retry moves nothing"
+    );
+    let (st, v) = s
+        .post(path, Some(common::ADMIN), Some("c1"), json!({"amount": 7}))
+        .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (409, Some("idempotency_conflict"))
+    );
+    let (st, _) = s
+        .post(path, Some(&t), Some("c2"), json!({"amount": 5}))
+        .await;
     assert_eq!(st, 403, "a player token is not an admin token");
     let (st, _) = s.post(path, None, Some("c3"), json!({"amount": 5})).await;
     assert_eq!(st, 401);
     let debit = "/api/v1/admin/players/wallet/debit";
-    let (st, v) = s.post(debit, Some(common::ADMIN), Some("d1"), json!({"amount": 200_000})).await;
+    let (st, v) = s
+        .post(
+            debit,
+            Some(common::ADMIN),
+            Some("d1"),
+            json!({"amount": 200_000}),
+        )
+        .await;
     assert_eq!((st, v["code"].as_str()), (409, Some("insufficient_funds")));
-    let (st, v) = s.post(debit, Some(common::ADMIN), Some("d2"), json!({"amount": 4_000})).await;
+    let (st, v) = s
+        .post(
+            debit,
+            Some(common::ADMIN),
+            Some("d2"),
+            json!({"amount": 4_000}),
+        )
+        .await;
     assert_eq!((st, v["balance"].as_i64()), (200, Some(101_000)));
     let audit = s.assert_audit().await;
     assert_eq!(audit["credits"], 105_000);

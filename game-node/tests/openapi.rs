@@ -14,7 +14,14 @@ fn checked_in_openapi_matches_the_code() {
         "docs/openapi.json is out of date: run `cargo run -p game-node -- openapi > docs/openapi.json`"
     );
     let doc: serde_json::Value = serde_json::from_str(&generated).expect("valid JSON");
-    for p in ["/api/v1/bets", "/api/v1/rounds", "/api/v1/fairness", "/api/v1/admin/audit", "/api/v1/fleet", "/api/v1/lobby"] {
+    for p in [
+        "/api/v1/bets",
+        "/api/v1/rounds",
+        "/api/v1/fairness",
+        "/api/v1/admin/audit",
+        "/api/v1/fleet",
+        "/api/v1/lobby",
+    ] {
         assert!(doc["paths"].get(p).is_some(), "{p} is documented");
     }
 }

@@ -183,7 +183,8 @@ impl TestServer {
         if let Some(a) = auto {
             body["auto_cashout_x100"] = json!(a);
         }
-        self.post("/api/v1/bets", Some(token), Some(key), body).await
+        self.post("/api/v1/bets", Some(token), Some(key), body)
+            .await
     }
 
     pub async fn cash_out(&self, token: &str, key: &str, bet_id: &str) -> (u16, Value) {

@@ -1,0 +1,18 @@
+//! A real Kubernetes API for tests: connect to the cluster named by `KUBECONFIG`, work in a
+//! namespace of one's own, act as a ServiceAccount, and wait for the controllers.
+//!
+//! A test starts with [`cluster_or_skip`]: with no reachable cluster it is skipped with a line on
+//! stderr saying how to start one, and under `CI=true` it fails instead, so a missing cluster never
+//! passes for a green test.
+
+mod cluster;
+mod error;
+mod namespace;
+mod token;
+mod wait;
+
+pub use cluster::{Cluster, START_HINT, cluster_or_skip};
+pub use error::{Error, error_chain, expect_status};
+pub use namespace::{TestNamespace, unique_name};
+pub use token::ServiceAccountAccess;
+pub use wait::poll;

@@ -1,0 +1,138 @@
+//! Operations and table endpoints through a real node: health, readiness, Prometheus metrics,
+//! security headers, rate limits, and the stats/leaderboard/fleet/lobby reads.
+
+mod common;
+
+use common::TestServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_headers_and_table_reads() {
+    let s = TestServer::start(&[]).await;
+    let (t, _) = s.register("opsy").await;
+    let r = s.wait_betting(500).await;
+    let number = r["number"].as_u64().expect("n");
+    assert_eq!(s.bet(&t, "m1", 500, Some(101)).await.0, 201);
+    s.wait_finished(number).await;
+
+    let health = s
+        .http
+        .get(format!("{}/healthz", s.url))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    assert_eq!(
+        s.http
+            .get(format!("{}/readyz", s.url))
+            .send()
+            .await
+            .expect("readyz")
+            .status(),
+        200
+    );
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for name in [
+        "crashfleet_rounds_total",
+        "crashfleet_bets_total",
+        "crashfleet_ws_connections",
+        "crashfleet_leader",
+        "crashfleet_leader_term",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+
+    let page = s
+        .http
+        .get(format!("{}/", s.url))
+        .send()
+        .await
+        .expect("page");
+    let h = page.headers();
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .expect("csp")
+            .contains("default-src 'self'")
+    );
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert!(
+        page.text().await.expect("html").contains("<html"),
+        "the game page is served"
+    );
+    let verify = s
+        .http
+        .get(format!("{}/verify", s.url))
+        .send()
+        .await
+        .expect("verify");
+    assert_eq!(verify.status(), 200);
+    let cors = s
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/api/v1/rounds", s.url))
+        .header("origin", "https://example.com")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .expect("preflight");
+    assert_eq!(cors.headers()["access-control-allow-origin"], "*");
+
+    let (st, stats) = s.get("/api/v1/stats").await;
+    assert_eq!(st, 200);
+    assert!(stats["rounds"].as_i64().expect("rounds") >= 1);
+    assert_eq!(stats["bets"], 1);
+    assert_eq!(stats["wagered"], 500);
+    let (_, board) = s.get("/api/v1/leaderboard").await;
+    assert_eq!(board[0]["username"], "opsy");
+    let (_, fleet) = s.get("/api/v1/fleet").await;
+    assert_eq!(fleet["nodes"].as_array().map(Vec::len), Some(1));
+    assert_eq!(fleet["leader"], fleet["nodes"][0]["node_id"]);
+    assert!(fleet["term"].as_u64().expect("term") >= 1);
+    let (_, lobby) = s.get("/api/v1/lobby").await;
+    assert_eq!(lobby["tables"][0]["table"], "main");
+    let (_, rounds) = s.get("/api/v1/rounds?limit=1").await;
+    assert_eq!(rounds.as_array().map(Vec::len), Some(1));
+    for key in [
+        "number",
+        "hash",
+        "crash_x100",
+        "opened_at_ms",
+        "started_at_ms",
+        "crashed_at_ms",
+        "status",
+    ] {
+        assert!(rounds[0].get(key).is_some(), "{key} in /rounds");
+    }
+    s.assert_audit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_answer_429_with_a_code() {
+    let s = TestServer::start(&["--rate-limit-ip", "5", "--rate-limit-player", "2"]).await;
+    let mut codes = Vec::new();
+    for _ in 0..30 {
+        let (st, v) = s.get("/api/v1/fairness").await;
+        codes.push((st, v["code"].as_str().map(str::to_string)));
+    }
+    assert!(
+        codes
+            .iter()
+            .any(|(st, c)| *st == 429 && c.as_deref() == Some("rate_limited")),
+        "{codes:?}"
+    );
+    assert!(
+        codes.iter().take(5).all(|(st, _)| *st == 200),
+        "the burst is allowed: {codes:?}"
+    );
+}

@@ -187,7 +187,7 @@ fn player_row(r: &AnyRow) -> Result<PlayerRecord> {
 }
 
 const BET_COLUMNS: &str = "b.id, b.table_id, b.round_number, b.player_id, p.username, b.stake, \
-     b.auto_cashout_x100, b.status, b.cashout_x100, b.payout, b.placed_at_ms, b.idempotency_key";
+     b.auto_cashout_x100, b.status, b.cashout_x100, b.payout, b.placed_at_ms, b.idempotency_key, b.cashout_key";
 
 fn bet_row(r: &AnyRow) -> Result<BetRecord> {
     Ok(BetRecord {
@@ -203,6 +203,7 @@ fn bet_row(r: &AnyRow) -> Result<BetRecord> {
         payout: r.try_get("payout")?,
         placed_at_ms: r.try_get("placed_at_ms")?,
         idempotency_key: r.try_get("idempotency_key")?,
+        cashout_key: r.try_get("cashout_key")?,
     })
 }
 
@@ -305,16 +306,18 @@ async fn pay_win(
     player_id: &str,
     multiplier_x100: u64,
     payout: i64,
+    key: Option<&str>,
     now_ms: i64,
 ) -> Result<Option<i64>> {
     let updated = sqlx::query(
-        "UPDATE bets SET status = 'won', cashout_x100 = $1, payout = $2, settled_at_ms = $3 \
-         WHERE id = $4 AND status = 'open'",
+        "UPDATE bets SET status = 'won', cashout_x100 = $1, payout = $2, settled_at_ms = $3, \
+         cashout_key = $5 WHERE id = $4 AND status = 'open'",
     )
     .bind(i(multiplier_x100))
     .bind(payout)
     .bind(now_ms)
     .bind(bet_id)
+    .bind(key)
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -652,7 +655,12 @@ impl Ledger for SqlLedger {
         Ok((stored, balance))
     }
 
-    async fn settle_cash_out(&self, c: &CashOut, now_ms: i64) -> Result<Option<i64>> {
+    async fn settle_cash_out(
+        &self,
+        c: &CashOut,
+        key: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Option<i64>> {
         let _w = self.write_guard().await;
         let mut tx = self.pool.begin().await?;
         let balance = pay_win(
@@ -661,6 +669,7 @@ impl Ledger for SqlLedger {
             &c.player_id,
             c.multiplier_x100,
             c.payout,
+            key,
             now_ms,
         )
         .await?;
@@ -705,6 +714,7 @@ impl Ledger for SqlLedger {
                     &s.player_id,
                     multiplier_x100,
                     payout,
+                    None,
                     crashed_at_ms,
                 )
                 .await?

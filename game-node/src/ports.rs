@@ -88,6 +88,8 @@ pub struct BetRecord {
     pub payout: Option<i64>,
     pub placed_at_ms: i64,
     pub idempotency_key: String,
+    /// The idempotency key of the cash-out that won it (manual cash-outs only).
+    pub cashout_key: Option<String>,
 }
 
 impl BetRecord {
@@ -254,8 +256,14 @@ pub trait Ledger: Send + Sync + 'static {
     async fn bet_by_key(&self, player_id: &str, key: &str) -> Result<Option<BetRecord>>;
     /// Debits the stake and stores the bet, once per (player, key). Refused unless the round is open.
     async fn place_bet(&self, bet: &BetRecord) -> Result<(BetRecord, i64)>;
-    /// Pays a decided cash-out; a no-op returning `None` if the bet is already settled.
-    async fn settle_cash_out(&self, c: &CashOut, now_ms: i64) -> Result<Option<i64>>;
+    /// Pays a decided cash-out (recording the request's idempotency key); a no-op returning
+    /// `None` if the bet is already settled.
+    async fn settle_cash_out(
+        &self,
+        c: &CashOut,
+        key: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Option<i64>>;
     /// Settles every open bet of the round (winners paid, the rest lost) and reveals the round.
     /// Returns (player_id, balance) of players whose balance changed.
     async fn finish_round(

@@ -165,7 +165,7 @@ impl Leader<'_> {
 
     /// Pays a decided auto-cash-out and tells everyone.
     async fn pay(&self, c: &CashOut) -> Result<()> {
-        if let Some(balance) = self.ports.ledger.settle_cash_out(c, c.at_ms).await? {
+        if let Some(balance) = self.ports.ledger.settle_cash_out(c, None, c.at_ms).await? {
             self.publish_balances(&[(c.player_id.clone(), balance)])
                 .await;
         }

@@ -110,6 +110,7 @@ pub async fn place_bet(
         payout: None,
         placed_at_ms,
         idempotency_key: key.to_string(),
+        cashout_key: None,
     };
     let (stored, balance) = match state.ledger.place_bet(&record).await {
         Ok(r) => r,
@@ -155,13 +156,27 @@ pub async fn cash_out(
     if bet.player_id != session.player_id {
         return Err(Error::Forbidden("this is not your bet".into()));
     }
+    if bet.status == "won" && bet.cashout_key.as_deref() == Some(key) {
+        // A retry of the cash-out that won: the first outcome again, no money moves.
+        return Ok(CashOut {
+            round: bet.round,
+            bet_id: bet.bet_id,
+            player_id: bet.player_id,
+            username: bet.username,
+            stake: bet.stake,
+            multiplier_x100: bet.cashout_x100.unwrap_or(100),
+            payout: bet.payout.unwrap_or(0),
+            at_ms: bet.placed_at_ms,
+            auto: false,
+        });
+    }
     if bet.status != "open" {
         return Err(Error::AlreadySettled);
     }
     let decision = state.arbiter.cash_out(bet_id, &session.player_id).await?;
     match state
         .ledger
-        .settle_cash_out(&decision, decision.at_ms)
+        .settle_cash_out(&decision, Some(key), decision.at_ms)
         .await
     {
         Ok(Some(balance)) => {

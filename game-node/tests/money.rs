@@ -154,6 +154,13 @@ async fn cash_out_rules_owner_phase_and_once() {
     assert_eq!((st, v["code"].as_str()), (403, Some("forbidden")));
     let (st, first) = s.cash_out(&t, "mine", &id).await;
     if st == 200 {
+        let (st_retry, retry) = s.cash_out(&t, "mine", &id).await;
+        assert_eq!(
+            st_retry, 200,
+            "a retry with the same key gets the first outcome: {retry}"
+        );
+        assert_eq!(retry["payout"], first["payout"]);
+        assert_eq!(retry["multiplier_x100"], first["multiplier_x100"]);
         let (st2, v2) = s.cash_out(&t, "again", &id).await;
         assert_eq!((st2, v2["code"].as_str()), (409, Some("already_settled")));
         let payout = first["payout"].as_i64().expect("payout");

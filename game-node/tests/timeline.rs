@@ -134,7 +134,12 @@ impl Ledger for MemoryLedger {
     async fn place_bet(&self, _: &BetRecord) -> Result<(BetRecord, i64)> {
         unused("place_bet")
     }
-    async fn settle_cash_out(&self, c: &CashOut, now_ms: i64) -> Result<Option<i64>> {
+    async fn settle_cash_out(
+        &self,
+        c: &CashOut,
+        _: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Option<i64>> {
         let mut m = self.lock();
         match m.bets.get_mut(&c.bet_id) {
             Some(b) if b.0 == "open" => {
@@ -332,7 +337,10 @@ async fn a_whole_round_happens_at_exact_instants_and_pays_exact_multipliers() {
                         (c.at_ms, c.multiplier_x100),
                         (t, curve.multiplier_x100(1_300))
                     );
-                    ledger.settle_cash_out(&c, c.at_ms).await.expect("pay");
+                    ledger
+                        .settle_cash_out(&c, None, c.at_ms)
+                        .await
+                        .expect("pay");
                     manual_done = true;
                 }
             }

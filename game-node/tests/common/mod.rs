@@ -92,7 +92,8 @@ impl TestServer {
             task: Some(task),
             http: reqwest::Client::new(),
         };
-        for _ in 0..100 {
+        // Generous: test binaries run many nodes in parallel on two shared cores.
+        for _ in 0..600 {
             if let Ok(r) = s.http.get(format!("{}/readyz", s.url)).send().await
                 && r.status().is_success()
             {
@@ -232,7 +233,16 @@ impl TestServer {
     pub async fn wait_finished(&self, number: u64) -> Value {
         for _ in 0..1500 {
             let (s, v) = self.get(&format!("/api/v1/rounds/{number}")).await;
-            if s == 200 && v["round"]["phase"] == "crashed" && v["round"]["hash"].is_string() {
+            // Crashed by the clock *and* settled in the ledger (the settlement follows the crash
+            // instant by a transaction).
+            let settled = v["bets"]
+                .as_array()
+                .is_some_and(|b| b.iter().all(|b| b["status"] != "open"));
+            if s == 200
+                && v["round"]["phase"] == "crashed"
+                && v["round"]["hash"].is_string()
+                && settled
+            {
                 return v;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1081,7 +1081,9 @@
     const g = state.growthPerMs;
     const elapsed = v.elapsed || 0;
     const mult = v.x100 / 100;
-    const xMax = Math.max(10_000, elapsed * 1.15);
+    // The time axis ends on a labelled step, so its right edge always has a number.
+    const xStep = niceStep(Math.max(10_000, elapsed * 1.1) / 1000, 6) * 1000;
+    const xMax = Math.max(10_000, Math.ceil((elapsed * 1.1) / xStep) * xStep);
     const yMax = Math.max(2, 1 + (mult - 1) * 1.2);
     const px = (t) => pad.l + (t / xMax) * pw;
     const py = (m) => pad.t + ph - ((m - 1) / (yMax - 1)) * ph;
@@ -1102,7 +1104,6 @@
       ctx.fillStyle = 'rgba(125,137,161,0.9)';
       ctx.fillText((m >= 100 ? Math.round(m) : m.toFixed(m < 10 ? (yStep < 0.1 ? 2 : 1) : 0)) + '×', pad.l - 10, y);
     }
-    const xStep = niceStep(xMax / 1000, 6) * 1000;
     ctx.textAlign = 'center';
     ctx.textBaseline = 'top';
     for (let t = 0; t <= xMax + 1; t += xStep) {

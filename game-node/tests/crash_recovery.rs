@@ -1,0 +1,166 @@
+//! Kill -9 of a standalone node in the middle of a round: on restart the interrupted round is
+//! voided with every open stake refunded, the commitment is unchanged, round numbers continue
+//! without reuse, and the audit is exact. Uses the real `game-node` binary as a child process.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn spawn(dir: &std::path::Path, port: u16) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_game-node"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            &dir.display().to_string(),
+            "--chain-length",
+            "5000",
+            "--betting-window-ms",
+            "1500",
+            "--pause-ms",
+            "300",
+            "--doubling-ms",
+            "1000",
+            "--max-multiplier-x100",
+            "2000",
+            "--admin-token",
+            common::ADMIN,
+            "--jwt-secret",
+            "test-jwt-secret-0123456789",
+            "--rate-limit-ip",
+            "0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn game-node");
+    Proc(child)
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    for _ in 0..600 {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("game-node at {base} never became ready");
+}
+
+async fn get(http: &reqwest::Client, url: String, token: Option<&str>) -> Value {
+    let mut r = http.get(url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send().await.expect("GET").json().await.expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_round_refunds_the_open_stakes_on_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let node = spawn(dir.path(), port);
+    wait_ready(&http, &base).await;
+    let fair1 = get(&http, format!("{base}/api/v1/fairness"), None).await;
+    let reg: Value = http
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&json!({"username": "survivor", "password": "correct-horse"}))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("json");
+    let token = reg["token"].as_str().expect("token").to_string();
+    // Bet in a betting window with time to spare, then kill the node at once.
+    let number = loop {
+        let cur = get(&http, format!("{base}/api/v1/round"), None).await;
+        if cur["round"]["phase"] == "betting" {
+            let left = cur["round"]["betting_closes_at_ms"]
+                .as_i64()
+                .expect("closes")
+                - std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("clock")
+                    .as_millis() as i64;
+            if left > 700 {
+                let r = http
+                    .post(format!("{base}/api/v1/bets"))
+                    .bearer_auth(&token)
+                    .header("idempotency-key", "doomed")
+                    .json(&json!({"stake": 4_000}))
+                    .send()
+                    .await
+                    .expect("bet");
+                assert_eq!(r.status(), 201);
+                break cur["round"]["number"].as_u64().expect("n");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    };
+    let me = get(&http, format!("{base}/api/v1/me"), Some(&token)).await;
+    assert_eq!(me["balance"], 96_000);
+    let mut node = node;
+    node.0.kill().expect("SIGKILL");
+    node.0.wait().expect("reaped");
+    drop(node);
+
+    let node = spawn(dir.path(), port);
+    wait_ready(&http, &base).await;
+    let fair2 = get(&http, format!("{base}/api/v1/fairness"), None).await;
+    assert_eq!(fair1["terminating_hash"], fair2["terminating_hash"]);
+    assert_eq!(fair1["salt"], fair2["salt"]);
+    // Sessions survive: the signing key is configured.
+    let me = get(&http, format!("{base}/api/v1/me"), Some(&token)).await;
+    assert_eq!(
+        me["balance"], 100_000,
+        "the stake of the interrupted round was refunded"
+    );
+    let r = get(&http, format!("{base}/api/v1/rounds/{number}"), None).await;
+    assert_eq!(r["bets"][0]["status"], "refunded", "{r}");
+    let rounds = get(&http, format!("{base}/api/v1/rounds?limit=1"), None).await;
+    assert_eq!(rounds[0]["number"].as_u64(), Some(number));
+    assert_eq!(rounds[0]["status"], "voided");
+    // The next round takes the next number.
+    let next = loop {
+        let cur = get(&http, format!("{base}/api/v1/round"), None).await;
+        if let Some(n) = cur["round"]["number"].as_u64() {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    };
+    assert_eq!(next, number + 1);
+    let audit = get(
+        &http,
+        format!("{base}/api/v1/admin/audit"),
+        Some(common::ADMIN),
+    )
+    .await;
+    assert_eq!(audit["balanced"], true, "{audit:#}");
+    drop(node);
+}

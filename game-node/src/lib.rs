@@ -8,7 +8,8 @@
 //! - Adapters: [`ledger`] (SQL ledger for SQLite and PostgreSQL), [`standalone`] (in-process bus
 //!   and arbiter, always-leader).
 //! - [`runner`]: the round leader loop; [`service`]: bet and cash-out as players ask for them.
-//! - [`api`] (REST, OpenAPI, pages), [`ws`] (WebSocket), [`protocol`] (the wire messages).
+//! - [`api`] (REST, OpenAPI, pages), [`ws`] (WebSocket), [`hub`] (per-player event routing),
+//!   [`protocol`] (the wire messages).
 //! - [`node`]: assembles all of it; `main.rs` is a thin CLI over [`node::run`] and [`verify`].
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod fairness;
+pub mod hub;
 pub mod ledger;
 pub mod node;
 pub mod ports;

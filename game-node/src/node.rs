@@ -35,6 +35,8 @@ pub struct AppState {
     pub admin_token: Option<String>,
     pub demo_credit: i64,
     pub player_limiter: PlayerLimiter,
+    /// Routes each player's private events to their sockets on this node.
+    pub routes: Arc<crate::hub::PlayerRoutes>,
     pub node_id: String,
     pub region: String,
     pub started_at_ms: i64,
@@ -231,6 +233,7 @@ pub async fn run(
         admin_token: cfg.admin_token.clone(),
         demo_credit: cfg.demo_credit,
         player_limiter: PlayerLimiter::new(cfg.rate_limit_player),
+        routes: Arc::new(crate::hub::PlayerRoutes::default()),
         node_id: cfg.node_id(),
         region: cfg.region.clone(),
         started_at_ms: clock.now_ms(),
@@ -243,6 +246,11 @@ pub async fn run(
     });
 
     let leader = tokio::spawn(crate::runner::run(table, ports, shutdown.clone()));
+    let router = tokio::spawn(crate::hub::route(
+        state.bus.clone(),
+        state.routes.clone(),
+        shutdown.clone(),
+    ));
     let pruner = {
         let state = state.clone();
         let shutdown = shutdown.clone();
@@ -275,6 +283,7 @@ pub async fn run(
     // The leader voids or finishes its round before we close the ledger.
     let _ = leader.await;
     pruner.abort();
+    router.abort();
     ledger.close().await;
     info!("game-node stopped");
     Ok(())

@@ -113,7 +113,9 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, mut session: Op
     let _guard = ConnectionGuard(state.clone());
     // Subscribe before the snapshot so no event between the two is missed.
     let mut public = state.bus.subscribe();
-    let mut private = state.bus.subscribe_private();
+    let mut private = session
+        .as_ref()
+        .map(|s| state.routes.register(&s.player_id));
     match snapshot(&state, session.as_ref()).await {
         Ok(s) => {
             if socket.send(Message::Text(s)).await.is_err() {
@@ -130,7 +132,16 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, mut session: Op
     loop {
         let out: Option<Utf8Bytes> = tokio::select! {
             incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Text(text))) => handle(&state, &mut session, &text).await,
+                Some(Ok(Message::Text(text))) => {
+                    let reply = handle(&state, &mut session, &text).await;
+                    // Authenticated by this frame: start receiving this player's events.
+                    if let Some(s) = &session
+                        && private.as_ref().is_none_or(|r| r.player_id() != s.player_id)
+                    {
+                        private = Some(state.routes.register(&s.player_id));
+                    }
+                    reply
+                }
                 Some(Ok(Message::Binary(_))) => error_frame(
                     None,
                     &Error::BadRequest("binary frames are not supported; send JSON text".into()),
@@ -146,18 +157,7 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, mut session: Op
                 Err(RecvError::Lagged(_)) => snapshot(&state, session.as_ref()).await.ok(),
                 Err(RecvError::Closed) => break,
             },
-            event = private.recv() => match event {
-                Ok(e) if session.as_ref().is_some_and(|s| s.player_id == e.player_id) => Some(e.json),
-                Ok(_) => None,
-                Err(RecvError::Lagged(_)) => match &session {
-                    Some(s) => match state.ledger.player(&s.player_id).await {
-                        Ok(Some(p)) => to_json(&ServerMessage::Balance { balance: p.balance }).ok(),
-                        _ => None,
-                    },
-                    None => None,
-                },
-                Err(RecvError::Closed) => break,
-            },
+            Some(json) = next_private(&mut private) => Some(json),
             _ = state.shutdown.cancelled() => {
                 let _ = socket
                     .send(Message::Close(Some(CloseFrame {
@@ -173,6 +173,17 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, mut session: Op
         {
             break;
         }
+    }
+}
+
+/// The next private event for this socket's player; never resolves while unauthenticated.
+async fn next_private(reg: &mut Option<crate::hub::Registration>) -> Option<Utf8Bytes> {
+    match reg {
+        Some(r) => match r.rx.changed().await {
+            Ok(()) => r.rx.borrow_and_update().clone(),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 

@@ -136,3 +136,26 @@ async fn rate_limits_answer_429_with_a_code() {
         "the burst is allowed: {codes:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_requests_are_rate_limited_per_player() {
+    let s = TestServer::start(&["--rate-limit-player", "1", "--bets-per-player", "50"]).await;
+    let (t, _) = s.register("hasty").await;
+    let (calm, _) = s.register("calm").await;
+    s.wait_betting(800).await;
+    let mut codes = Vec::new();
+    for i in 0..6 {
+        let (st, v) = s.bet(&t, &format!("h{i}"), 100, None).await;
+        codes.push((st, v["code"].as_str().map(str::to_string)));
+    }
+    let limited = codes
+        .iter()
+        .filter(|(st, c)| *st == 429 && c.as_deref() == Some("rate_limited"))
+        .count();
+    let placed = codes.iter().filter(|(st, _)| *st == 201).count();
+    assert!(limited >= 1 && placed >= 1, "{codes:?}");
+    // Another player is not affected, and refused bets moved no money.
+    assert_eq!(s.bet(&calm, "c1", 100, None).await.0, 201);
+    assert_eq!(s.balance(&t).await, 100_000 - 100 * placed as i64);
+    s.assert_audit().await;
+}

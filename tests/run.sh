@@ -10,10 +10,25 @@ mkdir -p "$CRASHFLEET_CACHE_DIR"
 # --- system packages (Debian) -------------------------------------------------------------------
 bash "$ROOT/tests/install-deps.sh"
 
+# One trap tears down everything started below (PostgreSQL and the Kubernetes control plane).
+# A PostgreSQL that was already running (a developer's, via pg.sh) is left running.
+pg_ours=1
+bash "$ROOT/tests/pg/pg.sh" status >/dev/null 2>&1 && pg_ours=0
+cleanup() {
+  if [ "$pg_ours" = 1 ]; then bash "$ROOT/tests/pg/pg.sh" stop >/dev/null 2>&1 || true; fi
+  if [ -f "$ROOT/tests/k8s/cluster.sh" ]; then
+    bash "$ROOT/tests/k8s/cluster.sh" down >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
+# --- PostgreSQL (tests/pg: the ledger conformance suite runs against it and SQLite) -------------
+pg_line=$(bash "$ROOT/tests/pg/pg.sh" start | tail -n 1)
+export "${pg_line?}"
+echo "PostgreSQL up: ${pg_line%%://*}://…@${pg_line##*@}"
+
 # --- Kubernetes control plane (tests/k8s, issue #4) ---------------------------------------------
-cleanup() { bash "$ROOT/tests/k8s/cluster.sh" down >/dev/null 2>&1 || true; }
 if [ -x "$ROOT/tests/k8s/cluster.sh" ] || [ -f "$ROOT/tests/k8s/cluster.sh" ]; then
-  trap cleanup EXIT
   kc_line=$(bash "$ROOT/tests/k8s/cluster.sh" up | tail -n 1)
   export "${kc_line?}"
   echo "control plane up: $kc_line"

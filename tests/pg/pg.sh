@@ -18,7 +18,8 @@ Usage: tests/pg/pg.sh start|stop|status|--help
           directory. Safe to run twice, and when nothing was started.
   status  print the URL line and exit 0 when running; exit 3 when not.
 
-The test user may create databases: the tests give every test a fresh database of its own.
+The test user may create databases (every test gets a fresh one) and, being pg_signal_backend,
+drop them WITH (FORCE) even while an autovacuum worker is inside.
 Environment: CRASHFLEET_PG_DIR (state directory), CRASHFLEET_PG_BIN (server binaries,
 default /usr/lib/postgresql/15/bin).
 EOF
@@ -129,6 +130,7 @@ start() {
 
   as_pg "$PG_BIN/psql" -h "$DATA" -p "$port" -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 \
     -c "CREATE ROLE $DB_USER LOGIN CREATEDB PASSWORD '$pass'" \
+    -c "GRANT pg_signal_backend TO $DB_USER" \
     -c "CREATE DATABASE $DB_NAME OWNER $DB_USER" >/dev/null
 
   echo "postgres://$DB_USER:$pass@127.0.0.1:$port/$DB_NAME" >"$URL_FILE"

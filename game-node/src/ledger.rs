@@ -14,6 +14,8 @@
 //!   bet counter only while it is open, `finish_round` closes it first, so no bet can slip into a
 //!   round after it was settled.
 //! - Leader writes check the table's newest term in the same transaction (fencing).
+//! - Row locks are taken in one order, leadership → round → bets → players, so concurrent
+//!   replicas on PostgreSQL wait for each other instead of deadlocking (see `lock_open_bets`).
 //!
 //! SQLite allows one writer at a time; rather than meet `SQLITE_BUSY` on lock upgrades, write
 //! transactions on SQLite are serialised in-process by `write_lock` (reads stay concurrent in WAL
@@ -169,6 +171,23 @@ impl SqlLedger {
             Some(m) => Some(m.lock().await),
             None => None,
         }
+    }
+
+    /// The answer to a retried `adjust`: the player's balance if `key` already moved exactly this
+    /// amount for this player, a conflict if it moved something else, `None` if it is unused.
+    async fn replay_adjust(&self, player_id: &str, amount: i64, key: &str) -> Result<Option<i64>> {
+        let seen = sqlx::query("SELECT player_id, amount FROM entries WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = seen else {
+            return Ok(None);
+        };
+        let (pid, amt): (String, i64) = (r.try_get(0)?, r.try_get(1)?);
+        if pid != player_id || amt != amount {
+            return Err(Error::IdempotencyConflict);
+        }
+        Ok(Some(self.player(player_id).await?.map_or(0, |p| p.balance)))
     }
 
     async fn scalar_i64(&self, sql: &'static str, bind: &str) -> Result<i64> {
@@ -328,6 +347,25 @@ async fn pay_win(
     Ok(Some(balance))
 }
 
+/// Locks every open bet of a round before a settlement touches any player's row.
+///
+/// Lock order on PostgreSQL is round, then bets, then players. A cash-out locks its bet, then its
+/// player. A settlement going bet by bet (bet, player, next bet, ...) would hold a player's row
+/// while waiting for that player's next bet — which a cash-out may hold while waiting for the
+/// player: a deadlock. Locking all the bets first keeps the order. (On SQLite writers are
+/// serialised anyway; the no-op update costs one row write per open bet.)
+async fn lock_open_bets(tx: &mut Tx, table: &str, number: u64) -> Result<()> {
+    sqlx::query(
+        "UPDATE bets SET status = status \
+         WHERE table_id = $1 AND round_number = $2 AND status = 'open'",
+    )
+    .bind(table)
+    .bind(i(number))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl Ledger for SqlLedger {
     async fn commit_fairness(&self, c: &Commitment) -> Result<Commitment> {
@@ -380,30 +418,29 @@ impl Ledger for SqlLedger {
     async fn claim_term(&self, table: &str, term: u64) -> Result<()> {
         let _w = self.write_guard().await;
         let mut tx = self.pool.begin().await?;
-        let updated =
-            sqlx::query("UPDATE leadership SET term = $1 WHERE table_id = $2 AND term <= $1")
-                .bind(i(term))
+        // One statement for "first claim" and "newer claim": with a separate UPDATE-then-INSERT,
+        // two replicas making a table's first claims at once could see the newer term lose the
+        // INSERT race and be refused in favour of an older one.
+        let claimed = sqlx::query(
+            "INSERT INTO leadership (table_id, term) VALUES ($1, $2) \
+             ON CONFLICT (table_id) DO UPDATE SET term = excluded.term \
+             WHERE leadership.term <= excluded.term",
+        )
+        .bind(table)
+        .bind(i(term))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            let current: i64 = sqlx::query("SELECT term FROM leadership WHERE table_id = $1")
                 .bind(table)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?
-                .rows_affected();
-        if updated == 0 {
-            let inserted = sqlx::query("INSERT INTO leadership (table_id, term) VALUES ($1, $2)")
-                .bind(table)
-                .bind(i(term))
-                .execute(&mut *tx)
-                .await;
-            match inserted {
-                Ok(_) => {}
-                Err(e) if is_unique_violation(&e) => {
-                    let current = self.current_term(table).await?;
-                    return Err(Error::Fenced {
-                        stale: term,
-                        current,
-                    });
-                }
-                Err(e) => return Err(e.into()),
-            }
+                .try_get(0)?;
+            return Err(Error::Fenced {
+                stale: term,
+                current: u(current),
+            });
         }
         tx.commit().await?;
         Ok(())
@@ -501,24 +538,22 @@ impl Ledger for SqlLedger {
         let key = format!("admin:{key}");
         let kind = if amount > 0 { "credit" } else { "withdrawal" };
         // A retry with the same key returns the balance instead of moving money again.
-        let seen = sqlx::query("SELECT player_id, amount FROM entries WHERE idempotency_key = $1")
-            .bind(&key)
-            .fetch_optional(&self.pool)
-            .await?;
-        if let Some(r) = seen {
-            let (pid, amt): (String, i64) = (r.try_get(0)?, r.try_get(1)?);
-            if pid != player.id || amt != amount {
-                return Err(Error::IdempotencyConflict);
-            }
-            return Ok(self.player(&player.id).await?.map_or(0, |p| p.balance));
+        if let Some(balance) = self.replay_adjust(&player.id, amount, &key).await? {
+            return Ok(balance);
         }
-        let _w = self.write_guard().await;
+        let w = self.write_guard().await;
         let mut tx = self.pool.begin().await?;
         let balance =
             match move_money(&mut tx, &player.id, kind, amount, None, Some(&key), now_ms).await {
                 Ok(b) => b,
                 Err(Error::Internal(m)) if m.contains("UNIQUE") || m.contains("unique") => {
-                    return Err(Error::IdempotencyConflict);
+                    // A concurrent retry stored the key first: answer as a retry, move nothing.
+                    drop(tx);
+                    drop(w);
+                    return self
+                        .replay_adjust(&player.id, amount, &key)
+                        .await?
+                        .ok_or(Error::IdempotencyConflict);
                 }
                 Err(e) => return Err(e),
             };
@@ -702,6 +737,7 @@ impl Ledger for SqlLedger {
         if closed == 0 {
             return Ok(Vec::new());
         }
+        lock_open_bets(&mut tx, table, number).await?;
         let mut balances = Vec::new();
         for s in settlements {
             if let Outcome::Won {
@@ -758,6 +794,7 @@ impl Ledger for SqlLedger {
         if closed == 0 {
             return Ok(Vec::new());
         }
+        lock_open_bets(&mut tx, table, number).await?;
         let open: Vec<(String, String, i64)> = sqlx::query(
             "SELECT id, player_id, stake FROM bets \
              WHERE table_id = $1 AND round_number = $2 AND status = 'open'",
@@ -771,7 +808,7 @@ impl Ledger for SqlLedger {
         .collect::<Result<_>>()?;
         let mut balances = Vec::new();
         for (bet_id, player_id, stake) in open {
-            sqlx::query(
+            let refunded = sqlx::query(
                 "UPDATE bets SET status = 'refunded', payout = $1, settled_at_ms = $2 \
                  WHERE id = $3 AND status = 'open'",
             )
@@ -779,7 +816,13 @@ impl Ledger for SqlLedger {
             .bind(now_ms)
             .bind(&bet_id)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            // Only a bet this transaction moved from open to refunded is refunded: a bet a
+            // concurrent cash-out won is settled, and refunding it too would pay it twice.
+            if refunded == 0 {
+                continue;
+            }
             let b = move_money(
                 &mut tx,
                 &player_id,

@@ -140,14 +140,19 @@ async fn crd_cel_rule_refuses_a_breaking_object_at_apply() -> anyhow::Result<()>
         422,
     )?;
 
-    // The structural schema is enforced too: a string where an integer belongs.
-    let mistyped = widget("typo", json!("three"), json!(3));
-    expect_status(
-        widgets
-            .patch("typo", &apply, &Patch::Apply(&mistyped))
-            .await,
-        422,
-    )?;
+    // The structural schema is enforced too: a string where an integer belongs is Invalid on
+    // create. (Server-side apply refuses it earlier, building the typed patch, with a 500.)
+    let mistyped: DynamicObject = serde_json::from_value(widget("typo", json!("three"), json!(3)))?;
+    let invalid = expect_status(widgets.create(&PostParams::default(), &mistyped).await, 422)?;
+    ensure!(
+        invalid.message.contains("minReplicas"),
+        "{}",
+        invalid.message
+    );
+    ensure!(
+        widgets.get_opt("typo").await?.is_none(),
+        "the mistyped Widget was stored"
+    );
 
     ns.cleanup().await?;
     Ok(())

@@ -35,4 +35,4 @@ if [ -x "$ROOT/tests/k8s/cluster.sh" ] || [ -f "$ROOT/tests/k8s/cluster.sh" ]; t
 fi
 
 # --- the suite ----------------------------------------------------------------------------------
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"

@@ -53,14 +53,18 @@ pub struct AppState {
 /// The process-wide Prometheus recorder (metrics macros use one global recorder; tests that
 /// start several nodes in one process share it).
 fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
-    if let Some(h) = HANDLE.get() {
+    // A mutex, not a bare OnceLock: two nodes starting at once must not both try to install
+    // the global recorder (the second install fails).
+    static HANDLE: std::sync::Mutex<Option<PrometheusHandle>> = std::sync::Mutex::new(None);
+    let mut guard = HANDLE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(h) = guard.as_ref() {
         return Ok(h.clone());
     }
     let handle = PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    *guard = Some(handle.clone());
+    Ok(handle)
 }
 
 /// Reads the chain seed, or creates one (mode 0600) when the file does not exist yet.

@@ -170,8 +170,11 @@ pub async fn cash_out(
             auto: false,
         });
     }
-    if bet.status != "open" {
-        return Err(Error::AlreadySettled);
+    match bet.status.as_str() {
+        "open" => {}
+        // The round crashed (and was settled) before this cash-out arrived.
+        "lost" => return Err(Error::TooLate),
+        _ => return Err(Error::AlreadySettled),
     }
     let decision = state.arbiter.cash_out(bet_id, &session.player_id).await?;
     match state

@@ -94,6 +94,11 @@ impl TestServer {
         };
         // Generous: test binaries run many nodes in parallel on two shared cores.
         for _ in 0..600 {
+            if s.task.as_ref().is_some_and(|t| t.is_finished()) {
+                let mut s = s;
+                let result = s.task.take().expect("task").await;
+                panic!("the node stopped before it was ready: {result:?}");
+            }
             if let Ok(r) = s.http.get(format!("{}/readyz", s.url)).send().await
                 && r.status().is_success()
             {

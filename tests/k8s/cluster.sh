@@ -93,12 +93,28 @@ missing_binaries() {
   done
 }
 
+# A fresh Debian machine has Go but possibly not these: flock guards the cache and the cluster,
+# and Go needs CA certificates to reach the module proxy.
+ensure_host_tools() {
+  local need=()
+  command -v flock >/dev/null 2>&1 || need+=(util-linux)
+  [ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+  [ ${#need[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null 2>&1 || die "missing ${need[*]} and no apt-get to install them"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  log "installing ${need[*]}"
+  $sudo apt-get update -qq >&2 || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >&2 ||
+    die "apt-get install ${need[*]} failed"
+}
+
 ensure_binaries() {
+  ensure_host_tools
   mkdir -p "$BIN_DIR"
   [ -z "$(missing_binaries)" ] && return 0
   command -v go >/dev/null 2>&1 ||
-    die "Go is needed to build the control plane binaries ($(missing_binaries | tr '\n' ' ')) but 'go' is not on PATH. Install Go >= 1.26 (https://go.dev/dl/ or apt-get install golang-go) and retry."
-  command -v flock >/dev/null 2>&1 || die "'flock' (util-linux) is needed to guard the binary cache"
+    die "Go is needed to build the control plane binaries ($(missing_binaries | xargs)) but 'go' is not on PATH. Install Go >= 1.26 (https://go.dev/dl/ or apt-get install golang-go) and retry."
 
   # One builder per cache: a second `up` waits here and then finds the binaries in place.
   local lock_fd
@@ -218,7 +234,7 @@ write_wrapper_module() {
 
 build_binaries() {
   local wanted=("$@") t_all=$SECONDS
-  log "building ${wanted[*]} into $BIN_DIR (cold: ~10-15 min on 2 cores; log: $BUILD_LOG)"
+  log "building ${wanted[*]} into $BIN_DIR (all of them: 15-50 min on 2 cores, see docs/TESTING.md; log: $BUILD_LOG)"
   mkdir -p "$VERSION_DIR"
   remove_stale_build_dirs
   : >"$BUILD_LOG"
@@ -508,11 +524,12 @@ EOF
 
 cmd_down() {
   validate_name
-  with_cluster_lock
+  # Checked before the lock too, so `down` after an `up` that failed early needs nothing installed.
   if [ ! -d "$WORK_DIR" ]; then
     log "cluster '$NAME' is not running; nothing to stop"
     return 0
   fi
+  with_cluster_lock
   stop_cluster
   log "cluster '$NAME' stopped and $WORK_DIR removed"
 }

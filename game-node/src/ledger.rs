@@ -366,6 +366,36 @@ async fn lock_open_bets(tx: &mut Tx, table: &str, number: u64) -> Result<()> {
     Ok(())
 }
 
+/// The start of every settlement (finish or void): fence the term, close the round, lock its open
+/// bets. Closing the round first locks its row, so bets still being placed wait and then see it
+/// closed. `false` if the round was not open (already settled: the caller does nothing).
+async fn close_round(
+    tx: &mut Tx,
+    table: &str,
+    term: u64,
+    number: u64,
+    status: &'static str,
+    at_ms: i64,
+) -> Result<bool> {
+    check_term(tx, table, term).await?;
+    let closed = sqlx::query(
+        "UPDATE rounds SET status = $1, crashed_at_ms = $2 \
+         WHERE table_id = $3 AND number = $4 AND status = 'open'",
+    )
+    .bind(status)
+    .bind(at_ms)
+    .bind(table)
+    .bind(i(number))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if closed == 0 {
+        return Ok(false);
+    }
+    lock_open_bets(tx, table, number).await?;
+    Ok(true)
+}
+
 #[async_trait]
 impl Ledger for SqlLedger {
     async fn commit_fairness(&self, c: &Commitment) -> Result<Commitment> {
@@ -722,22 +752,9 @@ impl Ledger for SqlLedger {
     ) -> Result<Vec<(String, i64)>> {
         let _w = self.write_guard().await;
         let mut tx = self.pool.begin().await?;
-        check_term(&mut tx, table, term).await?;
-        // Closing the round first locks its row: bets still being placed wait, then see it closed.
-        let closed = sqlx::query(
-            "UPDATE rounds SET status = 'crashed', crashed_at_ms = $1 \
-             WHERE table_id = $2 AND number = $3 AND status = 'open'",
-        )
-        .bind(crashed_at_ms)
-        .bind(table)
-        .bind(i(number))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if closed == 0 {
+        if !close_round(&mut tx, table, term, number, "crashed", crashed_at_ms).await? {
             return Ok(Vec::new());
         }
-        lock_open_bets(&mut tx, table, number).await?;
         let mut balances = Vec::new();
         for s in settlements {
             if let Outcome::Won {
@@ -780,21 +797,9 @@ impl Ledger for SqlLedger {
     ) -> Result<Vec<(String, i64)>> {
         let _w = self.write_guard().await;
         let mut tx = self.pool.begin().await?;
-        check_term(&mut tx, table, term).await?;
-        let closed = sqlx::query(
-            "UPDATE rounds SET status = 'voided', crashed_at_ms = $1 \
-             WHERE table_id = $2 AND number = $3 AND status = 'open'",
-        )
-        .bind(now_ms)
-        .bind(table)
-        .bind(i(number))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if closed == 0 {
+        if !close_round(&mut tx, table, term, number, "voided", now_ms).await? {
             return Ok(Vec::new());
         }
-        lock_open_bets(&mut tx, table, number).await?;
         let open: Vec<(String, String, i64)> = sqlx::query(
             "SELECT id, player_id, stake FROM bets \
              WHERE table_id = $1 AND round_number = $2 AND status = 'open'",

@@ -14,9 +14,12 @@ bash "$ROOT/tests/install-deps.sh"
 # A PostgreSQL that was already running (a developer's, via pg.sh) is left running.
 pg_ours=1
 bash "$ROOT/tests/pg/pg.sh" status >/dev/null 2>&1 && pg_ours=0
+# Likewise a control plane already running under this CRASHFLEET_K8S_NAME (a developer's).
+k8s_ours=1
+[ -f "$ROOT/tests/k8s/cluster.sh" ] && bash "$ROOT/tests/k8s/cluster.sh" status >/dev/null 2>&1 && k8s_ours=0
 cleanup() {
   if [ "$pg_ours" = 1 ]; then bash "$ROOT/tests/pg/pg.sh" stop >/dev/null 2>&1 || true; fi
-  if [ -f "$ROOT/tests/k8s/cluster.sh" ]; then
+  if [ "$k8s_ours" = 1 ] && [ -f "$ROOT/tests/k8s/cluster.sh" ]; then
     bash "$ROOT/tests/k8s/cluster.sh" down >/dev/null 2>&1 || true
   fi
 }

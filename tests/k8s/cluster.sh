@@ -117,11 +117,10 @@ ensure_binaries() {
     die "Go is needed to build the control plane binaries ($(missing_binaries | xargs)) but 'go' is not on PATH. Install Go >= 1.26 (https://go.dev/dl/ or apt-get install golang-go) and retry."
 
   # One builder per cache: a second `up` waits here and then finds the binaries in place.
-  local lock_fd
-  exec {lock_fd}>"$VERSION_DIR/.build.lock"
-  if ! flock -n "$lock_fd"; then
+  exec {BUILD_LOCK_FD}>"$VERSION_DIR/.build.lock"
+  if ! flock -n "$BUILD_LOCK_FD"; then
     log "another cluster.sh is building into $BIN_DIR; waiting for it"
-    flock "$lock_fd"
+    flock "$BUILD_LOCK_FD"
   fi
   local missing
   missing=$(missing_binaries)
@@ -129,10 +128,12 @@ ensure_binaries() {
     # shellcheck disable=SC2086 # one binary name per word
     build_binaries $missing
   fi
-  exec {lock_fd}>&-
+  exec {BUILD_LOCK_FD}>&-
+  BUILD_LOCK_FD=""
 }
 
 BUILD_TMP=""
+BUILD_LOCK_FD=""
 # Removes the build's private GOPATH/GOCACHE (~8 GB in ~100k files; minutes on a busy disk). It is
 # renamed away at once and deleted in the background, so `up` need not wait for it.
 cleanup_build_tmp() {
@@ -146,7 +147,12 @@ cleanup_build_tmp() {
 
 remove_in_background() {
   # chmod: an interrupted `go` can leave read-only module dirs behind despite -modcacherw.
-  nohup bash -c 'chmod -R u+w "$1" 2>/dev/null; rm -rf "$1"' _ "$1" </dev/null >/dev/null 2>&1 &
+  # The build lock is not handed down: the next build must not wait for this.
+  if [ -n "$BUILD_LOCK_FD" ]; then
+    nohup bash -c 'chmod -R u+w "$1" 2>/dev/null; rm -rf "$1"' _ "$1" </dev/null >/dev/null 2>&1 {BUILD_LOCK_FD}>&- &
+  else
+    nohup bash -c 'chmod -R u+w "$1" 2>/dev/null; rm -rf "$1"' _ "$1" </dev/null >/dev/null 2>&1 &
+  fi
 }
 
 # Build dirs of a build that was killed (the build lock is ours, so no build is running) and trash

@@ -284,10 +284,13 @@ build_binaries() {
     step "go mod tidy (etcd)" bash -c "cd '$BUILD_TMP/etcd' && $go mod tidy"
     step "go build etcd" bash -c "cd '$BUILD_TMP/etcd' && $go build -ldflags '-s -w' -o '$out/etcd' go.etcd.io/etcd/server/v3"
   fi
-  if wants kwok "${wanted[@]}" || wants kwokctl "${wanted[@]}"; then
-    step "go install kwok, kwokctl $KWOK_VERSION" bash -c "cd '$BUILD_TMP' && $go install \
-      -ldflags '-s -w -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${K8S_VERSION#v}' \
-      sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
+  local kwok_pkgs=()
+  for b in kwok kwokctl; do
+    wants "$b" "${wanted[@]}" && kwok_pkgs+=("sigs.k8s.io/kwok/cmd/$b@$KWOK_VERSION")
+  done
+  if [ ${#kwok_pkgs[@]} -gt 0 ]; then
+    step "go install ${kwok_pkgs[*]##*/}" bash -c "cd '$BUILD_TMP' && $go install \
+      -ldflags '-s -w -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${K8S_VERSION#v}' ${kwok_pkgs[*]}"
   fi
   if wants helm "${wanted[@]}"; then
     step "go install helm $HELM_VERSION" bash -c "cd '$BUILD_TMP' && $go install \
@@ -295,7 +298,7 @@ build_binaries() {
       helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
   fi
 
-  step "check the Kubernetes binaries report $K8S_VERSION" check_versions "$out" "${wanted[@]}"
+  step "check the binaries report their pinned versions" check_versions "$out" "${wanted[@]}"
   for b in "${wanted[@]}"; do
     [ -x "$out/$b" ] || die "build produced no $b (log: $BUILD_LOG)"
     mv -f "$out/$b" "$BIN_DIR/$b"

@@ -249,6 +249,19 @@ pub async fn run(
         shutdown: shutdown.clone(),
     });
 
+    // Register every named metric at start, so /metrics lists them (at 0) before the first round.
+    for name in [
+        "crashfleet_rounds_total",
+        "crashfleet_bets_total",
+        "crashfleet_cashouts_total",
+        "crashfleet_wagered_total",
+        "crashfleet_voided_rounds_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::gauge!("crashfleet_ws_connections").increment(0.0);
+    metrics::gauge!("crashfleet_leader").increment(0.0);
+    metrics::gauge!("crashfleet_leader_term").increment(0.0);
     let leader = tokio::spawn(crate::runner::run(table, ports, shutdown.clone()));
     let router = tokio::spawn(crate::hub::route(
         state.bus.clone(),

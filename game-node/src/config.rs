@@ -12,6 +12,10 @@ use crate::engine::{Curve, Rules};
 pub enum LeaderElection {
     /// This node always leads its table (one node per table; the embedded default).
     Standalone,
+    /// A Redis lock (`SET NX PX`, term from `INCR`) elects the round leader among the replicas.
+    Redis,
+    /// A `coordination.k8s.io/v1` Lease elects the round leader (term = `leaseTransitions`).
+    Kubernetes,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -24,13 +28,46 @@ pub struct ServeConfig {
     #[arg(long, env = "CRASHFLEET_DATA_DIR", default_value = "crashfleet-data")]
     pub data_dir: PathBuf,
 
-    /// Ledger database: `sqlite://PATH` (default: `<data-dir>/ledger.db`).
-    #[arg(long, env = "CRASHFLEET_DATABASE_URL")]
+    /// Ledger database: `sqlite://PATH` (default: `<data-dir>/ledger.db`) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` (required by a fleet: replicas share the money).
+    #[arg(long, env = "CRASHFLEET_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Leader election backend.
+    /// Redis for a fleet: the event bus, the bet/cash-out arbiter, heartbeats and (with `redis`
+    /// election) the leader lock, e.g. `redis://127.0.0.1:6379`. Absent: in-process bus (standalone).
+    #[arg(long, env = "CRASHFLEET_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Leader election backend: `standalone` (one node), `redis` or `kubernetes` (a fleet).
     #[arg(long, env = "CRASHFLEET_LEADER_ELECTION", value_enum, default_value_t = LeaderElection::Standalone)]
     pub leader_election: LeaderElection,
+
+    /// Name of the Lease (kubernetes election). Default: `crashfleet-<table>`.
+    #[arg(long, env = "CRASHFLEET_LEASE_NAME")]
+    pub lease_name: Option<String>,
+
+    /// Namespace of the Lease (kubernetes election). Default: `$POD_NAMESPACE`, else the
+    /// in-cluster service account's namespace, else the kubeconfig context's namespace.
+    #[arg(long, env = "CRASHFLEET_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// How long a leader's lock/lease is valid without renewal, ms. A dead leader is replaced
+    /// about this long after its last renewal. (A Lease stores whole seconds: rounded up.)
+    #[arg(long, env = "CRASHFLEET_LEASE_DURATION_MS", default_value_t = 1_500, value_parser = clap::value_parser!(u64).range(200..=600_000))]
+    pub lease_duration_ms: u64,
+
+    /// A leader that has not renewed for this long steps down, before its lease can expire, so
+    /// two leaders never act at once. Must be below the lease duration.
+    #[arg(long, env = "CRASHFLEET_RENEW_DEADLINE_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub renew_deadline_ms: u64,
+
+    /// How often the leader renews and the other replicas try to acquire, ms.
+    #[arg(long, env = "CRASHFLEET_RETRY_PERIOD_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub retry_period_ms: u64,
+
+    /// How often each node heartbeats into the fleet view, ms (a node missing two is gone).
+    #[arg(long, env = "CRASHFLEET_HEARTBEAT_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub heartbeat_ms: u64,
 
     /// This node's id (default: `$POD_NAME`, else the hostname).
     #[arg(long, env = "CRASHFLEET_NODE_ID")]
@@ -165,6 +202,22 @@ impl ServeConfig {
             .unwrap_or_else(|| self.data_dir.join("chain.seed"))
     }
 
+    /// The election timings, as one value the electors share.
+    pub fn election_timings(&self) -> crate::fleet::ElectionTimings {
+        crate::fleet::ElectionTimings {
+            lease_duration: std::time::Duration::from_millis(self.lease_duration_ms),
+            renew_deadline: std::time::Duration::from_millis(self.renew_deadline_ms),
+            retry_period: std::time::Duration::from_millis(self.retry_period_ms),
+        }
+    }
+
+    /// The Lease's name: `--lease-name`, else `crashfleet-<table>` (lower-cased, `_` → `-`).
+    pub fn lease_name(&self) -> String {
+        self.lease_name.clone().unwrap_or_else(|| {
+            format!("crashfleet-{}", self.table.to_ascii_lowercase().replace('_', "-"))
+        })
+    }
+
     pub fn node_id(&self) -> String {
         self.node_id
             .clone()
@@ -198,6 +251,77 @@ impl ServeConfig {
         if self.chain_length == 0 {
             return Err("--chain-length must be at least 1".into());
         }
+        let fleet = self.leader_election != LeaderElection::Standalone;
+        let name = match self.leader_election {
+            LeaderElection::Standalone => "standalone",
+            LeaderElection::Redis => "redis",
+            LeaderElection::Kubernetes => "kubernetes",
+        };
+        if fleet && self.redis_url.is_none() {
+            return Err(format!(
+                "--leader-election {name} needs --redis-url: a fleet's replicas share the event bus \
+                 and the bet/cash-out arbiter through Redis"
+            ));
+        }
+        if !fleet && self.redis_url.is_some() {
+            return Err("--redis-url needs --leader-election redis or kubernetes: a standalone node \
+                        always leads, so two of them on one Redis would both play the table's rounds"
+                .into());
+        }
+        if fleet && !self.database_url().starts_with("postgres") {
+            return Err(format!(
+                "--leader-election {name} needs a PostgreSQL --database-url (postgres://...): \
+                 several replicas cannot share one SQLite file"
+            ));
+        }
+        if self.renew_deadline_ms >= self.lease_duration_ms {
+            return Err(format!(
+                "--renew-deadline-ms ({}) must be below --lease-duration-ms ({}): a leader must \
+                 step down before its lease can expire",
+                self.renew_deadline_ms, self.lease_duration_ms
+            ));
+        }
+        if self.retry_period_ms >= self.renew_deadline_ms {
+            return Err(format!(
+                "--retry-period-ms ({}) must be below --renew-deadline-ms ({}): the leader renews \
+                 every retry period",
+                self.retry_period_ms, self.renew_deadline_ms
+            ));
+        }
+        if let Some(n) = &self.lease_name
+            && !is_dns_subdomain(n)
+        {
+            return Err(format!(
+                "--lease-name {n:?} is not a valid Kubernetes name (lower-case letters, digits, \
+                 '-' and '.', at most 253)"
+            ));
+        }
+        if let Some(n) = &self.lease_namespace
+            && !is_dns_label(n)
+        {
+            return Err(format!(
+                "--lease-namespace {n:?} is not a valid Kubernetes namespace (lower-case letters, \
+                 digits and '-', at most 63)"
+            ));
+        }
+        let id = self.node_id();
+        if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("--node-id must be 1-128 printable characters without spaces".into());
+        }
         Ok(())
     }
+}
+
+/// A Kubernetes DNS-1123 subdomain (object names such as a Lease's).
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// A Kubernetes DNS-1123 label (namespaces).
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }

@@ -112,6 +112,23 @@ pub struct RoundPlan {
     pub next_round_at_ms: i64,
 }
 
+impl RoundPlan {
+    /// The instant an auto-cash-out target is reached, if the round gets there (a target equal to
+    /// the crash point pays: the multiplier reaches it at the crash instant itself). Both arbiters
+    /// decide auto-cash-outs with this one rule.
+    pub fn auto_instant(&self, curve: &Curve, target: u64) -> Option<i64> {
+        (target <= self.crash_x100).then(|| self.started_at_ms + curve.elapsed_for(target) as i64)
+    }
+
+    /// The multiplier a manual cash-out accepted at `now_ms` pays: the curve at that instant, and
+    /// never the crash point itself (a cash-out at the crash instant is refused before this).
+    pub fn manual_multiplier(&self, curve: &Curve, now_ms: i64) -> u64 {
+        curve
+            .multiplier_x100((now_ms - self.started_at_ms).max(0) as u64)
+            .min(self.crash_x100.saturating_sub(1).max(100))
+    }
+}
+
 impl std::fmt::Debug for RoundPlan {
     // The hash and crash point must never reach a log before the round ends (seed 000 logged it).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -329,10 +346,8 @@ impl ActiveRound {
         }
     }
 
-    /// The instant an auto-cash-out target is reached, if the round gets there.
     fn auto_instant(&self, target: u64) -> Option<i64> {
-        (target <= self.plan.crash_x100)
-            .then(|| self.plan.started_at_ms + self.curve.elapsed_for(target) as i64)
+        self.plan.auto_instant(&self.curve, target)
     }
 
     /// A manual cash-out at `now`: accepted iff the round is flying and has not crashed; pays the
@@ -363,10 +378,7 @@ impl ActiveRound {
         {
             return Err(Error::AlreadySettled);
         }
-        let multiplier = self
-            .curve
-            .multiplier_x100((now_ms - self.plan.started_at_ms) as u64)
-            .min(self.plan.crash_x100.saturating_sub(1).max(100));
+        let multiplier = self.plan.manual_multiplier(&self.curve, now_ms);
         self.bets[i].cashed_out = Some((multiplier, now_ms));
         self.bets[i].announced = true;
         Ok(self.decision(i, false))
@@ -386,6 +398,17 @@ impl ActiveRound {
             at_ms,
             auto,
         }
+    }
+
+    /// Every cash-out accepted so far (manual or auto), e.g. for a void to honour.
+    pub fn cashed_out(&self) -> Vec<CashOut> {
+        (0..self.bets.len())
+            .filter(|&i| self.bets[i].cashed_out.is_some())
+            .map(|i| {
+                let auto = self.bets[i].cashed_out.map(|(m, _)| m) == self.bets[i].auto_cashout_x100;
+                self.decision(i, auto)
+            })
+            .collect()
     }
 
     /// The earliest auto-cash-out instant still to come after `now`, so the leader wakes exactly

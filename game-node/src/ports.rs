@@ -342,6 +342,14 @@ pub trait Arbiter: Send + Sync + 'static {
     async fn crash(&self, term: u64) -> Result<(Vec<CashOut>, Vec<Settlement>)>;
     /// Forgets the round (voided or finished elsewhere).
     async fn clear(&self);
+    /// A new leader (term `term`) takes over round `number` if this arbiter still holds it and it
+    /// has not crashed: from then on only `term` may crash it. `None` when the state is gone (an
+    /// in-process arbiter after a restart, a Redis that lost its data): the round is then voided.
+    async fn adopt(&self, term: u64, number: u64) -> Result<Option<RoundPlan>>;
+    /// Stops deciding for round `number` (it is being voided): from this instant every bet and
+    /// cash-out on it is refused. Returns the cash-outs it had already accepted, which the void
+    /// honours (pays) instead of refunding.
+    async fn void(&self, term: u64, number: u64) -> Result<Vec<CashOut>>;
     fn clock(&self) -> Arc<dyn Clock>;
 }
 
@@ -359,4 +367,9 @@ pub trait LeaderElector: Send + Sync + 'static {
     async fn acquire(&self, shutdown: &CancellationToken) -> Result<Option<Leadership>>;
     /// Gives leadership up promptly (graceful shutdown hand-over).
     async fn release(&self);
+    /// Whether another replica can take over this node's round when its leadership ends (a fleet),
+    /// rather than the round being voided at once (standalone).
+    fn hands_off(&self) -> bool {
+        false
+    }
 }

@@ -86,9 +86,14 @@ pub async fn run(table: TableSpec, ports: Ports, shutdown: CancellationToken) {
             }
         }
         metrics::gauge!("crashfleet_leader").set(0.0);
-        // Whatever round was in progress is voided (stakes refunded) rather than left hanging.
-        if let Err(e) = leader.void_open_rounds("the leader stopped").await {
-            warn!(error = %e, "could not void the interrupted round; the next leader will");
+        if ports.elector.hands_off() {
+            // A fleet: the round's state lives in Redis and the next leader adopts it (or voids
+            // it, honouring its accepted cash-outs). Voiding here would throw away a round
+            // another replica can finish, and a deposed leader's writes are refused anyway.
+            info!(table = %table.id, term, "leadership ended; the next leader continues the round");
+        } else if let Err(e) = leader.void_open_rounds("the leader stopped").await {
+            // Standalone: nobody else can finish the round, so refund it now.
+            warn!(error = %e, "could not void the interrupted round; the next start will");
         }
         ports.arbiter.clear().await;
         ports.elector.release().await;
@@ -124,32 +129,81 @@ impl Leader<'_> {
         sleep_or_cancel(Duration::from_millis(wait), &self.lost).await
     }
 
-    /// Rounds interrupted by a restart or a lost leader cannot be finished here (the decisions
-    /// made during them lived in the old arbiter): void them and refund every open stake.
+    /// Voids every open round: the cash-outs the arbiter accepted are paid, every other open
+    /// stake is refunded.
     async fn void_open_rounds(&self, reason: &str) -> Result<()> {
         for r in self.ports.ledger.open_rounds(&self.table.id).await? {
-            let balances = self
-                .ports
-                .ledger
-                .void_round(&self.table.id, self.term, r.number, self.now())
-                .await?;
-            warn!(
-                round = r.number,
-                refunds = balances.len(),
-                reason,
-                "round voided"
-            );
-            metrics::counter!("crashfleet_voided_rounds_total").increment(1);
-            self.ports
-                .bus
-                .publish(&ServerMessage::RoundVoided {
-                    round: r.number,
-                    reason: reason.to_string(),
-                    server_time_ms: self.now(),
-                })
-                .await?;
-            self.publish_balances(&balances).await;
+            self.void_round(r.number, reason).await?;
         }
+        Ok(())
+    }
+
+    /// Rounds open in the ledger when this term starts were interrupted (a restart, a dead or
+    /// deposed leader, a SIGTERM hand-over). The newest is continued with its own crash point when
+    /// the arbiter still holds it; any other is voided. Returns the round to continue.
+    async fn recover_open_rounds(&self) -> Result<Option<RoundPlan>> {
+        let open = self.ports.ledger.open_rounds(&self.table.id).await?;
+        let newest = open.iter().map(|r| r.number).max();
+        let mut resume = None;
+        for r in &open {
+            if Some(r.number) == newest
+                && let Some(plan) = self.ports.arbiter.adopt(self.term, r.number).await?
+            {
+                let hash = self
+                    .table
+                    .chain
+                    .round_hash(r.number)
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                if plan.hash == hash && plan.crash_x100 == self.table.calculator.crash_x100(&hash)
+                {
+                    info!(round = r.number, term = self.term, "continuing the interrupted round");
+                    metrics::counter!("crashfleet_adopted_rounds_total").increment(1);
+                    resume = Some(plan);
+                    continue;
+                }
+                error!(
+                    round = r.number,
+                    "the arbiter's round does not match the hash chain; voiding it"
+                );
+            }
+            self.void_round(
+                r.number,
+                "the round was interrupted (node restart or leader change)",
+            )
+            .await?;
+        }
+        Ok(resume)
+    }
+
+    /// Voids one round: the arbiter stops deciding for it, the cash-outs it had accepted are paid
+    /// (an accepted cash-out is never lost), every other open stake is refunded.
+    async fn void_round(&self, number: u64, reason: &str) -> Result<()> {
+        let accepted = self.ports.arbiter.void(self.term, number).await?;
+        for c in &accepted {
+            self.pay(c).await?;
+        }
+        let balances = self
+            .ports
+            .ledger
+            .void_round(&self.table.id, self.term, number, self.now())
+            .await?;
+        warn!(
+            round = number,
+            honoured = accepted.len(),
+            refunds = balances.len(),
+            reason,
+            "round voided"
+        );
+        metrics::counter!("crashfleet_voided_rounds_total").increment(1);
+        self.ports
+            .bus
+            .publish(&ServerMessage::RoundVoided {
+                round: number,
+                reason: reason.to_string(),
+                server_time_ms: self.now(),
+            })
+            .await?;
+        self.publish_balances(&balances).await;
         Ok(())
     }
 
@@ -175,10 +229,15 @@ impl Leader<'_> {
 
     /// Plays rounds until leadership is lost.
     async fn play(&self) -> Result<()> {
-        self.void_open_rounds("the round was interrupted (node restart or leader change)")
-            .await?;
+        let mut resume = self.recover_open_rounds().await?;
         let spec = self.table;
         while !self.lost.is_cancelled() {
+            if let Some(plan) = resume.take() {
+                if self.run_round(&plan, true).await? {
+                    return Ok(());
+                }
+                continue;
+            }
             let number = self
                 .ports
                 .ledger
@@ -208,17 +267,34 @@ impl Leader<'_> {
                 .arbiter
                 .open_round(self.term, plan.clone())
                 .await?;
-            self.ports
-                .bus
-                .publish(&ServerMessage::RoundOpen {
-                    round: number,
-                    opened_at_ms: plan.opened_at_ms,
-                    betting_closes_at_ms: plan.started_at_ms,
-                    server_time_ms: self.now(),
-                })
-                .await?;
-            if self.sleep_until(plan.started_at_ms).await {
+            if self.run_round(&plan, false).await? {
                 return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// One round from its opening announcement to the end of the pause after the crash (or, when
+    /// `resumed`, from wherever the previous leader left it). Returns `true` if leadership was lost.
+    async fn run_round(&self, plan: &RoundPlan, resumed: bool) -> Result<bool> {
+        let spec = self.table;
+        let number = plan.number;
+        {
+            let now = self.now();
+            if now < plan.started_at_ms || !resumed {
+                // Announced again on a resume: replicas that missed the first get the window.
+                self.ports
+                    .bus
+                    .publish(&ServerMessage::RoundOpen {
+                        round: number,
+                        opened_at_ms: plan.opened_at_ms,
+                        betting_closes_at_ms: plan.started_at_ms,
+                        server_time_ms: now,
+                    })
+                    .await?;
+            }
+            if self.sleep_until(plan.started_at_ms).await {
+                return Ok(true);
             }
             self.ports
                 .bus
@@ -228,8 +304,8 @@ impl Leader<'_> {
                     server_time_ms: self.now(),
                 })
                 .await?;
-            if self.fly(&plan).await? {
-                return Ok(());
+            if self.fly(plan).await? {
+                return Ok(true);
             }
             let (late, settlements) = self.ports.arbiter.crash(self.term).await?;
             for c in &late {
@@ -254,10 +330,10 @@ impl Leader<'_> {
                 .await?;
             self.publish_balances(&balances).await;
             if self.sleep_until(plan.next_round_at_ms).await {
-                return Ok(());
+                return Ok(true);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// The flight: ticks at the configured rate, auto-cash-outs at their exact instants, until the

@@ -187,6 +187,25 @@ impl Arbiter for LocalArbiter {
         *self.round.lock().await = None;
     }
 
+    async fn adopt(&self, _term: u64, number: u64) -> Result<Option<RoundPlan>> {
+        // In process there is only ever one leader: it can continue its own round.
+        let guard = self.round.lock().await;
+        Ok(guard
+            .as_ref()
+            .filter(|r| r.plan.number == number)
+            .map(|r| r.plan.clone()))
+    }
+
+    async fn void(&self, _term: u64, number: u64) -> Result<Vec<CashOut>> {
+        let mut guard = self.round.lock().await;
+        let Some(r) = guard.as_ref().filter(|r| r.plan.number == number) else {
+            return Ok(Vec::new());
+        };
+        let accepted = r.cashed_out();
+        *guard = None;
+        Ok(accepted)
+    }
+
     fn clock(&self) -> Arc<dyn Clock> {
         self.clock.clone()
     }

@@ -206,12 +206,12 @@ pub struct FairnessBody {
     algorithm: String,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NodeInfo {
-    node_id: String,
-    region: String,
-    connections: usize,
-    version: String,
+    pub node_id: String,
+    pub region: String,
+    pub connections: usize,
+    pub version: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -222,14 +222,14 @@ pub struct FleetBody {
     nodes: Vec<NodeInfo>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LobbyTable {
-    table: String,
-    region: String,
-    phase: crate::protocol::Phase,
-    round: Option<u64>,
-    multiplier_x100: Option<u64>,
-    players_online: usize,
+    pub table: String,
+    pub region: String,
+    pub phase: crate::protocol::Phase,
+    pub round: Option<u64>,
+    pub multiplier_x100: Option<u64>,
+    pub players_online: usize,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -433,7 +433,7 @@ async fn stats(State(s): State<Arc<AppState>>) -> ApiResult<Json<TableStats>> {
     Ok(Json(s.ledger.stats(&s.table.id).await?))
 }
 
-fn this_node(s: &AppState) -> NodeInfo {
+pub fn this_node(s: &AppState) -> NodeInfo {
     NodeInfo {
         node_id: s.node_id.clone(),
         region: s.region.clone(),
@@ -444,6 +444,19 @@ fn this_node(s: &AppState) -> NodeInfo {
 
 #[utoipa::path(get, path = "/api/v1/fleet", tag = "table", responses((status = 200, body = FleetBody)))]
 async fn fleet(State(s): State<Arc<AppState>>) -> ApiResult<Json<FleetBody>> {
+    if let Some(f) = &s.fleet {
+        let (leader, nodes) = f.presence.fleet().await?;
+        let term = match &leader {
+            Some(l) => l.term,
+            None => s.ledger.current_term(&s.table.id).await?,
+        };
+        return Ok(Json(FleetBody {
+            table: s.table.id.clone(),
+            leader: leader.map(|l| l.node_id),
+            term,
+            nodes,
+        }));
+    }
     // Standalone: this node is the whole fleet and always the leader.
     Ok(Json(FleetBody {
         table: s.table.id.clone(),
@@ -454,7 +467,12 @@ async fn fleet(State(s): State<Arc<AppState>>) -> ApiResult<Json<FleetBody>> {
 }
 
 #[utoipa::path(get, path = "/api/v1/lobby", tag = "table", responses((status = 200, body = LobbyBody)))]
-async fn lobby(State(s): State<Arc<AppState>>) -> Json<LobbyBody> {
+async fn lobby(State(s): State<Arc<AppState>>) -> ApiResult<Json<LobbyBody>> {
+    if let Some(f) = &s.fleet {
+        return Ok(Json(LobbyBody {
+            tables: f.presence.lobby().await?,
+        }));
+    }
     let now = s.clock.now_ms();
     let current = s.arbiter.current().await;
     let (phase, round, multiplier) = match &current {
@@ -468,7 +486,7 @@ async fn lobby(State(s): State<Arc<AppState>>) -> Json<LobbyBody> {
         }
         None => (crate::protocol::Phase::Idle, None, None),
     };
-    Json(LobbyBody {
+    Ok(Json(LobbyBody {
         tables: vec![LobbyTable {
             table: s.table.id.clone(),
             region: s.region.clone(),
@@ -477,7 +495,7 @@ async fn lobby(State(s): State<Arc<AppState>>) -> Json<LobbyBody> {
             multiplier_x100: multiplier,
             players_online: s.connections.load(Ordering::Relaxed),
         }],
-    })
+    }))
 }
 
 async fn adjust(
@@ -546,10 +564,17 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     if s.draining.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
-    match s.ledger.ping().await {
-        Ok(()) => "ready".into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("ledger: {e}")).into_response(),
+    if let Err(e) = s.ledger.ping().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("ledger: {e}")).into_response();
     }
+    if let Some(f) = &s.fleet {
+        use fred::interfaces::ClientLike;
+        let ping: Result<String, _> = f.redis.ping(None).await;
+        if let Err(e) = ping {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}")).into_response();
+        }
+    }
+    "ready".into_response()
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {

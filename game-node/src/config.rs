@@ -268,6 +268,12 @@ impl ServeConfig {
                         always leads, so two of them on one Redis would both play the table's rounds"
                 .into());
         }
+        if fleet && self.jwt_secret.is_none() {
+            return Err(format!(
+                "--leader-election {name} needs --jwt-secret (the same on every replica), so a \
+                 session opened on one node is valid on all"
+            ));
+        }
         if fleet && !self.database_url().starts_with("postgres") {
             return Err(format!(
                 "--leader-election {name} needs a PostgreSQL --database-url (postgres://...): \

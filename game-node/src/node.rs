@@ -14,10 +14,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::auth::Auth;
-use crate::config::ServeConfig;
+use crate::config::{LeaderElection, ServeConfig};
+use crate::fleet::arbiter::RedisArbiter;
+use crate::fleet::bus::RedisBus;
+use crate::fleet::elector::RedisElector;
+use crate::fleet::presence::Presence;
+use crate::fleet::redis::{Keys, RedisClock, Scripts};
 use crate::fairness::{self, Chain, CrashCalculator};
 use crate::ledger::SqlLedger;
-use crate::ports::{Arbiter, Bus, Clock, Commitment, Ledger, TokioClock};
+use crate::ports::{Arbiter, Bus, Clock, Commitment, LeaderElector, Ledger, TokioClock};
 use crate::protocol::FairnessView;
 use crate::runner::{Ports, TableSpec};
 use crate::service::PlayerLimiter;
@@ -38,6 +43,8 @@ pub struct AppState {
     /// Routes each player's private events to their sockets on this node.
     pub routes: Arc<crate::hub::PlayerRoutes>,
     pub node_id: String,
+    /// Redis and the fleet view, in fleet mode.
+    pub fleet: Option<FleetLinks>,
     pub region: String,
     pub started_at_ms: i64,
     /// Open WebSocket connections on this node.
@@ -198,7 +205,6 @@ pub async fn run(
         }
     };
 
-    let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
     let table = TableSpec {
         id: cfg.table.clone(),
         chain: Arc::new(chain),
@@ -207,18 +213,39 @@ pub async fn run(
         rules: cfg.rules(),
         tick_ms: cfg.tick_ms(),
     };
-    let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
-    let arbiter: Arc<dyn Arbiter> = Arc::new(LocalArbiter::new(
-        clock.clone(),
-        table.curve,
-        table.rules.clone(),
-    ));
-    let term = ledger.current_term(&cfg.table).await? + 1;
+    let node_id = cfg.node_id();
+    let adapters = match cfg.leader_election {
+        LeaderElection::Standalone => {
+            let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+            let term = ledger.current_term(&cfg.table).await? + 1;
+            Adapters {
+                bus: Arc::new(LocalBus::new()),
+                arbiter: Arc::new(LocalArbiter::new(
+                    clock.clone(),
+                    table.curve,
+                    table.rules.clone(),
+                )),
+                elector: Arc::new(AlwaysLeader::new(term)),
+                clock,
+                fleet: None,
+            }
+        }
+        LeaderElection::Redis | LeaderElection::Kubernetes => {
+            fleet_adapters(&cfg, &node_id, &table, ledger.clone(), &shutdown).await?
+        }
+    };
+    let Adapters {
+        bus,
+        arbiter,
+        elector,
+        clock,
+        fleet,
+    } = adapters;
     let ports = Ports {
         ledger: ledger.clone(),
         arbiter: arbiter.clone(),
         bus: bus.clone(),
-        elector: Arc::new(AlwaysLeader::new(term)),
+        elector,
     };
     let state = Arc::new(AppState {
         fairness: FairnessView {
@@ -238,7 +265,8 @@ pub async fn run(
         demo_credit: cfg.demo_credit,
         player_limiter: PlayerLimiter::new(cfg.rate_limit_player),
         routes: Arc::new(crate::hub::PlayerRoutes::default()),
-        node_id: cfg.node_id(),
+        node_id,
+        fleet,
         region: cfg.region.clone(),
         started_at_ms: clock.now_ms(),
         connections: AtomicUsize::new(0),
@@ -260,6 +288,9 @@ pub async fn run(
         metrics::counter!(name).increment(0);
     }
     metrics::gauge!("crashfleet_ws_connections").increment(0.0);
+    metrics::counter!("crashfleet_failovers_total").increment(0);
+    metrics::counter!("crashfleet_bus_resyncs_total").increment(0);
+    metrics::gauge!("crashfleet_bus_lag_ms").increment(0.0);
     metrics::gauge!("crashfleet_leader").increment(0.0);
     metrics::gauge!("crashfleet_leader_term").increment(0.0);
     let leader = tokio::spawn(crate::runner::run(table, ports, shutdown.clone()));
@@ -281,6 +312,14 @@ pub async fn run(
             }
         })
     };
+
+    if let Some(f) = &state.fleet {
+        let st = state.clone();
+        f.presence.clone().spawn(
+            move || crate::api::this_node(&st),
+            shutdown.clone(),
+        );
+    }
 
     let addr = listener.local_addr()?;
     info!(%addr, node = %state.node_id, "game-node listening");
@@ -304,6 +343,97 @@ pub async fn run(
     ledger.close().await;
     info!("game-node stopped");
     Ok(())
+}
+
+/// The adapters a node runs with: in-process for standalone, Redis (and a Lease) for a fleet.
+struct Adapters {
+    bus: Arc<dyn Bus>,
+    arbiter: Arc<dyn Arbiter>,
+    elector: Arc<dyn LeaderElector>,
+    clock: Arc<dyn Clock>,
+    fleet: Option<FleetLinks>,
+}
+
+/// What a fleet node keeps for its fleet endpoints and readiness.
+pub struct FleetLinks {
+    pub redis: fred::clients::Client,
+    pub presence: Arc<Presence>,
+}
+
+async fn fleet_adapters(
+    cfg: &ServeConfig,
+    node_id: &str,
+    table: &TableSpec,
+    ledger: Arc<dyn Ledger>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Adapters> {
+    let url = cfg.redis_url.clone().unwrap_or_default();
+    let conn = crate::fleet::redis::connect(&url)
+        .await
+        .with_context(|| format!("opening Redis at {}", redact(&url)))?;
+    let keys = Keys::new(&table.id);
+    let scripts = Arc::new(Scripts::new());
+    let redis_clock = Arc::new(RedisClock::new());
+    redis_clock
+        .calibrate(&conn.client)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    redis_clock.spawn_calibration(conn.client.clone(), shutdown.clone());
+    let clock: Arc<dyn Clock> = redis_clock.clone();
+    let bus = RedisBus::start(
+        conn.client.clone(),
+        conn.subscriber.clone(),
+        keys.clone(),
+        scripts.clone(),
+        clock.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let arbiter = Arc::new(RedisArbiter::new(
+        conn.client.clone(),
+        keys.clone(),
+        scripts.clone(),
+        redis_clock,
+        table.rules.clone(),
+        cfg.doubling_ms,
+    ));
+    let elector: Arc<dyn LeaderElector> = match cfg.leader_election {
+        LeaderElection::Kubernetes => kubernetes_elector(cfg, node_id, table, ledger).await?,
+        _ => Arc::new(RedisElector::new(
+            conn.client.clone(),
+            keys.clone(),
+            scripts,
+            node_id,
+            cfg.election_timings(),
+            ledger,
+        )),
+    };
+    let presence = Arc::new(Presence::new(
+        conn.client.clone(),
+        keys,
+        clock.clone(),
+        Duration::from_millis(cfg.heartbeat_ms),
+    ));
+    info!(table = %table.id, node = node_id, election = ?cfg.leader_election, "fleet mode: Redis bus and arbiter");
+    Ok(Adapters {
+        bus,
+        arbiter,
+        elector,
+        clock,
+        fleet: Some(FleetLinks {
+            redis: conn.client,
+            presence,
+        }),
+    })
+}
+
+async fn kubernetes_elector(
+    _cfg: &ServeConfig,
+    _node_id: &str,
+    _table: &TableSpec,
+    _ledger: Arc<dyn Ledger>,
+) -> anyhow::Result<Arc<dyn LeaderElector>> {
+    bail!("--leader-election kubernetes is not available in this build yet")
 }
 
 /// A database URL without its password, for logs and errors.

@@ -300,8 +300,21 @@ pub trait Ledger: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct PublicEvent {
     /// Per-table sequence number assigned by the publisher, so receivers can detect gaps.
+    /// [`PublicEvent::RESYNC`] (0) is not an event: the bus missed events (a gap, lag or a
+    /// reconnect) and every socket must resynchronise from a fresh snapshot.
     pub seq: u64,
     pub json: axum::extract::ws::Utf8Bytes,
+}
+
+impl PublicEvent {
+    pub const RESYNC: u64 = 0;
+
+    pub fn resync() -> PublicEvent {
+        PublicEvent {
+            seq: Self::RESYNC,
+            json: axum::extract::ws::Utf8Bytes::from_static(""),
+        }
+    }
 }
 
 /// An event for one player's sockets only.
@@ -333,11 +346,19 @@ pub trait Arbiter: Send + Sync + 'static {
     async fn open_round(&self, term: u64, plan: RoundPlan) -> Result<()>;
     /// The public view of the current round and its bets.
     async fn current(&self) -> Option<(RoundView, Vec<BetView>)>;
+    /// The round taking bets right now, if any (a cheaper question than [`Arbiter::current`]).
+    async fn betting_round(&self) -> Result<Option<u64>> {
+        Ok(self
+            .current()
+            .await
+            .filter(|(view, _)| view.phase == crate::protocol::Phase::Betting)
+            .map(|(view, _)| view.number))
+    }
     async fn place_bet(&self, round: u64, req: BetRequest) -> Result<i64>;
     async fn cancel_bet(&self, round: u64, bet_id: &str);
     async fn cash_out(&self, bet_id: &str, player_id: &str) -> Result<CashOut>;
     /// Auto-cash-outs due by now (leader only), and when the next one falls due.
-    async fn due_auto_cashouts(&self) -> Result<(Vec<CashOut>, Option<i64>)>;
+    async fn due_auto_cashouts(&self, term: u64) -> Result<(Vec<CashOut>, Option<i64>)>;
     /// Ends the round (leader only): late auto-cash-outs and every bet's outcome.
     async fn crash(&self, term: u64) -> Result<(Vec<CashOut>, Vec<Settlement>)>;
     /// Forgets the round (voided or finished elsewhere).

@@ -53,6 +53,7 @@ pub async fn run(table: TableSpec, ports: Ports, shutdown: CancellationToken) {
             }
         };
         let term = leadership.term;
+        let previous = ports.ledger.current_term(&table.id).await.unwrap_or(0);
         if let Err(e) = ports.ledger.claim_term(&table.id, term).await {
             warn!(error = %e, term, "could not claim the leadership term; stepping down");
             ports.elector.release().await;
@@ -61,7 +62,11 @@ pub async fn run(table: TableSpec, ports: Ports, shutdown: CancellationToken) {
             }
             continue;
         }
-        info!(table = %table.id, term, "leading the table");
+        info!(table = %table.id, term, previous, "leading the table");
+        if previous > 0 && ports.elector.hands_off() {
+            // Leadership changed hands within a fleet (a takeover, not a first start).
+            metrics::counter!("crashfleet_failovers_total").increment(1);
+        }
         metrics::gauge!("crashfleet_leader").set(1.0);
         metrics::gauge!("crashfleet_leader_term").set(term as f64);
         let leader = Leader {
@@ -342,7 +347,7 @@ impl Leader<'_> {
         let tick_ms = self.table.tick_ms.max(1) as i64;
         let mut next_tick = plan.started_at_ms;
         loop {
-            let (due, next_auto) = self.ports.arbiter.due_auto_cashouts().await?;
+            let (due, next_auto) = self.ports.arbiter.due_auto_cashouts(self.term).await?;
             for c in &due {
                 self.pay(c).await?;
             }

@@ -20,7 +20,7 @@ use crate::engine::{BetRequest, CashOut, validate_bet};
 use crate::error::{Error, Result};
 use crate::node::AppState;
 use crate::ports::BetRecord;
-use crate::protocol::{Phase, ServerMessage};
+use crate::protocol::ServerMessage;
 
 /// Per-player limit on money requests, shared by REST and WebSocket.
 pub struct PlayerLimiter(Option<DefaultKeyedRateLimiter<String>>);
@@ -79,10 +79,11 @@ pub async fn place_bet(
             .map_or(0, |p| p.balance);
         return Ok((first, balance));
     }
-    let round = match state.arbiter.current().await {
-        Some((view, _)) if view.phase == Phase::Betting => view.number,
-        _ => return Err(Error::BettingClosed),
-    };
+    let round = state
+        .arbiter
+        .betting_round()
+        .await?
+        .ok_or(Error::BettingClosed)?;
     let bet_id = uuid::Uuid::new_v4().to_string();
     let placed_at_ms = state
         .arbiter

@@ -167,7 +167,7 @@ impl Arbiter for LocalArbiter {
         r.cash_out(self.clock.now_ms(), bet_id, player_id)
     }
 
-    async fn due_auto_cashouts(&self) -> Result<(Vec<CashOut>, Option<i64>)> {
+    async fn due_auto_cashouts(&self, _term: u64) -> Result<(Vec<CashOut>, Option<i64>)> {
         let mut guard = self.round.lock().await;
         let Some(r) = guard.as_mut() else {
             return Ok((Vec::new(), None));

@@ -152,6 +152,10 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, mut session: Op
                 Some(Err(_)) => break,
             },
             event = public.recv() => match event {
+                // The bus missed events (Redis gap, lag or reconnect): resync like a lag.
+                Ok(e) if e.seq == crate::ports::PublicEvent::RESYNC => {
+                    snapshot(&state, session.as_ref()).await.ok()
+                }
                 Ok(e) => Some(e.json),
                 // This socket fell behind: skip what it missed and resync from a fresh snapshot.
                 Err(RecvError::Lagged(_)) => snapshot(&state, session.as_ref()).await.ok(),

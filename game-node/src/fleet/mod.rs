@@ -11,6 +11,12 @@
 
 use std::time::Duration;
 
+pub mod arbiter;
+pub mod bus;
+pub mod elector;
+pub mod presence;
+pub mod redis;
+
 /// Timings shared by both electors (see `game-node serve --help`).
 ///
 /// Invariant (checked by `ServeConfig::validate`): `retry_period < renew_deadline < lease_duration`.

@@ -53,16 +53,16 @@ pub struct ServeConfig {
 
     /// How long a leader's lock/lease is valid without renewal, ms. A dead leader is replaced
     /// about this long after its last renewal. (A Lease stores whole seconds: rounded up.)
-    #[arg(long, env = "CRASHFLEET_LEASE_DURATION_MS", default_value_t = 1_500, value_parser = clap::value_parser!(u64).range(200..=600_000))]
+    #[arg(long, env = "CRASHFLEET_LEASE_DURATION_MS", default_value_t = 1_200, value_parser = clap::value_parser!(u64).range(200..=600_000))]
     pub lease_duration_ms: u64,
 
     /// A leader that has not renewed for this long steps down, before its lease can expire, so
     /// two leaders never act at once. Must be below the lease duration.
-    #[arg(long, env = "CRASHFLEET_RENEW_DEADLINE_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    #[arg(long, env = "CRASHFLEET_RENEW_DEADLINE_MS", default_value_t = 800, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub renew_deadline_ms: u64,
 
     /// How often the leader renews and the other replicas try to acquire, ms.
-    #[arg(long, env = "CRASHFLEET_RETRY_PERIOD_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    #[arg(long, env = "CRASHFLEET_RETRY_PERIOD_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub retry_period_ms: u64,
 
     /// How often each node heartbeats into the fleet view, ms (a node missing two is gone).
@@ -214,7 +214,10 @@ impl ServeConfig {
     /// The Lease's name: `--lease-name`, else `crashfleet-<table>` (lower-cased, `_` → `-`).
     pub fn lease_name(&self) -> String {
         self.lease_name.clone().unwrap_or_else(|| {
-            format!("crashfleet-{}", self.table.to_ascii_lowercase().replace('_', "-"))
+            format!(
+                "crashfleet-{}",
+                self.table.to_ascii_lowercase().replace('_', "-")
+            )
         })
     }
 
@@ -327,7 +330,8 @@ fn is_dns_subdomain(s: &str) -> bool {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }

@@ -405,7 +405,8 @@ impl ActiveRound {
         (0..self.bets.len())
             .filter(|&i| self.bets[i].cashed_out.is_some())
             .map(|i| {
-                let auto = self.bets[i].cashed_out.map(|(m, _)| m) == self.bets[i].auto_cashout_x100;
+                let auto =
+                    self.bets[i].cashed_out.map(|(m, _)| m) == self.bets[i].auto_cashout_x100;
                 self.decision(i, auto)
             })
             .collect()

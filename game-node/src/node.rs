@@ -15,12 +15,12 @@ use tracing::{info, warn};
 
 use crate::auth::Auth;
 use crate::config::{LeaderElection, ServeConfig};
+use crate::fairness::{self, Chain, CrashCalculator};
 use crate::fleet::arbiter::RedisArbiter;
 use crate::fleet::bus::RedisBus;
 use crate::fleet::elector::RedisElector;
 use crate::fleet::presence::Presence;
 use crate::fleet::redis::{Keys, RedisClock, Scripts};
-use crate::fairness::{self, Chain, CrashCalculator};
 use crate::ledger::SqlLedger;
 use crate::ports::{Arbiter, Bus, Clock, Commitment, LeaderElector, Ledger, TokioClock};
 use crate::protocol::FairnessView;
@@ -315,10 +315,9 @@ pub async fn run(
 
     if let Some(f) = &state.fleet {
         let st = state.clone();
-        f.presence.clone().spawn(
-            move || crate::api::this_node(&st),
-            shutdown.clone(),
-        );
+        f.presence
+            .clone()
+            .spawn(move || crate::api::this_node(&st), shutdown.clone());
     }
 
     let addr = listener.local_addr()?;

@@ -159,9 +159,12 @@ impl Leader<'_> {
                     .chain
                     .round_hash(r.number)
                     .map_err(|e| Error::Internal(e.to_string()))?;
-                if plan.hash == hash && plan.crash_x100 == self.table.calculator.crash_x100(&hash)
-                {
-                    info!(round = r.number, term = self.term, "continuing the interrupted round");
+                if plan.hash == hash && plan.crash_x100 == self.table.calculator.crash_x100(&hash) {
+                    info!(
+                        round = r.number,
+                        term = self.term,
+                        "continuing the interrupted round"
+                    );
                     metrics::counter!("crashfleet_adopted_rounds_total").increment(1);
                     resume = Some(plan);
                     continue;

@@ -89,7 +89,14 @@ impl RedisArbiter {
         ]
     }
 
-    fn decision(&self, plan_started: i64, crash_x100: u64, bet: &StoredBet, at: i64, auto: bool) -> CashOut {
+    fn decision(
+        &self,
+        plan_started: i64,
+        crash_x100: u64,
+        bet: &StoredBet,
+        at: i64,
+        auto: bool,
+    ) -> CashOut {
         let multiplier_x100 = if auto {
             bet.auto_x100.unwrap_or(100)
         } else {
@@ -393,7 +400,8 @@ impl Arbiter for RedisArbiter {
         let next = Some(int(reply.get(1))).filter(|&n| n >= 0);
         let mut due = Vec::new();
         for pair in reply.get(2..).unwrap_or_default().chunks(2) {
-            let Some(bet) = text(pair.first()).and_then(|j| serde_json::from_str::<StoredBet>(&j).ok())
+            let Some(bet) =
+                text(pair.first()).and_then(|j| serde_json::from_str::<StoredBet>(&j).ok())
             else {
                 continue;
             };
@@ -415,15 +423,21 @@ impl Arbiter for RedisArbiter {
         let mut settlements = Vec::new();
         for (bet, cash) in bets {
             let won = match cash {
-                Some((at, auto)) => Some(self.decision(plan.started_at_ms, plan.crash_x100, &bet, at, auto)),
+                Some((at, auto)) => {
+                    Some(self.decision(plan.started_at_ms, plan.crash_x100, &bet, at, auto))
+                }
                 // An auto-cash-out the leader had not marked yet (it was late): its target was
                 // reached before the crash, so it won (the same rule as the in-process engine).
-                None => bet.auto_at_ms.filter(|&at| at <= plan.crash_at_ms).map(|at| {
-                    let mut c = self.decision(plan.started_at_ms, plan.crash_x100, &bet, at, true);
-                    c.round = plan.number;
-                    late.push(c.clone());
-                    c
-                }),
+                None => bet
+                    .auto_at_ms
+                    .filter(|&at| at <= plan.crash_at_ms)
+                    .map(|at| {
+                        let mut c =
+                            self.decision(plan.started_at_ms, plan.crash_x100, &bet, at, true);
+                        c.round = plan.number;
+                        late.push(c.clone());
+                        c
+                    }),
             };
             settlements.push(Settlement {
                 bet_id: bet.bet_id.clone(),
@@ -473,7 +487,10 @@ impl Arbiter for RedisArbiter {
     }
 
     async fn void(&self, term: u64, number: u64) -> Result<Vec<CashOut>> {
-        let Some((plan, _)) = self.stored_round().await?.filter(|(p, _)| p.number == number)
+        let Some((plan, _)) = self
+            .stored_round()
+            .await?
+            .filter(|(p, _)| p.number == number)
         else {
             // Redis no longer holds the round (it restarted): nothing was decided that the
             // ledger does not already know; the void refunds every open stake.

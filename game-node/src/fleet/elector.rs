@@ -173,7 +173,9 @@ impl LeaderElector for RedisElector {
                 info!(table = %self.keys.table(), "released the leader lock")
             }
             // Not ours any more, or Redis is unreachable: the lock expires by itself.
-            _ => info!(table = %self.keys.table(), "leader lock not released (expired or unreachable)"),
+            _ => {
+                info!(table = %self.keys.table(), "leader lock not released (expired or unreachable)")
+            }
         }
     }
 

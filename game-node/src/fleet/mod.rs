@@ -33,9 +33,9 @@ pub struct ElectionTimings {
 impl Default for ElectionTimings {
     fn default() -> Self {
         ElectionTimings {
-            lease_duration: Duration::from_millis(1_500),
-            renew_deadline: Duration::from_millis(1_000),
-            retry_period: Duration::from_millis(250),
+            lease_duration: Duration::from_millis(1_200),
+            renew_deadline: Duration::from_millis(800),
+            retry_period: Duration::from_millis(200),
         }
     }
 }

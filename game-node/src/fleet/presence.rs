@@ -68,11 +68,25 @@ impl Presence {
             .await
             .map_err(r::unavailable)?;
         let _: () = c
-            .zadd(self.keys.nodes(), None, None, false, false, (expiry as f64, node.node_id.as_str()))
+            .zadd(
+                self.keys.nodes(),
+                None,
+                None,
+                false,
+                false,
+                (expiry as f64, node.node_id.as_str()),
+            )
             .await
             .map_err(r::unavailable)?;
         let _: () = c
-            .zadd(TABLES_KEY, None, None, false, false, (expiry as f64, self.keys.table()))
+            .zadd(
+                TABLES_KEY,
+                None,
+                None,
+                false,
+                false,
+                (expiry as f64, self.keys.table()),
+            )
             .await
             .map_err(r::unavailable)?;
         // Keep the sets small: forget members that expired a while ago.
@@ -199,7 +213,9 @@ impl Presence {
                 players_online: nodes.iter().map(|n| n.connections).sum(),
             });
         }
-        out.sort_by(|a, b| (a.region.as_str(), a.table.as_str()).cmp(&(b.region.as_str(), b.table.as_str())));
+        out.sort_by(|a, b| {
+            (a.region.as_str(), a.table.as_str()).cmp(&(b.region.as_str(), b.table.as_str()))
+        });
         Ok(out)
     }
 }

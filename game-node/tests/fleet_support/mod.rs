@@ -1,0 +1,692 @@
+//! A real fleet for tests: a private `redis-server`, a fresh PostgreSQL database (through
+//! `CRASHFLEET_TEST_DATABASE_URL`, see tests/pg/pg.sh) and N `game-node` processes of the built
+//! binary. Nothing is mocked: processes are killed with real signals.
+//!
+//! Without `redis-server` or the PostgreSQL URL the tests print SKIPPED, except under `CI=true`
+//! where they fail (tests/run.sh provides both).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+pub const ADMIN: &str = "fleet-admin-token-0123456789";
+pub const JWT: &str = "fleet-jwt-secret-0123456789";
+const URL_ENV: &str = "CRASHFLEET_TEST_DATABASE_URL";
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+/// Whether the fleet tests can run here; prints why not (or panics under CI).
+pub fn available(test: &str) -> Option<String> {
+    let pg = std::env::var(URL_ENV).ok().filter(|u| !u.is_empty());
+    let redis = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    match (pg, redis) {
+        (Some(url), true) => Some(url),
+        (pg, redis) => {
+            let why = format!(
+                "{test}: needs redis-server on PATH ({}) and {URL_ENV} ({}); tests/run.sh provides both",
+                if redis { "ok" } else { "missing" },
+                if pg.is_some() { "ok" } else { "unset" }
+            );
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{why}");
+            }
+            eprintln!("SKIPPED {why}");
+            None
+        }
+    }
+}
+
+/// A private Redis on a free loopback port, killed on drop.
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Redis {
+    pub fn start(dir: &Path) -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            child: None,
+            dir: dir.to_path_buf(),
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                &self.dir.display().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kill -9 and start again on the same port: every key is gone (no persistence).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A fresh database on the test PostgreSQL server, dropped on [`Db::drop_now`].
+pub struct Db {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl Db {
+    pub async fn create(admin: &str, test: &str) -> Db {
+        let short: String = test.chars().take(30).collect();
+        let name = format!("cf_{short}_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(admin)
+            .await
+            .expect("connect to the test PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await
+            .expect("CREATE DATABASE");
+        conn.close().await.ok();
+        let (base, _) = admin.rsplit_once('/').expect("a database URL");
+        Db {
+            url: format!("{base}/{name}"),
+            admin: admin.to_string(),
+            name,
+        }
+    }
+
+    pub async fn drop_now(&self) {
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            )))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}
+
+/// One game-node process.
+pub struct Node {
+    pub id: String,
+    pub port: u16,
+    pub url: String,
+    pub log: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+impl Node {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("node log");
+        let child = Command::new(env!("CARGO_BIN_EXE_game-node"))
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn game-node");
+        self.child = Some(child);
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} {}", self.pid());
+    }
+
+    /// Kill -9, and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and wait for the process to exit; returns how long that took.
+    pub fn terminate(&mut self) -> Duration {
+        let t = Instant::now();
+        self.signal("TERM");
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        t.elapsed()
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A SIGSTOPped node must be continued before it can die.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+        self.kill9();
+    }
+}
+
+/// Settings a test may change.
+#[derive(Clone)]
+pub struct FleetOpts {
+    pub nodes: usize,
+    pub election: &'static str,
+    pub betting_ms: u64,
+    pub pause_ms: u64,
+    pub doubling_ms: u64,
+    pub max_x100: u64,
+    /// Redis URL override per node (index → URL), e.g. through a proxy.
+    pub redis_for: Vec<Option<String>>,
+    pub extra: Vec<String>,
+    pub envs: Vec<(String, String)>,
+}
+
+impl Default for FleetOpts {
+    fn default() -> Self {
+        FleetOpts {
+            nodes: 3,
+            election: "redis",
+            betting_ms: 1_500,
+            pause_ms: 300,
+            doubling_ms: 2_500,
+            max_x100: 5_000,
+            redis_for: Vec::new(),
+            extra: Vec::new(),
+            envs: Vec::new(),
+        }
+    }
+}
+
+pub struct Fleet {
+    pub redis: Redis,
+    pub db: Db,
+    pub nodes: Vec<Node>,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    pub async fn start(test: &str, admin_url: &str, opts: FleetOpts) -> Fleet {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let redis = Redis::start(dir.path());
+        let db = Db::create(admin_url, test).await;
+        let seed = dir.path().join("chain.seed");
+        let out = Command::new(env!("CARGO_BIN_EXE_game-node"))
+            .args(["chain", "new", "--length", "20000", "--out"])
+            .arg(&seed)
+            .output()
+            .expect("chain new");
+        assert!(out.status.success(), "chain new: {out:?}");
+        let mut nodes = Vec::new();
+        for i in 0..opts.nodes {
+            let port = free_port();
+            let id = format!("node-{}", i + 1);
+            let redis_url = opts
+                .redis_for
+                .get(i)
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| redis.url());
+            let mut args: Vec<String> = [
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+                &dir.path().join(&id).display().to_string(),
+                "--node-id",
+                &id,
+                "--database-url",
+                &db.url,
+                "--redis-url",
+                &redis_url,
+                "--leader-election",
+                opts.election,
+                "--chain-seed-file",
+                &seed.display().to_string(),
+                "--chain-length",
+                "20000",
+                "--betting-window-ms",
+                &opts.betting_ms.to_string(),
+                "--pause-ms",
+                &opts.pause_ms.to_string(),
+                "--doubling-ms",
+                &opts.doubling_ms.to_string(),
+                "--max-multiplier-x100",
+                &opts.max_x100.to_string(),
+                "--admin-token",
+                ADMIN,
+                "--jwt-secret",
+                JWT,
+                "--rate-limit-ip",
+                "0",
+                "--rate-limit-player",
+                "0",
+                "--db-pool",
+                "4",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(opts.extra.iter().cloned());
+            let mut node = Node {
+                id: id.clone(),
+                port,
+                url: format!("http://127.0.0.1:{port}"),
+                log: dir.path().join(format!("{id}.log")),
+                child: None,
+                args,
+                envs: opts.envs.clone(),
+            };
+            node.spawn();
+            nodes.push(node);
+            if i == 0 {
+                // The first node commits the table's fairness (one commitment, no race noise).
+                wait_ready_url(&reqwest::Client::new(), &nodes[0].url).await;
+            }
+        }
+        let fleet = Fleet {
+            redis,
+            db,
+            nodes,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http"),
+            dir,
+        };
+        for n in &fleet.nodes {
+            wait_ready_url(&fleet.http, &n.url).await;
+        }
+        fleet
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i]
+    }
+
+    /// Every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let text = n.log_text();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                format!(
+                    "---- {} ----\n{}",
+                    n.id,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub async fn get(&self, i: usize, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut r = self.http.get(format!("{}{path}", self.nodes[i].url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        match r.send().await {
+            Ok(r) => {
+                let s = r.status().as_u16();
+                (s, r.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    pub async fn post(
+        &self,
+        i: usize,
+        path: &str,
+        token: Option<&str>,
+        key: Option<&str>,
+        body: Value,
+    ) -> (u16, Value) {
+        let mut r = self
+            .http
+            .post(format!("{}{path}", self.nodes[i].url))
+            .json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(k) = key {
+            r = r.header("Idempotency-Key", k);
+        }
+        match r.send().await {
+            Ok(r) => {
+                let s = r.status().as_u16();
+                (s, r.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    /// Registers a player through node `i`; returns the session token.
+    pub async fn register(&self, i: usize, name: &str) -> String {
+        let (s, v) = self
+            .post(
+                i,
+                "/api/v1/auth/register",
+                None,
+                None,
+                json!({"username": name, "password": "correct horse battery"}),
+            )
+            .await;
+        assert_eq!(s, 201, "register {name}: {v}");
+        v["token"].as_str().expect("token").to_string()
+    }
+
+    pub async fn balance(&self, i: usize, token: &str) -> i64 {
+        let (s, v) = self.get(i, "/api/v1/me", Some(token)).await;
+        assert_eq!(s, 200, "{v}");
+        v["balance"].as_i64().expect("balance")
+    }
+
+    pub async fn bet(
+        &self,
+        i: usize,
+        token: &str,
+        key: &str,
+        stake: i64,
+        auto: Option<u64>,
+    ) -> (u16, Value) {
+        let mut body = json!({"stake": stake});
+        if let Some(a) = auto {
+            body["auto_cashout_x100"] = json!(a);
+        }
+        self.post(i, "/api/v1/bets", Some(token), Some(key), body)
+            .await
+    }
+
+    pub async fn cash_out(&self, i: usize, token: &str, key: &str, bet_id: &str) -> (u16, Value) {
+        self.post(
+            i,
+            &format!("/api/v1/bets/{bet_id}/cashout"),
+            Some(token),
+            Some(key),
+            json!({}),
+        )
+        .await
+    }
+
+    /// The fleet view as node `i` reports it.
+    pub async fn fleet_view(&self, i: usize) -> Value {
+        self.get(i, "/api/v1/fleet", None).await.1
+    }
+
+    /// Waits until node `i` reports a leader other than `not` with a term above `above`.
+    pub async fn wait_leader(&self, i: usize, not: Option<&str>, above: u64) -> (String, u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self.fleet_view(i).await;
+            if let (Some(l), Some(t)) = (v["leader"].as_str(), v["term"].as_u64())
+                && Some(l) != not
+                && t > above
+            {
+                return (l.to_string(), t);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new leader (view {v})\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn index_of(&self, id: &str) -> usize {
+        self.nodes.iter().position(|n| n.id == id).expect("a node")
+    }
+
+    /// The current round as node `i` sees it.
+    pub async fn round(&self, i: usize) -> Value {
+        self.get(i, "/api/v1/round", None).await.1["round"].clone()
+    }
+
+    /// Waits on node `i` for a round in `phase` (and, for betting, `margin_ms` of window left).
+    pub async fn wait_phase(&self, i: usize, phase: &str, margin_ms: i64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self.round(i).await;
+            let ok = r["phase"] == phase
+                && (phase != "betting"
+                    || r["betting_closes_at_ms"].as_i64().unwrap_or(0) - now_ms() >= margin_ms);
+            if ok {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never reached {phase} on node {i}: {r}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+
+    /// Waits until round `number` is settled in the ledger (crashed or voided, no open bet).
+    pub async fn wait_settled(&self, i: usize, number: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (s, v) = self.get(i, &format!("/api/v1/rounds/{number}"), None).await;
+            let open_bets = v["bets"]
+                .as_array()
+                .is_none_or(|b| b.iter().any(|b| b["status"] == "open"));
+            // The hash is served only once the round is crashed or voided in the ledger.
+            if s == 200 && !open_bets && v["round"]["hash"].is_string() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {number} never settled: {v}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+
+    /// How round `number` ended in the ledger: `crashed` or `voided`.
+    pub async fn round_status(&self, i: usize, number: u64) -> String {
+        let (_, rounds) = self.get(i, "/api/v1/rounds?limit=100", None).await;
+        rounds
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["number"].as_u64() == Some(number)))
+            .and_then(|r| r["status"].as_str())
+            .unwrap_or("unknown")
+            .to_string()
+    }
+
+    /// MISSION.md's invariants after a fault: the audit is exact, round numbers are contiguous
+    /// from 1, every crashed round verifies against the commitment, no bet is still open in a
+    /// finished round, and no bet was settled twice (the audit's rules include that).
+    pub async fn assert_invariants(&self, i: usize) -> Vec<Value> {
+        let (s, audit) = self.get(i, "/api/v1/admin/audit", Some(ADMIN)).await;
+        assert_eq!(s, 200, "{audit}");
+        assert_eq!(audit["balanced"], true, "audit: {audit:#}\n{}", self.logs());
+        assert_eq!(audit["violations"], json!([]), "{audit:#}");
+        let (_, fairness) = self.get(i, "/api/v1/fairness", None).await;
+        let terminating = game_node::fairness::parse_hash(
+            fairness["terminating_hash"]
+                .as_str()
+                .expect("terminating hash"),
+        )
+        .expect("hash");
+        let calc = game_node::fairness::CrashCalculator::new(
+            fairness["salt"].as_str().expect("salt"),
+            fairness["house_edge_bp"].as_u64().expect("edge") as u32,
+            fairness["max_x100"].as_u64().unwrap_or(100_000_000),
+        )
+        .expect("calculator");
+        let (_, rounds) = self.get(i, "/api/v1/rounds?limit=100", None).await;
+        let mut rounds: Vec<Value> = rounds.as_array().expect("rounds").clone();
+        rounds.sort_by_key(|r| r["number"].as_u64());
+        for (k, r) in rounds.iter().enumerate() {
+            assert_eq!(
+                r["number"].as_u64(),
+                Some(k as u64 + 1),
+                "round numbers must be contiguous from 1: {rounds:?}"
+            );
+            if r["status"] == "crashed" {
+                let h = game_node::fairness::parse_hash(r["hash"].as_str().expect("hash"))
+                    .expect("hash");
+                assert!(
+                    game_node::fairness::verify_commitment(&h, &terminating, k as u64 + 1),
+                    "round {} does not verify against the commitment",
+                    k + 1
+                );
+                assert_eq!(
+                    r["crash_x100"].as_u64(),
+                    Some(calc.crash_x100(&h)),
+                    "round {}'s crash point is not the one its hash fixes",
+                    k + 1
+                );
+            }
+        }
+        rounds
+    }
+}
+
+pub async fn wait_ready_url(http: &reqwest::Client, base: &str) {
+    for _ in 0..1200 {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("game-node at {base} never became ready");
+}
+
+/// A TCP proxy on loopback that a test can cut and restore (a replica losing Redis).
+pub struct Proxy {
+    pub port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    pub async fn start(target_port: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let (cut, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if *rx.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, cut }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        let _ = self.cut.send(true);
+    }
+
+    pub fn restore(&self) {
+        let _ = self.cut.send(false);
+    }
+}

@@ -328,6 +328,16 @@ pub struct PrivateEvent {
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, msg: &crate::protocol::ServerMessage) -> Result<()>;
+    /// A leader's round event: refused with [`Error::Fenced`](crate::error::Error::Fenced) when
+    /// `term` is no longer the table's newest, so a deposed leader's late ticks or crash never
+    /// reach players. In process there is only one leader.
+    async fn publish_as_leader(
+        &self,
+        _term: u64,
+        msg: &crate::protocol::ServerMessage,
+    ) -> Result<()> {
+        self.publish(msg).await
+    }
     async fn publish_private(
         &self,
         player_id: &str,

@@ -205,11 +205,14 @@ impl Leader<'_> {
         metrics::counter!("crashfleet_voided_rounds_total").increment(1);
         self.ports
             .bus
-            .publish(&ServerMessage::RoundVoided {
-                round: number,
-                reason: reason.to_string(),
-                server_time_ms: self.now(),
-            })
+            .publish_as_leader(
+                self.term,
+                &ServerMessage::RoundVoided {
+                    round: number,
+                    reason: reason.to_string(),
+                    server_time_ms: self.now(),
+                },
+            )
             .await?;
         self.publish_balances(&balances).await;
         Ok(())
@@ -293,12 +296,15 @@ impl Leader<'_> {
                 // Announced again on a resume: replicas that missed the first get the window.
                 self.ports
                     .bus
-                    .publish(&ServerMessage::RoundOpen {
-                        round: number,
-                        opened_at_ms: plan.opened_at_ms,
-                        betting_closes_at_ms: plan.started_at_ms,
-                        server_time_ms: now,
-                    })
+                    .publish_as_leader(
+                        self.term,
+                        &ServerMessage::RoundOpen {
+                            round: number,
+                            opened_at_ms: plan.opened_at_ms,
+                            betting_closes_at_ms: plan.started_at_ms,
+                            server_time_ms: now,
+                        },
+                    )
                     .await?;
             }
             if self.sleep_until(plan.started_at_ms).await {
@@ -306,11 +312,14 @@ impl Leader<'_> {
             }
             self.ports
                 .bus
-                .publish(&ServerMessage::Flying {
-                    round: number,
-                    started_at_ms: plan.started_at_ms,
-                    server_time_ms: self.now(),
-                })
+                .publish_as_leader(
+                    self.term,
+                    &ServerMessage::Flying {
+                        round: number,
+                        started_at_ms: plan.started_at_ms,
+                        server_time_ms: self.now(),
+                    },
+                )
                 .await?;
             if self.fly(plan).await? {
                 return Ok(true);
@@ -327,14 +336,17 @@ impl Leader<'_> {
             metrics::counter!("crashfleet_rounds_total").increment(1);
             self.ports
                 .bus
-                .publish(&ServerMessage::Crashed {
-                    round: number,
-                    crash_x100: plan.crash_x100,
-                    hash: crate::fairness::to_hex(&plan.hash),
-                    crashed_at_ms: plan.crash_at_ms,
-                    next_round_at_ms: plan.next_round_at_ms,
-                    server_time_ms: self.now(),
-                })
+                .publish_as_leader(
+                    self.term,
+                    &ServerMessage::Crashed {
+                        round: number,
+                        crash_x100: plan.crash_x100,
+                        hash: crate::fairness::to_hex(&plan.hash),
+                        crashed_at_ms: plan.crash_at_ms,
+                        next_round_at_ms: plan.next_round_at_ms,
+                        server_time_ms: self.now(),
+                    },
+                )
                 .await?;
             self.publish_balances(&balances).await;
             if self.sleep_until(plan.next_round_at_ms).await {
@@ -362,12 +374,15 @@ impl Leader<'_> {
                 let elapsed = (now - plan.started_at_ms).max(0) as u64;
                 self.ports
                     .bus
-                    .publish(&ServerMessage::Tick {
-                        round: plan.number,
-                        multiplier_x100: self.table.curve.multiplier_x100(elapsed),
-                        elapsed_ms: elapsed,
-                        server_time_ms: now,
-                    })
+                    .publish_as_leader(
+                        self.term,
+                        &ServerMessage::Tick {
+                            round: plan.number,
+                            multiplier_x100: self.table.curve.multiplier_x100(elapsed),
+                            elapsed_ms: elapsed,
+                            server_time_ms: now,
+                        },
+                    )
                     .await?;
                 // Skip ticks missed while busy instead of bursting them.
                 while next_tick <= now {

@@ -376,3 +376,249 @@ async fn kill9_leader_in_betting_and_in_flight() {
     settle_and_check(&fleet, survivor).await;
     fleet.db.drop_now().await;
 }
+
+/// SIGSTOP the leader past its lease: another replica takes over; SIGCONT the old one: its late
+/// writes carry the old term and are refused (and logged), and the money stays exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_leader_is_fenced_when_it_wakes() {
+    let Some(pg) = available("paused_leader_is_fenced_when_it_wakes") else {
+        return;
+    };
+    let fleet = Fleet::start("paused", &pg, FleetOpts::default()).await;
+    let load = Load::start(&fleet, 4).await;
+    let (leader, term) = fleet.wait_leader(0, None, 0).await;
+    let li = fleet.index_of(&leader);
+    let other = (li + 1) % 3;
+    // Pause it in flight, while it has ticks, auto-cash-outs and a crash to write.
+    fleet.wait_phase(other, "flying", 0).await;
+    fleet.nodes[li].signal("STOP");
+    let paused_at = Instant::now();
+    let (new_leader, new_term) = fleet.wait_leader(other, Some(&leader), term).await;
+    println!(
+        "FAILOVER redis SIGSTOP: {new_leader} took term {new_term} {} ms after the pause",
+        paused_at.elapsed().as_millis()
+    );
+    // Let the new leader play on, then wake the old one well past its lease.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    fleet.nodes[li].signal("CONT");
+    // The old leader wakes deposed: either its renewal finds the lock gone and it steps down,
+    // or one of its late writes (a tick, an auto-cash-out, the crash) is refused first. Both
+    // are logged.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = fleet.nodes[li].log_text();
+        if log.contains("stepping down") || log.contains("writes were refused") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the woken leader never stepped down\n{}",
+            fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // It keeps serving players as a follower of the new leader.
+    let v = fleet.fleet_view(li).await;
+    assert_eq!(v["leader"], new_leader.as_str(), "{v}");
+    let (bets, _) = load.finish().await;
+    assert!(bets > 0);
+    settle_and_check(&fleet, other).await;
+    let log = fleet.nodes[li].log_text();
+    println!(
+        "FAILOVER woken leader's log: {}",
+        log.lines()
+            .filter(|l| l.contains("writes were refused") || l.contains("stepping down"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    // Whatever the woken process did, any write with the old term is refused by both stores.
+    use game_node::ports::Ledger;
+    let ledger = game_node::ledger::SqlLedger::connect(&fleet.db.url, 2)
+        .await
+        .expect("ledger");
+    let stale = ledger.claim_term("main", term).await;
+    assert!(
+        matches!(stale, Err(game_node::error::Error::Fenced { .. })),
+        "PostgreSQL accepted term {term} after term {new_term}: {stale:?}"
+    );
+    let conn = game_node::fleet::redis::connect(&fleet.redis.url())
+        .await
+        .expect("redis");
+    let keys = game_node::fleet::redis::Keys::new("main");
+    let scripts = game_node::fleet::redis::Scripts::new();
+    let reply = game_node::fleet::redis::run(
+        &conn.client,
+        &scripts.publish_fenced,
+        vec![keys.seq(), keys.fence()],
+        vec![keys.events(), "{}".into(), term.to_string()],
+    )
+    .await
+    .expect("script");
+    assert_eq!(
+        game_node::fleet::redis::int(reply.first()),
+        game_node::fleet::redis::status::FENCED,
+        "Redis accepted a leader event of term {term} after term {new_term}"
+    );
+    fleet.db.drop_now().await;
+}
+
+/// SIGTERM of the leader hands over in under a second: it releases the lock, a replica takes
+/// the round over (continuing it), and the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_over_in_under_a_second() {
+    let Some(pg) = available("sigterm_hands_over_in_under_a_second") else {
+        return;
+    };
+    let mut fleet = Fleet::start("sigterm", &pg, FleetOpts::default()).await;
+    let load = Load::start(&fleet, 4).await;
+    let mut dead = Vec::new();
+    let mut worst = Duration::ZERO;
+    for phase in ["betting", "flying"] {
+        let watcher = (0..3).find(|i| !dead.contains(i)).expect("a live node");
+        let (leader, term) = fleet.wait_leader(watcher, None, 0).await;
+        let li = fleet.index_of(&leader);
+        let survivor = (0..3)
+            .find(|i| *i != li && !dead.contains(i))
+            .expect("a survivor");
+        fleet.wait_phase(survivor, phase, 0).await;
+        let t0 = Instant::now();
+        // Send the signal without waiting, and watch the hand-over from the survivor.
+        fleet.nodes[li].signal("TERM");
+        let (new_leader, _) = fleet.wait_leader(survivor, Some(&leader), term).await;
+        let handover = t0.elapsed();
+        let exited = fleet.nodes[li].terminate_wait();
+        println!(
+            "FAILOVER redis SIGTERM in {phase}: {new_leader} leads {} ms after the signal; \
+             the old process exited after {} ms",
+            handover.as_millis(),
+            exited.as_millis()
+        );
+        worst = worst.max(handover);
+        dead.push(li);
+    }
+    assert!(
+        worst < Duration::from_secs(1),
+        "a SIGTERM hand-over took {} ms",
+        worst.as_millis()
+    );
+    load.finish().await;
+    let survivor = (0..3).find(|i| !dead.contains(i)).expect("a survivor");
+    settle_and_check(&fleet, survivor).await;
+    fleet.db.drop_now().await;
+}
+
+/// Redis restarts (losing every key: no persistence) in the middle of a round. The fleet
+/// reconnects by itself, a leader is elected with a term above the ledger's, the interrupted
+/// round is voided with refunds (its Redis state is gone), and play resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_mid_round() {
+    let Some(pg) = available("redis_restart_mid_round") else {
+        return;
+    };
+    let mut fleet = Fleet::start("redisrestart", &pg, FleetOpts::default()).await;
+    let load = Load::start(&fleet, 4).await;
+    let (_, term) = fleet.wait_leader(0, None, 0).await;
+    let r = fleet.wait_phase(1, "flying", 0).await;
+    let interrupted = r["number"].as_u64().expect("number");
+    let t0 = Instant::now();
+    fleet.redis.restart();
+    let (_, new_term) = fleet.wait_leader(1, None, term).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = fleet.round(1).await;
+        if r["number"].as_u64().unwrap_or(0) > interrupted && r["phase"] == "betting" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "play did not resume after the Redis restart\n{}",
+            fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "FAILOVER redis restart: term {term} -> {new_term}; a new round took bets {} ms after the restart",
+        t0.elapsed().as_millis()
+    );
+    fleet.wait_settled(1, interrupted).await;
+    let status = fleet.round_status(1, interrupted).await;
+    assert!(
+        status == "voided" || status == "crashed",
+        "round {interrupted}: {status}"
+    );
+    // Every node is ready again (reconnected by itself).
+    for i in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fleet.get(i, "/readyz", None).await.0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "node {i} not ready after the restart"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    load.finish().await;
+    settle_and_check(&fleet, 2).await;
+    fleet.db.drop_now().await;
+}
+
+/// A replica cut off from Redis refuses money requests with `unavailable` (503), reports
+/// not-ready, and recovers by itself when the connection comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_cut_off_from_redis_refuses_money_and_recovers() {
+    let Some(pg) = available("replica_cut_off_from_redis_refuses_money_and_recovers") else {
+        return;
+    };
+    // Node 3 reaches Redis through a proxy the test can cut. It must not be the leader for the
+    // cut to test a replica, so nodes 1 and 2 start first.
+    let mut opts = FleetOpts::default();
+    // The proxy's target port is only known once the fleet's Redis runs: start the fleet with
+    // two nodes' default URLs and node 3 on a proxy created against a Redis port chosen first.
+    let redis_port = fleet_support::free_port();
+    let proxy = fleet_support::Proxy::start(redis_port).await;
+    opts.redis_for = vec![None, None, Some(proxy.url())];
+    let fleet = Fleet::start_with_redis_port("cutoff", &pg, opts, redis_port).await;
+    let (leader, _) = fleet.wait_leader(0, None, 0).await;
+    assert_ne!(leader, "node-3", "node 1 started first and leads");
+    let token = fleet.register(2, "carol").await;
+    proxy.cut();
+    // Not ready, and money requests refused with a clear code; no money moved.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fleet.get(2, "/readyz", None).await.0 != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "node 3 stayed ready without Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The rest of the fleet plays on.
+    fleet.wait_phase(0, "betting", 300).await;
+    let (s, v) = fleet.bet(1, &token, "ok-1", 100, None).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = fleet.bet(2, &token, "cut-1", 100, None).await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["code"], "unavailable", "{v}");
+    let (s, v) = fleet
+        .cash_out(2, &token, "cut-c", v["bet_id"].as_str().unwrap_or("x"))
+        .await;
+    assert!(
+        s == 503 || s == 404,
+        "a cash-out through the cut node: {s} {v}"
+    );
+    assert_eq!(fleet.balance(0, &token).await, 100_000 - 100);
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while fleet.get(2, "/readyz", None).await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "node 3 did not recover by itself\n{}",
+            fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fleet.wait_phase(2, "betting", 300).await;
+    let (s, v) = fleet.bet(2, &token, "back-1", 100, None).await;
+    assert_eq!(s, 201, "after recovery: {v}");
+    settle_and_check(&fleet, 2).await;
+    fleet.db.drop_now().await;
+}

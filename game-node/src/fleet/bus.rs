@@ -151,6 +151,25 @@ impl Bus for RedisBus {
         Ok(())
     }
 
+    async fn publish_as_leader(&self, term: u64, msg: &ServerMessage) -> Result<()> {
+        let json = to_json(msg)?;
+        let reply = r::run(
+            &self.client,
+            &self.scripts.publish_fenced,
+            vec![self.keys.seq(), self.keys.fence()],
+            vec![self.keys.events(), json.to_string(), term.to_string()],
+        )
+        .await?;
+        match int(reply.first()) {
+            r::status::OK => {
+                metrics::counter!("crashfleet_bus_published_total").increment(1);
+                Ok(())
+            }
+            r::status::FENCED => Err(r::fenced(term, &reply)),
+            _ => Err(Error::Internal("publishing an event failed".into())),
+        }
+    }
+
     async fn publish_private(&self, player_id: &str, msg: &ServerMessage) -> Result<()> {
         let json = to_json(msg)?;
         let _: i64 = self

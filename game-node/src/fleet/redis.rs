@@ -291,6 +291,7 @@ pub struct Scripts {
     pub renew: Script,
     pub release: Script,
     pub publish: Script,
+    pub publish_fenced: Script,
     pub open_round: Script,
     pub adopt: Script,
     pub place_bet: Script,
@@ -352,6 +353,16 @@ return {0}
             // whichever node publishes, so every receiver can see a gap.
             publish: script(
                 r#"
+local s = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], s .. ' ' .. now_ms() .. '\n' .. ARGV[2])
+return {1, s}
+"#,
+            ),
+            // KEYS: seq, fence. ARGV: channel, payload, term. A leader's event, only while its
+            // term is the newest.
+            publish_fenced: script(
+                r#"
+if not fence_ok(KEYS[2], ARGV[3]) then return {-100, fence_of(KEYS[2])} end
 local s = redis.call('INCR', KEYS[1])
 redis.call('PUBLISH', ARGV[1], s .. ' ' .. now_ms() .. '\n' .. ARGV[2])
 return {1, s}

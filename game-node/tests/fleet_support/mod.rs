@@ -66,8 +66,12 @@ pub struct Redis {
 
 impl Redis {
     pub fn start(dir: &Path) -> Redis {
+        Redis::start_on(dir, free_port())
+    }
+
+    pub fn start_on(dir: &Path, port: u16) -> Redis {
         let mut r = Redis {
-            port: free_port(),
+            port,
             child: None,
             dir: dir.to_path_buf(),
         };
@@ -229,6 +233,15 @@ impl Node {
         self.spawn();
     }
 
+    /// Waits for a process already signalled to exit; returns how long that took.
+    pub fn terminate_wait(&mut self) -> Duration {
+        let t = Instant::now();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+        t.elapsed()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -287,8 +300,17 @@ pub struct Fleet {
 
 impl Fleet {
     pub async fn start(test: &str, admin_url: &str, opts: FleetOpts) -> Fleet {
+        Fleet::start_with_redis_port(test, admin_url, opts, free_port()).await
+    }
+
+    pub async fn start_with_redis_port(
+        test: &str,
+        admin_url: &str,
+        opts: FleetOpts,
+        redis_port: u16,
+    ) -> Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
-        let redis = Redis::start(dir.path());
+        let redis = Redis::start_on(dir.path(), redis_port);
         let db = Db::create(admin_url, test).await;
         let seed = dir.path().join("chain.seed");
         let out = Command::new(env!("CARGO_BIN_EXE_game-node"))

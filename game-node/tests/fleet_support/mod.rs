@@ -712,3 +712,78 @@ impl Proxy {
         let _ = self.cut.send(false);
     }
 }
+
+/// A private PostgreSQL (tests/pg/pg.sh with its own directory) that a test may restart.
+pub struct OwnPg {
+    pub url: String,
+    dir: PathBuf,
+}
+
+impl OwnPg {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/pg/pg.sh")
+    }
+
+    pub fn start(dir: &Path) -> OwnPg {
+        let out = Command::new("bash")
+            .arg(Self::script())
+            .arg("start")
+            .env("CRASHFLEET_PG_DIR", dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("pg.sh start");
+        assert!(out.status.success(), "pg.sh start failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().last().expect("a URL line");
+        let url = line
+            .strip_prefix("CRASHFLEET_TEST_DATABASE_URL=")
+            .expect("the URL line")
+            .to_string();
+        OwnPg {
+            url,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Fast restart (connections are cut, in-flight transactions roll back), same port.
+    pub fn restart(&self) {
+        let pg_ctl = "/usr/lib/postgresql/15/bin/pg_ctl";
+        let data = self.dir.join("data");
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+        let mut cmd = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", pg_ctl]);
+            c
+        } else {
+            Command::new(pg_ctl)
+        };
+        let status = cmd
+            .args([
+                "-D",
+                &data.display().to_string(),
+                "-m",
+                "fast",
+                "-w",
+                "restart",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl restart");
+        assert!(status.success(), "pg_ctl restart failed");
+    }
+}
+
+impl Drop for OwnPg {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(Self::script())
+            .arg("stop")
+            .env("CRASHFLEET_PG_DIR", &self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}

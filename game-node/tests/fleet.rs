@@ -325,6 +325,22 @@ async fn kill9_leader_in_betting_and_in_flight() {
         let killed_at = Instant::now();
         fleet.nodes[li].kill9();
         dead.push(li);
+        // The dead node leaves the fleet view within two heartbeat intervals (2 × 1 s).
+        let gone = loop {
+            let v = fleet.fleet_view(survivor).await;
+            let listed = v["nodes"]
+                .as_array()
+                .is_some_and(|n| n.iter().any(|n| n["node_id"] == leader.as_str()));
+            if !listed {
+                break killed_at.elapsed();
+            }
+            assert!(
+                killed_at.elapsed() < Duration::from_millis(2_300),
+                "{leader} still listed {} ms after its death: {v}",
+                killed_at.elapsed().as_millis()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         let (new_leader, new_term) = fleet.wait_leader(survivor, Some(&leader), term).await;
         let takeover = killed_at.elapsed();
         // The first event the new leader publishes (a resumed round's announcement or tick).
@@ -341,12 +357,14 @@ async fn kill9_leader_in_betting_and_in_flight() {
         };
         println!(
             "FAILOVER redis kill-9 in {phase}: new leader {new_leader} term {new_term} after {} ms; \
-             first event ({}) after {} ms; round {} opened {} ms after the kill",
+             first event ({}) after {} ms; round {} opened {} ms after the kill; \
+             the dead node left the fleet view after {} ms",
             takeover.as_millis(),
             event["type"],
             first.as_millis(),
             interrupted + 1,
-            next_open.as_millis()
+            next_open.as_millis(),
+            gone.as_millis()
         );
         assert!(
             first < Duration::from_secs(2),
@@ -660,4 +678,56 @@ async fn postgres_restart_mid_round() {
     );
     load.finish().await;
     settle_and_check(&fleet, 0).await;
+}
+
+/// Several tables share one PostgreSQL (one wallet per player) and one Redis; the lobby lists
+/// every live table across regions; each table has its own leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_share_wallets_and_the_lobby() {
+    let Some(pg) = available("tables_share_wallets_and_the_lobby") else {
+        return;
+    };
+    let opts = FleetOpts {
+        table_for: vec![None, None, Some("high-rollers".into())],
+        extra: vec![],
+        ..FleetOpts::default()
+    };
+    let fleet = Fleet::start("tables", &pg, opts).await;
+    let (main_leader, _) = fleet.wait_leader(0, None, 0).await;
+    let (hr_leader, _) = fleet.wait_leader(2, None, 0).await;
+    assert_ne!(main_leader, "node-3");
+    assert_eq!(hr_leader, "node-3", "the only node of its table leads it");
+    let v = fleet.fleet_view(2).await;
+    assert_eq!(v["table"], "high-rollers");
+    assert_eq!(v["nodes"].as_array().map(Vec::len), Some(1), "{v}");
+    // The lobby, asked anywhere, lists both tables with their live state.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, lobby) = fleet.get(1, "/api/v1/lobby", None).await;
+        let tables: Vec<&str> = lobby["tables"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|t| t["table"].as_str()).collect())
+            .unwrap_or_default();
+        let live = lobby["tables"].as_array().is_some_and(|ts| {
+            ts.iter().all(|t| {
+                t["round"].as_u64().is_some()
+                    && ["betting", "flying", "crashed"].contains(&t["phase"].as_str().unwrap_or(""))
+                    && t["region"] == "local"
+            })
+        });
+        if tables == ["high-rollers", "main"] && live {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lobby: {lobby}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One wallet: a bet on one table is visible in the balance on the other.
+    let token = fleet.register(0, "dora").await;
+    fleet.wait_phase(2, "betting", 400).await;
+    let (s, b) = fleet.bet(2, &token, "hr-1", 700, None).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(fleet.balance(0, &token).await, 100_000 - 700);
+    fleet.assert_invariants(2).await;
+    fleet.assert_invariants(0).await;
+    fleet.db.drop_now().await;
 }

@@ -270,6 +270,8 @@ pub struct FleetOpts {
     pub max_x100: u64,
     /// Redis URL override per node (index → URL), e.g. through a proxy.
     pub redis_for: Vec<Option<String>>,
+    /// Table per node (index → table id); default `main`.
+    pub table_for: Vec<Option<String>>,
     pub extra: Vec<String>,
     pub envs: Vec<(String, String)>,
 }
@@ -284,6 +286,7 @@ impl Default for FleetOpts {
             doubling_ms: 2_500,
             max_x100: 5_000,
             redis_for: Vec::new(),
+            table_for: Vec::new(),
             extra: Vec::new(),
             envs: Vec::new(),
         }
@@ -337,6 +340,13 @@ impl Fleet {
                 &dir.path().join(&id).display().to_string(),
                 "--node-id",
                 &id,
+                "--table",
+                opts.table_for
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .as_deref()
+                    .unwrap_or("main"),
                 "--database-url",
                 &db.url,
                 "--redis-url",

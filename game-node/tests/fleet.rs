@@ -325,6 +325,10 @@ async fn kill9_leader_in_betting_and_in_flight() {
         let killed_at = Instant::now();
         fleet.nodes[li].kill9();
         dead.push(li);
+        // The first event the new leader publishes (a resumed round's announcement or tick).
+        let (first, event) = first_event_after(&mut ws, killed_at).await;
+        let (new_leader, new_term) = fleet.wait_leader(survivor, Some(&leader), term).await;
+        let takeover = killed_at.elapsed();
         // The dead node leaves the fleet view within two heartbeat intervals (2 × 1 s).
         let gone = loop {
             let v = fleet.fleet_view(survivor).await;
@@ -341,10 +345,7 @@ async fn kill9_leader_in_betting_and_in_flight() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let (new_leader, new_term) = fleet.wait_leader(survivor, Some(&leader), term).await;
-        let takeover = killed_at.elapsed();
-        // The first event the new leader publishes (a resumed round's announcement or tick).
-        let (first, event) = first_event_after(&mut ws, killed_at).await;
+
         // The next round opening (a new number).
         let deadline = Instant::now() + Duration::from_secs(15);
         let next_open = loop {
@@ -372,6 +373,30 @@ async fn kill9_leader_in_betting_and_in_flight() {
             first.as_millis()
         );
         assert!(new_term > term, "terms only grow");
+        // The new leader's metrics say so.
+        let ni = fleet.index_of(&new_leader);
+        let metrics = fleet
+            .http
+            .get(format!("{}/metrics", fleet.nodes[ni].url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let value = |name: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        assert_eq!(value("crashfleet_leader"), Some(1.0), "{metrics}");
+        assert_eq!(value("crashfleet_leader_term"), Some(new_term as f64));
+        assert!(
+            value("crashfleet_failovers_total") >= Some(1.0),
+            "{metrics}"
+        );
         // The interrupted round was finished with its own crash point (adopted) or voided.
         fleet.wait_settled(survivor, interrupted).await;
         println!(

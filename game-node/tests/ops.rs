@@ -45,6 +45,9 @@ async fn health_metrics_headers_and_table_reads() {
         "crashfleet_ws_connections",
         "crashfleet_leader",
         "crashfleet_leader_term",
+        "crashfleet_failovers_total",
+        "crashfleet_bus_resyncs_total",
+        "crashfleet_bus_lag_ms",
     ] {
         assert!(
             metrics.contains(name),

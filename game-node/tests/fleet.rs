@@ -157,6 +157,23 @@ impl Load {
     }
 }
 
+/// Waits on node `i` until a round after `number` takes bets (play resumed after `what`).
+async fn wait_round_after(fleet: &Fleet, i: usize, number: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = fleet.round(i).await;
+        if r["number"].as_u64().unwrap_or(0) > number && r["phase"] == "betting" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "play did not resume after {what}\n{}",
+            fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits for a few more rounds to finish everywhere, then checks every invariant from a survivor.
 async fn settle_and_check(fleet: &Fleet, survivor: usize) -> Vec<Value> {
     let r = fleet.wait_phase(survivor, "betting", 0).await;
@@ -489,7 +506,7 @@ async fn paused_leader_is_fenced_when_it_wakes() {
     let scripts = game_node::fleet::redis::Scripts::new();
     let reply = game_node::fleet::redis::run(
         &conn.client,
-        &scripts.publish_fenced,
+        &scripts.publish,
         vec![keys.seq(), keys.fence()],
         vec![keys.events(), "{}".into(), term.to_string()],
     )
@@ -564,19 +581,7 @@ async fn redis_restart_mid_round() {
     let t0 = Instant::now();
     fleet.redis.restart();
     let (_, new_term) = fleet.wait_leader(1, None, term).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = fleet.round(1).await;
-        if r["number"].as_u64().unwrap_or(0) > interrupted && r["phase"] == "betting" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "play did not resume after the Redis restart\n{}",
-            fleet.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_round_after(&fleet, 1, interrupted, "the Redis restart").await;
     println!(
         "FAILOVER redis restart: term {term} -> {new_term}; a new round took bets {} ms after the restart",
         t0.elapsed().as_millis()
@@ -682,19 +687,7 @@ async fn postgres_restart_mid_round() {
     let t0 = Instant::now();
     pg.restart();
     let restarted = t0.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = fleet.round(1).await;
-        if r["number"].as_u64().unwrap_or(0) > interrupted && r["phase"] == "betting" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "play did not resume after the PostgreSQL restart\n{}",
-            fleet.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_round_after(&fleet, 1, interrupted, "the PostgreSQL restart").await;
     println!(
         "FAILOVER postgres restart took {} ms; a new round took bets {} ms after it began; round {interrupted} ended {}",
         restarted.as_millis(),

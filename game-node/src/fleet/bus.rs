@@ -133,31 +133,19 @@ async fn relay(
     }
 }
 
-#[async_trait]
-impl Bus for RedisBus {
-    async fn publish(&self, msg: &ServerMessage) -> Result<()> {
+impl RedisBus {
+    /// Publishes a public event, fenced by `term` when a leader sends it.
+    async fn send(&self, term: Option<u64>, msg: &ServerMessage) -> Result<()> {
         let json = to_json(msg)?;
         let reply = r::run(
             &self.client,
             &self.scripts.publish,
-            vec![self.keys.seq()],
-            vec![self.keys.events(), json.to_string()],
-        )
-        .await?;
-        if int(reply.first()) != r::status::OK {
-            return Err(Error::Internal("publishing an event failed".into()));
-        }
-        metrics::counter!("crashfleet_bus_published_total").increment(1);
-        Ok(())
-    }
-
-    async fn publish_as_leader(&self, term: u64, msg: &ServerMessage) -> Result<()> {
-        let json = to_json(msg)?;
-        let reply = r::run(
-            &self.client,
-            &self.scripts.publish_fenced,
             vec![self.keys.seq(), self.keys.fence()],
-            vec![self.keys.events(), json.to_string(), term.to_string()],
+            vec![
+                self.keys.events(),
+                json.to_string(),
+                term.map_or_else(String::new, |t| t.to_string()),
+            ],
         )
         .await?;
         match int(reply.first()) {
@@ -165,9 +153,20 @@ impl Bus for RedisBus {
                 metrics::counter!("crashfleet_bus_published_total").increment(1);
                 Ok(())
             }
-            r::status::FENCED => Err(r::fenced(term, &reply)),
+            r::status::FENCED => Err(r::fenced(term.unwrap_or(0), &reply)),
             _ => Err(Error::Internal("publishing an event failed".into())),
         }
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    async fn publish(&self, msg: &ServerMessage) -> Result<()> {
+        self.send(None, msg).await
+    }
+
+    async fn publish_as_leader(&self, term: u64, msg: &ServerMessage) -> Result<()> {
+        self.send(Some(term), msg).await
     }
 
     async fn publish_private(&self, player_id: &str, msg: &ServerMessage) -> Result<()> {

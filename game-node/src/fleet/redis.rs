@@ -291,7 +291,6 @@ pub struct Scripts {
     pub renew: Script,
     pub release: Script,
     pub publish: Script,
-    pub publish_fenced: Script,
     pub open_round: Script,
     pub adopt: Script,
     pub place_bet: Script,
@@ -349,20 +348,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]); return
 return {0}
 "#,
             ),
-            // KEYS: seq. ARGV: channel, payload. One fleet-wide sequence for the table's events,
-            // whichever node publishes, so every receiver can see a gap.
+            // KEYS: seq, fence. ARGV: channel, payload, term ('' for a replica's event).
+            // One fleet-wide sequence for the table's events, whichever node publishes, so every
+            // receiver can see a gap; a leader's event goes out only while its term is the newest.
             publish: script(
                 r#"
-local s = redis.call('INCR', KEYS[1])
-redis.call('PUBLISH', ARGV[1], s .. ' ' .. now_ms() .. '\n' .. ARGV[2])
-return {1, s}
-"#,
-            ),
-            // KEYS: seq, fence. ARGV: channel, payload, term. A leader's event, only while its
-            // term is the newest.
-            publish_fenced: script(
-                r#"
-if not fence_ok(KEYS[2], ARGV[3]) then return {-100, fence_of(KEYS[2])} end
+if ARGV[3] ~= '' and not fence_ok(KEYS[2], ARGV[3]) then return {-100, fence_of(KEYS[2])} end
 local s = redis.call('INCR', KEYS[1])
 redis.call('PUBLISH', ARGV[1], s .. ' ' .. now_ms() .. '\n' .. ARGV[2])
 return {1, s}

@@ -1,0 +1,366 @@
+//! The CrashTable API (`crashfleet.dev/v1alpha1`): the Rust types are the source of truth; the
+//! CRD YAML in `crds/` is generated from them (`crashfleet-operator crd`), and a test fails when
+//! the checked-in copy drifts.
+//!
+//! The schema rejects what it can at apply time (ranges, enums, CEL rules), including transition
+//! rules that freeze the fairness commitment once set: players verify rounds against it, so a
+//! change would silently break every proof.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A crash-game table: a fleet of `game-node` replicas that elect one round leader, share one
+/// PostgreSQL ledger and one Redis, and serve players over HTTP and WebSocket.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "crashfleet.dev",
+    version = "v1alpha1",
+    kind = "CrashTable",
+    namespaced,
+    shortname = "ct",
+    status = "CrashTableStatus",
+    derive = "PartialEq",
+    doc = "A provably fair crash-game table served by a leader-elected fleet of game-node replicas.",
+    scale = r#"{"specReplicasPath":".spec.replicas","statusReplicasPath":".status.replicas"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas","description":"Desired game-node replicas"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas","description":"Replicas ready to take money"}"#,
+    printcolumn = r#"{"name":"Leader","type":"string","jsonPath":".status.leader","description":"The replica running the rounds"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","description":"Pending, Running, Paused or Degraded"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CrashTableSpec {
+    /// Number of game-node replicas. Every replica serves players; one leads the rounds. Ignored
+    /// while `autoscaling` is set (the HorizontalPodAutoscaler owns the count).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub replicas: i32,
+
+    /// The game-node container image, e.g. `registry.example.com/crashfleet/game-node:0.1.0`.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+
+    /// The region this table runs in, shown in the lobby (`GET /api/v1/lobby`).
+    #[serde(default = "default_region")]
+    #[schemars(length(min = 1, max = 63))]
+    pub region: String,
+
+    /// How the replicas elect the round leader.
+    #[serde(default)]
+    pub leader_election: LeaderElectionSpec,
+
+    /// Redis: the fleet's event bus, bet/cash-out arbiter and heartbeats (and the lock with the
+    /// `redis` election backend).
+    pub redis: SecretUrl,
+
+    /// PostgreSQL: the ledger. Every table of a database shares one wallet per player.
+    pub database: SecretUrl,
+
+    /// The table's rules and rhythm.
+    #[serde(default)]
+    pub game: GameSpec,
+
+    /// The fairness commitment's parameters. Immutable once set: players verify every round
+    /// against the commitment built from them.
+    #[serde(default)]
+    pub fairness: FairnessSpec,
+
+    /// Expose the table through an Ingress (WebSocket-friendly). Absent: no Ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+
+    /// Scale replicas on CPU with a HorizontalPodAutoscaler. Absent: `replicas` is fixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+
+    /// `true`: the leader stops opening rounds after the current one; nodes keep serving history
+    /// and verification. `false` resumes play.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_replicas() -> i32 {
+    3
+}
+
+fn default_region() -> String {
+    "default".to_string()
+}
+
+/// Which mechanism elects the round leader.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ElectionBackend {
+    /// A `coordination.k8s.io/v1` Lease named `<table>-leader` (term = `leaseTransitions`).
+    #[default]
+    Kubernetes,
+    /// A Redis lock (`SET NX PX`, term from `INCR`).
+    Redis,
+}
+
+/// Leader election settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderElectionSpec {
+    /// `kubernetes` (a Lease) or `redis` (a lock in the table's Redis).
+    #[serde(default)]
+    pub backend: ElectionBackend,
+    /// How long a leader's lease lasts without renewal. A dead leader is replaced about this long
+    /// after its last renewal; the leader steps down at two thirds of it if renewals fail.
+    #[serde(default = "default_lease_seconds")]
+    #[schemars(range(min = 1, max = 60))]
+    pub lease_duration_seconds: i32,
+}
+
+fn default_lease_seconds() -> i32 {
+    2
+}
+
+impl Default for LeaderElectionSpec {
+    fn default() -> Self {
+        LeaderElectionSpec {
+            backend: ElectionBackend::default(),
+            lease_duration_seconds: default_lease_seconds(),
+        }
+    }
+}
+
+/// A URL kept in a Secret of the table's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretUrl {
+    /// The Secret and key holding the URL (`redis://…`, `postgres://…`).
+    pub url_secret_ref: SecretKeyRef,
+}
+
+/// A key of a Secret in the table's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key inside the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// The table's rules. Amounts are integers in minor units (100 = 1.00); multipliers integers in
+/// hundredths (250 = 2.50x).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minBet <= self.maxBet").message("minBet must not exceed maxBet"))]
+pub struct GameSpec {
+    /// House edge in basis points (100 = 1%). Part of the fairness commitment: fixed once the
+    /// table has played.
+    #[serde(default = "default_edge")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub house_edge_basis_points: i32,
+    /// Crash point cap in hundredths (100000000 = 1,000,000.00x). Part of the commitment.
+    #[serde(default = "default_max_multiplier")]
+    #[schemars(range(min = 101, max = 100000000))]
+    pub max_multiplier_x100: i64,
+    /// Smallest stake, minor units.
+    #[serde(default = "default_min_bet")]
+    #[schemars(range(min = 1))]
+    pub min_bet: i64,
+    /// Largest stake, minor units.
+    #[serde(default = "default_max_bet")]
+    #[schemars(range(min = 1, max = 1000000000000_i64))]
+    pub max_bet: i64,
+    /// Largest payout of one bet, minor units.
+    #[serde(default = "default_max_payout")]
+    #[schemars(range(min = 1))]
+    pub max_payout: i64,
+    /// Bets one player may place per round.
+    #[serde(default = "default_bets_per_player")]
+    #[schemars(range(min = 1, max = 100))]
+    pub bets_per_player: i32,
+    /// Length of the betting window, ms.
+    #[serde(default = "default_betting_window")]
+    #[schemars(range(min = 100, max = 600000))]
+    pub betting_window_ms: i64,
+    /// Multiplier ticks per second while flying.
+    #[serde(default = "default_tick_rate")]
+    #[schemars(range(min = 1, max = 100))]
+    pub tick_rate_hz: i32,
+    /// Pause after a crash before the next round opens, ms.
+    #[serde(default = "default_pause")]
+    #[schemars(range(min = 0, max = 600000))]
+    pub pause_ms: i64,
+    /// Milliseconds of flight for the multiplier to reach 2.00x (the curve is e^(g·t)).
+    #[serde(default = "default_doubling")]
+    #[schemars(range(min = 100, max = 600000))]
+    pub doubling_ms: i64,
+    /// Credit given to each new player, minor units (demo money; 0 for real-money tables, which
+    /// credit players through the admin API).
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub demo_credit: i64,
+}
+
+fn default_edge() -> i32 {
+    100
+}
+fn default_max_multiplier() -> i64 {
+    100_000_000
+}
+fn default_min_bet() -> i64 {
+    10
+}
+fn default_max_bet() -> i64 {
+    1_000_000
+}
+fn default_max_payout() -> i64 {
+    100_000_000
+}
+fn default_bets_per_player() -> i32 {
+    2
+}
+fn default_betting_window() -> i64 {
+    5_000
+}
+fn default_tick_rate() -> i32 {
+    10
+}
+fn default_pause() -> i64 {
+    3_000
+}
+fn default_doubling() -> i64 {
+    11_500
+}
+
+impl Default for GameSpec {
+    fn default() -> Self {
+        GameSpec {
+            house_edge_basis_points: default_edge(),
+            max_multiplier_x100: default_max_multiplier(),
+            min_bet: default_min_bet(),
+            max_bet: default_max_bet(),
+            max_payout: default_max_payout(),
+            bets_per_player: default_bets_per_player(),
+            betting_window_ms: default_betting_window(),
+            tick_rate_hz: default_tick_rate(),
+            pause_ms: default_pause(),
+            doubling_ms: default_doubling(),
+            demo_credit: 0,
+        }
+    }
+}
+
+/// The fairness commitment's parameters.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(oldSelf.chainLength) || (has(self.chainLength) && self.chainLength == oldSelf.chainLength)").message("fairness.chainLength is part of the published commitment and cannot change"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.salt) || oldSelf.salt == '' || (has(self.salt) && self.salt == oldSelf.salt)").message("fairness.salt cannot change once set: players verify rounds with it"))]
+pub struct FairnessSpec {
+    /// Rounds the hash chain serves (one hash per round). The operator generates the secret
+    /// seed once, into Secret `<table>-fairness`; the terminating hash is published in status
+    /// before the first round.
+    #[serde(default = "default_chain_length")]
+    #[schemars(range(min = 1, max = 100000000))]
+    pub chain_length: i64,
+    /// The public salt, fixed *after* the commitment is published (e.g. a future block hash, so
+    /// nobody could grind the chain against it). Empty: generated by the first replica.
+    #[serde(default)]
+    #[schemars(length(max = 256))]
+    pub salt: String,
+}
+
+fn default_chain_length() -> i64 {
+    10_000_000
+}
+
+impl Default for FairnessSpec {
+    fn default() -> Self {
+        FairnessSpec {
+            chain_length: default_chain_length(),
+            salt: String::new(),
+        }
+    }
+}
+
+/// An Ingress in front of the table's Service.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// The public host name, e.g. `crash.example.com`.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// The IngressClass (e.g. `nginx` for ingress-nginx).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// A TLS Secret for `host`. Absent: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+}
+
+/// CPU-based autoscaling.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+pub struct AutoscalingSpec {
+    /// The fewest replicas.
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    /// The most replicas.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Target average CPU utilisation, percent of requests.
+    #[serde(default = "default_cpu_target")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+fn default_cpu_target() -> i32 {
+    70
+}
+
+/// What the operator observed, per the Kubernetes API conventions.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CrashTableStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Pending`, `Running`, `Paused` or `Degraded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// `Ready`, `Progressing`, `Degraded`, `FairnessCommitted`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Replicas the Deployment runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Replicas ready to take money.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// The replica leading the rounds (the Lease's holder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// The leadership term (the Lease's transitions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<i64>,
+    /// The published fairness commitment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fairness: Option<FairnessStatus>,
+}
+
+/// The published fairness commitment.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FairnessStatus {
+    /// SHA-256 terminating hash of the chain: round n's hash, hashed n more times, gives it.
+    pub terminating_hash: String,
+    /// The salt rounds are computed with (empty until fixed).
+    #[serde(default)]
+    pub salt: String,
+    /// Rounds the chain serves.
+    pub chain_length: i64,
+    /// Rounds played so far, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounds_played: Option<i64>,
+}

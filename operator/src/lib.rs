@@ -1,6 +1,7 @@
 //! crashfleet's Kubernetes operator: the CrashTable API ([`crd`]) and, as it grows, the
 //! controller that reconciles a CrashTable into a leader-elected game-node fleet.
 
+pub mod builders;
 pub mod crd;
 
 use kube::CustomResourceExt;

@@ -1,0 +1,758 @@
+//! Pure builders: a CrashTable in, the objects its fleet needs out. No I/O, no clock, no
+//! randomness (the Secrets' generated values are passed in), so every rule here is unit-tested
+//! without a cluster and the reconciler only applies what these return.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint,
+    Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec as K8sIngressSpec, IngressTLS, ServiceBackendPort,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{CrashTable, ElectionBackend};
+
+/// The HTTP port of every game-node (REST, WebSocket, metrics, probes).
+pub const HTTP_PORT: i32 = 8080;
+/// Where the fairness Secret is mounted (read-only) in the pod.
+pub const FAIRNESS_DIR: &str = "/var/run/crashfleet/fairness";
+/// The key of the chain seed in Secret `<table>-fairness`.
+pub const SEED_KEY: &str = "seed";
+/// Keys of Secret `<table>-auth`.
+pub const JWT_KEY: &str = "jwt-secret";
+pub const ADMIN_KEY: &str = "admin-token";
+/// A leader handing over needs its current round's remaining flight at most (the next leader
+/// adopts it at once); 30 s also covers draining WebSockets.
+pub const TERMINATION_GRACE_SECONDS: i64 = 30;
+
+/// Names of a table's children.
+pub fn lease_name(table: &str) -> String {
+    format!("{table}-leader")
+}
+pub fn fairness_secret(table: &str) -> String {
+    format!("{table}-fairness")
+}
+pub fn auth_secret(table: &str) -> String {
+    format!("{table}-auth")
+}
+
+/// `app.kubernetes.io/*` labels of every child, and the selector subset.
+pub fn labels(table: &str) -> BTreeMap<String, String> {
+    let mut l = selector(table);
+    l.insert("app.kubernetes.io/name".into(), "game-node".into());
+    l.insert("app.kubernetes.io/component".into(), "game-fleet".into());
+    l.insert("app.kubernetes.io/part-of".into(), "crashfleet".into());
+    l.insert(
+        "app.kubernetes.io/managed-by".into(),
+        "crashfleet-operator".into(),
+    );
+    l
+}
+
+/// The pod selector: stable for the Deployment's life (selectors are immutable).
+pub fn selector(table: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/instance".to_string(), table.to_string()),
+        ("crashfleet.dev/table".to_string(), table.to_string()),
+    ])
+}
+
+/// Metadata of a child: name, namespace, labels, and the owner reference that lets the garbage
+/// collector delete it with the table.
+fn meta(ct: &CrashTable, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: ct.namespace(),
+        labels: Some(labels(&ct.name_any())),
+        owner_references: owner(ct).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn owner(ct: &CrashTable) -> Option<OwnerReference> {
+    ct.controller_owner_ref(&())
+}
+
+pub fn service_account(ct: &CrashTable) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(ct, ct.name_any()),
+        automount_service_account_token: Some(true),
+        ..ServiceAccount::default()
+    }
+}
+
+/// Only what a node needs: its table's Lease (get/update it; create it the first time — `create`
+/// cannot be limited by name) and events.
+pub fn role(ct: &CrashTable) -> Role {
+    let t = ct.name_any();
+    Role {
+        metadata: meta(ct, t.clone()),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec!["coordination.k8s.io".into()]),
+                resources: Some(vec!["leases".into()]),
+                resource_names: Some(vec![lease_name(&t)]),
+                verbs: vec!["get".into(), "update".into()],
+                ..PolicyRule::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec!["coordination.k8s.io".into()]),
+                resources: Some(vec!["leases".into()]),
+                verbs: vec!["create".into()],
+                ..PolicyRule::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec!["".into(), "events.k8s.io".into()]),
+                resources: Some(vec!["events".into()]),
+                verbs: vec!["create".into(), "patch".into()],
+                ..PolicyRule::default()
+            },
+        ]),
+    }
+}
+
+pub fn role_binding(ct: &CrashTable) -> RoleBinding {
+    let t = ct.name_any();
+    RoleBinding {
+        metadata: meta(ct, t.clone()),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: t.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: t,
+            namespace: ct.namespace(),
+            ..Subject::default()
+        }]),
+    }
+}
+
+/// Secret `<table>-fairness`: the chain seed. Built only when it does not exist yet (the
+/// reconciler never overwrites it: a new seed would break the published commitment).
+pub fn fairness_secret_object(ct: &CrashTable, seed_hex: &str) -> Secret {
+    Secret {
+        metadata: meta(ct, fairness_secret(&ct.name_any())),
+        type_: Some("Opaque".into()),
+        immutable: Some(true),
+        data: Some(BTreeMap::from([(
+            SEED_KEY.to_string(),
+            ByteString(format!("{seed_hex}\n").into_bytes()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+/// Secret `<table>-auth`: the session signing key and the admin token, shared by the replicas.
+pub fn auth_secret_object(ct: &CrashTable, jwt_secret: &str, admin_token: &str) -> Secret {
+    Secret {
+        metadata: meta(ct, auth_secret(&ct.name_any())),
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([
+            (
+                JWT_KEY.to_string(),
+                ByteString(jwt_secret.as_bytes().to_vec()),
+            ),
+            (
+                ADMIN_KEY.to_string(),
+                ByteString(admin_token.as_bytes().to_vec()),
+            ),
+        ])),
+        ..Secret::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn env_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn env_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// The game-node's configuration as environment variables (every flag has a `CRASHFLEET_*`
+/// equivalent; see `game-node serve --help`).
+pub fn game_env(ct: &CrashTable) -> Vec<EnvVar> {
+    let t = ct.name_any();
+    let s = &ct.spec;
+    let g = &s.game;
+    let lease_ms = i64::from(s.leader_election.lease_duration_seconds) * 1_000;
+    let mut v = vec![
+        env_field("POD_NAME", "metadata.name"),
+        env_field("POD_NAMESPACE", "metadata.namespace"),
+        env("CRASHFLEET_LISTEN", format!("0.0.0.0:{HTTP_PORT}")),
+        env("CRASHFLEET_DATA_DIR", "/var/lib/crashfleet"),
+        env("CRASHFLEET_TABLE", t.clone()),
+        env("CRASHFLEET_REGION", s.region.clone()),
+        env(
+            "CRASHFLEET_LEADER_ELECTION",
+            match s.leader_election.backend {
+                ElectionBackend::Kubernetes => "kubernetes",
+                ElectionBackend::Redis => "redis",
+            },
+        ),
+        env("CRASHFLEET_LEASE_NAME", lease_name(&t)),
+        // Renew well inside the lease; step down at two thirds of it.
+        env("CRASHFLEET_LEASE_DURATION_MS", lease_ms.to_string()),
+        env(
+            "CRASHFLEET_RENEW_DEADLINE_MS",
+            (lease_ms * 2 / 3).to_string(),
+        ),
+        env(
+            "CRASHFLEET_RETRY_PERIOD_MS",
+            (lease_ms / 6).max(10).to_string(),
+        ),
+        env_secret(
+            "CRASHFLEET_REDIS_URL",
+            &s.redis.url_secret_ref.name,
+            &s.redis.url_secret_ref.key,
+        ),
+        env_secret(
+            "CRASHFLEET_DATABASE_URL",
+            &s.database.url_secret_ref.name,
+            &s.database.url_secret_ref.key,
+        ),
+        env_secret("CRASHFLEET_JWT_SECRET", &auth_secret(&t), JWT_KEY),
+        env_secret("CRASHFLEET_ADMIN_TOKEN", &auth_secret(&t), ADMIN_KEY),
+        env(
+            "CRASHFLEET_CHAIN_SEED_FILE",
+            format!("{FAIRNESS_DIR}/{SEED_KEY}"),
+        ),
+        env(
+            "CRASHFLEET_CHAIN_LENGTH",
+            s.fairness.chain_length.to_string(),
+        ),
+        env(
+            "CRASHFLEET_HOUSE_EDGE_BP",
+            g.house_edge_basis_points.to_string(),
+        ),
+        env(
+            "CRASHFLEET_MAX_MULTIPLIER_X100",
+            g.max_multiplier_x100.to_string(),
+        ),
+        env("CRASHFLEET_MIN_BET", g.min_bet.to_string()),
+        env("CRASHFLEET_MAX_BET", g.max_bet.to_string()),
+        env("CRASHFLEET_MAX_PAYOUT", g.max_payout.to_string()),
+        env("CRASHFLEET_BETS_PER_PLAYER", g.bets_per_player.to_string()),
+        env(
+            "CRASHFLEET_BETTING_WINDOW_MS",
+            g.betting_window_ms.to_string(),
+        ),
+        env("CRASHFLEET_PAUSE_MS", g.pause_ms.to_string()),
+        env("CRASHFLEET_TICK_RATE_HZ", g.tick_rate_hz.to_string()),
+        env("CRASHFLEET_DOUBLING_MS", g.doubling_ms.to_string()),
+        env("CRASHFLEET_DEMO_CREDIT", g.demo_credit.to_string()),
+        env("RUST_LOG", "info"),
+    ];
+    if !s.fairness.salt.is_empty() {
+        v.push(env("CRASHFLEET_SALT", s.fairness.salt.clone()));
+    }
+    v
+}
+
+fn probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+pub fn deployment(ct: &CrashTable) -> Deployment {
+    let t = ct.name_any();
+    let quantity = |s: &str| Quantity(s.to_string());
+    let container = Container {
+        name: "game-node".into(),
+        image: Some(ct.spec.image.clone()),
+        args: Some(vec!["serve".into()]),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: HTTP_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        env: Some(game_env(ct)),
+        // Alive while the process answers; ready only while it can take money.
+        liveness_probe: Some(probe("/healthz", 10, 3)),
+        readiness_probe: Some(probe("/readyz", 2, 2)),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".into(), quantity("250m")),
+                ("memory".into(), quantity("128Mi")),
+            ])),
+            limits: Some(BTreeMap::from([("memory".into(), quantity("512Mi"))])),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "fairness".into(),
+                mount_path: FAIRNESS_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "data".into(),
+                mount_path: "/var/lib/crashfleet".into(),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    };
+    let pod = PodSpec {
+        service_account_name: Some(t.clone()),
+        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65_532),
+            run_as_group: Some(65_532),
+            fs_group: Some(65_532),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        topology_spread_constraints: Some(vec![
+            TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: "topology.kubernetes.io/zone".into(),
+                when_unsatisfiable: "ScheduleAnyway".into(),
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(selector(&t)),
+                    ..LabelSelector::default()
+                }),
+                ..TopologySpreadConstraint::default()
+            },
+            TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: "kubernetes.io/hostname".into(),
+                when_unsatisfiable: "ScheduleAnyway".into(),
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(selector(&t)),
+                    ..LabelSelector::default()
+                }),
+                ..TopologySpreadConstraint::default()
+            },
+        ]),
+        containers: vec![container],
+        volumes: Some(vec![
+            Volume {
+                name: "fairness".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(fairness_secret(&t)),
+                    default_mode: Some(0o400),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "data".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
+        ]),
+        ..PodSpec::default()
+    };
+    Deployment {
+        metadata: meta(ct, t.clone()),
+        spec: DeploymentSpec {
+            // With autoscaling the HPA owns the count: leave the field to it.
+            replicas: ct.spec.autoscaling.is_none().then_some(ct.spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(&t)),
+                ..LabelSelector::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&t)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    }
+}
+
+pub fn service(ct: &CrashTable) -> Service {
+    let t = ct.name_any();
+    Service {
+        metadata: meta(ct, t.clone()),
+        spec: Some(ServiceSpec {
+            selector: Some(selector(&t)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                app_protocol: Some("http".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// Voluntary disruptions (drains, upgrades) take at most one replica at a time.
+pub fn pod_disruption_budget(ct: &CrashTable) -> PodDisruptionBudget {
+    let t = ct.name_any();
+    PodDisruptionBudget {
+        metadata: meta(ct, t.clone()),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(&t)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+/// An Ingress for ingress-nginx: long WebSocket timeouts, no request buffering.
+pub fn ingress(ct: &CrashTable) -> Option<Ingress> {
+    let spec = ct.spec.ingress.as_ref()?;
+    let t = ct.name_any();
+    let mut metadata = meta(ct, t.clone());
+    metadata.annotations = Some(BTreeMap::from([
+        (
+            "nginx.ingress.kubernetes.io/proxy-read-timeout".to_string(),
+            "3600".to_string(),
+        ),
+        (
+            "nginx.ingress.kubernetes.io/proxy-send-timeout".to_string(),
+            "3600".to_string(),
+        ),
+        (
+            "nginx.ingress.kubernetes.io/proxy-buffering".to_string(),
+            "off".to_string(),
+        ),
+    ]));
+    Some(Ingress {
+        metadata,
+        spec: Some(K8sIngressSpec {
+            ingress_class_name: spec.class_name.clone(),
+            tls: spec.tls_secret_name.as_ref().map(|s| {
+                vec![IngressTLS {
+                    hosts: Some(vec![spec.host.clone()]),
+                    secret_name: Some(s.clone()),
+                }]
+            }),
+            rules: Some(vec![IngressRule {
+                host: Some(spec.host.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some("/".into()),
+                        path_type: "Prefix".into(),
+                        backend: IngressBackend {
+                            service: Some(IngressServiceBackend {
+                                name: t,
+                                port: Some(ServiceBackendPort {
+                                    name: Some("http".into()),
+                                    ..ServiceBackendPort::default()
+                                }),
+                            }),
+                            ..IngressBackend::default()
+                        },
+                    }],
+                }),
+            }]),
+            ..K8sIngressSpec::default()
+        }),
+        ..Ingress::default()
+    })
+}
+
+pub fn autoscaler(ct: &CrashTable) -> Option<HorizontalPodAutoscaler> {
+    let a = ct.spec.autoscaling.as_ref()?;
+    let t = ct.name_any();
+    Some(HorizontalPodAutoscaler {
+        metadata: meta(ct, t.clone()),
+        spec: HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name: t,
+            },
+            min_replicas: Some(a.min_replicas),
+            max_replicas: a.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".into(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".into(),
+                    target: MetricTarget {
+                        type_: "Utilization".into(),
+                        average_utilization: Some(a.target_cpu_utilization_percentage),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            ..HorizontalPodAutoscalerSpec::default()
+        },
+        ..HorizontalPodAutoscaler::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{CrashTableSpec, IngressSpec};
+
+    fn table() -> CrashTable {
+        let spec: CrashTableSpec = serde_json::from_value(serde_json::json!({
+            "image": "registry.example/game-node:1",
+            "redis": {"urlSecretRef": {"name": "redis", "key": "url"}},
+            "database": {"urlSecretRef": {"name": "pg", "key": "url"}},
+        }))
+        .expect("spec");
+        let mut ct = CrashTable::new("alpha", spec);
+        ct.metadata.namespace = Some("games".into());
+        ct.metadata.uid = Some("uid-1".into());
+        ct
+    }
+
+    fn env_of(d: &Deployment) -> BTreeMap<String, EnvVar> {
+        d.spec
+            .template
+            .spec
+            .as_ref()
+            .map(|p| p.containers[0].env.clone().unwrap_or_default())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect()
+    }
+
+    #[test]
+    fn every_child_is_owned_labelled_and_named_after_the_table() {
+        let ct = table();
+        let metas = [
+            service_account(&ct).metadata,
+            role(&ct).metadata,
+            role_binding(&ct).metadata,
+            deployment(&ct).metadata,
+            service(&ct).metadata,
+            pod_disruption_budget(&ct).metadata,
+        ];
+        for m in metas {
+            assert_eq!(m.name.as_deref(), Some("alpha"));
+            assert_eq!(m.namespace.as_deref(), Some("games"));
+            let owner = &m.owner_references.expect("owner")[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.name.as_str()),
+                ("CrashTable", "alpha")
+            );
+            assert_eq!(owner.controller, Some(true));
+            let l = m.labels.expect("labels");
+            assert_eq!(l["app.kubernetes.io/instance"], "alpha");
+            assert_eq!(l["app.kubernetes.io/managed-by"], "crashfleet-operator");
+        }
+    }
+
+    #[test]
+    fn the_role_grants_only_the_tables_lease_and_events() {
+        let r = role(&table());
+        let rules = r.rules.expect("rules");
+        assert_eq!(
+            rules[0].resource_names,
+            Some(vec!["alpha-leader".to_string()])
+        );
+        assert_eq!(rules[0].verbs, ["get", "update"]);
+        assert_eq!(rules[1].verbs, ["create"]);
+        let all: Vec<&String> = rules.iter().flat_map(|r| r.verbs.iter()).collect();
+        assert!(
+            !all.iter()
+                .any(|v| ["*", "delete", "list", "watch"].contains(&v.as_str()))
+        );
+    }
+
+    #[test]
+    fn the_deployment_runs_game_node_safely_with_the_specs_configuration() {
+        let ct = table();
+        let d = deployment(&ct);
+        let spec = &d.spec;
+        assert_eq!(spec.replicas, Some(3));
+        let ru = spec
+            .strategy
+            .as_ref()
+            .and_then(|s| s.rolling_update.as_ref())
+            .expect("ru");
+        assert_eq!(ru.max_unavailable, Some(IntOrString::Int(0)));
+        let pod = spec.template.spec.as_ref().expect("pod");
+        assert_eq!(pod.termination_grace_period_seconds, Some(30));
+        assert_eq!(pod.service_account_name.as_deref(), Some("alpha"));
+        let c = &pod.containers[0];
+        let sc = c.security_context.as_ref().expect("sc");
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(
+            sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_string()])
+        );
+        assert_eq!(
+            c.readiness_probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .and_then(|h| h.path.as_deref()),
+            Some("/readyz")
+        );
+        assert_eq!(
+            c.liveness_probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .and_then(|h| h.path.as_deref()),
+            Some("/healthz")
+        );
+        let env = env_of(&d);
+        let value = |k: &str| env[k].value.clone().unwrap_or_default();
+        assert_eq!(value("CRASHFLEET_LEADER_ELECTION"), "kubernetes");
+        assert_eq!(value("CRASHFLEET_LEASE_NAME"), "alpha-leader");
+        assert_eq!(value("CRASHFLEET_TABLE"), "alpha");
+        assert_eq!(value("CRASHFLEET_HOUSE_EDGE_BP"), "100");
+        assert_eq!(value("CRASHFLEET_CHAIN_LENGTH"), "10000000");
+        // Timings valid for game-node: retry < renew deadline < lease.
+        let (lease, renew, retry): (u64, u64, u64) = (
+            value("CRASHFLEET_LEASE_DURATION_MS").parse().expect("n"),
+            value("CRASHFLEET_RENEW_DEADLINE_MS").parse().expect("n"),
+            value("CRASHFLEET_RETRY_PERIOD_MS").parse().expect("n"),
+        );
+        assert!(retry < renew && renew < lease, "{retry} {renew} {lease}");
+        // Secrets by reference, never by value.
+        let secret = |k: &str| {
+            env[k]
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .map(|s| (s.name.clone(), s.key.clone()))
+        };
+        assert_eq!(
+            secret("CRASHFLEET_REDIS_URL"),
+            Some(("redis".into(), "url".into()))
+        );
+        assert_eq!(
+            secret("CRASHFLEET_DATABASE_URL"),
+            Some(("pg".into(), "url".into()))
+        );
+        assert_eq!(
+            secret("CRASHFLEET_JWT_SECRET"),
+            Some(("alpha-auth".into(), JWT_KEY.into()))
+        );
+        assert!(env["POD_NAME"].value_from.is_some());
+        assert!(env["POD_NAMESPACE"].value_from.is_some());
+        assert!(
+            !env.contains_key("CRASHFLEET_SALT"),
+            "no salt until one is set"
+        );
+    }
+
+    #[test]
+    fn optional_children_follow_the_spec() {
+        let mut ct = table();
+        assert!(ingress(&ct).is_none());
+        assert!(autoscaler(&ct).is_none());
+        ct.spec.ingress = Some(IngressSpec {
+            host: "crash.example.com".into(),
+            class_name: Some("nginx".into()),
+            tls_secret_name: Some("crash-tls".into()),
+        });
+        ct.spec.autoscaling =
+            serde_json::from_value(serde_json::json!({"minReplicas": 3, "maxReplicas": 10}))
+                .expect("a");
+        let i = ingress(&ct).expect("ingress");
+        let ann = i.metadata.annotations.expect("annotations");
+        assert_eq!(
+            ann["nginx.ingress.kubernetes.io/proxy-read-timeout"],
+            "3600"
+        );
+        let h = autoscaler(&ct).expect("hpa");
+        assert_eq!(h.spec.max_replicas, 10);
+        // The HPA owns the replica count.
+        assert_eq!(deployment(&ct).spec.replicas, None);
+    }
+
+    #[test]
+    fn the_fairness_secret_is_immutable_and_holds_the_seed() {
+        let s = fairness_secret_object(&table(), "ab".repeat(32).as_str());
+        assert_eq!(s.metadata.name.as_deref(), Some("alpha-fairness"));
+        assert_eq!(s.immutable, Some(true));
+        let seed = &s.data.expect("data")[SEED_KEY];
+        assert_eq!(seed.0.len(), 65);
+    }
+}

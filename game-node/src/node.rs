@@ -207,6 +207,7 @@ pub async fn run(
 
     let table = TableSpec {
         id: cfg.table.clone(),
+        node_id: cfg.node_id(),
         chain: Arc::new(chain),
         calculator,
         curve: cfg.curve(),
@@ -426,13 +427,31 @@ async fn fleet_adapters(
     })
 }
 
+/// The Lease elector, with the client from `$KUBECONFIG` or the pod's service account.
 async fn kubernetes_elector(
-    _cfg: &ServeConfig,
-    _node_id: &str,
-    _table: &TableSpec,
-    _ledger: Arc<dyn Ledger>,
+    cfg: &ServeConfig,
+    node_id: &str,
+    table: &TableSpec,
+    ledger: Arc<dyn Ledger>,
 ) -> anyhow::Result<Arc<dyn LeaderElector>> {
-    bail!("--leader-election kubernetes is not available in this build yet")
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster or $KUBECONFIG)")?;
+    let namespace = cfg
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| crate::fleet::lease::default_namespace(&client));
+    let name = cfg.lease_name();
+    info!(lease = %name, %namespace, "leader election through a Kubernetes Lease");
+    Ok(Arc::new(crate::fleet::lease::LeaseElector::new(
+        client,
+        &namespace,
+        &name,
+        node_id,
+        cfg.election_timings(),
+        ledger,
+        &table.id,
+    )))
 }
 
 /// A database URL without its password, for logs and errors.

@@ -352,6 +352,11 @@ pub trait Bus: Send + Sync + 'static {
 /// Decides bets and cash-outs against one authoritative clock and the round's state, atomically.
 #[async_trait]
 pub trait Arbiter: Send + Sync + 'static {
+    /// A new leader claims the arbiter for `term` before its first write (raising the arbiter's
+    /// fence); refused with `Fenced` if a newer term already claimed it.
+    async fn claim_term(&self, _term: u64, _node_id: &str) -> Result<()> {
+        Ok(())
+    }
     /// Starts deciding for a new round (leader only).
     async fn open_round(&self, term: u64, plan: RoundPlan) -> Result<()>;
     /// The public view of the current round and its bets.

@@ -22,6 +22,8 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct TableSpec {
     pub id: String,
+    /// This node's id (recorded with the leadership it claims).
+    pub node_id: String,
     pub chain: Arc<Chain>,
     pub calculator: CrashCalculator,
     pub curve: Curve,
@@ -54,7 +56,11 @@ pub async fn run(table: TableSpec, ports: Ports, shutdown: CancellationToken) {
         };
         let term = leadership.term;
         let previous = ports.ledger.current_term(&table.id).await.unwrap_or(0);
-        if let Err(e) = ports.ledger.claim_term(&table.id, term).await {
+        let claimed = match ports.ledger.claim_term(&table.id, term).await {
+            Ok(()) => ports.arbiter.claim_term(term, &table.node_id).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = claimed {
             warn!(error = %e, term, "could not claim the leadership term; stepping down");
             ports.elector.release().await;
             if sleep_or_cancel(RETRY_AFTER_FAILURE, &shutdown).await {

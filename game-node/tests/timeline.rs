@@ -264,6 +264,7 @@ async fn a_whole_round_happens_at_exact_instants_and_pays_exact_multipliers() {
     let mut events = bus.subscribe();
     let table = TableSpec {
         id: "t".into(),
+        node_id: "n".into(),
         chain: Arc::new(chain),
         calculator,
         curve,

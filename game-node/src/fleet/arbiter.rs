@@ -183,6 +183,21 @@ pub(crate) fn plan_from_hash(h: &HashMap<String, String>) -> Option<(RoundPlan, 
 
 #[async_trait]
 impl Arbiter for RedisArbiter {
+    async fn claim_term(&self, term: u64, node_id: &str) -> Result<()> {
+        let reply = r::run(
+            &self.client,
+            &self.scripts.claim,
+            vec![self.keys.fence(), self.keys.leader_info()],
+            vec![term.to_string(), node_id.to_string()],
+        )
+        .await?;
+        match int(reply.first()) {
+            status::OK => Ok(()),
+            status::FENCED => Err(r::fenced(term, &reply)),
+            other => Err(Error::Internal(format!("claim answered {other}"))),
+        }
+    }
+
     async fn open_round(&self, term: u64, plan: RoundPlan) -> Result<()> {
         let reply = r::run(
             &self.client,

@@ -14,6 +14,7 @@ use std::time::Duration;
 pub mod arbiter;
 pub mod bus;
 pub mod elector;
+pub mod lease;
 pub mod presence;
 pub mod redis;
 

@@ -156,11 +156,19 @@ impl Presence {
 
     /// This table's leader (from the lock) and live nodes.
     pub async fn fleet(&self) -> Result<(Option<LeaderInfo>, Vec<NodeInfo>)> {
-        let lock: Option<String> = self
+        // The Redis lock when that backend elects; otherwise the newest claimed leadership.
+        let mut lock: Option<String> = self
             .client
             .get(self.keys.leader())
             .await
             .map_err(r::unavailable)?;
+        if lock.is_none() {
+            lock = self
+                .client
+                .get(self.keys.leader_info())
+                .await
+                .map_err(r::unavailable)?;
+        }
         let leader = lock.and_then(|v| {
             let (node, term) = v.rsplit_once(' ')?;
             Some(LeaderInfo {

@@ -89,6 +89,10 @@ impl Keys {
     pub fn cashes(&self, round: u64) -> String {
         self.key(&format!("cash:{round}"))
     }
+    /// `"<node id> <term>"` of the newest leader that claimed the table (any election backend).
+    pub fn leader_info(&self) -> String {
+        self.key("leader-info")
+    }
     /// The public event sequence counter.
     pub fn seq(&self) -> String {
         self.key("seq")
@@ -288,6 +292,7 @@ fn script(body: &str) -> Script {
 /// The scripts, compiled once per process.
 pub struct Scripts {
     pub acquire: Script,
+    pub claim: Script,
     pub renew: Script,
     pub release: Script,
     pub publish: Script,
@@ -329,6 +334,17 @@ if t < floor then redis.call('SET', KEYS[2], floor); t = floor end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. t, 'PX', ARGV[2])
 redis.call('SET', KEYS[3], t)
 return {1, t}
+"#,
+            ),
+            // KEYS: fence, leader-info. ARGV: term, node id. A new leader (whatever elected it)
+            // raises the fence to its term before its first write; an older term is refused.
+            claim: script(
+                r#"
+local f = fence_of(KEYS[1])
+if f > tonumber(ARGV[1]) then return {-100, f} end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2] .. ' ' .. ARGV[1])
+return {1}
 "#,
             ),
             // KEYS: leader. ARGV: "<node> <term>", lease ms. Renews only the holder's own lock.

@@ -10,13 +10,17 @@ Usage: tests/pg/pg.sh start|stop|status|--help
   start   install Debian's postgresql package if /usr/lib/postgresql/15/bin/postgres is missing,
           create a data directory under $CRASHFLEET_PG_DIR (default /tmp/crashfleet-pg), start a
           server on a free 127.0.0.1 port (unix socket inside the data directory), create a user
-          with a password and a database. Already running: nothing is changed.
+          with a password and a database. Already running (it accepts connections on its port):
+          nothing is changed. A server that died (killed from outside) is started again on the
+          same data directory and port, so its URL stays valid; when that fails, the directory
+          is removed and a new server is created (new port and password).
           The LAST line printed is always
             CRASHFLEET_TEST_DATABASE_URL=postgres://USER:PASS@127.0.0.1:PORT/DB
           so   eval "$(bash tests/pg/pg.sh start | tail -1)"   sets it (export it for cargo test).
   stop    stop that server (pg_ctl stop -m fast on its own data directory) and remove the
           directory. Safe to run twice, and when nothing was started.
-  status  print the URL line and exit 0 when running; exit 3 when not.
+  status  print the URL line and exit 0 when the server runs and accepts connections
+          (pg_isready on its port); exit 3 when not.
 
 The test user may create databases (every test gets a fresh one) and, being pg_signal_backend,
 drop them WITH (FORCE) even while an autovacuum worker is inside.
@@ -56,8 +60,31 @@ install_postgres() {
   [ -x "$PG_BIN/postgres" ] || die "postgresql installed but $PG_BIN/postgres is missing (not version 15?)"
 }
 
+# Seconds to wait for a dead postmaster's pid to vanish: killed from outside, it stays a zombie
+# until its parent (here the init process, every ~2 s) reaps it, and PostgreSQL will not start
+# while the pid in its lock file exists.
+REAP_TIMEOUT=15
+
+url_port() { sed -n 's#.*@127\.0\.0\.1:\([0-9]*\)/.*#\1#p' "$URL_FILE" 2>/dev/null || true; }
+
+zombie() { grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+
+# The postmaster's pid from its lock file while that process lives (not a zombie) and serves our
+# data directory. pg_ctl status alone counts a zombie or a reused pid as a running server.
+postmaster_pid() {
+  local pid
+  pid=$(head -n 1 "$DATA/postmaster.pid" 2>/dev/null || true)
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  [ -r "/proc/$pid/cmdline" ] && ! zombie "$pid" &&
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "-D $DATA " && echo "$pid"
+}
+
+# Alive = our postmaster runs and accepts connections on the URL's port.
 running() {
-  [ -f "$DATA/PG_VERSION" ] && as_pg "$PG_BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1
+  local port
+  port=$(url_port)
+  [ -n "$port" ] && postmaster_pid >/dev/null &&
+    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" -d postgres -t 5 >/dev/null 2>&1
 }
 
 free_port() {
@@ -79,7 +106,7 @@ remove_state() {
 launch() {
   (
     local fd
-    for fd in /proc/$BASHPID/fd/*; do
+    for fd in "/proc/$BASHPID/fd/"*; do
       fd=${fd##*/}
       if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
     done
@@ -90,14 +117,55 @@ launch() {
   )
 }
 
+# Kills a postmaster that lives but does not answer, and waits until its pid is gone.
+bury_postmaster() {
+  local pid
+  pid=$(head -n 1 "$DATA/postmaster.pid" 2>/dev/null || true)
+  [[ $pid =~ ^[0-9]+$ ]] || return 0
+  if postmaster_pid >/dev/null; then
+    log "postmaster pid $pid runs but does not accept connections; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  local deadline=$((SECONDS + REAP_TIMEOUT))
+  # Any process with that pid counts: a dying one has lost its command line before it is a zombie.
+  while [ -e "/proc/$pid" ]; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.2
+  done
+}
+
+# Starts a dead server again on its data directory and port (the URL, password included, stays).
+# PostgreSQL itself checks the stale lock file (and that no orphaned backend still holds its
+# shared memory) once the old pid is gone.
+revive() {
+  local port
+  port=$(url_port)
+  [ -n "$port" ] && [ -f "$DATA/PG_VERSION" ] || return 1
+  log "found a dead server in $DATA (port $port); starting it again"
+  bury_postmaster || { log "the old postmaster's pid did not go away in ${REAP_TIMEOUT}s"; return 1; }
+  if ! launch "$port"; then
+    log "could not start it again on port $port:"
+    tail -n 5 "$LOG" >&2 || true
+    return 1
+  fi
+  running || return 1
+  log "started again on 127.0.0.1:$port, data in $DATA"
+}
+
 start() {
   install_postgres
-  if running && [ -f "$URL_FILE" ]; then
+  if running; then
     log "already running ($DATA)"
     print_url
     return 0
   fi
-  # A directory left by a crash, a reboot or an interrupted start: clear it and start afresh.
+  if [ -f "$MARKER" ] && revive; then
+    print_url
+    return 0
+  fi
+  # A directory left by a crash, a reboot or an interrupted start that cannot be revived: clear it
+  # and start afresh.
+  if [ -e "$STATE" ]; then log "recreating $STATE"; fi
   stop
 
   mkdir -p "$STATE"
@@ -145,17 +213,24 @@ stop() {
     return 0
   fi
   [ -f "$MARKER" ] || die "$STATE was not created by pg.sh (no $MARKER): not touching it"
-  if running; then
-    as_pg "$PG_BIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null
+  local pid
+  if pid=$(postmaster_pid); then
+    if ! as_pg "$PG_BIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null; then
+      log "pg_ctl stop failed; killing postmaster pid $pid"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
     log "stopped ($DATA)"
   fi
   remove_state
 }
 
 status() {
-  if running && [ -f "$URL_FILE" ]; then
+  if running; then
     log "running ($DATA)"
     print_url
+  elif [ -f "$MARKER" ]; then
+    log "not running: $STATE is there but its server does not accept connections ('start' starts it again)"
+    return 3
   else
     log "not running"
     return 3

@@ -10,15 +10,18 @@ mkdir -p "$CRASHFLEET_CACHE_DIR"
 # --- system packages (Debian) -------------------------------------------------------------------
 bash "$ROOT/tests/install-deps.sh"
 
-# One trap tears down everything started below (PostgreSQL and the Kubernetes control plane).
-# A PostgreSQL that was already running (a developer's, via pg.sh) is left running.
+# One trap tears down everything started below (PostgreSQL, Redis, the Kubernetes control plane).
+# A PostgreSQL or Redis that was already running (a developer's, via pg.sh/redis.sh) is left running.
 pg_ours=1
 bash "$ROOT/tests/pg/pg.sh" status >/dev/null 2>&1 && pg_ours=0
+redis_ours=1
+bash "$ROOT/tests/redis/redis.sh" status >/dev/null 2>&1 && redis_ours=0
 # Likewise a control plane already running under this CRASHFLEET_K8S_NAME (a developer's).
 k8s_ours=1
 [ -f "$ROOT/tests/k8s/cluster.sh" ] && bash "$ROOT/tests/k8s/cluster.sh" status >/dev/null 2>&1 && k8s_ours=0
 cleanup() {
   if [ "$pg_ours" = 1 ]; then bash "$ROOT/tests/pg/pg.sh" stop >/dev/null 2>&1 || true; fi
+  if [ "$redis_ours" = 1 ]; then bash "$ROOT/tests/redis/redis.sh" stop >/dev/null 2>&1 || true; fi
   if [ "$k8s_ours" = 1 ] && [ -f "$ROOT/tests/k8s/cluster.sh" ]; then
     bash "$ROOT/tests/k8s/cluster.sh" down >/dev/null 2>&1 || true
   fi
@@ -29,6 +32,11 @@ trap cleanup EXIT
 pg_line=$(bash "$ROOT/tests/pg/pg.sh" start | tail -n 1)
 export "${pg_line?}"
 echo "PostgreSQL up: ${pg_line%%://*}://…@${pg_line##*@}"
+
+# --- Redis (tests/redis: fleet tests, the Redis arbiter and bus) ---------------------------------
+redis_line=$(bash "$ROOT/tests/redis/redis.sh" start | tail -n 1)
+export "${redis_line?}"
+echo "Redis up: ${redis_line#*=}"
 
 # --- Kubernetes control plane (tests/k8s, issue #4) ---------------------------------------------
 if [ -x "$ROOT/tests/k8s/cluster.sh" ] || [ -f "$ROOT/tests/k8s/cluster.sh" ]; then

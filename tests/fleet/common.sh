@@ -30,7 +30,7 @@ node_pid() {
   pid=$(cat "$dir/pid" 2>/dev/null || true)
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   [ -r "/proc/$pid/cmdline" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "--data-dir $dir/data " && echo "$pid"
+    tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "--data-dir $dir/data " && echo "$pid"
 }
 
 # Every live game-node started on this fleet directory, pid file or not (an up.sh interrupted

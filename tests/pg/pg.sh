@@ -76,7 +76,7 @@ postmaster_pid() {
   pid=$(head -n 1 "$DATA/postmaster.pid" 2>/dev/null || true)
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   [ -r "/proc/$pid/cmdline" ] && ! zombie "$pid" &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "-D $DATA " && echo "$pid"
+    tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "-D $DATA " && echo "$pid"
 }
 
 # Alive = our postmaster runs and accepts connections on the URL's port.

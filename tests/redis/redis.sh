@@ -64,7 +64,7 @@ our_pid() {
   p=$(port)
   pid=$(cat "$PID_FILE" 2>/dev/null || true)
   [[ $pid =~ ^[0-9]+$ ]] && [ -n "$p" ] || return 1
-  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "redis-server 127\.0\.0\.1:$p\( \|\$\)" &&
+  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "redis-server 127\.0\.0\.1:$p\( \|\$\)" &&
     ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null &&
     echo "$pid"
 }

@@ -2,6 +2,7 @@
 //! controller that reconciles a CrashTable into a leader-elected game-node fleet.
 
 pub mod builders;
+pub mod controller;
 pub mod crd;
 
 use kube::CustomResourceExt;

@@ -1,26 +1,139 @@
 //! `crashfleet-operator`: see `crashfleet-operator --help`.
 
-use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use clap::{Args, Parser, Subcommand};
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::Reporter;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tracing::{info, warn};
+
+use crashfleet_operator::controller::{self, Context};
+use crashfleet_operator::crd::CrashTable;
 
 /// The crashfleet operator: reconciles CrashTable resources (crashfleet.dev/v1alpha1) into
 /// leader-elected game-node fleets.
 #[derive(Parser)]
 #[command(name = "crashfleet-operator", version, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// `run`'s options, for running without the subcommand name.
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Watch CrashTables and reconcile them (the default). Uses the in-cluster service account,
+    /// or `$KUBECONFIG` outside a cluster.
+    Run(RunArgs),
     /// Print the CrashTable CustomResourceDefinition as YAML (what `crds/` and the Helm chart
     /// ship; `kubectl apply -f -` installs it).
     Crd,
 }
 
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Address of `/healthz`, `/readyz` and `/metrics` (Prometheus).
+    #[arg(
+        long,
+        env = "CRASHFLEET_OPERATOR_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    listen: SocketAddr,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "CRASHFLEET_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
+    /// Log as JSON lines (for log collectors) instead of text.
+    #[arg(long, env = "CRASHFLEET_OPERATOR_JSON_LOGS")]
+    json_logs: bool,
+}
+
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Crd => print!("{}", crashfleet_operator::crd_yaml()?),
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Crd) => {
+            print!("{}", crashfleet_operator::crd_yaml()?);
+            Ok(())
+        }
+        Some(Command::Run(args)) => run(args),
+        None => run(cli.run),
     }
+}
+
+#[tokio::main]
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.json_logs {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let metrics = PrometheusBuilder::new().install_recorder()?;
+    for name in [
+        "crashfleet_operator_reconciles_total",
+        "crashfleet_operator_reconcile_errors_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    let client = Client::try_default().await?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    info!(addr = %listener.local_addr()?, "health and metrics");
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            warn!(error = %e, "health server stopped");
+        }
+    });
+
+    let (tables, deployments) = match &args.namespace {
+        Some(ns) => (
+            Api::<CrashTable>::namespaced(client.clone(), ns),
+            Api::<Deployment>::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        reporter: Reporter {
+            controller: "crashfleet-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    });
+    info!(
+        namespace = args.namespace.as_deref().unwrap_or("(all)"),
+        "reconciling CrashTables"
+    );
+    Controller::new(tables, watcher::Config::default())
+        .owns(deployments, watcher::Config::default())
+        .shutdown_on_signal()
+        .run(controller::reconcile, controller::error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(table = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+    info!("crashfleet-operator stopped");
     Ok(())
 }

@@ -1,0 +1,469 @@
+//! The reconciler: a CrashTable in, its fleet applied (server-side apply, one field manager,
+//! owner references), its status written back. The objects come from the pure [`builders`];
+//! this module only reads, applies and reports.
+//!
+//! Secrets are the exception to "apply every time": the fairness seed and the auth keys are
+//! created once and never overwritten (a new seed would break the published commitment; new
+//! keys would end every session).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+use crate::builders;
+use crate::crd::{CrashTable, CrashTableStatus, FairnessStatus};
+
+/// The one field manager of everything the operator applies.
+pub const MANAGER: &str = "crashfleet-operator";
+/// Status is refreshed this often even without a watch event (leader changes live in a Lease).
+pub const REFRESH: Duration = Duration::from_secs(10);
+/// Key of the public terminating hash in Secret `<table>-fairness` (computed once, with the seed).
+pub const TERMINATING_KEY: &str = "terminating-hash";
+pub const CHAIN_LENGTH_KEY: &str = "chain-length";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("Secret {secret} (key {key}) referenced by spec.{field} is missing")]
+    MissingSecret {
+        field: &'static str,
+        secret: String,
+        key: String,
+    },
+    #[error("the fairness chain could not be built: {0}")]
+    Fairness(String),
+}
+
+impl Error {
+    /// A short CamelCase reason for conditions and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "ApiError",
+            Error::MissingSecret { .. } => "MissingSecret",
+            Error::Fairness(_) => "FairnessError",
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub reporter: Reporter,
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+/// Server-side apply of one child (a no-op write when nothing changed: no churn).
+async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    api.patch(&obj.name_any(), &apply_params(), &Patch::Apply(obj))
+        .await?;
+    Ok(())
+}
+
+/// Deletes an optional child that is no longer asked for (absent is fine).
+async fn remove<K>(client: &Client, ns: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand::Rng;
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill(&mut b[..]);
+    hex::encode(b)
+}
+
+/// Creates `secret` unless a Secret of that name exists; returns the one that exists afterwards.
+async fn create_once(client: &Client, ns: &str, secret: Secret) -> Result<(Secret, bool), Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let name = secret.name_any();
+    if let Some(existing) = api.get_opt(&name).await? {
+        return Ok((existing, false));
+    }
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(s) => Ok((s, true)),
+        // Another reconcile (or operator replica) created it first: use theirs.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok((api.get(&name).await?, false)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The fairness Secret: the seed, generated once, with its public terminating hash.
+async fn ensure_fairness(client: &Client, ct: &CrashTable) -> Result<(Secret, bool), Error> {
+    let ns = ct.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    if let Some(existing) = api
+        .get_opt(&builders::fairness_secret(&ct.name_any()))
+        .await?
+    {
+        return Ok((existing, false));
+    }
+    let length = ct.spec.fairness.chain_length.max(1) as u64;
+    // One SHA-256 per link: ~1 s for 10 million, done once per table, off the async threads.
+    let (terminating, seed) = tokio::task::spawn_blocking(move || {
+        game_node::fairness::Chain::generate(length)
+            .map(|(chain, seed)| (chain.terminating_hash(), seed))
+            .map_err(|e| Error::Fairness(e.to_string()))
+    })
+    .await
+    .map_err(|e| Error::Fairness(e.to_string()))??;
+    let mut secret = builders::fairness_secret_object(ct, &game_node::fairness::to_hex(&seed));
+    if let Some(data) = secret.data.as_mut() {
+        data.insert(
+            TERMINATING_KEY.into(),
+            ByteString(game_node::fairness::to_hex(&terminating).into_bytes()),
+        );
+        data.insert(
+            CHAIN_LENGTH_KEY.into(),
+            ByteString(length.to_string().into_bytes()),
+        );
+    }
+    create_once(client, &ns, secret).await
+}
+
+fn secret_text(s: &Secret, key: &str) -> Option<String> {
+    s.data
+        .as_ref()?
+        .get(key)
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .map(|v| v.trim().to_string())
+}
+
+/// The Secrets the spec references must exist (the pods would crash-loop otherwise).
+async fn check_references(client: &Client, ct: &CrashTable) -> Result<(), Error> {
+    let ns = ct.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for (field, r) in [
+        ("redis", &ct.spec.redis.url_secret_ref),
+        ("database", &ct.spec.database.url_secret_ref),
+    ] {
+        let found = api.get_opt(&r.name).await?;
+        let has_key = found
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .is_some_and(|d| d.contains_key(&r.key));
+        if !has_key {
+            return Err(Error::MissingSecret {
+                field,
+                secret: r.name.clone(),
+                key: r.key.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A condition, keeping its transition time when its status did not change.
+pub fn condition(
+    old: &[Condition],
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    let status = if ok { "True" } else { "False" }.to_string();
+    let since = old
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
+    Condition {
+        type_: type_.into(),
+        status,
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+async fn publish(ctx: &Context, ct: &CrashTable, type_: EventType, reason: &str, note: String) {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, &ct.object_ref(&())).await {
+        warn!(error = %e, "could not publish an event");
+    }
+}
+
+async fn write_status(
+    client: &Client,
+    ct: &CrashTable,
+    status: CrashTableStatus,
+) -> Result<(), Error> {
+    if ct.status.as_ref() == Some(&status) {
+        return Ok(()); // no churn
+    }
+    let api: Api<CrashTable> = Api::namespaced(client.clone(), &ct.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "crashfleet.dev/v1alpha1",
+        "kind": "CrashTable",
+        "status": status,
+    });
+    api.patch_status(&ct.name_any(), &apply_params(), &Patch::Apply(patch))
+        .await?;
+    Ok(())
+}
+
+/// One pass: make the world match the table, then report what is.
+pub async fn reconcile(ct: Arc<CrashTable>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&ct, &ctx).await;
+    metrics_record(started, result.is_err());
+    if let Err(e) = &result {
+        let old = ct.status.clone().unwrap_or_default();
+        let mut status = old.clone();
+        status.observed_generation = ct.metadata.generation;
+        status.phase = Some("Degraded".into());
+        let gen_ = ct.metadata.generation;
+        status.conditions = vec![
+            condition(
+                &old.conditions,
+                "Ready",
+                false,
+                e.reason(),
+                e.to_string(),
+                gen_,
+            ),
+            condition(
+                &old.conditions,
+                "Degraded",
+                true,
+                e.reason(),
+                e.to_string(),
+                gen_,
+            ),
+            condition(
+                &old.conditions,
+                "Progressing",
+                false,
+                e.reason(),
+                e.to_string(),
+                gen_,
+            ),
+        ];
+        if let Some(f) = old
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "FairnessCommitted")
+        {
+            status.conditions.push(f.clone());
+        }
+        publish(&ctx, &ct, EventType::Warning, e.reason(), e.to_string()).await;
+        let _ = write_status(&ctx.client, &ct, status).await;
+    }
+    result
+}
+
+async fn reconcile_inner(ct: &CrashTable, ctx: &Context) -> Result<Action, Error> {
+    let client = &ctx.client;
+    let ns = ct.namespace().unwrap_or_default();
+    let name = ct.name_any();
+    check_references(client, ct).await?;
+
+    let (fairness, created) = ensure_fairness(client, ct).await?;
+    if created {
+        info!(table = %name, "generated the table's chain seed");
+        publish(
+            ctx,
+            ct,
+            EventType::Normal,
+            "FairnessCommitted",
+            format!(
+                "generated the hash chain ({} rounds); terminating hash {}",
+                ct.spec.fairness.chain_length,
+                secret_text(&fairness, TERMINATING_KEY).unwrap_or_default()
+            ),
+        )
+        .await;
+    }
+    let (_, auth_created) = create_once(
+        client,
+        &ns,
+        builders::auth_secret_object(ct, &random_hex(32), &random_hex(24)),
+    )
+    .await?;
+    if auth_created {
+        publish(
+            ctx,
+            ct,
+            EventType::Normal,
+            "Created",
+            format!("Secret {}", builders::auth_secret(&name)),
+        )
+        .await;
+    }
+
+    apply(client, &ns, &builders::service_account(ct)).await?;
+    apply(client, &ns, &builders::role(ct)).await?;
+    apply(client, &ns, &builders::role_binding(ct)).await?;
+    apply(client, &ns, &builders::deployment(ct)).await?;
+    apply(client, &ns, &builders::service(ct)).await?;
+    apply(client, &ns, &builders::pod_disruption_budget(ct)).await?;
+    match builders::ingress(ct) {
+        Some(i) => apply(client, &ns, &i).await?,
+        None => remove::<Ingress>(client, &ns, &name).await?,
+    }
+    match builders::autoscaler(ct) {
+        Some(h) => apply(client, &ns, &h).await?,
+        None => remove::<HorizontalPodAutoscaler>(client, &ns, &name).await?,
+    }
+
+    // What is: the Deployment's replicas, the Lease's holder, the commitment.
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get_opt(&name)
+        .await?;
+    let dstatus = deployment.and_then(|d| d.status);
+    let replicas = dstatus.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    let ready = dstatus.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let lease = Api::<Lease>::namespaced(client.clone(), &ns)
+        .get_opt(&builders::lease_name(&name))
+        .await?
+        .and_then(|l| l.spec);
+    let leader = lease
+        .as_ref()
+        .and_then(|l| l.holder_identity.clone())
+        .filter(|h| !h.is_empty());
+    let term = lease
+        .as_ref()
+        .and_then(|l| l.lease_transitions)
+        .map(i64::from);
+
+    let old = ct.status.clone().unwrap_or_default();
+    let gen_ = ct.metadata.generation;
+    let want = if ct.spec.autoscaling.is_some() {
+        replicas.max(1)
+    } else {
+        ct.spec.replicas
+    };
+    let ready_ok = ready >= 1 && leader.is_some();
+    let progressing = ready < want;
+    let phase = if ct.spec.paused {
+        "Paused"
+    } else if ready_ok {
+        "Running"
+    } else {
+        "Pending"
+    };
+    let terminating = secret_text(&fairness, TERMINATING_KEY).unwrap_or_default();
+    let status = CrashTableStatus {
+        observed_generation: gen_,
+        phase: Some(phase.into()),
+        conditions: vec![
+            condition(
+                &old.conditions,
+                "Ready",
+                ready_ok,
+                if ready_ok {
+                    "LeaderElected"
+                } else if ready == 0 {
+                    "NoReadyReplicas"
+                } else {
+                    "NoLeader"
+                },
+                format!(
+                    "{ready}/{want} replicas ready, leader {}",
+                    leader.as_deref().unwrap_or("none")
+                ),
+                gen_,
+            ),
+            condition(
+                &old.conditions,
+                "Progressing",
+                progressing,
+                if progressing {
+                    "RollingOut"
+                } else {
+                    "Complete"
+                },
+                format!("{ready} of {want} replicas ready"),
+                gen_,
+            ),
+            condition(
+                &old.conditions,
+                "Degraded",
+                false,
+                "AsExpected",
+                "all children applied".into(),
+                gen_,
+            ),
+            condition(
+                &old.conditions,
+                "FairnessCommitted",
+                !terminating.is_empty(),
+                "ChainGenerated",
+                format!("terminating hash {terminating}"),
+                gen_,
+            ),
+        ],
+        replicas: Some(replicas),
+        ready_replicas: Some(ready),
+        leader,
+        term,
+        fairness: Some(FairnessStatus {
+            terminating_hash: terminating,
+            salt: ct.spec.fairness.salt.clone(),
+            chain_length: secret_text(&fairness, CHAIN_LENGTH_KEY)
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(ct.spec.fairness.chain_length),
+            rounds_played: None,
+        }),
+    };
+    write_status(client, ct, status).await?;
+    Ok(Action::requeue(REFRESH))
+}
+
+/// Failed reconciles retry with a short, fixed back-off (the controller's own queue dedups).
+pub fn error_policy(_ct: Arc<CrashTable>, e: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(error = %e, "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+fn metrics_record(started: Instant, failed: bool) {
+    metrics::counter!("crashfleet_operator_reconciles_total").increment(1);
+    if failed {
+        metrics::counter!("crashfleet_operator_reconcile_errors_total").increment(1);
+    }
+    metrics::histogram!("crashfleet_operator_reconcile_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+}

@@ -1,0 +1,230 @@
+//! The Helm chart `charts/crashfleet-operator`: its CRD is the generated one, `helm lint` passes,
+//! its values schema refuses bad values, its manifests pass the API server's dry run, and — the
+//! point of least privilege — the operator running with the chart's own ServiceAccount token
+//! (its ClusterRole, nothing more) builds a table's fleet and writes its status.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crashfleet_operator::crd::CrashTable;
+use crashfleet_tests::k8s::{cluster_or_skip, poll};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+fn chart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/crashfleet-operator")
+}
+
+/// helm and kubectl: `CRASHFLEET_HELM`/`CRASHFLEET_KUBECTL`, else the control plane's cache
+/// (tests/k8s/cluster.sh builds helm there), else PATH.
+fn tool(name: &str) -> PathBuf {
+    let var = format!("CRASHFLEET_{}", name.to_uppercase());
+    if let Ok(p) = std::env::var(&var) {
+        return p.into();
+    }
+    let cache = std::env::var("CRASHFLEET_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/crashfleet")
+        });
+    let versions = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/k8s/versions.env"),
+    )
+    .unwrap_or_default();
+    let k8s = versions
+        .lines()
+        .find_map(|l| l.strip_prefix("K8S_VERSION="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_default();
+    let cached = cache.join(format!("k8s-{k8s}/bin/{name}"));
+    if cached.exists() { cached } else { name.into() }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run a tool")
+}
+
+#[test]
+fn the_charts_crd_is_the_generated_one() {
+    let generated = crashfleet_operator::crd_yaml().expect("yaml");
+    let in_chart = std::fs::read_to_string(chart().join("crds/crashtables.crashfleet.dev.yaml"))
+        .unwrap_or_default();
+    assert!(
+        in_chart == generated,
+        "charts/crashfleet-operator/crds/ drifted from the types; copy crds/crashtables.crashfleet.dev.yaml there"
+    );
+}
+
+/// helm is built with the control plane; without it (no cluster harness) the chart checks skip.
+fn helm_or_skip(test: &str) -> Option<PathBuf> {
+    let helm = tool("helm");
+    if Command::new(&helm)
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Some(helm);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: helm is missing and CI=true (tests/k8s/cluster.sh builds it)");
+    }
+    eprintln!("SKIPPED {test}: no helm (bash tests/k8s/cluster.sh build)");
+    None
+}
+
+#[test]
+fn helm_lint_and_the_values_schema() {
+    let Some(helm) = helm_or_skip("helm_lint_and_the_values_schema") else {
+        return;
+    };
+    let lint = run(Command::new(&helm).arg("lint").arg(chart()));
+    assert!(lint.status.success(), "helm lint: {lint:?}");
+    // The schema refuses a bad value with a message naming it.
+    let bad = run(Command::new(&helm)
+        .args(["template", "t"])
+        .arg(chart())
+        .args(["--set", "image.pullPolicy=Sometimes"]));
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("pullPolicy"),
+        "{bad:?}"
+    );
+    let unknown = run(Command::new(&helm)
+        .args(["template", "t"])
+        .arg(chart())
+        .args(["--set", "replicaz=3"]));
+    assert!(!unknown.status.success(), "an unknown value was accepted");
+}
+
+struct Operator(Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_chart_installs_and_its_cluster_role_is_enough() -> anyhow::Result<()> {
+    let Some(cluster) =
+        cluster_or_skip("the_chart_installs_and_its_cluster_role_is_enough").await?
+    else {
+        return Ok(());
+    };
+    let Some(helm) = helm_or_skip("the_chart_installs_and_its_cluster_role_is_enough") else {
+        return Ok(());
+    };
+    let ns = cluster.namespace("chart").await?;
+    let kubeconfig = cluster.kubeconfig_source().to_string();
+    // The rendered chart passes the API server's validation.
+    let rendered = run(Command::new(&helm)
+        .args(["template", "crashfleet"])
+        .arg(chart())
+        .args(["-n", ns.name(), "--include-crds"]));
+    assert!(rendered.status.success(), "{rendered:?}");
+    let mut apply = Command::new(tool("kubectl"))
+        .args(["apply", "--dry-run=server", "-f", "-"])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    use std::io::Write;
+    apply
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&rendered.stdout)?;
+    let applied = apply.wait_with_output()?;
+    assert!(applied.status.success(), "dry run: {applied:?}");
+
+    // Install it for real (cluster-scoped names carry the release, so give it a unique one).
+    let release = format!("cf-{}", &ns.name()[ns.name().len().saturating_sub(8)..]);
+    let install = run(Command::new(&helm)
+        .args(["install", &release])
+        .arg(chart())
+        .args([
+            "-n",
+            ns.name(),
+            "--set",
+            &format!("watchNamespace={}", ns.name()),
+        ])
+        .env("KUBECONFIG", &kubeconfig));
+    assert!(install.status.success(), "helm install: {install:?}");
+
+    // The operator with the chart's ServiceAccount token: only its ClusterRole.
+    let access = ns.service_account_access("crashfleet-operator").await?;
+    let _operator = Operator(
+        Command::new(env!("CARGO_BIN_EXE_crashfleet-operator"))
+            .args(["run", "--listen", "127.0.0.1:0", "--namespace", ns.name()])
+            .env("KUBECONFIG", access.kubeconfig_path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let client = cluster.client();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+    for (name, url) in [
+        ("redis", "redis://redis:6379"),
+        ("postgres", "postgres://u:p@pg/db"),
+    ] {
+        let s: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "stringData": {"url": url},
+        }))?;
+        secrets.create(&PostParams::default(), &s).await?;
+    }
+    // The chart's example table, as a user would apply it (with a short chain for speed).
+    let example = std::fs::read_to_string(chart().join("examples/crashtable.yaml"))?;
+    let mut table: CrashTable = serde_yaml::from_str(&example)?;
+    table.spec.fairness.chain_length = 5_000;
+    let tables: Api<CrashTable> = Api::namespaced(client.clone(), ns.name());
+    tables.create(&PostParams::default(), &table).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
+    poll(
+        "the example table's Deployment",
+        Duration::from_secs(60),
+        || {
+            let d = deployments.clone();
+            async move { d.get_opt("main").await }
+        },
+    )
+    .await?;
+    let status = poll(
+        "status written with the chart's rights",
+        Duration::from_secs(60),
+        || {
+            let t = tables.clone();
+            async move {
+                Ok(t.get("main").await?.status.filter(|s| {
+                    s.fairness
+                        .as_ref()
+                        .is_some_and(|f| f.terminating_hash.len() == 64)
+                }))
+            }
+        },
+    )
+    .await?;
+    assert!(
+        !status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True"),
+        "{status:?}"
+    );
+    // The optional Ingress of the example was applied too.
+    let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> =
+        Api::namespaced(client.clone(), ns.name());
+    assert!(ingresses.get_opt("main").await?.is_some());
+    let uninstall = run(Command::new(&helm)
+        .args(["uninstall", &release, "-n", ns.name()])
+        .env("KUBECONFIG", &kubeconfig));
+    assert!(uninstall.status.success(), "{uninstall:?}");
+    ns.cleanup().await?;
+    Ok(())
+}

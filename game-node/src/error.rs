@@ -137,13 +137,48 @@ impl Error {
     }
 }
 
+/// Whether a database error means "the ledger is unreachable or busy, try again" rather than a
+/// bug: PostgreSQL SQLSTATE classes 08 (connection), 53 (resources), 57P0x (the server shutting
+/// down or restarting), 57014 (statement timeout), 40001/40P01 (serialization, deadlock: the
+/// transaction rolled back and moved nothing).
+fn transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P0")
+        || matches!(code, "57014" | "40001" | "40P01")
+}
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                Error::Unavailable(format!("ledger unavailable: {e}"))
-            }
-            _ => Error::Internal(format!("ledger: {e}")),
+        let transient = match &e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(d) => d.code().is_some_and(|c| transient_sqlstate(&c)),
+            _ => false,
+        };
+        if transient {
+            Error::Unavailable(format!("ledger unavailable: {e}"))
+        } else {
+            Error::Internal(format!("ledger: {e}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn restarts_and_timeouts_are_unavailable_not_internal() {
+        for code in [
+            "08006", "57P01", "57P03", "53300", "57014", "40001", "40P01",
+        ] {
+            assert!(super::transient_sqlstate(code), "{code}");
+        }
+        for code in ["23505", "42P01", "22003"] {
+            assert!(!super::transient_sqlstate(code), "{code}");
         }
     }
 }

@@ -142,13 +142,25 @@ impl Load {
         }
     }
 
-    async fn finish(self) -> (u64, u64) {
+    async fn finish(self, fleet: &Fleet) -> (u64, u64) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.task.await;
+        let internal: Vec<String> = fleet
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                n.log_text()
+                    .lines()
+                    .filter(|l| l.contains("internal error"))
+                    .map(|l| format!("{}: {l}", n.id))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         assert_eq!(
             self.internal_errors.load(Ordering::SeqCst),
             0,
-            "a money request answered 500 during the fault"
+            "a money request answered 500 during the fault:\n{}",
+            internal.join("\n")
         );
         (
             self.accepted_bets.load(Ordering::SeqCst),
@@ -428,7 +440,7 @@ async fn kill9_in_betting_and_in_flight(fleet: &mut Fleet, backend: &str, bound:
     fleet.nodes[li].restart();
     fleet_support::wait_ready_url(&fleet.http, &fleet.nodes[li].url).await;
     let li = kill9_and_measure(fleet, &[], "flying", backend, bound).await;
-    let (bets, cashouts) = load.finish().await;
+    let (bets, cashouts) = load.finish(fleet).await;
     assert!(bets > 0, "the load placed no bet");
     println!("FAILOVER {backend} load: {bets} bets and {cashouts} cash-outs accepted");
     let survivor = (0..3).find(|i| *i != li).expect("a survivor");
@@ -579,7 +591,7 @@ async fn paused_leader_is_fenced_when_it_wakes() {
     // It keeps serving players as a follower of the new leader.
     let v = fleet.fleet_view(li).await;
     assert_eq!(v["leader"], new_leader.as_str(), "{v}");
-    let (bets, _) = load.finish().await;
+    let (bets, _) = load.finish(&fleet).await;
     assert!(bets > 0);
     settle_and_check(&fleet, other).await;
     let log = fleet.nodes[li].log_text();
@@ -660,7 +672,7 @@ async fn sigterm_hands_over_in_under_a_second() {
         "a SIGTERM hand-over took {} ms",
         worst.as_millis()
     );
-    load.finish().await;
+    load.finish(&fleet).await;
     let survivor = (0..3).find(|i| !dead.contains(i)).expect("a survivor");
     settle_and_check(&fleet, survivor).await;
     fleet.db.drop_now().await;
@@ -704,7 +716,7 @@ async fn redis_restart_mid_round() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    load.finish().await;
+    load.finish(&fleet).await;
     settle_and_check(&fleet, 2).await;
     fleet.db.drop_now().await;
 }
@@ -795,7 +807,7 @@ async fn postgres_restart_mid_round() {
         t0.elapsed().as_millis(),
         fleet.round_status(1, interrupted).await
     );
-    load.finish().await;
+    load.finish(&fleet).await;
     settle_and_check(&fleet, 0).await;
 }
 

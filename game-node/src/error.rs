@@ -137,6 +137,8 @@ impl Error {
     }
 }
 
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Whether a database error means "the ledger is unreachable or busy, try again" rather than a
 /// bug: PostgreSQL SQLSTATE classes 08 (connection), 53 (resources), 57P0x (the server shutting
 /// down or restarting), 57014 (statement timeout), 40001/40P01 (serialization, deadlock: the
@@ -183,4 +185,3 @@ mod tests {
     }
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;

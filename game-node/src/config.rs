@@ -69,6 +69,12 @@ pub struct ServeConfig {
     #[arg(long, env = "CRASHFLEET_HEARTBEAT_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
     pub heartbeat_ms: u64,
 
+    /// Open no new rounds. A round in progress (or one adopted from a previous leader) is
+    /// finished; nodes keep serving players' history, verification and the fleet view. Start
+    /// without it to resume (the operator rolls the fleet when `spec.paused` changes).
+    #[arg(long, env = "CRASHFLEET_PAUSED")]
+    pub paused: bool,
+
     /// This node's id (default: `$POD_NAME`, else the hostname).
     #[arg(long, env = "CRASHFLEET_NODE_ID")]
     pub node_id: Option<String>,

@@ -213,6 +213,7 @@ pub async fn run(
         curve: cfg.curve(),
         rules: cfg.rules(),
         tick_ms: cfg.tick_ms(),
+        paused: cfg.paused,
     };
     let node_id = cfg.node_id();
     let adapters = match cfg.leader_election {

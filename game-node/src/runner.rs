@@ -29,6 +29,8 @@ pub struct TableSpec {
     pub curve: Curve,
     pub rules: Rules,
     pub tick_ms: u64,
+    /// Open no new rounds (finish the one in progress).
+    pub paused: bool,
 }
 
 /// The ports the leader drives.
@@ -262,6 +264,11 @@ impl Leader<'_> {
                 .await?
                 .map_or(0, |r| r.number)
                 + 1;
+            if spec.paused {
+                info!(table = %spec.id, "the table is paused: no new rounds until it is resumed");
+                self.lost.cancelled().await;
+                return Ok(());
+            }
             if number > spec.chain.length() {
                 error!(
                     table = %spec.id,

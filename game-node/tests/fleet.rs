@@ -862,3 +862,60 @@ async fn tables_share_wallets_and_the_lobby() {
     fleet.assert_invariants(0).await;
     fleet.db.drop_now().await;
 }
+
+/// A replica cut off from PostgreSQL (its connections through a proxy the test cuts) refuses
+/// money requests with `unavailable`, reports not-ready, and recovers by itself; the rest of the
+/// fleet plays on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_cut_off_from_postgres_refuses_money_and_recovers() {
+    let Some(pg) = available("replica_cut_off_from_postgres_refuses_money_and_recovers") else {
+        return;
+    };
+    // The database is created first so the proxy knows where the server listens.
+    let probe = fleet_support::Db::create(&pg, "pgcut-probe").await;
+    let proxy = fleet_support::Proxy::start(probe.port()).await;
+    probe.drop_now().await;
+    let opts = FleetOpts {
+        db_port_for: vec![None, None, Some(proxy.port)],
+        ..FleetOpts::default()
+    };
+    let fleet = Fleet::start("pgcut", &pg, opts).await;
+    let (leader, _) = fleet.wait_leader(0, None, 0).await;
+    assert_ne!(leader, "node-3", "node 1 started first and leads");
+    let token = fleet.register(0, "erin").await;
+    proxy.cut();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while fleet.get(2, "/readyz", None).await.0 != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "node 3 stayed ready without PostgreSQL"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fleet.wait_phase(0, "betting", 300).await;
+    let (s, v) = fleet.bet(1, &token, "ok-1", 100, None).await;
+    assert_eq!(s, 201, "the rest of the fleet plays on: {v}");
+    let (s, v) = fleet.bet(2, &token, "cut-1", 100, None).await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["code"], "unavailable", "{v}");
+    assert_eq!(
+        fleet.balance(0, &token).await,
+        100_000 - 100,
+        "no money moved on node 3"
+    );
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fleet.get(2, "/readyz", None).await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "node 3 did not recover by itself\n{}",
+            fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fleet.wait_phase(2, "betting", 300).await;
+    let (s, v) = fleet.bet(2, &token, "back-1", 100, None).await;
+    assert_eq!(s, 201, "after recovery: {v}");
+    settle_and_check(&fleet, 2).await;
+    fleet.db.drop_now().await;
+}

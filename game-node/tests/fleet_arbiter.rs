@@ -492,3 +492,131 @@ async fn a_void_honours_accepted_cash_outs_and_then_refuses_everything() {
         "a voided round is not shown as current"
     );
 }
+
+/// The windows between the Redis decision and the PostgreSQL write (README, "Order of the steps"):
+/// a node dies after Redis accepted a bet but before the ledger debited it, and another dies
+/// after Redis accepted a cash-out but before the ledger paid it. The leader's settlement from
+/// Redis pays the cash-out exactly once, the phantom bet moves no money, and the audit is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_settlement_closes_the_windows_between_redis_and_the_ledger() {
+    use game_node::ledger::SqlLedger;
+    use game_node::ports::{BetRecord, Ledger};
+    let Some(s) = Setup::new("windows", 2, 300).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = SqlLedger::connect(
+        &format!("sqlite://{}", dir.path().join("ledger.db").display()),
+        2,
+    )
+    .await
+    .expect("ledger");
+    let table = "windows";
+    let term = s.lead("leader").await;
+    ledger.claim_term(table, term).await.expect("claim");
+    let now = s.clock.now_ms();
+    let alice = ledger
+        .register("alice", "h", 10_000, now)
+        .await
+        .expect("alice");
+    let bob = ledger.register("bob", "h", 10_000, now).await.expect("bob");
+    let plan = s.plan(1, 400, 300);
+    ledger
+        .open_round(table, term, &plan)
+        .await
+        .expect("open in the ledger");
+    s.replicas[0]
+        .open_round(term, plan.clone())
+        .await
+        .expect("open in Redis");
+    let record = |p: &game_node::ports::PlayerRecord, id: &str, stake: i64, at: i64| BetRecord {
+        bet_id: id.into(),
+        table: table.into(),
+        round: 1,
+        player_id: p.id.clone(),
+        username: p.username.clone(),
+        stake,
+        auto_cashout_x100: None,
+        status: "open".into(),
+        cashout_x100: None,
+        payout: None,
+        placed_at_ms: at,
+        idempotency_key: format!("k-{id}"),
+        cashout_key: None,
+    };
+    // Alice's bet goes through both steps.
+    let at = s.replicas[0]
+        .place_bet(1, bet("alice-1", &alice.id, 1_000, None))
+        .await
+        .expect("redis");
+    ledger
+        .place_bet(&record(&alice, "alice-1", 1_000, at))
+        .await
+        .expect("ledger");
+    // Bob's is accepted by Redis, then his node dies before the ledger debit.
+    s.replicas[1]
+        .place_bet(1, bet("bob-1", &bob.id, 2_000, None))
+        .await
+        .expect("redis");
+    // In flight, Alice cashes out through a node that dies before paying.
+    let curve = Curve::from_doubling_ms(DOUBLING_MS);
+    sleep_until(&s.clock, plan.started_at_ms + curve.elapsed_for(150) as i64).await;
+    let decision = s.replicas[1]
+        .cash_out("alice-1", &alice.id)
+        .await
+        .expect("decided in Redis");
+    assert_eq!(
+        ledger
+            .player(&alice.id)
+            .await
+            .expect("p")
+            .expect("a")
+            .balance,
+        9_000,
+        "not paid yet"
+    );
+    // The leader crashes the round and settles from Redis.
+    sleep_until(&s.clock, plan.crash_at_ms).await;
+    let (_, settlements) = s.replicas[0].crash(term).await.expect("crash");
+    assert_eq!(settlements.len(), 2, "Redis knows both bets");
+    ledger
+        .finish_round(table, term, 1, plan.crash_at_ms, &settlements)
+        .await
+        .expect("finish");
+    let alice_now = ledger
+        .player(&alice.id)
+        .await
+        .expect("p")
+        .expect("a")
+        .balance;
+    assert_eq!(
+        alice_now,
+        9_000 + decision.payout,
+        "the decided cash-out is paid"
+    );
+    assert_eq!(
+        ledger.player(&bob.id).await.expect("p").expect("b").balance,
+        10_000,
+        "a bet the ledger never debited moves no money"
+    );
+    // A late retry of the dead node's payment pays nothing more.
+    assert_eq!(
+        ledger
+            .settle_cash_out(&decision, Some("late"), decision.at_ms)
+            .await
+            .expect("retry"),
+        None
+    );
+    assert_eq!(
+        ledger
+            .player(&alice.id)
+            .await
+            .expect("p")
+            .expect("a")
+            .balance,
+        alice_now
+    );
+    let audit = ledger.audit().await.expect("audit");
+    assert!(audit.balanced, "{audit:?}");
+    assert!(audit.violations.is_empty(), "{audit:?}");
+}

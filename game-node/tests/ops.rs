@@ -162,3 +162,27 @@ async fn money_requests_are_rate_limited_per_player() {
     assert_eq!(s.balance(&t).await, 100_000 - 100 * placed as i64);
     s.assert_audit().await;
 }
+
+/// `--paused`: the node serves everything but opens no round; bets are refused as closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_table_opens_no_rounds_but_serves() {
+    let s = TestServer::start(&["--paused"]).await;
+    let (t, _) = s.register("patient").await;
+    // Several betting windows of the fast test configuration pass without a round.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let (status, round) = s.get("/api/v1/round").await;
+    assert_eq!(status, 200);
+    assert!(round["round"].is_null(), "a paused table opened {round}");
+    let (_, rounds) = s.get("/api/v1/rounds").await;
+    assert_eq!(rounds, serde_json::json!([]));
+    let (status, v) = s.bet(&t, "p-1", 100, None).await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (409, Some("betting_closed")),
+        "{v}"
+    );
+    assert_eq!(s.balance(&t).await, 100_000);
+    let (status, _) = s.get("/api/v1/fairness").await;
+    assert_eq!(status, 200);
+    s.assert_audit().await;
+}

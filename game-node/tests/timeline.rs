@@ -270,6 +270,7 @@ async fn a_whole_round_happens_at_exact_instants_and_pays_exact_multipliers() {
         curve,
         rules,
         tick_ms: 100,
+        paused: false,
     };
     let shutdown = CancellationToken::new();
     let leader = tokio::spawn(runner::run(

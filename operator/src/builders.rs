@@ -297,6 +297,11 @@ pub fn game_env(ct: &CrashTable) -> Vec<EnvVar> {
     if !s.fairness.salt.is_empty() {
         v.push(env("CRASHFLEET_SALT", s.fairness.salt.clone()));
     }
+    if s.paused {
+        // Read at start: changing it rolls the pods one at a time, each leader handing its
+        // round over, and the new ones open no rounds (or open them again, on resume).
+        v.push(env("CRASHFLEET_PAUSED", "true"));
+    }
     v
 }
 

@@ -156,6 +156,23 @@ impl Db {
         }
     }
 
+    /// The same database through another loopback port (a proxy).
+    pub fn url_via_port(&self, port: u16) -> String {
+        let (creds, rest) = self.url.rsplit_once('@').expect("a URL with credentials");
+        let (_, db) = rest.split_once('/').expect("a database");
+        format!("{creds}@127.0.0.1:{port}/{db}")
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        let (_, rest) = self.url.rsplit_once('@').expect("a URL with credentials");
+        let (hostport, _) = rest.split_once('/').expect("a database");
+        hostport
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("a port")
+    }
+
     pub async fn drop_now(&self) {
         if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await {
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -270,6 +287,8 @@ pub struct FleetOpts {
     pub max_x100: u64,
     /// Redis URL override per node (index → URL), e.g. through a proxy.
     pub redis_for: Vec<Option<String>>,
+    /// PostgreSQL port override per node (index → port of a proxy to the test server).
+    pub db_port_for: Vec<Option<u16>>,
     /// Table per node (index → table id); default `main`.
     pub table_for: Vec<Option<String>>,
     pub extra: Vec<String>,
@@ -286,6 +305,7 @@ impl Default for FleetOpts {
             doubling_ms: 2_500,
             max_x100: 5_000,
             redis_for: Vec::new(),
+            db_port_for: Vec::new(),
             table_for: Vec::new(),
             extra: Vec::new(),
             envs: Vec::new(),
@@ -348,7 +368,12 @@ impl Fleet {
                     .as_deref()
                     .unwrap_or("main"),
                 "--database-url",
-                &db.url,
+                &opts
+                    .db_port_for
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map_or_else(|| db.url.clone(), |p| db.url_via_port(p)),
                 "--redis-url",
                 &redis_url,
                 "--leader-election",

@@ -1,0 +1,347 @@
+//! The whole path, operator to rounds: a CrashTable is applied on the real control plane, the
+//! operator builds its fleet, and `game-node` processes are started *as the Deployment's pods
+//! would be* — their arguments and environment taken from the pod template the operator wrote
+//! (Secrets resolved, the fairness Secret "mounted" as a file, the downward API filled in), their
+//! Kubernetes access from the table's own ServiceAccount token (so its Role is proven enough).
+//! They elect a leader through the real Lease, play rounds on Redis and PostgreSQL, and the
+//! table's status shows the leader; the commitment in status is the one the nodes serve.
+//!
+//! kwok runs no containers, so the processes run here; everything else is real.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crashfleet_operator::crd::CrashTable;
+use crashfleet_tests::k8s::{cluster_or_skip, poll};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The game-node binary built next to this package's binary by `cargo test --workspace`.
+fn game_node_bin() -> Option<std::path::PathBuf> {
+    let op = Path::new(env!("CARGO_BIN_EXE_crashfleet-operator"));
+    let bin = op.with_file_name("game-node");
+    bin.exists().then_some(bin)
+}
+
+fn needs(test: &str) -> Option<(String, std::path::PathBuf)> {
+    let pg = std::env::var("CRASHFLEET_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    let redis = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    match (pg, redis, game_node_bin()) {
+        (Some(pg), true, Some(bin)) => Some((pg, bin)),
+        (pg, redis, bin) => {
+            let why = format!(
+                "{test}: needs CRASHFLEET_TEST_DATABASE_URL ({}), redis-server ({}) and the \
+                 game-node binary ({}; cargo test --workspace builds it)",
+                pg.is_some(),
+                redis,
+                bin.is_some()
+            );
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{why}");
+            }
+            eprintln!("SKIPPED {why}");
+            None
+        }
+    }
+}
+
+/// The value an env var of the pod template resolves to for pod `pod` (downward API and Secrets).
+async fn resolve(
+    e: &k8s_openapi::api::core::v1::EnvVar,
+    pod: &str,
+    ns: &str,
+    secrets: &Api<Secret>,
+) -> anyhow::Result<String> {
+    if let Some(v) = &e.value {
+        return Ok(v.clone());
+    }
+    let from = e.value_from.as_ref().expect("value or valueFrom");
+    if let Some(f) = &from.field_ref {
+        return Ok(match f.field_path.as_str() {
+            "metadata.name" => pod.to_string(),
+            "metadata.namespace" => ns.to_string(),
+            other => anyhow::bail!("unexpected fieldRef {other}"),
+        });
+    }
+    let r = from.secret_key_ref.as_ref().expect("a secretKeyRef");
+    let s = secrets.get(&r.name).await?;
+    let data = s.data.unwrap_or_default();
+    let v = data
+        .get(&r.key)
+        .ok_or_else(|| anyhow::anyhow!("Secret {} has no key {}", r.name, r.key))?;
+    Ok(String::from_utf8(v.0.clone())?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template()
+-> anyhow::Result<()> {
+    let test = "a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template";
+    let Some(cluster) = cluster_or_skip(test).await? else {
+        return Ok(());
+    };
+    let Some((pg_admin, game_node)) = needs(test) else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    // Redis and a fresh database for this table.
+    let redis_port = free_port();
+    let _redis = Proc(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let db = format!("cf_op_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&pg_admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
+        .execute(&mut conn)
+        .await?;
+    let (base, _) = pg_admin.rsplit_once('/').expect("a URL");
+    let db_url = format!("{base}/{db}");
+
+    let ns = cluster.namespace("play").await?;
+    let client = cluster.client();
+    let pp = PostParams::default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+    for (name, url) in [
+        ("redis", format!("redis://127.0.0.1:{redis_port}")),
+        ("postgres", db_url.clone()),
+    ] {
+        let s: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "stringData": {"url": url},
+        }))?;
+        secrets.create(&pp, &s).await?;
+    }
+    crd(&client).await?;
+    let _operator = Proc(
+        Command::new(env!("CARGO_BIN_EXE_crashfleet-operator"))
+            .args(["run", "--listen", "127.0.0.1:0", "--namespace", ns.name()])
+            .env("KUBECONFIG", cluster.kubeconfig_source())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let table: CrashTable = serde_json::from_value(json!({
+        "apiVersion": "crashfleet.dev/v1alpha1", "kind": "CrashTable",
+        "metadata": {"name": "play"},
+        "spec": {
+            "replicas": 3,
+            "image": "registry.example/game-node:0.1.0",
+            "redis": {"urlSecretRef": {"name": "redis", "key": "url"}},
+            "database": {"urlSecretRef": {"name": "postgres", "key": "url"}},
+            "game": {"bettingWindowMs": 1000, "pauseMs": 300, "doublingMs": 1500,
+                     "maxMultiplierX100": 3000, "demoCredit": 10000},
+            "fairness": {"chainLength": 5000},
+        },
+    }))?;
+    let tables: Api<CrashTable> = Api::namespaced(client.clone(), ns.name());
+    let applied = Instant::now();
+    tables.create(&pp, &table).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
+    let deployment = poll("the Deployment", Duration::from_secs(60), || {
+        let d = deployments.clone();
+        async move { d.get_opt("play").await }
+    })
+    .await?;
+    let deployment_at = applied.elapsed();
+
+    // Start the pods' processes from the template.
+    let pod = deployment.spec.template.spec.clone().expect("a pod spec");
+    let container = &pod.containers[0];
+    let seed_mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "fairness")
+        .expect("the fairness mount")
+        .mount_path
+        .clone();
+    let fairness = secrets.get("play-fairness").await?;
+    let access = ns.service_account_access("play").await?;
+    let mut nodes = Vec::new();
+    let mut urls = Vec::new();
+    for i in 0..deployment.spec.replicas.unwrap_or(1) {
+        let pod_name = format!("play-5f7c9-{i}");
+        let root = dir.path().join(&pod_name);
+        // "Mount" the fairness Secret where the template mounts it, under this pod's root.
+        let mount = root.join(seed_mount.trim_start_matches('/'));
+        std::fs::create_dir_all(&mount)?;
+        for (k, v) in fairness.data.clone().unwrap_or_default() {
+            std::fs::write(mount.join(k), v.0)?;
+        }
+        let mut env = BTreeMap::new();
+        for e in container.env.iter().flatten() {
+            env.insert(
+                e.name.clone(),
+                resolve(e, &pod_name, ns.name(), &secrets).await?,
+            );
+        }
+        let port = free_port();
+        env.insert("CRASHFLEET_LISTEN".into(), format!("127.0.0.1:{port}"));
+        env.insert(
+            "CRASHFLEET_DATA_DIR".into(),
+            root.join("data").display().to_string(),
+        );
+        let seed = env["CRASHFLEET_CHAIN_SEED_FILE"]
+            .trim_start_matches('/')
+            .to_string();
+        env.insert(
+            "CRASHFLEET_CHAIN_SEED_FILE".into(),
+            root.join(seed).display().to_string(),
+        );
+        let log = std::fs::File::create(root.join("node.log"))?;
+        nodes.push(Proc(
+            Command::new(&game_node)
+                .args(container.args.iter().flatten())
+                .env_clear()
+                .envs(&env)
+                .env("KUBECONFIG", access.kubeconfig_path())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?,
+        ));
+        urls.push(format!("http://127.0.0.1:{port}"));
+    }
+    let http = reqwest::Client::new();
+    // A round is played (and settled) by the elected leader.
+    let first = poll("a finished round", Duration::from_secs(90), || {
+        let http = http.clone();
+        let url = urls[1].clone();
+        async move {
+            let rounds: Value = match http
+                .get(format!("{url}/api/v1/rounds?limit=5"))
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.unwrap_or(Value::Null),
+                Err(_) => Value::Null,
+            };
+            Ok(rounds
+                .as_array()
+                .filter(|r| !r.is_empty())
+                .map(|r| r[0].clone()))
+        }
+    })
+    .await;
+    let first = match first {
+        Ok(f) => f,
+        Err(e) => {
+            let logs: Vec<String> = (0..nodes.len())
+                .map(|i| {
+                    std::fs::read_to_string(dir.path().join(format!("play-5f7c9-{i}/node.log")))
+                        .unwrap_or_default()
+                })
+                .collect();
+            panic!("{e}\n{}", logs.join("\n-----\n"));
+        }
+    };
+    println!(
+        "OPERATOR apply -> Deployment: {} ms; apply -> first round played: {} ms",
+        deployment_at.as_millis(),
+        applied.elapsed().as_millis()
+    );
+    // The round verifies against the commitment the operator published in status.
+    let status = poll("the leader in status", Duration::from_secs(60), || {
+        let t = tables.clone();
+        async move { Ok(t.get("play").await?.status.filter(|s| s.leader.is_some())) }
+    })
+    .await?;
+    let leader = status.leader.clone().expect("leader");
+    assert!(leader.starts_with("play-5f7c9-"), "{leader}");
+    let fairness_view: Value = http
+        .get(format!("{}/api/v1/fairness", urls[0]))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let published = status.fairness.expect("fairness").terminating_hash;
+    assert_eq!(fairness_view["terminating_hash"], published.as_str());
+    let terminating = game_node::fairness::parse_hash(&published)?;
+    let hash = game_node::fairness::parse_hash(first["hash"].as_str().expect("hash"))?;
+    assert!(game_node::fairness::verify_commitment(
+        &hash,
+        &terminating,
+        first["number"].as_u64().expect("number")
+    ));
+    // The fleet view agrees with the Lease.
+    let fleet: Value = http
+        .get(format!("{}/api/v1/fleet", urls[2]))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(fleet["leader"], leader.as_str(), "{fleet}");
+    drop(nodes);
+    ns.cleanup().await?;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
+    Ok(())
+}
+
+async fn crd(client: &kube::Client) -> anyhow::Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::CustomResourceExt;
+    use kube::api::{Patch, PatchParams};
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "crashtables.crashfleet.dev",
+        &PatchParams::apply("crashfleet-tests").force(),
+        &Patch::Apply(CrashTable::crd()),
+    )
+    .await?;
+    poll("the CRD to be established", Duration::from_secs(60), || {
+        let crds = crds.clone();
+        async move {
+            let c = crds.get("crashtables.crashfleet.dev").await?;
+            Ok(c.status
+                .and_then(|s| s.conditions)
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(()))
+        }
+    })
+    .await?;
+    Ok(())
+}

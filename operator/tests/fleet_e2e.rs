@@ -192,6 +192,15 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
         .expect("the fairness mount")
         .mount_path
         .clone();
+    // The Secret volume's file mode, as the kubelet would apply it.
+    let mode = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "fairness")
+        .and_then(|v| v.secret.as_ref())
+        .and_then(|s| s.default_mode)
+        .expect("the fairness volume's defaultMode") as u32;
     let fairness = secrets.get("play-fairness").await?;
     let access = ns.service_account_access("play").await?;
     let mut nodes = Vec::new();
@@ -203,7 +212,10 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
         let mount = root.join(seed_mount.trim_start_matches('/'));
         std::fs::create_dir_all(&mount)?;
         for (k, v) in fairness.data.clone().unwrap_or_default() {
-            std::fs::write(mount.join(k), v.0)?;
+            let file = mount.join(k);
+            std::fs::write(&file, v.0)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))?;
         }
         let mut env = BTreeMap::new();
         for e in container.env.iter().flatten() {

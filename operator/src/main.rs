@@ -56,7 +56,18 @@ struct RunArgs {
     /// Log as JSON lines (for log collectors) instead of text.
     #[arg(long, env = "CRASHFLEET_OPERATOR_JSON_LOGS")]
     json_logs: bool,
+    /// Run active/standby: only the holder of Lease `crashfleet-operator` in this namespace
+    /// reconciles; the others wait to take over. Unset: this process always reconciles (one
+    /// replica, or a local run).
+    #[arg(long, env = "CRASHFLEET_OPERATOR_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's identity in the Lease (default: `$POD_NAME`, else the hostname).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
 }
+
+/// The operator's own Lease: standby replicas take over within ~15 s of the active one dying.
+const OPERATOR_LEASE: &str = "crashfleet-operator";
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -119,12 +130,55 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             instance: std::env::var("POD_NAME").ok(),
         },
     });
+    // Active/standby: wait for the Lease; stop reconciling (and exit, to be restarted as a
+    // standby) the moment it is lost, before another replica can take it.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut elector = None;
+    if let Some(ns) = &args.lease_namespace {
+        use game_node::ports::LeaderElector;
+        let identity = args
+            .identity
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "crashfleet-operator".into());
+        let e = game_node::fleet::lease::LeaseElector::without_ledger(
+            client.clone(),
+            ns,
+            OPERATOR_LEASE,
+            &identity,
+            game_node::fleet::ElectionTimings {
+                lease_duration: std::time::Duration::from_secs(15),
+                renew_deadline: std::time::Duration::from_secs(10),
+                retry_period: std::time::Duration::from_secs(2),
+            },
+        );
+        let signal = tokio_util::sync::CancellationToken::new();
+        let on_signal = signal.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            on_signal.cancel();
+        });
+        info!(%identity, lease = OPERATOR_LEASE, namespace = %ns, "waiting to become the active operator");
+        let Some(leadership) = e.acquire(&signal).await? else {
+            return Ok(());
+        };
+        info!("active: reconciling");
+        let lost = leadership.lost.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            lost.cancelled().await;
+            stop.cancel();
+        });
+        elector = Some(e);
+    }
     info!(
         namespace = args.namespace.as_deref().unwrap_or("(all)"),
         "reconciling CrashTables"
     );
+    let stopped = stop.clone();
     Controller::new(tables, watcher::Config::default())
         .owns(deployments, watcher::Config::default())
+        .graceful_shutdown_on(async move { stopped.cancelled().await })
         .shutdown_on_signal()
         .run(controller::reconcile, controller::error_policy, ctx)
         .for_each(|res| async move {
@@ -134,6 +188,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         })
         .await;
+    if let Some(e) = elector {
+        use game_node::ports::LeaderElector;
+        let lost = stop.is_cancelled();
+        e.release().await;
+        if lost {
+            anyhow::bail!("lost the operator Lease; exiting to rejoin as a standby");
+        }
+    }
     info!("crashfleet-operator stopped");
     Ok(())
 }

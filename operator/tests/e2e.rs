@@ -26,8 +26,13 @@ struct Operator(Child);
 
 impl Operator {
     fn start(kubeconfig: &str, namespace: &str) -> Operator {
+        Operator::start_with(kubeconfig, namespace, &[])
+    }
+
+    fn start_with(kubeconfig: &str, namespace: &str, extra: &[&str]) -> Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_crashfleet-operator"))
             .args(["run", "--listen", "127.0.0.1:0", "--namespace", namespace])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -304,6 +309,92 @@ async fn a_crash_table_becomes_a_fleet_with_status_and_is_collected() -> anyhow:
     })
     .await?;
     drop(operator);
+    ns.cleanup().await?;
+    Ok(())
+}
+
+/// Two operator replicas: one holds Lease `crashfleet-operator` and reconciles; when it dies the
+/// standby takes over (after the 15 s lease) and reconciles the next change.
+#[tokio::test]
+async fn two_operators_are_active_and_standby() -> anyhow::Result<()> {
+    let Some(cluster) = cluster_or_skip("two_operators_are_active_and_standby").await? else {
+        return Ok(());
+    };
+    install_crd(cluster.client()).await?;
+    let ns = cluster.namespace("ha").await?;
+    let client = cluster.client();
+    let pp = PostParams::default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+    secrets
+        .create(&pp, &url_secret("redis", "redis://redis:6379"))
+        .await?;
+    secrets
+        .create(&pp, &url_secret("postgres", "postgres://u:p@pg/db"))
+        .await?;
+    let kc = cluster.kubeconfig_source().to_string();
+    let lease_ns = ["--lease-namespace", ns.name()];
+    let mut ops = vec![
+        Some(Operator::start_with(
+            &kc,
+            ns.name(),
+            &[lease_ns[0], lease_ns[1], "--identity", "op-a"],
+        )),
+        Some(Operator::start_with(
+            &kc,
+            ns.name(),
+            &[lease_ns[0], lease_ns[1], "--identity", "op-b"],
+        )),
+    ];
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns.name());
+    let holder = poll("an active operator", CONVERGE, || {
+        let l = leases.clone();
+        async move {
+            Ok(l.get_opt("crashfleet-operator")
+                .await?
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity))
+        }
+    })
+    .await?;
+    let tables: Api<CrashTable> = Api::namespaced(client.clone(), ns.name());
+    tables.create(&pp, &table("ha", "redis")).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
+    poll("the Deployment from the active operator", CONVERGE, || {
+        let d = deployments.clone();
+        async move { d.get_opt("ha").await }
+    })
+    .await?;
+    // Kill the active one; the standby takes the Lease and reconciles a change.
+    let active = if holder == "op-a" { 0 } else { 1 };
+    ops[active] = None;
+    let killed = Instant::now();
+    tables
+        .patch(
+            "ha",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
+        )
+        .await?;
+    poll(
+        "the standby to take over and reconcile",
+        Duration::from_secs(60),
+        || {
+            let d = deployments.clone();
+            async move { Ok((d.get("ha").await?.spec.replicas == Some(5)).then_some(())) }
+        },
+    )
+    .await?;
+    let new_holder = leases
+        .get("crashfleet-operator")
+        .await?
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_ne!(new_holder.as_deref(), Some(holder.as_str()));
+    println!(
+        "OPERATOR standby took over and reconciled {} ms after the active one died",
+        killed.elapsed().as_millis()
+    );
+    drop(ops);
     ns.cleanup().await?;
     Ok(())
 }

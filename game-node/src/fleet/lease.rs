@@ -34,7 +34,9 @@ pub struct LeaseElector {
     name: String,
     node_id: String,
     timings: ElectionTimings,
-    ledger: Arc<dyn Ledger>,
+    /// Where fencing terms must stay above (the table's ledger); `None` for leases that fence
+    /// nothing (the operator's own).
+    ledger: Option<Arc<dyn Ledger>>,
     table: String,
     /// The last record seen and when this node first saw it (for expiry).
     observed: Mutex<Option<(String, Instant)>>,
@@ -86,8 +88,28 @@ impl LeaseElector {
             name: name.to_string(),
             node_id: node_id.to_string(),
             timings,
-            ledger,
+            ledger: Some(ledger),
             table: table.to_string(),
+            observed: Mutex::new(None),
+            held: Mutex::new(None),
+        }
+    }
+
+    /// A Lease whose terms guard no ledger (e.g. the operator's active/standby election).
+    pub fn without_ledger(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        holder: &str,
+        timings: ElectionTimings,
+    ) -> LeaseElector {
+        LeaseElector {
+            api: Api::namespaced(client, namespace),
+            name: name.to_string(),
+            node_id: holder.to_string(),
+            timings,
+            ledger: None,
+            table: String::new(),
             observed: Mutex::new(None),
             held: Mutex::new(None),
         }
@@ -115,7 +137,11 @@ impl LeaseElector {
 
     /// One attempt; `Some((term, lease))` when this node now holds the Lease.
     async fn try_acquire(&self) -> Result<Option<(u64, Lease)>> {
-        let floor = i32::try_from(self.ledger.current_term(&self.table).await? + 1)
+        let ledger_term = match &self.ledger {
+            Some(l) => l.current_term(&self.table).await?,
+            None => 0,
+        };
+        let floor = i32::try_from(ledger_term + 1)
             .map_err(|_| Error::Internal("leadership term out of range".into()))?;
         let Some(current) = self.api.get_opt(&self.name).await.map_err(api_error)? else {
             let lease = Lease {

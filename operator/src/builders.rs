@@ -753,6 +753,24 @@ mod tests {
     }
 
     #[test]
+    fn the_service_monitor_scrapes_the_tables_service() {
+        let sm = service_monitor(&table());
+        assert_eq!(sm["metadata"]["name"], "alpha");
+        assert_eq!(sm["metadata"]["ownerReferences"][0]["kind"], "CrashTable");
+        assert_eq!(
+            sm["spec"]["selector"]["matchLabels"]["crashfleet.dev/table"],
+            "alpha"
+        );
+        assert_eq!(sm["spec"]["endpoints"][0]["port"], "http");
+        // The Service it selects carries the same labels and names the port.
+        let svc = service(&table());
+        let labels = svc.metadata.labels.expect("labels");
+        assert_eq!(labels["crashfleet.dev/table"], "alpha");
+        let ports = svc.spec.expect("spec").ports.expect("ports");
+        assert_eq!(ports[0].name.as_deref(), Some("http"));
+    }
+
+    #[test]
     fn the_fairness_secret_is_immutable_and_holds_the_seed() {
         let s = fairness_secret_object(&table(), "ab".repeat(32).as_str());
         assert_eq!(s.metadata.name.as_deref(), Some("alpha-fairness"));
@@ -760,4 +778,20 @@ mod tests {
         let seed = &s.data.expect("data")[SEED_KEY];
         assert_eq!(seed.0.len(), 65);
     }
+}
+
+/// A Prometheus Operator ServiceMonitor for the table's `/metrics` (applied only when the
+/// cluster has that CRD). Built as JSON: the operator does not depend on its Rust types.
+pub fn service_monitor(ct: &CrashTable) -> serde_json::Value {
+    let t = ct.name_any();
+    let m = meta(ct, t.clone());
+    serde_json::json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": m,
+        "spec": {
+            "selector": {"matchLabels": selector(&t)},
+            "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+        },
+    })
 }

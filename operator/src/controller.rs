@@ -245,6 +245,16 @@ async fn write_status(
     Ok(())
 }
 
+/// Whether the cluster serves `monitoring.coreos.com/v1` ServiceMonitors.
+async fn service_monitors_available(client: &Client) -> Result<bool, Error> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    Ok(crds
+        .get_opt("servicemonitors.monitoring.coreos.com")
+        .await?
+        .is_some_and(|c| c.spec.versions.iter().any(|v| v.name == "v1" && v.served)))
+}
+
 /// One pass: make the world match the table, then report what is.
 pub async fn reconcile(ct: Arc<CrashTable>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
@@ -347,6 +357,21 @@ async fn reconcile_inner(ct: &CrashTable, ctx: &Context) -> Result<Action, Error
     match builders::autoscaler(ct) {
         Some(h) => apply(client, &ns, &h).await?,
         None => remove::<HorizontalPodAutoscaler>(client, &ns, &name).await?,
+    }
+
+    // A ServiceMonitor only where the Prometheus Operator's CRD exists.
+    if service_monitors_available(client).await? {
+        let sm = builders::service_monitor(ct);
+        let ar = kube::core::ApiResource {
+            group: "monitoring.coreos.com".into(),
+            version: "v1".into(),
+            api_version: "monitoring.coreos.com/v1".into(),
+            kind: "ServiceMonitor".into(),
+            plural: "servicemonitors".into(),
+        };
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+        api.patch(&name, &apply_params(), &Patch::Apply(&sm))
+            .await?;
     }
 
     // What is: the Deployment's replicas, the Lease's holder, the commitment.

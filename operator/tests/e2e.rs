@@ -239,6 +239,47 @@ async fn a_crash_table_becomes_a_fleet_with_status_and_is_collected() -> anyhow:
     }
     assert!(text.contains("alpha-7d9f-abcde"), "{text}");
 
+    // With the Prometheus Operator's CRD present, the table gets a ServiceMonitor.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let sm_crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com", "scope": "Namespaced",
+            "names": {"plural": "servicemonitors", "singular": "servicemonitor", "kind": "ServiceMonitor"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
+        },
+    }))?;
+    crds.patch(
+        "servicemonitors.monitoring.coreos.com",
+        &PatchParams::apply("crashfleet-tests").force(),
+        &Patch::Apply(&sm_crd),
+    )
+    .await?;
+    let ar = kube::core::ApiResource {
+        group: "monitoring.coreos.com".into(),
+        version: "v1".into(),
+        api_version: "monitoring.coreos.com/v1".into(),
+        kind: "ServiceMonitor".into(),
+        plural: "servicemonitors".into(),
+    };
+    let monitors: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), ns.name(), &ar);
+    let monitor = poll("the ServiceMonitor", CONVERGE, || {
+        let m = monitors.clone();
+        async move {
+            match m.get_opt("alpha").await {
+                Ok(v) => Ok(v),
+                // The new kind may take a moment to be served.
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+    })
+    .await?;
+    assert_eq!(monitor.data["spec"]["endpoints"][0]["path"], "/metrics");
+
     // Scaling the table scales the Deployment.
     tables
         .patch(

@@ -575,6 +575,22 @@ pub fn autoscaler(ct: &CrashTable) -> Option<HorizontalPodAutoscaler> {
     })
 }
 
+/// A Prometheus Operator ServiceMonitor for the table's `/metrics` (applied only when the
+/// cluster has that CRD). Built as JSON: the operator does not depend on its Rust types.
+pub fn service_monitor(ct: &CrashTable) -> serde_json::Value {
+    let t = ct.name_any();
+    let m = meta(ct, t.clone());
+    serde_json::json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": m,
+        "spec": {
+            "selector": {"matchLabels": selector(&t)},
+            "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -778,20 +794,4 @@ mod tests {
         let seed = &s.data.expect("data")[SEED_KEY];
         assert_eq!(seed.0.len(), 65);
     }
-}
-
-/// A Prometheus Operator ServiceMonitor for the table's `/metrics` (applied only when the
-/// cluster has that CRD). Built as JSON: the operator does not depend on its Rust types.
-pub fn service_monitor(ct: &CrashTable) -> serde_json::Value {
-    let t = ct.name_any();
-    let m = meta(ct, t.clone());
-    serde_json::json!({
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "ServiceMonitor",
-        "metadata": m,
-        "spec": {
-            "selector": {"matchLabels": selector(&t)},
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
-        },
-    })
 }

@@ -408,4 +408,7 @@ pub trait LeaderElector: Send + Sync + 'static {
     fn hands_off(&self) -> bool {
         false
     }
+    /// The leader finished round `number`: electors that publish progress (the Lease, for the
+    /// operator's status and chain-exhaustion warnings) record it.
+    fn report_round(&self, _number: u64) {}
 }

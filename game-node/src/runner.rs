@@ -347,6 +347,7 @@ impl Leader<'_> {
                 .finish_round(&spec.id, self.term, number, plan.crash_at_ms, &settlements)
                 .await?;
             metrics::counter!("crashfleet_rounds_total").increment(1);
+            self.ports.elector.report_round(number);
             self.ports
                 .bus
                 .publish_as_leader(

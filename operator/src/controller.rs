@@ -381,10 +381,15 @@ async fn reconcile_inner(ct: &CrashTable, ctx: &Context) -> Result<Action, Error
     let dstatus = deployment.and_then(|d| d.status);
     let replicas = dstatus.as_ref().and_then(|s| s.replicas).unwrap_or(0);
     let ready = dstatus.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-    let lease = Api::<Lease>::namespaced(client.clone(), &ns)
+    let lease_obj = Api::<Lease>::namespaced(client.clone(), &ns)
         .get_opt(&builders::lease_name(&name))
-        .await?
-        .and_then(|l| l.spec);
+        .await?;
+    let rounds_played: Option<i64> = lease_obj
+        .as_ref()
+        .and_then(|l| l.metadata.annotations.as_ref())
+        .and_then(|a| a.get(game_node::fleet::lease::ROUNDS_PLAYED_ANNOTATION))
+        .and_then(|v| v.parse().ok());
+    let lease = lease_obj.and_then(|l| l.spec);
     let leader = lease
         .as_ref()
         .and_then(|l| l.holder_identity.clone())
@@ -411,6 +416,26 @@ async fn reconcile_inner(ct: &CrashTable, ctx: &Context) -> Result<Action, Error
         "Pending"
     };
     let terminating = secret_text(&fairness, TERMINATING_KEY).unwrap_or_default();
+    let chain_length = secret_text(&fairness, CHAIN_LENGTH_KEY)
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(ct.spec.fairness.chain_length);
+    let chain = chain_health(chain_length, rounds_played);
+    if chain != ChainHealth::Fine
+        && !old
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "FairnessCommitted" && c.reason == chain.reason())
+    {
+        // Once per change of state, not on every refresh.
+        publish(
+            ctx,
+            ct,
+            EventType::Warning,
+            chain.reason(),
+            chain.message(chain_length, rounds_played),
+        )
+        .await;
+    }
     let status = CrashTableStatus {
         observed_generation: gen_,
         phase: Some(phase.into()),
@@ -455,9 +480,13 @@ async fn reconcile_inner(ct: &CrashTable, ctx: &Context) -> Result<Action, Error
             condition(
                 &old.conditions,
                 "FairnessCommitted",
-                !terminating.is_empty(),
-                "ChainGenerated",
-                format!("terminating hash {terminating}"),
+                !terminating.is_empty() && chain != ChainHealth::Exhausted,
+                chain.reason(),
+                if chain == ChainHealth::Fine {
+                    format!("terminating hash {terminating}")
+                } else {
+                    chain.message(chain_length, rounds_played)
+                },
                 gen_,
             ),
         ],
@@ -468,14 +497,56 @@ async fn reconcile_inner(ct: &CrashTable, ctx: &Context) -> Result<Action, Error
         fairness: Some(FairnessStatus {
             terminating_hash: terminating,
             salt: ct.spec.fairness.salt.clone(),
-            chain_length: secret_text(&fairness, CHAIN_LENGTH_KEY)
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(ct.spec.fairness.chain_length),
-            rounds_played: None,
+            chain_length,
+            rounds_played,
         }),
     };
     write_status(client, ct, status).await?;
     Ok(Action::requeue(REFRESH))
+}
+
+/// How much of the hash chain is left. A table whose chain runs out can play no more rounds
+/// under its commitment (a hash is never reused): warn well ahead, so a new table (new
+/// commitment) can be prepared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainHealth {
+    Fine,
+    /// Less than a tenth (and at most 100,000 rounds) left.
+    NearlyExhausted,
+    Exhausted,
+}
+
+pub fn chain_health(chain_length: i64, rounds_played: Option<i64>) -> ChainHealth {
+    let Some(played) = rounds_played else {
+        return ChainHealth::Fine;
+    };
+    let left = chain_length - played;
+    if left <= 0 {
+        ChainHealth::Exhausted
+    } else if left <= (chain_length / 10).min(100_000) {
+        ChainHealth::NearlyExhausted
+    } else {
+        ChainHealth::Fine
+    }
+}
+
+impl ChainHealth {
+    pub fn reason(self) -> &'static str {
+        match self {
+            ChainHealth::Fine => "ChainGenerated",
+            ChainHealth::NearlyExhausted => "ChainNearlyExhausted",
+            ChainHealth::Exhausted => "ChainExhausted",
+        }
+    }
+
+    fn message(self, chain_length: i64, played: Option<i64>) -> String {
+        let played = played.unwrap_or(0);
+        format!(
+            "{played} of {chain_length} rounds played, {} left: create a new table (a new commitment) \
+             before the chain runs out; no hash is ever reused",
+            (chain_length - played).max(0)
+        )
+    }
 }
 
 /// Failed reconciles retry with a short, fixed back-off (the controller's own queue dedups).
@@ -491,4 +562,25 @@ fn metrics_record(started: Instant, failed: bool) {
     }
     metrics::histogram!("crashfleet_operator_reconcile_duration_seconds")
         .record(started.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::{ChainHealth, chain_health};
+
+    #[test]
+    fn warns_ahead_of_exhaustion() {
+        assert_eq!(chain_health(10_000_000, None), ChainHealth::Fine);
+        assert_eq!(chain_health(10_000_000, Some(9_899_999)), ChainHealth::Fine);
+        assert_eq!(
+            chain_health(10_000_000, Some(9_900_000)),
+            ChainHealth::NearlyExhausted
+        );
+        assert_eq!(
+            chain_health(5_000, Some(4_500)),
+            ChainHealth::NearlyExhausted
+        );
+        assert_eq!(chain_health(5_000, Some(4_499)), ChainHealth::Fine);
+        assert_eq!(chain_health(5_000, Some(5_000)), ChainHealth::Exhausted);
+    }
 }

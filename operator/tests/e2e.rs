@@ -219,6 +219,45 @@ async fn a_crash_table_becomes_a_fleet_with_status_and_is_collected() -> anyhow:
     })
     .await?;
     assert_eq!(st.term, Some(4));
+
+    // The leader publishes its progress on the Lease; near the end of the chain the operator
+    // warns (condition reason and a Warning event), well before a hash could run out.
+    let mut lease = leases.get("alpha-leader").await?;
+    lease
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("crashfleet.dev/rounds-played".into(), "4600".into());
+    leases.replace("alpha-leader", &pp, &lease).await?;
+    let st = poll("the chain warning", Duration::from_secs(40), || {
+        let t = tables.clone();
+        async move {
+            Ok(t.get("alpha").await?.status.filter(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "FairnessCommitted" && c.reason == "ChainNearlyExhausted")
+            }))
+        }
+    })
+    .await?;
+    assert_eq!(
+        st.fairness.as_ref().and_then(|f| f.rounds_played),
+        Some(4600)
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), ns.name());
+    let warned = poll("the Warning event", Duration::from_secs(20), || {
+        let e = events.clone();
+        async move {
+            let list = e.list(&Default::default()).await?;
+            Ok(list
+                .items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("ChainNearlyExhausted")))
+        }
+    })
+    .await?;
+    assert_eq!(warned.type_.as_deref(), Some("Warning"));
     assert_eq!(
         st.observed_generation,
         tables.get("alpha").await?.metadata.generation

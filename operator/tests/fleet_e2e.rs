@@ -295,6 +295,19 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
     })
     .await?;
     let leader = status.leader.clone().expect("leader");
+    // The leader publishes its progress; status shows the rounds played.
+    poll("roundsPlayed in status", Duration::from_secs(60), || {
+        let t = tables.clone();
+        async move {
+            Ok(t.get("play").await?.status.filter(|s| {
+                s.fairness
+                    .as_ref()
+                    .and_then(|f| f.rounds_played)
+                    .is_some_and(|n| n >= 1)
+            }))
+        }
+    })
+    .await?;
     assert!(leader.starts_with("play-5f7c9-"), "{leader}");
     let fairness_view: Value = http
         .get(format!("{}/api/v1/fairness", urls[0]))

@@ -13,7 +13,9 @@
 //!   renewal has succeeded for the renew deadline, measured from when the last successful renewal
 //!   was sent: before any other node can see the lease expire.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,7 +44,13 @@ pub struct LeaseElector {
     observed: Mutex<Option<(String, Instant)>>,
     /// The renewal task's token while leading.
     held: Mutex<Option<CancellationToken>>,
+    /// The newest round the leader finished, published on the Lease with each renewal.
+    rounds_played: Arc<AtomicU64>,
 }
+
+/// Annotation on the Lease with the newest finished round (read by the operator for
+/// `status.fairness.roundsPlayed` and chain-exhaustion warnings).
+pub const ROUNDS_PLAYED_ANNOTATION: &str = "crashfleet.dev/rounds-played";
 
 /// The namespace of the Lease when `--lease-namespace` is not given: `$POD_NAMESPACE`, else the
 /// in-cluster service account's namespace, else the client's default (kubeconfig context).
@@ -92,6 +100,7 @@ impl LeaseElector {
             table: table.to_string(),
             observed: Mutex::new(None),
             held: Mutex::new(None),
+            rounds_played: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -112,6 +121,7 @@ impl LeaseElector {
             table: String::new(),
             observed: Mutex::new(None),
             held: Mutex::new(None),
+            rounds_played: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -200,6 +210,7 @@ impl LeaseElector {
 }
 
 /// Renews every retry period; cancels `lost` on a stolen Lease or a missed renew deadline.
+#[allow(clippy::too_many_arguments)]
 async fn renew(
     api: Api<Lease>,
     name: String,
@@ -208,6 +219,7 @@ async fn renew(
     mut lease: Lease,
     mut last_ok: Instant,
     lost: CancellationToken,
+    rounds_played: Arc<AtomicU64>,
 ) {
     loop {
         tokio::select! {
@@ -219,6 +231,13 @@ async fn renew(
         let mut next = lease.clone();
         if let Some(spec) = next.spec.as_mut() {
             spec.renew_time = Some(now());
+        }
+        let played = rounds_played.load(Ordering::Relaxed);
+        if played > 0 {
+            next.metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(ROUNDS_PLAYED_ANNOTATION.into(), played.to_string());
         }
         let pp = PostParams::default();
         let attempt = api.replace(&name, &pp, &next);
@@ -276,6 +295,7 @@ impl LeaderElector for LeaseElector {
                         lease,
                         sent,
                         lost.clone(),
+                        self.rounds_played.clone(),
                     ));
                     info!(lease = %self.name, term, "acquired the Lease");
                     return Ok(Some(Leadership { term, lost }));
@@ -323,5 +343,9 @@ impl LeaderElector for LeaseElector {
 
     fn hands_off(&self) -> bool {
         true
+    }
+
+    fn report_round(&self, number: u64) {
+        self.rounds_played.fetch_max(number, Ordering::Relaxed);
     }
 }

@@ -71,6 +71,86 @@ fn needs(test: &str) -> Option<(String, std::path::PathBuf)> {
     }
 }
 
+/// Starts one `game-node` per replica of `deployment`, as its pods would run: the template's
+/// args and env (Secrets resolved, downward API filled), the fairness Secret written where the
+/// template mounts it with the volume's mode, and the table's ServiceAccount kubeconfig.
+/// `generation` keeps pod names of successive rollouts apart. Returns the processes and URLs.
+async fn start_pods(
+    deployment: &Deployment,
+    game_node: &Path,
+    dir: &Path,
+    ns: &str,
+    secrets: &Api<Secret>,
+    kubeconfig: &Path,
+    generation: u32,
+) -> anyhow::Result<(Vec<Proc>, Vec<String>)> {
+    let pod = deployment.spec.template.spec.clone().expect("a pod spec");
+    let container = &pod.containers[0];
+    let seed_mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "fairness")
+        .expect("the fairness mount")
+        .mount_path
+        .clone();
+    // The Secret volume's file mode, as the kubelet would apply it.
+    let mode = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "fairness")
+        .and_then(|v| v.secret.as_ref())
+        .and_then(|s| s.default_mode)
+        .expect("the fairness volume's defaultMode") as u32;
+    let fairness = secrets.get("play-fairness").await?;
+    let mut nodes = Vec::new();
+    let mut urls = Vec::new();
+    for i in 0..deployment.spec.replicas.unwrap_or(1) {
+        let pod_name = format!("play-5f7c9{generation}-{i}");
+        let root = dir.join(&pod_name);
+        // "Mount" the fairness Secret where the template mounts it, under this pod's root.
+        let mount = root.join(seed_mount.trim_start_matches('/'));
+        std::fs::create_dir_all(&mount)?;
+        for (k, v) in fairness.data.clone().unwrap_or_default() {
+            let file = mount.join(k);
+            std::fs::write(&file, v.0)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))?;
+        }
+        let mut env = BTreeMap::new();
+        for e in container.env.iter().flatten() {
+            env.insert(e.name.clone(), resolve(e, &pod_name, ns, secrets).await?);
+        }
+        let port = free_port();
+        env.insert("CRASHFLEET_LISTEN".into(), format!("127.0.0.1:{port}"));
+        env.insert(
+            "CRASHFLEET_DATA_DIR".into(),
+            root.join("data").display().to_string(),
+        );
+        let seed = env["CRASHFLEET_CHAIN_SEED_FILE"]
+            .trim_start_matches('/')
+            .to_string();
+        env.insert(
+            "CRASHFLEET_CHAIN_SEED_FILE".into(),
+            root.join(seed).display().to_string(),
+        );
+        let log = std::fs::File::create(root.join("node.log"))?;
+        nodes.push(Proc(
+            Command::new(game_node)
+                .args(container.args.iter().flatten())
+                .env_clear()
+                .envs(&env)
+                .env("KUBECONFIG", kubeconfig)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?,
+        ));
+        urls.push(format!("http://127.0.0.1:{port}"));
+    }
+    Ok((nodes, urls))
+}
+
 /// The value an env var of the pod template resolves to for pod `pod` (downward API and Secrets).
 async fn resolve(
     e: &k8s_openapi::api::core::v1::EnvVar,
@@ -182,74 +262,17 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
     let deployment_at = applied.elapsed();
 
     // Start the pods' processes from the template.
-    let pod = deployment.spec.template.spec.clone().expect("a pod spec");
-    let container = &pod.containers[0];
-    let seed_mount = container
-        .volume_mounts
-        .iter()
-        .flatten()
-        .find(|m| m.name == "fairness")
-        .expect("the fairness mount")
-        .mount_path
-        .clone();
-    // The Secret volume's file mode, as the kubelet would apply it.
-    let mode = pod
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == "fairness")
-        .and_then(|v| v.secret.as_ref())
-        .and_then(|s| s.default_mode)
-        .expect("the fairness volume's defaultMode") as u32;
-    let fairness = secrets.get("play-fairness").await?;
     let access = ns.service_account_access("play").await?;
-    let mut nodes = Vec::new();
-    let mut urls = Vec::new();
-    for i in 0..deployment.spec.replicas.unwrap_or(1) {
-        let pod_name = format!("play-5f7c9-{i}");
-        let root = dir.path().join(&pod_name);
-        // "Mount" the fairness Secret where the template mounts it, under this pod's root.
-        let mount = root.join(seed_mount.trim_start_matches('/'));
-        std::fs::create_dir_all(&mount)?;
-        for (k, v) in fairness.data.clone().unwrap_or_default() {
-            let file = mount.join(k);
-            std::fs::write(&file, v.0)?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))?;
-        }
-        let mut env = BTreeMap::new();
-        for e in container.env.iter().flatten() {
-            env.insert(
-                e.name.clone(),
-                resolve(e, &pod_name, ns.name(), &secrets).await?,
-            );
-        }
-        let port = free_port();
-        env.insert("CRASHFLEET_LISTEN".into(), format!("127.0.0.1:{port}"));
-        env.insert(
-            "CRASHFLEET_DATA_DIR".into(),
-            root.join("data").display().to_string(),
-        );
-        let seed = env["CRASHFLEET_CHAIN_SEED_FILE"]
-            .trim_start_matches('/')
-            .to_string();
-        env.insert(
-            "CRASHFLEET_CHAIN_SEED_FILE".into(),
-            root.join(seed).display().to_string(),
-        );
-        let log = std::fs::File::create(root.join("node.log"))?;
-        nodes.push(Proc(
-            Command::new(&game_node)
-                .args(container.args.iter().flatten())
-                .env_clear()
-                .envs(&env)
-                .env("KUBECONFIG", access.kubeconfig_path())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()?,
-        ));
-        urls.push(format!("http://127.0.0.1:{port}"));
-    }
+    let (nodes, urls) = start_pods(
+        &deployment,
+        &game_node,
+        dir.path(),
+        ns.name(),
+        &secrets,
+        access.kubeconfig_path(),
+        0,
+    )
+    .await?;
     let http = reqwest::Client::new();
     // A round is played (and settled) by the elected leader.
     let first = poll("a finished round", Duration::from_secs(90), || {
@@ -276,7 +299,7 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
         Err(e) => {
             let logs: Vec<String> = (0..nodes.len())
                 .map(|i| {
-                    std::fs::read_to_string(dir.path().join(format!("play-5f7c9-{i}/node.log")))
+                    std::fs::read_to_string(dir.path().join(format!("play-5f7c90-{i}/node.log")))
                         .unwrap_or_default()
                 })
                 .collect();
@@ -308,7 +331,7 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
         }
     })
     .await?;
-    assert!(leader.starts_with("play-5f7c9-"), "{leader}");
+    assert!(leader.starts_with("play-5f7c90-"), "{leader}");
     let fairness_view: Value = http
         .get(format!("{}/api/v1/fairness", urls[0]))
         .send()
@@ -332,6 +355,141 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
         .json()
         .await?;
     assert_eq!(fleet["leader"], leader.as_str(), "{fleet}");
+
+    // Pause: the template gains CRASHFLEET_PAUSED; the pods roll (here: restarted from the new
+    // template); the new leader finishes at most the round in progress and opens no more.
+    let pp_merge = kube::api::PatchParams::default();
+    tables
+        .patch(
+            "play",
+            &pp_merge,
+            &kube::api::Patch::Merge(json!({"spec": {"paused": true}})),
+        )
+        .await?;
+    let paused_deployment = poll("the paused template", Duration::from_secs(60), || {
+        let d = deployments.clone();
+        async move {
+            let dep = d.get("play").await?;
+            let paused = dep
+                .spec
+                .template
+                .spec
+                .as_ref()
+                .and_then(|p| p.containers[0].env.as_ref())
+                .is_some_and(|e| {
+                    e.iter().any(|v| {
+                        v.name == "CRASHFLEET_PAUSED" && v.value.as_deref() == Some("true")
+                    })
+                });
+            Ok(paused.then_some(dep))
+        }
+    })
+    .await?;
+    drop(nodes);
+    let (paused_nodes, paused_urls) = start_pods(
+        &paused_deployment,
+        &game_node,
+        dir.path(),
+        ns.name(),
+        &secrets,
+        access.kubeconfig_path(),
+        1,
+    )
+    .await?;
+    let last_round = |url: String, http: reqwest::Client| async move {
+        let r: Value = http
+            .get(format!("{url}/api/v1/rounds?limit=1"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        r[0]["number"].as_u64()
+    };
+    // Let a leader be elected and any adopted round finish, then watch: no new rounds.
+    let st = poll("phase Paused", Duration::from_secs(60), || {
+        let t = tables.clone();
+        async move {
+            Ok(t.get("play")
+                .await?
+                .status
+                .filter(|s| s.phase.as_deref() == Some("Paused")))
+        }
+    })
+    .await?;
+    assert!(st.phase.is_some());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = last_round(paused_urls[0].clone(), http.clone()).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = last_round(paused_urls[1].clone(), http.clone()).await;
+    assert!(before.is_some(), "the paused pods do not serve the history");
+    assert_eq!(before, after, "a paused table played a round");
+    // The paused pods did elect a leader (a newer term than before the pause).
+    let paused_fleet: Value = http
+        .get(format!("{}/api/v1/fleet", paused_urls[0]))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(
+        paused_fleet["term"].as_u64() > fleet["term"].as_u64(),
+        "no new leader among the paused pods: {paused_fleet} (before: {fleet})"
+    );
+    let current: Value = http
+        .get(format!("{}/api/v1/round", paused_urls[2]))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(
+        current["round"].is_null() || current["round"]["phase"] == "crashed",
+        "{current}"
+    );
+
+    // Resume: the template loses the flag; the next pods play again.
+    tables
+        .patch(
+            "play",
+            &pp_merge,
+            &kube::api::Patch::Merge(json!({"spec": {"paused": false}})),
+        )
+        .await?;
+    let resumed_deployment = poll("the resumed template", Duration::from_secs(60), || {
+        let d = deployments.clone();
+        async move {
+            let dep = d.get("play").await?;
+            let paused = dep
+                .spec
+                .template
+                .spec
+                .as_ref()
+                .and_then(|p| p.containers[0].env.as_ref())
+                .is_some_and(|e| e.iter().any(|v| v.name == "CRASHFLEET_PAUSED"));
+            Ok((!paused).then_some(dep))
+        }
+    })
+    .await?;
+    drop(paused_nodes);
+    let (nodes, resumed_urls) = start_pods(
+        &resumed_deployment,
+        &game_node,
+        dir.path(),
+        ns.name(),
+        &secrets,
+        access.kubeconfig_path(),
+        2,
+    )
+    .await?;
+    let url = resumed_urls[0].clone();
+    poll("rounds to resume", Duration::from_secs(60), || {
+        let (url, http) = (url.clone(), http.clone());
+        async move {
+            let n = last_round(url, http).await;
+            Ok((n > after).then_some(()))
+        }
+    })
+    .await?;
     drop(nodes);
     ns.cleanup().await?;
     if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin).await {

@@ -423,6 +423,22 @@ impl Ledger for SqlLedger {
             .ok_or_else(|| Error::Internal("the commitment vanished".into()))
     }
 
+    async fn fix_salt(&self, table: &str, salt: &str) -> Result<bool> {
+        let _w = self.write_guard().await;
+        // One statement: the check and the change cannot be split by a leader opening round 1.
+        let changed = sqlx::query(
+            "UPDATE commitments SET salt = $1 WHERE table_id = $2 \
+             AND NOT EXISTS (SELECT 1 FROM rounds WHERE table_id = $3)",
+        )
+        .bind(salt)
+        .bind(table)
+        .bind(table)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
     async fn commitment(&self, table: &str) -> Result<Option<Commitment>> {
         let Some(r) = sqlx::query(
             "SELECT table_id, terminating_hash, salt, chain_length, house_edge_bp, max_x100, \

@@ -143,14 +143,22 @@ pub async fn run(
                     c.terminating_hash
                 );
             }
+            let mut c = c;
             if let Some(salt) = &cfg.salt
                 && *salt != c.salt
             {
-                bail!(
-                    "--salt differs from the salt fixed for table {:?} ({})",
-                    cfg.table,
-                    c.salt
-                );
+                // Before round 1 the stored salt was never used: the one given now (e.g. a
+                // public value announced after the terminating hash) replaces it.
+                if !ledger.fix_salt(&cfg.table, salt).await? {
+                    bail!(
+                        "--salt differs from the salt fixed for table {:?} ({}), and rounds have \
+                         been played with that one",
+                        cfg.table,
+                        c.salt
+                    );
+                }
+                info!(table = %cfg.table, %salt, "salt fixed before the first round");
+                c.salt = salt.clone();
             }
             if c.house_edge_bp != cfg.house_edge_bp || c.max_x100 != cfg.max_multiplier_x100 {
                 bail!(

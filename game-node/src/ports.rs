@@ -230,6 +230,10 @@ pub trait Ledger: Send + Sync + 'static {
     /// start when it differs from their chain: a commitment is never silently replaced).
     async fn commit_fairness(&self, c: &Commitment) -> Result<Commitment>;
     async fn commitment(&self, table: &str) -> Result<Option<Commitment>>;
+    /// Sets the salt of `table`'s commitment if no round has been played yet (a salt no round
+    /// used can still be chosen — e.g. a public value announced after the terminating hash).
+    /// `false` once any round exists: from then on the salt is final.
+    async fn fix_salt(&self, table: &str, salt: &str) -> Result<bool>;
 
     /// Records `term` as the table's newest leadership term; refuses an older one (fencing).
     async fn claim_term(&self, table: &str, term: u64) -> Result<()>;

@@ -215,6 +215,7 @@ conformance!(
     register_usernames_are_unique_case_insensitively,
     adjust_is_idempotent_and_never_overdraws,
     commit_fairness_stores_once,
+    the_salt_can_be_fixed_only_before_the_first_round,
     claim_term_fences_stale_leaders,
     open_round_refuses_a_reused_number,
     place_bet_debits_once,
@@ -495,6 +496,39 @@ async fn commit_fairness_stores_once(t: &Ctx) {
         elsewhere
     );
     assert_eq!(t.commitment(TABLE).await.expect("ledger call"), Some(first));
+}
+
+async fn the_salt_can_be_fixed_only_before_the_first_round(t: &Ctx) {
+    let c = Commitment {
+        table: TABLE.into(),
+        terminating_hash: "ab".repeat(32),
+        salt: "generated at first start".into(),
+        chain_length: 10_000,
+        house_edge_bp: 100,
+        max_x100: 100_000,
+        created_at_ms: T0,
+    };
+    t.commit_fairness(&c).await.expect("commit");
+    // No round yet: the public salt announced after the terminating hash replaces it.
+    assert!(t.fix_salt(TABLE, "block 800000").await.expect("fix"));
+    let stored = t.commitment(TABLE).await.expect("read").expect("stored");
+    assert_eq!(stored.salt, "block 800000");
+    assert_eq!(
+        stored.terminating_hash, c.terminating_hash,
+        "the commitment itself is unchanged"
+    );
+    // Once a round exists the salt is final.
+    open(t, 1, 250).await;
+    assert!(!t.fix_salt(TABLE, "block 800001").await.expect("fix"));
+    let stored = t.commitment(TABLE).await.expect("read").expect("stored");
+    assert_eq!(stored.salt, "block 800000");
+    // Another table's rounds do not matter.
+    let other = Commitment {
+        table: "other".into(),
+        ..c.clone()
+    };
+    t.commit_fairness(&other).await.expect("commit");
+    assert!(t.fix_salt("other", "x").await.expect("fix"));
 }
 
 async fn claim_term_fences_stale_leaders(t: &Ctx) {

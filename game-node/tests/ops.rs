@@ -186,3 +186,36 @@ async fn a_paused_table_opens_no_rounds_but_serves() {
     assert_eq!(status, 200);
     s.assert_audit().await;
 }
+
+/// The salt can be announced after the terminating hash: a table started paused (committed, no
+/// round) takes the `--salt` given at its next start; once a round is played the salt is final
+/// and a different one is refused at start with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_salt_is_fixed_after_the_commitment_and_before_round_one() {
+    let s = TestServer::start(&["--paused"]).await;
+    let (_, f) = s.get("/api/v1/fairness").await;
+    let terminating = f["terminating_hash"].clone();
+    let generated = f["salt"].clone();
+    let dir = s.stop().await;
+    // The public salt, announced after the terminating hash, before any round.
+    let s = TestServer::start_in(dir, &["--salt", "block-800000"]).await;
+    let (_, f) = s.get("/api/v1/fairness").await;
+    assert_eq!(f["salt"], "block-800000");
+    assert_ne!(f["salt"], generated);
+    assert_eq!(
+        f["terminating_hash"], terminating,
+        "the commitment is unchanged"
+    );
+    let r = s.wait_phase("flying").await;
+    s.wait_finished(r["number"].as_u64().expect("number")).await;
+    let dir = s.stop().await;
+    // Rounds were played with it: another salt is refused.
+    let cfg = common::fast_config(dir.path(), &["--salt", "block-800001"]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let err = game_node::node::run(listener, cfg, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect_err("a changed salt after rounds");
+    assert!(err.to_string().contains("rounds have been played"), "{err}");
+}

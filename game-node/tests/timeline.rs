@@ -71,6 +71,9 @@ impl Ledger for MemoryLedger {
     async fn commit_fairness(&self, c: &Commitment) -> Result<Commitment> {
         Ok(c.clone())
     }
+    async fn fix_salt(&self, _: &str, _: &str) -> Result<bool> {
+        Ok(false)
+    }
     async fn commitment(&self, _: &str) -> Result<Option<Commitment>> {
         Ok(None)
     }

@@ -118,6 +118,21 @@ async fn the_chart_installs_and_its_cluster_role_is_enough() -> anyhow::Result<(
     let Some(helm) = helm_or_skip("the_chart_installs_and_its_cluster_role_is_enough") else {
         return Ok(());
     };
+    // Other tests apply the CRD too (same content, field manager crashfleet-tests); bring a
+    // cluster left with an older version up to date first, so helm's apply of the chart's copy
+    // meets identical values instead of a conflict.
+    {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        use kube::CustomResourceExt;
+        use kube::api::{Patch, PatchParams};
+        let crds: Api<CustomResourceDefinition> = Api::all(cluster.client());
+        crds.patch(
+            "crashtables.crashfleet.dev",
+            &PatchParams::apply("crashfleet-tests").force(),
+            &Patch::Apply(CrashTable::crd()),
+        )
+        .await?;
+    }
     let ns = cluster.namespace("chart").await?;
     let kubeconfig = cluster.kubeconfig_source().to_string();
     // The rendered chart passes the API server's validation.

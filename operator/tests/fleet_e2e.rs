@@ -21,6 +21,8 @@ use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
+mod support;
+
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -229,10 +231,26 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
         secrets.create(&pp, &s).await?;
     }
     crd(&client).await?;
+    // The operator as the chart installs it: its ServiceAccount and ClusterRole, nothing more.
+    let helm = support::tool("helm");
+    let release = format!("cf-{}", &ns.name()[ns.name().len().saturating_sub(8)..]);
+    let install = Command::new(&helm)
+        .args(["install", &release])
+        .arg(support::chart())
+        .args([
+            "-n",
+            ns.name(),
+            "--set",
+            &format!("watchNamespace={}", ns.name()),
+        ])
+        .env("KUBECONFIG", cluster.kubeconfig_source())
+        .output()?;
+    assert!(install.status.success(), "helm install: {install:?}");
+    let operator_access = ns.service_account_access("crashfleet-operator").await?;
     let _operator = Proc(
         Command::new(env!("CARGO_BIN_EXE_crashfleet-operator"))
             .args(["run", "--listen", "127.0.0.1:0", "--namespace", ns.name()])
-            .env("KUBECONFIG", cluster.kubeconfig_source())
+            .env("KUBECONFIG", operator_access.kubeconfig_path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?,
@@ -318,6 +336,27 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
     })
     .await?;
     let leader = status.leader.clone().expect("leader");
+    // kwok reports the Deployment's pods ready; with a leader the table is Ready and Running.
+    let st = poll("Ready and Running", Duration::from_secs(60), || {
+        let t = tables.clone();
+        async move {
+            Ok(t.get("play").await?.status.filter(|s| {
+                s.phase.as_deref() == Some("Running")
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+            }))
+        }
+    })
+    .await?;
+    assert_eq!(st.leader.as_deref(), Some(leader.as_str()));
+    let get = Command::new(support::tool("kubectl"))
+        .args(["get", "ct", "play", "-n", ns.name()])
+        .env("KUBECONFIG", cluster.kubeconfig_source())
+        .output()?;
+    let text = String::from_utf8_lossy(&get.stdout);
+    assert!(text.contains("Running") && text.contains(&leader), "{text}");
+    println!("OPERATOR kubectl get ct:\n{text}");
     // The leader publishes its progress; status shows the rounds played.
     poll("roundsPlayed in status", Duration::from_secs(60), || {
         let t = tables.clone();
@@ -491,6 +530,10 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
     })
     .await?;
     drop(nodes);
+    let _ = Command::new(&helm)
+        .args(["uninstall", &release, "-n", ns.name()])
+        .env("KUBECONFIG", cluster.kubeconfig_source())
+        .output();
     ns.cleanup().await?;
     if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin).await {
         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(

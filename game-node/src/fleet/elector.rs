@@ -107,11 +107,7 @@ async fn renew(
             Ok(Err(e)) => warn!(error = %e, "renewing the leader lock failed"),
             Err(_) => {}
         }
-        if Instant::now() >= last_ok + timings.renew_deadline {
-            warn!(
-                deadline_ms = timings.renew_deadline.as_millis() as u64,
-                "no renewal within the deadline; stepping down before the lock can expire"
-            );
+        if super::renew_deadline_missed(last_ok, &timings, "leader lock") {
             lost.cancel();
             return;
         }
@@ -146,9 +142,8 @@ impl LeaderElector for RedisElector {
                 Ok(None) => {}
                 Err(e) => warn!(error = %e, "trying the leader lock failed"),
             }
-            tokio::select! {
-                _ = tokio::time::sleep(self.timings.retry_period) => {}
-                _ = shutdown.cancelled() => return Ok(None),
+            if super::retry_or_shutdown(&self.timings, shutdown).await {
+                return Ok(None);
             }
         }
     }

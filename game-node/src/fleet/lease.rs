@@ -264,11 +264,7 @@ async fn renew(
             Ok(Err(e)) => warn!(error = %e, "renewing the Lease failed"),
             Err(_) => {}
         }
-        if Instant::now() >= last_ok + timings.renew_deadline {
-            warn!(
-                deadline_ms = timings.renew_deadline.as_millis() as u64,
-                "no renewal within the deadline; stepping down before the Lease can expire"
-            );
+        if super::renew_deadline_missed(last_ok, &timings, "Lease") {
             lost.cancel();
             return;
         }
@@ -303,9 +299,8 @@ impl LeaderElector for LeaseElector {
                 Ok(None) => {}
                 Err(e) => warn!(error = %e, "trying the Lease failed"),
             }
-            tokio::select! {
-                _ = tokio::time::sleep(self.timings.retry_period) => {}
-                _ = shutdown.cancelled() => return Ok(None),
+            if super::retry_or_shutdown(&self.timings, shutdown).await {
+                return Ok(None);
             }
         }
     }

@@ -40,3 +40,32 @@ impl Default for ElectionTimings {
         }
     }
 }
+
+/// The renewal deadline rule both electors follow: `true` (and logged) when no renewal has
+/// succeeded for the renew deadline, counted from when the last successful one was sent, so the
+/// holder steps down before its lease can expire for anyone else.
+pub(crate) fn renew_deadline_missed(
+    last_ok: tokio::time::Instant,
+    timings: &ElectionTimings,
+    what: &str,
+) -> bool {
+    let missed = tokio::time::Instant::now() >= last_ok + timings.renew_deadline;
+    if missed {
+        tracing::warn!(
+            deadline_ms = timings.renew_deadline.as_millis() as u64,
+            "no renewal of the {what} within the deadline; stepping down before it can expire"
+        );
+    }
+    missed
+}
+
+/// Waits one retry period between acquisition attempts; `true` if shutdown came first.
+pub(crate) async fn retry_or_shutdown(
+    timings: &ElectionTimings,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(timings.retry_period) => false,
+        _ = shutdown.cancelled() => true,
+    }
+}

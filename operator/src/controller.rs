@@ -63,6 +63,27 @@ impl Error {
 pub struct Context {
     pub client: Client,
     pub reporter: Reporter,
+    /// Consecutive failed reconciles per table, for the retry back-off.
+    pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, reporter: Reporter) -> Context {
+        Context {
+            client,
+            reporter,
+            failures: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u32>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Retry delay after `n` consecutive failures: 2 s doubling to 5 minutes.
+pub fn backoff(n: u32) -> Duration {
+    Duration::from_secs((2u64 << (n.clamp(1, 9) - 1)).min(300))
 }
 
 fn apply_params() -> PatchParams {
@@ -306,6 +327,17 @@ pub async fn reconcile(ct: Arc<CrashTable>, ctx: Arc<Context>) -> Result<Action,
 }
 
 async fn reconcile_inner(ct: &CrashTable, ctx: &Context) -> Result<Action, Error> {
+    let action = reconcile_pass(ct, ctx).await?;
+    // A success resets the back-off.
+    ctx.failures().remove(&format!(
+        "{}/{}",
+        ct.namespace().unwrap_or_default(),
+        ct.name_any()
+    ));
+    Ok(action)
+}
+
+async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error> {
     let client = &ctx.client;
     let ns = ct.namespace().unwrap_or_default();
     let name = ct.name_any();
@@ -347,7 +379,13 @@ async fn reconcile_inner(ct: &CrashTable, ctx: &Context) -> Result<Action, Error
     apply(client, &ns, &builders::service_account(ct)).await?;
     apply(client, &ns, &builders::role(ct)).await?;
     apply(client, &ns, &builders::role_binding(ct)).await?;
-    apply(client, &ns, &builders::deployment(ct)).await?;
+    // The Deployment as it was, to tell what this pass changed (events, not churn).
+    let before = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get_opt(&name)
+        .await?;
+    let desired = builders::deployment(ct);
+    apply(client, &ns, &desired).await?;
+    deployment_events(ctx, ct, before.as_ref(), &desired).await;
     apply(client, &ns, &builders::service(ct)).await?;
     apply(client, &ns, &builders::pod_disruption_budget(ct)).await?;
     match builders::ingress(ct) {
@@ -550,9 +588,108 @@ impl ChainHealth {
 }
 
 /// Failed reconciles retry with a short, fixed back-off (the controller's own queue dedups).
-pub fn error_policy(_ct: Arc<CrashTable>, e: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(error = %e, "reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+/// Events for what a pass did to the fleet: created, scaled, paused, resumed, rolled out.
+async fn deployment_events(
+    ctx: &Context,
+    ct: &CrashTable,
+    before: Option<&Deployment>,
+    desired: &Deployment,
+) {
+    let paused = |d: &Deployment| {
+        d.spec
+            .template
+            .spec
+            .as_ref()
+            .and_then(|p| p.containers.first())
+            .and_then(|c| c.env.as_ref())
+            .is_some_and(|e| e.iter().any(|v| v.name == "CRASHFLEET_PAUSED"))
+    };
+    let image = |d: &Deployment| {
+        d.spec
+            .template
+            .spec
+            .as_ref()
+            .and_then(|p| p.containers.first())
+            .and_then(|c| c.image.clone())
+    };
+    let name = ct.name_any();
+    let Some(before) = before else {
+        publish(
+            ctx,
+            ct,
+            EventType::Normal,
+            "Created",
+            format!(
+                "Deployment {name} with {} replicas",
+                desired.spec.replicas.unwrap_or(0)
+            ),
+        )
+        .await;
+        return;
+    };
+    if let Some(want) = desired.spec.replicas
+        && before.spec.replicas != Some(want)
+    {
+        publish(
+            ctx,
+            ct,
+            EventType::Normal,
+            "Scaled",
+            format!(
+                "Deployment {name} from {} to {want} replicas",
+                before.spec.replicas.unwrap_or(0)
+            ),
+        )
+        .await;
+    }
+    match (paused(before), paused(desired)) {
+        (false, true) => {
+            publish(
+                ctx,
+                ct,
+                EventType::Normal,
+                "Paused",
+                "rolling the fleet paused: the current round finishes, no new rounds".into(),
+            )
+            .await
+        }
+        (true, false) => {
+            publish(
+                ctx,
+                ct,
+                EventType::Normal,
+                "Resumed",
+                "rolling the fleet to play again".into(),
+            )
+            .await
+        }
+        _ => {}
+    }
+    if image(before) != image(desired) {
+        publish(
+            ctx,
+            ct,
+            EventType::Normal,
+            "RollingOut",
+            format!("image {}", image(desired).unwrap_or_default()),
+        )
+        .await;
+    }
+}
+
+/// Failed reconciles retry with exponential back-off per table (2 s doubling to 5 min), so a
+/// table waiting for a missing Secret is retried promptly at first and cheaply later.
+pub fn error_policy(ct: Arc<CrashTable>, e: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", ct.namespace().unwrap_or_default(), ct.name_any());
+    let n = {
+        let mut f = ctx.failures();
+        let n = f.entry(key).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let delay = backoff(n);
+    warn!(error = %e, attempt = n, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
 }
 
 fn metrics_record(started: Instant, failed: bool) {
@@ -567,6 +704,18 @@ fn metrics_record(started: Instant, failed: bool) {
 #[cfg(test)]
 mod chain_tests {
     use super::{ChainHealth, chain_health};
+
+    #[test]
+    fn back_off_doubles_to_five_minutes() {
+        use super::backoff;
+        use std::time::Duration;
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(2), Duration::from_secs(4));
+        assert_eq!(backoff(5), Duration::from_secs(32));
+        assert_eq!(backoff(8), Duration::from_secs(256));
+        assert_eq!(backoff(9), Duration::from_secs(300));
+        assert_eq!(backoff(50), Duration::from_secs(300));
+    }
 
     #[test]
     fn warns_ahead_of_exhaustion() {

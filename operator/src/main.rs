@@ -123,13 +123,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        reporter: Reporter {
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Reporter {
             controller: "crashfleet-operator".into(),
             instance: std::env::var("POD_NAME").ok(),
         },
-    });
+    ));
     // Active/standby: wait for the Lease; stop reconciling (and exit, to be restarted as a
     // standby) the moment it is lost, before another replica can take it.
     let stop = tokio_util::sync::CancellationToken::new();

@@ -333,6 +333,23 @@ async fn a_crash_table_becomes_a_fleet_with_status_and_is_collected() -> anyhow:
     })
     .await?;
 
+    // What the operator did is in events: the fleet created, then scaled.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), ns.name());
+    for reason in ["Created", "Scaled", "FairnessCommitted"] {
+        poll(&format!("a {reason} event"), CONVERGE, || {
+            let e = events.clone();
+            async move {
+                let list = e.list(&Default::default()).await?;
+                Ok(list
+                    .items
+                    .into_iter()
+                    .find(|e| e.reason.as_deref() == Some(reason)))
+            }
+        })
+        .await?;
+    }
+
     // A table whose Secret is missing is reported, not half-built.
     tables
         .create(&pp, &table("broken", "no-such-secret"))

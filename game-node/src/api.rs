@@ -579,11 +579,28 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     metrics::gauge!("crashfleet_ws_connections").set(s.connections.load(Ordering::Relaxed) as f64);
+    process_metrics();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
     )
         .into_response()
+}
+
+/// The process's resident memory and open file descriptors, read from /proc at scrape time (Linux;
+/// elsewhere they are simply absent). Load runs divide the memory by the connection count.
+fn process_metrics() {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+        && let Some(kib) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+    {
+        metrics::gauge!("process_resident_memory_bytes").set(kib * 1024.0);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        metrics::gauge!("process_open_fds").set(fds.count() as f64);
+    }
 }
 
 #[derive(OpenApi)]

@@ -61,6 +61,18 @@ fn init_tracing() {
 }
 
 async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    // Every WebSocket player is a file descriptor: lift the soft limit (often 1024) to what the
+    // node may hold, up to the hard limit the operator allows.
+    let want = cfg.max_connections as u64 + 1024;
+    match rlimit::increase_nofile_limit(want) {
+        Ok(got) if got < want => tracing::warn!(
+            "file-descriptor limit is {got}: fewer than --max-connections {} players can connect \
+             (raise the hard limit, e.g. ulimit -Hn or the container runtime's nofile)",
+            cfg.max_connections
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not raise the file-descriptor limit: {e}"),
+    }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;

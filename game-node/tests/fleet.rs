@@ -330,7 +330,17 @@ async fn replicas_share_rounds_sessions_and_money() {
     fleet.db.drop_now().await;
 }
 
-/// Kills the leader with -9 in `phase` and measures the failover; returns the dead node's index.
+/// What one kill of the leader cost.
+struct Failover {
+    /// The killed node.
+    index: usize,
+    /// Kill → the first event the new leader published.
+    first_event: Duration,
+    /// Kill → the next round (a new number) open for bets.
+    next_round: Duration,
+}
+
+/// Kills the leader with -9 in `phase` and measures the failover.
 /// `bound`: MISSION.md's aim for the backend (first leader event after the kill).
 async fn kill9_and_measure(
     fleet: &mut Fleet,
@@ -338,7 +348,7 @@ async fn kill9_and_measure(
     phase: &str,
     backend: &str,
     bound: Duration,
-) -> usize {
+) -> Failover {
     let watcher = (0..3).find(|i| !dead.contains(i)).expect("a live node");
     let (leader, term) = fleet.wait_leader(watcher, None, 0).await;
     let li = fleet.index_of(&leader);
@@ -429,22 +439,119 @@ async fn kill9_and_measure(
         "FAILOVER round {interrupted} ended {}",
         fleet.round_status(survivor, interrupted).await
     );
-    li
+    Failover {
+        index: li,
+        first_event: first,
+        next_round: next_open,
+    }
 }
 
 /// Kills the leader with -9 during betting and (after restarting it) in flight, under load.
 async fn kill9_in_betting_and_in_flight(fleet: &mut Fleet, backend: &str, bound: Duration) {
     let load = Load::start(fleet, 6).await;
-    let li = kill9_and_measure(fleet, &[], "betting", backend, bound).await;
+    let li = kill9_and_measure(fleet, &[], "betting", backend, bound)
+        .await
+        .index;
     // Restart the killed node so the flight test has three replicas again.
     fleet.nodes[li].restart();
     fleet_support::wait_ready_url(&fleet.http, &fleet.nodes[li].url).await;
-    let li = kill9_and_measure(fleet, &[], "flying", backend, bound).await;
+    let li = kill9_and_measure(fleet, &[], "flying", backend, bound)
+        .await
+        .index;
     let (bets, cashouts) = load.finish(fleet).await;
     assert!(bets > 0, "the load placed no bet");
     println!("FAILOVER {backend} load: {bets} bets and {cashouts} cash-outs accepted");
     let survivor = (0..3).find(|i| *i != li).expect("a survivor");
     settle_and_check(fleet, survivor).await;
+}
+
+/// Failover figures over many kills (docs/BENCHMARKS.md): the leader is killed with -9
+/// `CRASHFLEET_FAILOVER_KILLS` times under load, alternately in betting and in flight, the dead node
+/// restarted each time; prints the median, p90 and worst of kill → first leader event and
+/// kill → next round open, then checks the money. Opt-in: the series takes ~6 s per kill.
+async fn failover_series(fleet: &mut Fleet, backend: &str, bound: Duration, kills: usize) {
+    let load = Load::start(fleet, 6).await;
+    let mut firsts = Vec::new();
+    let mut rounds = Vec::new();
+    let mut last = 0;
+    for k in 0..kills {
+        let phase = if k % 2 == 0 { "betting" } else { "flying" };
+        let f = kill9_and_measure(fleet, &[], phase, backend, bound).await;
+        firsts.push(f.first_event);
+        rounds.push(f.next_round);
+        fleet.nodes[f.index].restart();
+        fleet_support::wait_ready_url(&fleet.http, &fleet.nodes[f.index].url).await;
+        last = f.index;
+    }
+    let (bets, _) = load.finish(fleet).await;
+    assert!(bets > 0, "the load placed no bet");
+    settle_and_check(fleet, (last + 1) % 3).await;
+    let stats = |v: &mut Vec<Duration>| {
+        v.sort();
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize].as_millis();
+        format!(
+            "median {} ms, p90 {} ms, max {} ms",
+            at(0.5),
+            at(0.9),
+            at(1.0)
+        )
+    };
+    println!(
+        "FAILOVER SERIES {backend}: {kills} kills; first leader event {}; next round open {}; {bets} bets accepted, audit exact",
+        stats(&mut firsts),
+        stats(&mut rounds)
+    );
+}
+
+fn series_kills(test: &str) -> Option<usize> {
+    let kills = std::env::var("CRASHFLEET_FAILOVER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    if kills.is_none() {
+        eprintln!(
+            "SKIPPED {test}: opt-in, set CRASHFLEET_FAILOVER_KILLS=20 (tests/bench/failover.sh)"
+        );
+    }
+    kills
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_series_redis() {
+    let Some(kills) = series_kills("failover_series_redis") else {
+        return;
+    };
+    let Some(pg) = available("failover_series_redis") else {
+        return;
+    };
+    let mut fleet = Fleet::start("series", &pg, FleetOpts::default()).await;
+    failover_series(&mut fleet, "redis", Duration::from_secs(2), kills).await;
+    fleet.db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_series_lease() {
+    let Some(kills) = series_kills("failover_series_lease") else {
+        return;
+    };
+    let Some(pg) = available("failover_series_lease") else {
+        return;
+    };
+    let Some(cluster) = crashfleet_tests::k8s::cluster_or_skip("failover_series_lease")
+        .await
+        .expect("cluster")
+    else {
+        return;
+    };
+    let ns = cluster.namespace("series").await.expect("namespace");
+    let opts = FleetOpts {
+        election: "kubernetes",
+        extra: vec!["--lease-namespace".into(), ns.name().to_string()],
+        envs: vec![("KUBECONFIG".into(), cluster.kubeconfig_source().to_string())],
+        ..FleetOpts::default()
+    };
+    let mut fleet = Fleet::start("series_lease", &pg, opts).await;
+    failover_series(&mut fleet, "lease", Duration::from_secs(3), kills).await;
+    fleet.db.drop_now().await;
 }
 
 /// Kills the Redis-elected leader with -9, once during betting and once in flight, under load.

@@ -231,6 +231,7 @@ conformance!(
     concurrent_finish_and_cash_outs_pay_each_bet_once,
     concurrent_claims_keep_the_newest_term,
     concurrent_adjust_retries_move_money_once,
+    random_histories_keep_the_audit_exact,
 );
 
 // --- builders --------------------------------------------------------------------------------
@@ -1449,4 +1450,314 @@ async fn concurrent_adjust_retries_move_money_once(t: &Ctx) {
     }
     assert_eq!(balance(&t.ledger, &p.id).await, 1_000 + 500 - 300 + 250);
     assert_balanced(t).await;
+}
+
+// --- property: any sequence of money operations keeps the audit exact --------------------------
+
+/// One step of a random ledger history. Indices pick among the players and bets made so far.
+#[derive(Debug, Clone)]
+enum Op {
+    Register {
+        credit: i64,
+    },
+    Adjust {
+        player: usize,
+        amount: i64,
+    },
+    Open {
+        crash_x100: u64,
+    },
+    Bet {
+        player: usize,
+        stake: i64,
+        auto: Option<u64>,
+    },
+    CashOut {
+        bet: usize,
+        multiplier_x100: u64,
+    },
+    Crash,
+    Void,
+    /// Repeats the previous money-moving call with the same idempotency key.
+    Retry,
+}
+
+fn op_strategy() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        2 => (0i64..5_000).prop_map(|credit| Op::Register { credit }),
+        2 => (0usize..8, -3_000i64..3_000).prop_map(|(player, amount)| Op::Adjust { player, amount }),
+        2 => (100u64..900).prop_map(|crash_x100| Op::Open { crash_x100 }),
+        6 => (0usize..8, 1i64..2_500, proptest::option::of(101u64..600))
+            .prop_map(|(player, stake, auto)| Op::Bet { player, stake, auto }),
+        3 => (0usize..16, 101u64..800).prop_map(|(bet, multiplier_x100)| Op::CashOut { bet, multiplier_x100 }),
+        2 => Just(Op::Crash),
+        1 => Just(Op::Void),
+        2 => Just(Op::Retry),
+    ]
+}
+
+/// What the model expects of a bet.
+#[derive(Debug, Clone)]
+struct ModelBet {
+    record: BetRecord,
+    open: bool,
+}
+
+/// The last money-moving call, for `Op::Retry`.
+#[derive(Debug, Clone)]
+enum Last {
+    Adjust {
+        username: String,
+        amount: i64,
+        key: String,
+    },
+    Bet(BetRecord),
+    CashOut(CashOut, String),
+}
+
+/// Runs `ops` against the ledger and a plain model of the money, checking after every step that
+/// the ledger did what the model says (accepted or refused, same balances) and that the
+/// conservation audit is exact. Each case plays on a table and players of its own.
+async fn run_ops(t: &Ctx, case: u64, ops: &[Op]) -> Result<(), String> {
+    let table = format!("prop{case}");
+    let mut players: Vec<(PlayerRecord, i64)> = Vec::new();
+    let mut bets: Vec<ModelBet> = Vec::new();
+    // The open round and its crash point (fixed when it opens, as the chain fixes it).
+    let mut round: Option<(u64, u64)> = None;
+    let mut last_round = 0u64;
+    let mut last: Option<Last> = None;
+    let mut keys = 0u64;
+    t.claim_term(&table, 1).await.map_err(|e| e.to_string())?;
+    for (step, op) in ops.iter().enumerate() {
+        let at = T0 + step as i64 * 100;
+        match op.clone() {
+            Op::Register { credit } => {
+                let name = format!("p{case}_{}", players.len());
+                let p = t
+                    .register(&name, "h", credit, at)
+                    .await
+                    .map_err(|e| format!("{step}: {e}"))?;
+                players.push((p, credit));
+            }
+            Op::Adjust { player, amount } if !players.is_empty() && amount != 0 => {
+                let i = player % players.len();
+                keys += 1;
+                let key = format!("adj{keys}");
+                let username = players[i].0.username.clone();
+                let r = t.adjust(&username, amount, &key, at).await;
+                let want = players[i].1 + amount;
+                match r {
+                    Ok(bal) if want >= 0 && bal == want => {
+                        players[i].1 = want;
+                        last = Some(Last::Adjust {
+                            username,
+                            amount,
+                            key,
+                        });
+                    }
+                    Err(Error::InsufficientFunds) if want < 0 => {}
+                    other => {
+                        return Err(format!(
+                            "{step}: adjust {amount} on {}: {other:?}",
+                            players[i].1
+                        ));
+                    }
+                }
+            }
+            Op::Open { crash_x100 } if round.is_none() => {
+                last_round += 1;
+                t.open_round(&table, 1, &plan(last_round, crash_x100))
+                    .await
+                    .map_err(|e| format!("{step}: open: {e}"))?;
+                round = Some((last_round, crash_x100));
+            }
+            Op::Bet {
+                player,
+                stake,
+                auto,
+            } if !players.is_empty() => {
+                let i = player % players.len();
+                keys += 1;
+                let number = round.map_or(last_round + 1, |(n, _)| n);
+                let mut b = bet(&players[i].0, number, &format!("bet{keys}"), stake, auto);
+                b.table = table.clone();
+                let r = t.place_bet(&b).await;
+                match (r, round) {
+                    (Ok((_, bal)), Some(_))
+                        if stake <= players[i].1 && bal == players[i].1 - stake =>
+                    {
+                        players[i].1 = bal;
+                        bets.push(ModelBet {
+                            record: b.clone(),
+                            open: true,
+                        });
+                        last = Some(Last::Bet(b));
+                    }
+                    (Err(Error::InsufficientFunds), Some(_)) if stake > players[i].1 => {}
+                    (Err(Error::BettingClosed), None) => {}
+                    (other, r) => {
+                        return Err(format!(
+                            "{step}: bet {stake} on {} (round {r:?}): {other:?}",
+                            players[i].1
+                        ));
+                    }
+                }
+            }
+            Op::CashOut {
+                bet: j,
+                multiplier_x100,
+            } if !bets.is_empty() => {
+                let j = j % bets.len();
+                // The arbiter decides before the ledger pays: only a cash-out below the crash
+                // point (and not past an auto target, which would have paid first) reaches it.
+                let crash = match round {
+                    Some((n, c)) if n == bets[j].record.round => c,
+                    _ => u64::MAX,
+                };
+                if multiplier_x100 >= crash
+                    || bets[j]
+                        .record
+                        .auto_cashout_x100
+                        .is_some_and(|a| a <= multiplier_x100)
+                {
+                    continue;
+                }
+                let c = cash_out(&bets[j].record, multiplier_x100);
+                keys += 1;
+                let key = format!("co{keys}");
+                let r = t
+                    .settle_cash_out(&c, Some(&key), at)
+                    .await
+                    .map_err(|e| format!("{step}: {e}"))?;
+                let i = players
+                    .iter()
+                    .position(|(p, _)| p.id == c.player_id)
+                    .ok_or("unknown player")?;
+                match r {
+                    Some(bal) if bets[j].open && bal == players[i].1 + c.payout => {
+                        players[i].1 = bal;
+                        bets[j].open = false;
+                        last = Some(Last::CashOut(c, key));
+                    }
+                    None if !bets[j].open => {}
+                    other => return Err(format!("{step}: cash-out of {:?}: {other:?}", bets[j])),
+                }
+            }
+            Op::Crash => {
+                let Some((n, crash_x100)) = round.take() else {
+                    continue;
+                };
+                let mut settlements = Vec::new();
+                for b in bets.iter_mut().filter(|b| b.open && b.record.round == n) {
+                    b.open = false;
+                    match b.record.auto_cashout_x100 {
+                        Some(a) if a <= crash_x100 => {
+                            settlements.push(won(&b.record, a));
+                            let i = players
+                                .iter()
+                                .position(|(p, _)| p.id == b.record.player_id)
+                                .ok_or("player")?;
+                            players[i].1 += payout(b.record.stake, a, rules().max_payout);
+                        }
+                        _ => settlements.push(lost(&b.record)),
+                    }
+                }
+                t.finish_round(&table, 1, n, at, &settlements)
+                    .await
+                    .map_err(|e| format!("{step}: finish: {e}"))?;
+            }
+            Op::Void => {
+                let Some((n, _)) = round.take() else { continue };
+                for b in bets.iter_mut().filter(|b| b.open && b.record.round == n) {
+                    b.open = false;
+                    let i = players
+                        .iter()
+                        .position(|(p, _)| p.id == b.record.player_id)
+                        .ok_or("player")?;
+                    players[i].1 += b.record.stake;
+                }
+                t.void_round(&table, 1, n, at)
+                    .await
+                    .map_err(|e| format!("{step}: void: {e}"))?;
+            }
+            Op::Retry => match last.clone() {
+                // Every retry must move nothing: same key, same request.
+                Some(Last::Adjust {
+                    username,
+                    amount,
+                    key,
+                }) => {
+                    let _ = t.adjust(&username, amount, &key, at).await;
+                }
+                Some(Last::Bet(b)) => {
+                    let mut again = b.clone();
+                    again.bet_id = uuid::Uuid::new_v4().to_string();
+                    let _ = t.place_bet(&again).await;
+                }
+                Some(Last::CashOut(c, key)) => {
+                    let _ = t.settle_cash_out(&c, Some(&key), at).await;
+                }
+                None => {}
+            },
+            _ => {}
+        }
+        for (p, want) in &players {
+            let got = balance(&t.ledger, &p.id).await;
+            if got != *want {
+                return Err(format!(
+                    "after step {step} ({op:?}): {} has {got}, the model {want}",
+                    p.username
+                ));
+            }
+        }
+        let a = t.audit().await.map_err(|e| e.to_string())?;
+        if !a.balanced
+            || !a.violations.is_empty()
+            || a.player_balances + a.house_result != a.credits - a.withdrawals
+        {
+            return Err(format!("after step {step} ({op:?}): audit {a:#?}"));
+        }
+    }
+    Ok(())
+}
+
+/// A fresh database of `t`'s backend for one case (so a failing case cannot spill into the next,
+/// and proptest's shrinking sees each case alone).
+async fn fresh(t: &Ctx) -> Ctx {
+    if t.backend == "sqlite" {
+        Ctx::sqlite().await
+    } else {
+        Ctx::postgres("prop").await.expect("postgres is configured")
+    }
+}
+
+async fn random_histories_keep_the_audit_exact(t: &Ctx) {
+    use proptest::test_runner::{Config, TestRunner};
+    // Fewer cases on PostgreSQL (each step is several round trips); override with PROPTEST_CASES.
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if t.backend == "sqlite" { 48 } else { 24 });
+    let mut runner = TestRunner::new(Config {
+        cases,
+        ..Config::default()
+    });
+    let case = std::sync::atomic::AtomicU64::new(0);
+    let handle = tokio::runtime::Handle::current();
+    let result = runner.run(&proptest::collection::vec(op_strategy(), 1..40), |ops| {
+        let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio::task::block_in_place(|| {
+            handle.block_on(async {
+                let c = fresh(t).await;
+                let r = run_ops(&c, n, &ops).await;
+                c.finish().await;
+                r
+            })
+        })
+        .map_err(proptest::test_runner::TestCaseError::fail)
+    });
+    if let Err(e) = result {
+        panic!("[{}] {e}", t.backend);
+    }
 }

@@ -10,3 +10,4 @@
 #![forbid(unsafe_code)]
 
 pub mod k8s;
+pub mod load;

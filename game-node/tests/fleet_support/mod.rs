@@ -695,10 +695,40 @@ pub async fn wait_ready_url(http: &reqwest::Client, base: &str) {
     panic!("game-node at {base} never became ready");
 }
 
-/// A TCP proxy on loopback that a test can cut and restore (a replica losing Redis).
+/// A TCP fault proxy on loopback: a test can cut a node's link (every connection dropped, new ones
+/// refused) or slow it (each chunk forwarded after a delay, both ways), then restore it.
 pub struct Proxy {
     pub port: u16,
-    cut: tokio::sync::watch::Sender<bool>,
+    mode: tokio::sync::watch::Sender<LinkMode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct LinkMode {
+    cut: bool,
+    delay_ms: u64,
+}
+
+/// Forwards one direction, honouring the current delay; ends when either side closes.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mode: tokio::sync::watch::Receiver<LinkMode>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let delay = mode.borrow().delay_ms;
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Proxy {
@@ -707,31 +737,36 @@ impl Proxy {
             .await
             .expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
-        let (cut, rx) = tokio::sync::watch::channel(false);
+        let (mode, rx) = tokio::sync::watch::channel(LinkMode::default());
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     return;
                 };
-                if *rx.borrow() {
+                if rx.borrow().cut {
                     drop(inbound);
                     continue;
                 }
                 let mut rx = rx.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) =
+                    let Ok(outbound) =
                         tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
                     else {
                         return;
                     };
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    let (ir, iw) = inbound.into_split();
+                    let (or, ow) = outbound.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = rx.wait_for(|c| *c) => {}
+                        () = pump(ir, ow, rx.clone()) => {}
+                        () = pump(or, iw, rx.clone()) => {}
+                        _ = rx.wait_for(|m| m.cut) => {}
                     }
                 });
             }
         });
-        Proxy { port, cut }
+        Proxy { port, mode }
     }
 
     pub fn url(&self) -> String {
@@ -740,11 +775,17 @@ impl Proxy {
 
     /// Drops every connection and refuses new ones.
     pub fn cut(&self) {
-        let _ = self.cut.send(true);
+        self.mode.send_modify(|m| m.cut = true);
     }
 
+    /// Delays every chunk by `ms` in both directions (0: full speed).
+    pub fn slow(&self, ms: u64) {
+        self.mode.send_modify(|m| m.delay_ms = ms);
+    }
+
+    /// Back to a clean link.
     pub fn restore(&self) {
-        let _ = self.cut.send(false);
+        self.mode.send_replace(LinkMode::default());
     }
 }
 

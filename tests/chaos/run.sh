@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The long chaos run (opt-in; CI runs the short default of 8 faults inside `tests/run.sh`):
+#   bash tests/chaos/run.sh [FAULTS=200] [SEED]
+# A 3-node fleet under load from crashfleet-load takes FAULTS random faults (kill -9 of the leader
+# or any node, SIGSTOP past the lease, Redis and PostgreSQL restarts, cut and slowed links through
+# per-node fault proxies); then every money invariant is checked and a summary table is printed.
+# SEED replays a run's fault sequence (each run prints its seed).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+bash "$ROOT/tests/install-deps.sh"
+export CRASHFLEET_CHAOS_FAULTS="${1:-200}"
+if [ -n "${2:-}" ]; then export CRASHFLEET_CHAOS_SEED="$2"; fi
+
+# The suite starts its own Redis and PostgreSQL (it restarts both); the shared test server only
+# answers the harness's "is PostgreSQL here" check, as in tests/run.sh.
+pg_ours=1
+bash "$ROOT/tests/pg/pg.sh" status >/dev/null 2>&1 && pg_ours=0
+cleanup() { if [ "$pg_ours" = 1 ]; then bash "$ROOT/tests/pg/pg.sh" stop >/dev/null 2>&1 || true; fi; }
+trap cleanup EXIT
+pg_line=$(bash "$ROOT/tests/pg/pg.sh" start | tail -n 1)
+export "${pg_line?}"
+
+start=$(date +%s)
+cargo test -p game-node --test chaos -- --nocapture
+echo "chaos: ${CRASHFLEET_CHAOS_FAULTS} faults in $(( $(date +%s) - start ))s"

@@ -1,0 +1,305 @@
+//! One player's WebSocket connection: records tick lag and message counts, sends pings, and (in
+//! `--via ws` mode) carries that player's bets and cash-outs, matching answers by `request_id`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::{Kind, Shared, now_us};
+
+/// What the schedulers ask a connection to send.
+#[derive(Debug)]
+pub enum Command {
+    Bet {
+        request_id: String,
+        player: usize,
+        stake: i64,
+        auto: Option<u64>,
+        /// The manual cash-out target, when the bet has no auto target.
+        manual: Option<u64>,
+        scheduled: Instant,
+    },
+    CashOut {
+        request_id: String,
+        bet_id: String,
+        scheduled: Instant,
+    },
+}
+
+enum Pending {
+    Bet {
+        player: usize,
+        manual: Option<u64>,
+        scheduled: Instant,
+    },
+    CashOut {
+        scheduled: Instant,
+    },
+}
+
+pub struct Conn {
+    pub index: usize,
+    pub urls: Vec<String>,
+    pub token: String,
+    pub ping_interval: Duration,
+    pub shared: Arc<Shared>,
+    pub cancel: CancellationToken,
+}
+
+#[derive(Deserialize)]
+struct TickMsg {
+    server_time_ms: i64,
+}
+
+#[derive(Deserialize)]
+struct PongMsg {
+    nonce: u64,
+}
+
+#[derive(Deserialize)]
+struct BetAcceptedMsg {
+    request_id: String,
+    bet: BetIn,
+}
+
+#[derive(Deserialize)]
+struct BetIn {
+    bet_id: String,
+    round: u64,
+}
+
+#[derive(Deserialize)]
+struct CashOutAcceptedMsg {
+    bet_id: String,
+    multiplier_x100: u64,
+    payout: i64,
+}
+
+#[derive(Deserialize)]
+struct ReplyMsg {
+    request_id: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+impl Conn {
+    /// Opens the connection (a permit of the ramp's semaphore bounds concurrent handshakes),
+    /// reports to `ready` once it is open or has failed, then serves it until the run ends. A
+    /// connection whose node goes away reconnects to the next URL.
+    pub async fn run(
+        self,
+        mut commands: mpsc::Receiver<Command>,
+        ramp: Arc<Semaphore>,
+        ready: mpsc::Sender<()>,
+    ) {
+        let mut attempt = self.index;
+        let mut first = true;
+        while !self.cancel.is_cancelled() {
+            let url = format!(
+                "{}?token={}",
+                self.urls[attempt % self.urls.len()],
+                self.token
+            );
+            attempt += 1;
+            let opened = {
+                let _permit = ramp.acquire().await;
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    tokio_tungstenite::connect_async(url.as_str()),
+                )
+                .await
+            };
+            let ws = match opened {
+                Ok(Ok((ws, _))) => ws,
+                _ => {
+                    self.shared.connect_errors.fetch_add(1, Ordering::Relaxed);
+                    if first {
+                        first = false;
+                        let _ = ready.send(()).await;
+                    }
+                    tokio::select! {
+                        () = self.cancel.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_millis(250)) => continue,
+                    }
+                }
+            };
+            self.shared.open.fetch_add(1, Ordering::Relaxed);
+            if first {
+                first = false;
+                let _ = ready.send(()).await;
+            }
+            let clean = self.serve(ws, &mut commands).await;
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
+            if clean {
+                return;
+            }
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Serves one open socket; true when the run ended it, false when the node dropped it.
+    async fn serve(
+        &self,
+        ws: tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        commands: &mut mpsc::Receiver<Command>,
+    ) -> bool {
+        let (mut tx, mut rx) = ws.split();
+        let mut pending: HashMap<String, Pending> = HashMap::new();
+        let mut pings: HashMap<u64, Instant> = HashMap::new();
+        let mut nonce = 0u64;
+        let mut snapshots = 0u64;
+        // Spread the pings of thousands of connections over the interval.
+        let ping_every = self.ping_interval.max(Duration::from_millis(1));
+        let offset = Duration::from_millis(
+            (self.index as u64 * 7919) % ping_every.as_millis().max(1) as u64,
+        );
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + offset, ping_every);
+        let shard = self.index;
+        let clean = loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => {
+                    let _ = tx.send(Message::Close(None)).await;
+                    break true;
+                }
+                _ = ping.tick(), if !self.ping_interval.is_zero() => {
+                    nonce += 1;
+                    pings.insert(nonce, Instant::now());
+                    let frame = format!(r#"{{"type":"ping","nonce":{nonce}}}"#);
+                    if tx.send(Message::text(frame)).await.is_err() {
+                        break false;
+                    }
+                }
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else { continue };
+                    let (id, frame, p) = match cmd {
+                        Command::Bet { request_id, player, stake, auto, manual, scheduled, .. } => {
+                            let mut body = serde_json::json!({
+                                "type": "bet", "request_id": request_id, "stake": stake,
+                            });
+                            if let Some(a) = auto {
+                                body["auto_cashout_x100"] = a.into();
+                            }
+                            (request_id, body.to_string(), Pending::Bet { player, manual, scheduled })
+                        }
+                        Command::CashOut { request_id, bet_id, scheduled } => {
+                            let body = serde_json::json!({
+                                "type": "cash_out", "request_id": request_id, "bet_id": bet_id,
+                            });
+                            (request_id, body.to_string(), Pending::CashOut { scheduled })
+                        }
+                    };
+                    self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+                    pending.insert(id, p);
+                    if tx.send(Message::text(frame)).await.is_err() {
+                        break false;
+                    }
+                }
+                msg = rx.next() => {
+                    let Some(Ok(msg)) = msg else { break false };
+                    let Message::Text(text) = msg else { continue };
+                    self.shared.messages.fetch_add(1, Ordering::Relaxed);
+                    self.handle(text.as_str(), shard, &mut pending, &mut pings, &mut snapshots).await;
+                }
+            }
+        };
+        // Requests this socket never answered.
+        for (_, p) in pending.drain() {
+            self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            match p {
+                Pending::Bet { .. } => self.shared.bets.fail("no_answer"),
+                Pending::CashOut { .. } => self.shared.cashouts.fail("no_answer"),
+            }
+        }
+        clean
+    }
+
+    async fn handle(
+        &self,
+        text: &str,
+        shard: usize,
+        pending: &mut HashMap<String, Pending>,
+        pings: &mut HashMap<u64, Instant>,
+        snapshots: &mut u64,
+    ) {
+        let Ok(k) = serde_json::from_str::<Kind>(text) else {
+            return;
+        };
+        match k.kind {
+            "tick" => {
+                if let Ok(t) = serde_json::from_str::<TickMsg>(text) {
+                    let lag_us = now_us() - t.server_time_ms * 1000;
+                    self.shared
+                        .ticks
+                        .record_micros(shard, u64::try_from(lag_us).unwrap_or(0));
+                }
+            }
+            "snapshot" => {
+                *snapshots += 1;
+                if *snapshots > 1 {
+                    self.shared.resyncs.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            "pong" => {
+                if let Ok(p) = serde_json::from_str::<PongMsg>(text)
+                    && let Some(sent) = pings.remove(&p.nonce)
+                {
+                    self.shared.pings.record(shard, sent.elapsed());
+                }
+            }
+            "bet_accepted" => {
+                let Ok(m) = serde_json::from_str::<BetAcceptedMsg>(text) else {
+                    return;
+                };
+                if let Some(Pending::Bet {
+                    player,
+                    manual,
+                    scheduled,
+                    ..
+                }) = pending.remove(&m.request_id)
+                {
+                    self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    self.shared.bets.latency.record(shard, scheduled.elapsed());
+                    self.shared.bets.ok.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .bet_accepted(m.bet.round, m.bet.bet_id, player, Some(self.index), manual)
+                        .await;
+                }
+            }
+            "cash_out_accepted" | "error" => {
+                let Ok(m) = serde_json::from_str::<ReplyMsg>(text) else {
+                    return;
+                };
+                let Some(id) = m.request_id else { return };
+                let Some(p) = pending.remove(&id) else { return };
+                self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+                let (outcomes, scheduled) = match &p {
+                    Pending::Bet { scheduled, .. } => (&self.shared.bets, *scheduled),
+                    Pending::CashOut { scheduled } => (&self.shared.cashouts, *scheduled),
+                };
+                outcomes.latency.record(shard, scheduled.elapsed());
+                if k.kind == "error" {
+                    outcomes.fail(m.code.as_deref().unwrap_or("unknown"));
+                } else {
+                    outcomes.ok.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(c) = serde_json::from_str::<CashOutAcceptedMsg>(text) {
+                        self.shared.cash_out_accepted(super::AcceptedCashOut {
+                            bet_id: c.bet_id,
+                            multiplier_x100: c.multiplier_x100,
+                            payout: c.payout,
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}

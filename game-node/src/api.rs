@@ -257,9 +257,7 @@ async fn register(
         return Err(Error::UsernameTaken);
     }
     let password = c.password;
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+    let hash = auth::hash_password_async(password).await?;
     let p = s
         .ledger
         .register(&c.username, &hash, s.demo_credit, s.clock.now_ms())
@@ -283,12 +281,7 @@ async fn login(
     let p = s.ledger.player_by_name(&c.username).await?;
     let hash = p.as_ref().map(|p| p.password_hash.clone());
     let password = c.password;
-    let ok = tokio::task::spawn_blocking(move || match hash {
-        Some(h) => auth::verify_password(&password, &h),
-        None => false,
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))?;
+    let ok = auth::verify_password_async(password, hash).await?;
     let p = p.filter(|_| ok).ok_or(Error::InvalidCredentials)?;
     let token = s.auth.issue(&p.id, &p.username)?;
     Ok(Json(SessionBody {

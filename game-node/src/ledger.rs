@@ -101,6 +101,10 @@ impl SqlLedger {
             .map_err(|e| Error::BadRequest(format!("invalid database URL: {e}")))?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
+            // SQLite is a file: a pooled connection cannot have died, and the ping before every
+            // checkout was one more thread hand-off per request (docs/BENCHMARKS.md). PostgreSQL
+            // keeps the check, so connections cut by a server restart are replaced quietly.
+            .test_before_acquire(backend == Backend::Postgres)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -280,24 +284,29 @@ async fn move_money(
     key: Option<&str>,
     now_ms: i64,
 ) -> Result<i64> {
-    let updated = if amount >= 0 {
-        sqlx::query("UPDATE players SET balance = balance + $1 WHERE id = $2")
+    // One statement moves the money and reads the new balance (RETURNING: SQLite ≥ 3.35 and
+    // PostgreSQL); a debit only where the balance covers it, so a refused debit changes nothing.
+    let balance: Option<i64> = if amount >= 0 {
+        sqlx::query("UPDATE players SET balance = balance + $1 WHERE id = $2 RETURNING balance")
             .bind(amount)
             .bind(player_id)
-            .execute(&mut **tx)
+            .fetch_optional(&mut **tx)
             .await?
-            .rows_affected()
     } else {
-        sqlx::query("UPDATE players SET balance = balance + $1 WHERE id = $2 AND balance >= -$1")
-            .bind(amount)
-            .bind(player_id)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected()
-    };
-    if updated != 1 {
-        return Err(Error::InsufficientFunds);
+        sqlx::query(
+            "UPDATE players SET balance = balance + $1 WHERE id = $2 AND balance >= -$1 \
+             RETURNING balance",
+        )
+        .bind(amount)
+        .bind(player_id)
+        .fetch_optional(&mut **tx)
+        .await?
     }
+    .map(|row| row.try_get(0))
+    .transpose()?;
+    let Some(balance) = balance else {
+        return Err(Error::InsufficientFunds);
+    };
     sqlx::query(
         "INSERT INTO entries (player_id, kind, amount, bet_id, idempotency_key, created_at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -310,11 +319,6 @@ async fn move_money(
     .bind(now_ms)
     .execute(&mut **tx)
     .await?;
-    let balance: i64 = sqlx::query("SELECT balance FROM players WHERE id = $1")
-        .bind(player_id)
-        .fetch_one(&mut **tx)
-        .await?
-        .try_get(0)?;
     Ok(balance)
 }
 

@@ -19,6 +19,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod fairness;
+pub mod feed;
 pub mod fleet;
 pub mod hub;
 pub mod ledger;

@@ -156,8 +156,11 @@ pub enum ServerMessage {
         reason: String,
         server_time_ms: i64,
     },
-    BetPlaced {
-        bet: BetView,
+    /// Bets placed on the round since the last such message (batched every 100 ms, at most 500
+    /// per message; the bettor's own confirmation is `bet_accepted` or the REST answer, at once).
+    BetsPlaced {
+        round: u64,
+        bets: Vec<BetView>,
     },
     CashedOut {
         round: u64,

@@ -127,10 +127,7 @@ pub async fn place_bet(
     }
     metrics::counter!("crashfleet_bets_total").increment(1);
     metrics::counter!("crashfleet_wagered_total").increment(stake as u64);
-    let _ = state
-        .bus
-        .publish(&ServerMessage::BetPlaced { bet: stored.view() })
-        .await;
+    state.bet_feed.announce(stored.view());
     let _ = state
         .bus
         .publish_private(&session.player_id, &ServerMessage::Balance { balance })

@@ -8,8 +8,9 @@ use std::sync::atomic::Ordering;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
+use futures_util::SinkExt;
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::auth::Session;
 use crate::error::Error;
@@ -25,6 +26,8 @@ use crate::standalone::to_json;
 const READ_BUFFER: usize = 4 * 1024;
 const WRITE_BUFFER: usize = 4 * 1024;
 const MAX_WRITE_BUFFER: usize = 256 * 1024;
+/// Most queued events written behind one frame before the socket is flushed.
+const COALESCE_MAX: usize = 64;
 /// Rounds of history in the connect snapshot.
 const SNAPSHOT_HISTORY: u32 = 20;
 
@@ -172,9 +175,30 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, mut session: Op
                 break;
             }
         };
-        if let Some(frame) = out
-            && socket.send(Message::Text(frame)).await.is_err()
-        {
+        let Some(frame) = out else { continue };
+        if socket.feed(Message::Text(frame)).await.is_err() {
+            break;
+        }
+        // Whatever else already waits goes out in the same write (one syscall and one wake-up for
+        // a burst of events instead of one each). Bounded, so commands still get their turn.
+        let mut open = true;
+        for _ in 0..COALESCE_MAX {
+            let frame = match public.try_recv() {
+                Ok(e) if e.seq == crate::ports::PublicEvent::RESYNC => {
+                    snapshot(&state, session.as_ref()).await.ok()
+                }
+                Ok(e) => Some(e.json),
+                Err(TryRecvError::Lagged(_)) => snapshot(&state, session.as_ref()).await.ok(),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            };
+            if let Some(f) = frame
+                && socket.feed(Message::Text(f)).await.is_err()
+            {
+                open = false;
+                break;
+            }
+        }
+        if !open || socket.flush().await.is_err() {
             break;
         }
     }

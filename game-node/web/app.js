@@ -473,7 +473,7 @@
       case 'tick': return onTick(m);
       case 'crashed': return onCrashed(m);
       case 'round_voided': return onVoided(m);
-      case 'bet_placed': return onBet(m.bet);
+      case 'bets_placed': return onBets(m.bets);
       case 'cashed_out': return onCashedOut(m);
       case 'balance': return setBalance(m.balance);
       case 'authenticated': return onAuthenticated(m);
@@ -600,6 +600,19 @@
 
   function addHistory(entry) {
     state.history = [entry, ...state.history.filter((h) => h.number !== entry.number)].slice(0, HISTORY_KEEP);
+  }
+
+  // Other players' bets arrive in batches (one message per 100 ms): render once per batch.
+  function onBets(bets) {
+    if (!Array.isArray(bets)) return;
+    for (const bet of bets) {
+      if (!bet || (state.round && bet.round !== state.round.number)) continue;
+      const known = state.bets.get(bet.bet_id);
+      state.bets.set(bet.bet_id, known && known.status !== 'open' ? known : bet);
+    }
+    renderBets();
+    renderMyBets();
+    renderControls();
   }
 
   function onBet(bet) {

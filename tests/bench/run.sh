@@ -4,14 +4,14 @@
 # Builds game-node and crashfleet-load in release, starts the nodes with load-test settings
 # (no per-IP or per-player rate limit, 100 bets per player per round), runs crashfleet-load, writes
 # one JSON report per run to docs/bench/results/ and redraws the charts (tests/bench/chart.py).
-# Environment: RUNS (runs per point, default 3), DURATION (per run, default 20s),
+# Environment: RUNS (runs per point, default 3), DURATION (per run, default 30s),
 # RATES (default "200 1000 3000 5000"), CONNS (WebSocket steps, default "1000 2500 5000 10000 15000 20000").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 what=${1:-all}
 RUNS=${RUNS:-3}
-DURATION=${DURATION:-20s}
+DURATION=${DURATION:-30s}
 RATES=${RATES:-"200 1000 3000 5000"}
 CONNS=${CONNS:-"1000 2500 5000 10000 15000 20000"}
 OUT=$ROOT/docs/bench/results
@@ -22,6 +22,7 @@ cargo build --release -p game-node -p crashfleet-tests --bins
 NODE=$ROOT/target/release/game-node
 LOAD=$ROOT/target/release/crashfleet-load
 WORK=$(mktemp -d /tmp/crashfleet-bench.XXXXXX)
+chmod 755 "$WORK" # PostgreSQL (fleet) runs as the postgres user
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -43,13 +44,16 @@ wait_ready() {
 # Load-test settings shared by every node (see docs/BENCHMARKS.md).
 export CRASHFLEET_RATE_LIMIT_IP=0 CRASHFLEET_RATE_LIMIT_PLAYER=0 CRASHFLEET_BETS_PER_PLAYER=100
 export CRASHFLEET_ADMIN_TOKEN=$ADMIN CRASHFLEET_MAX_CONNECTIONS=50000
+# Short rounds, so every run sees several betting windows: 5 s of bets, flights of at most ~9 s
+# (doubling every 2 s, capped at 20x), 1 s between rounds.
+export CRASHFLEET_BETTING_WINDOW_MS=5000 CRASHFLEET_PAUSE_MS=1000 CRASHFLEET_DOUBLING_MS=2000
+export CRASHFLEET_MAX_MULTIPLIER_X100=2000
 
-standalone_node() { # $1: name → prints the port
-  local port; port=$(free_port)
-  "$NODE" serve --listen "127.0.0.1:$port" --data-dir "$WORK/$1" >"$WORK/$1.log" 2>&1 &
+standalone_node() { # $1: name → sets PORT (no subshell: the pid must reach the clean-up list)
+  PORT=$(free_port)
+  "$NODE" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/$1" >"$WORK/$1.log" 2>&1 &
   pids+=($!)
-  wait_ready "$port"
-  echo "$port"
+  wait_ready "$PORT"
 }
 
 rates() { # $1: label, $2..: --url flags
@@ -57,23 +61,23 @@ rates() { # $1: label, $2..: --url flags
   for rate in $RATES; do
     for run in $(seq 1 "$RUNS"); do
       echo "== $label: $rate bets/s, run $run"
-      "$LOAD" "$@" --connections 200 --players 200 --bets-per-player 100 --bet-rate "$rate" \
+      "$LOAD" "$@" --connections 300 --players 300 --bets-per-player 100 --bet-rate "$rate" \
         --duration "$DURATION" --quiet --json "$OUT/$label-rate$rate-run$run.json"
     done
   done
 }
 
 if [ "$what" = standalone ] || [ "$what" = all ]; then
-  port=$(standalone_node standalone)
-  rates standalone --url "http://127.0.0.1:$port"
+  standalone_node standalone
+  rates standalone --url "http://127.0.0.1:$PORT"
 fi
 
 if [ "$what" = ws ] || [ "$what" = all ]; then
   for c in $CONNS; do
-    port=$(standalone_node "ws$c")
+    standalone_node "ws$c"
     echo "== websocket ceiling: $c connections"
-    "$LOAD" --url "http://127.0.0.1:$port" --connections "$c" --players 500 --bets-per-player 100 \
-      --via ws --bet-rate 200 --ping-interval 5s --duration "$DURATION" --quiet \
+    "$LOAD" --url "http://127.0.0.1:$PORT" --connections "$c" --players 500 --bets-per-player 100 \
+      --via ws --bet-rate 50 --ping-interval 5s --duration "$DURATION" --quiet \
       --json "$OUT/ws-conn$c.json"
     kill "${pids[-1]}" 2>/dev/null || true
     p99=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['ws']['tick_p99_ms'])" "$OUT/ws-conn$c.json")

@@ -32,9 +32,10 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(1_500);
 /// How long a round's bet keys outlive the round (inspection, late retries, adoption).
 pub const ROUND_KEYS_TTL_MS: i64 = 3_600_000;
 
-/// Messages the subscriber client buffers before its receivers count as lagging. A round's burst
-/// is one `bet_placed` per bet plus ticks; 16 Ki messages is several seconds of a busy table's
-/// peak, and a receiver that still falls behind resyncs from a snapshot rather than blocking.
+/// Messages the subscriber client buffers before its receivers count as lagging. A busy second is
+/// ten ticks plus ten `bets_placed` batches from each replica (crate::feed) and a few round
+/// events; 16 Ki messages is minutes of that, so only a stalled receiver lags, and it resyncs from
+/// a snapshot rather than blocking.
 pub const SUBSCRIBER_BUFFER: usize = 16_384;
 
 /// The names of one table's keys.

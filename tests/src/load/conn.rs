@@ -230,6 +230,25 @@ impl Conn {
         pings: &mut HashMap<u64, Instant>,
         snapshots: &mut u64,
     ) {
+        // Most frames are broadcasts this connection only counts (`bets_placed`, `cashed_out`,
+        // round events): skip parsing them, so the generator spends its CPU on the node, not on
+        // itself. The node writes the tag first (`{"type":"…`).
+        const WANTED: [&str; 6] = [
+            "tick",
+            "snapshot",
+            "pong",
+            "bet_accepted",
+            "cash_out_accepted",
+            "error",
+        ];
+        let kind = text
+            .strip_prefix("{\"type\":\"")
+            .and_then(|rest| rest.split('"').next());
+        match kind {
+            Some(k) if WANTED.contains(&k) => {}
+            Some(_) => return,
+            None => {}
+        }
         let Ok(k) = serde_json::from_str::<Kind>(text) else {
             return;
         };

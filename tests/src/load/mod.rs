@@ -731,7 +731,8 @@ impl Run {
             let mut used: HashMap<usize, u32> = HashMap::new();
             let mut k = 0u64;
             while Instant::now() < stop_at && !self.stopping() {
-                let due = (start.elapsed().as_secs_f64() * self.args.bet_rate) as u64;
+                // Bet k is due at k / rate (bet 0 at once): k + 1 bets are due by then.
+                let due = (start.elapsed().as_secs_f64() * self.args.bet_rate) as u64 + 1;
                 while k < due {
                     let scheduled = start + Duration::from_secs_f64(k as f64 / self.args.bet_rate);
                     k += 1;

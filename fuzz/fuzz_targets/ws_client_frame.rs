@@ -5,9 +5,24 @@
 //! message that parses to the same value.
 #![no_main]
 
+use clap::Parser;
+use game_node::config::ServeConfig;
 use game_node::engine::{Rules, validate_bet};
 use game_node::protocol::ClientMessage;
 use libfuzzer_sys::fuzz_target;
+
+#[derive(Parser)]
+struct Serve {
+    #[command(flatten)]
+    cfg: ServeConfig,
+}
+
+fn rules() -> Rules {
+    static RULES: std::sync::OnceLock<Rules> = std::sync::OnceLock::new();
+    RULES
+        .get_or_init(|| Serve::parse_from(["serve"]).cfg.rules())
+        .clone()
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -16,15 +31,8 @@ fuzz_target!(|data: &[u8]| {
     if text.len() > game_node::protocol::MAX_CLIENT_FRAME_BYTES {
         return; // the socket refuses bigger frames before parsing
     }
-    let rules = Rules {
-        min_stake: 10,
-        max_stake: 1_000_000,
-        max_payout: 100_000_000,
-        bets_per_player: 2,
-        max_x100: 100_000_000,
-        betting_ms: 5_000,
-        pause_ms: 3_000,
-    };
+    // The rules of a node started with every default (`game-node serve`).
+    let rules = rules();
     // The REST bodies' string rules take the same untrusted text.
     let _ = game_node::auth::validate_username(text);
     let _ = game_node::auth::validate_password(text);

@@ -97,9 +97,8 @@ type Job = Box<dyn FnOnce() + Send>;
 /// those blocks over many malloc arenas that keep them — a load test of 300 sign-ups left a node at
 /// 1.7 GB RSS. Two threads (or one per core up to four) bound both that memory and the CPU that
 /// sign-ups can take from the game.
-fn password_threads() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<Job>> {
-    static POOL: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
-        std::sync::OnceLock::new();
+fn password_threads() -> &'static std::sync::mpsc::Sender<Job> {
+    static POOL: std::sync::OnceLock<std::sync::mpsc::Sender<Job>> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
@@ -124,7 +123,7 @@ fn password_threads() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<Job>>
                 tracing::error!("cannot start password thread {i}: {e}");
             }
         }
-        std::sync::Mutex::new(tx)
+        tx
     })
 }
 
@@ -137,8 +136,6 @@ async fn on_password_threads<T: Send + 'static>(
         let _ = tx.send(f());
     });
     password_threads()
-        .lock()
-        .map_err(|_| Error::Internal("password threads poisoned".into()))?
         .send(job)
         .map_err(|_| Error::Internal("password threads stopped".into()))?;
     rx.await

@@ -503,6 +503,19 @@ async fn failover_series(fleet: &mut Fleet, backend: &str, bound: Duration, kill
     );
 }
 
+/// A fleet electing its leader with a Lease in `ns` of the test control plane.
+fn lease_opts(
+    cluster: &crashfleet_tests::k8s::Cluster,
+    ns: &crashfleet_tests::k8s::TestNamespace,
+) -> FleetOpts {
+    FleetOpts {
+        election: "kubernetes",
+        extra: vec!["--lease-namespace".into(), ns.name().to_string()],
+        envs: vec![("KUBECONFIG".into(), cluster.kubeconfig_source().to_string())],
+        ..FleetOpts::default()
+    }
+}
+
 fn series_kills(test: &str) -> Option<usize> {
     let kills = std::env::var("CRASHFLEET_FAILOVER_KILLS")
         .ok()
@@ -543,12 +556,7 @@ async fn failover_series_lease() {
         return;
     };
     let ns = cluster.namespace("series").await.expect("namespace");
-    let opts = FleetOpts {
-        election: "kubernetes",
-        extra: vec!["--lease-namespace".into(), ns.name().to_string()],
-        envs: vec![("KUBECONFIG".into(), cluster.kubeconfig_source().to_string())],
-        ..FleetOpts::default()
-    };
+    let opts = lease_opts(&cluster, &ns);
     let mut fleet = Fleet::start("series_lease", &pg, opts).await;
     failover_series(&mut fleet, "lease", Duration::from_secs(3), kills).await;
     fleet.db.drop_now().await;
@@ -580,12 +588,7 @@ async fn lease_backend_failovers() {
         return;
     };
     let ns = cluster.namespace("lease").await.expect("namespace");
-    let opts = FleetOpts {
-        election: "kubernetes",
-        extra: vec!["--lease-namespace".into(), ns.name().to_string()],
-        envs: vec![("KUBECONFIG".into(), cluster.kubeconfig_source().to_string())],
-        ..FleetOpts::default()
-    };
+    let opts = lease_opts(&cluster, &ns);
     let mut fleet = Fleet::start("lease", &pg, opts).await;
     // The Lease says who leads, with the term as its transitions.
     let (leader, term) = fleet.wait_leader(0, None, 0).await;

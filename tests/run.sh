@@ -47,3 +47,10 @@ fi
 
 # --- the suite ----------------------------------------------------------------------------------
 cargo test --workspace --no-fail-fast "$@"
+
+# --- fuzzing (issue #7): every target replays its committed corpus, then fuzzes a little more ---
+# CRASHFLEET_FUZZ_SECONDS per target (0 skips; skipped too when arguments narrow the suite).
+fuzz_secs="${CRASHFLEET_FUZZ_SECONDS:-45}"
+if [ "$fuzz_secs" != 0 ] && [ $# -eq 0 ]; then
+  CRASHFLEET_FUZZ_SCRATCH=1 bash "$ROOT/tests/fuzz/run.sh" "$fuzz_secs"
+fi

@@ -109,12 +109,75 @@ fn random_hex32() -> String {
     hex::encode(b)
 }
 
+/// A node whose ledger, commitment, adapters and round runner are up, before it serves HTTP:
+/// `run` serves its router on a socket; the REST fuzz target (fuzz/) drives the same router
+/// in-process.
+pub struct Started {
+    pub state: Arc<AppState>,
+    leader: tokio::task::JoinHandle<()>,
+    feed_task: tokio::task::JoinHandle<()>,
+    router: tokio::task::JoinHandle<()>,
+    pruner: tokio::task::JoinHandle<()>,
+    ledger: Arc<SqlLedger>,
+}
+
+impl Started {
+    /// Every route the node serves (REST, WebSocket, page, health, metrics).
+    pub fn router(&self) -> axum::Router {
+        crate::api::router(self.state.clone())
+    }
+
+    /// After `shutdown` was cancelled: lets the leader void or finish its round, then closes the
+    /// ledger.
+    pub async fn finish(self) {
+        let _ = self.leader.await;
+        let _ = self.feed_task.await;
+        self.pruner.abort();
+        self.router.abort();
+        self.ledger.close().await;
+    }
+}
+
 /// Runs a node on `listener` until `shutdown` is cancelled, then drains and returns.
 pub async fn run(
     listener: TcpListener,
     cfg: ServeConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let node = start(cfg, shutdown.clone()).await?;
+    let state = node.state.clone();
+    let addr = listener.local_addr()?;
+    info!(%addr, node = %state.node_id, "game-node listening");
+    let app = node.router();
+    let serve_shutdown = shutdown.clone();
+    let drain_state = state.clone();
+    // TCP_NODELAY: a response or frame written in pieces must not wait for the peer's delayed
+    // ACK (Nagle). Without it a bet took ~7 ms on loopback where the work is ~1 ms.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {e}");
+        }
+    });
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        serve_shutdown.cancelled().await;
+        drain_state.draining.store(true, Ordering::SeqCst);
+    })
+    .await
+    .context("serving HTTP")?;
+    // The leader voids or finishes its round before we close the ledger.
+    node.finish().await;
+    info!("game-node stopped");
+    Ok(())
+}
+
+/// Opens the ledger, checks or creates the fairness commitment, builds the adapters (standalone
+/// or fleet) and starts the round runner and the node's background tasks.
+pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Result<Started> {
     cfg.validate().map_err(anyhow::Error::msg)?;
     let url = cfg.database_url();
     if url.starts_with("sqlite:") && cfg.database_url.is_none() {
@@ -335,37 +398,14 @@ pub async fn run(
             .spawn(move || crate::api::this_node(&st), shutdown.clone());
     }
 
-    let addr = listener.local_addr()?;
-    info!(%addr, node = %state.node_id, "game-node listening");
-    let app = crate::api::router(state.clone());
-    let serve_shutdown = shutdown.clone();
-    let drain_state = state.clone();
-    // TCP_NODELAY: a response or frame written in pieces must not wait for the peer's delayed
-    // ACK (Nagle). Without it a bet took ~7 ms on loopback where the work is ~1 ms.
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY: {e}");
-        }
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        serve_shutdown.cancelled().await;
-        drain_state.draining.store(true, Ordering::SeqCst);
+    Ok(Started {
+        state,
+        leader,
+        feed_task,
+        router,
+        pruner,
+        ledger,
     })
-    .await
-    .context("serving HTTP")?;
-    // The leader voids or finishes its round before we close the ledger.
-    let _ = leader.await;
-    let _ = feed_task.await;
-    pruner.abort();
-    router.abort();
-    ledger.close().await;
-    info!("game-node stopped");
-    Ok(())
 }
 
 /// The adapters a node runs with: in-process for standalone, Redis (and a Lease) for a fleet.

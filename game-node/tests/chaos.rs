@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crashfleet_tests::load::{self, LoadArgs, Report};
 use fleet_support::{ADMIN, Fleet, FleetOpts, OwnPg, Proxy, free_port, wait_ready_url};
+use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -97,7 +98,7 @@ async fn leader(fleet: &Fleet) -> Option<usize> {
     None
 }
 
-fn load_args(urls: &[String], via: &str, players: u64) -> LoadArgs {
+fn load_args(urls: &[String], via: &str, players: u64, rate: u64) -> LoadArgs {
     let mut argv: Vec<String> = vec!["crashfleet-load".into()];
     for u in urls {
         argv.extend(["--url".into(), u.clone()]);
@@ -113,11 +114,16 @@ fn load_args(urls: &[String], via: &str, players: u64) -> LoadArgs {
             "--bets-per-player",
             "2",
             "--bet-rate",
-            "40",
+            &rate.to_string(),
             "--duration",
-            "1h",
+            "24h",
             "--ping-interval",
             "2s",
+            // Enough for a day of 10-unit stakes: a soak must not end in insufficient funds.
+            "--admin-token",
+            ADMIN,
+            "--credit",
+            "100000000",
             "--quiet",
         ]
         .map(String::from),
@@ -125,71 +131,85 @@ fn load_args(urls: &[String], via: &str, players: u64) -> LoadArgs {
     <LoadArgs as clap::Parser>::try_parse_from(argv).expect("load arguments")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn faults_under_load_never_break_the_money_invariants() {
-    if fleet_support::available("chaos").is_none() {
-        return;
-    }
-    let faults = env_u64("CRASHFLEET_CHAOS_FAULTS").unwrap_or(8) as usize;
-    let seed = env_u64("CRASHFLEET_CHAOS_SEED").unwrap_or_else(|| rand::rng().random());
-    eprintln!("chaos: {faults} faults, seed {seed} (CRASHFLEET_CHAOS_SEED={seed} replays them)");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+/// A 3-node fleet on a PostgreSQL of its own (the faults restart it) with a fault proxy per node
+/// per link. Fields drop in order: nodes and proxies first, the PostgreSQL before its directory.
+struct Rig {
+    fleet: Fleet,
+    redis_links: Vec<Proxy>,
+    pg_links: Vec<Proxy>,
+    pg: OwnPg,
+    urls: Vec<String>,
+    _dir: tempfile::TempDir,
+}
 
-    // A PostgreSQL of our own (the suite restarts it) and a proxy per node per link.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pg = OwnPg::start(&dir.path().join("pg"));
-    let pg_port: u16 = pg
-        .url
-        .rsplit_once(':')
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .expect("the PostgreSQL port");
-    let redis_port = free_port();
-    let mut redis_links = Vec::new();
-    let mut pg_links = Vec::new();
-    for _ in 0..3 {
-        redis_links.push(Proxy::start(redis_port).await);
-        pg_links.push(Proxy::start(pg_port).await);
-    }
-    let opts = FleetOpts {
-        redis_for: redis_links.iter().map(|p| Some(p.url())).collect(),
-        db_port_for: pg_links.iter().map(|p| Some(p.port)).collect(),
-        ..FleetOpts::default()
-    };
-    let mut fleet = Fleet::start_with_redis_port("chaos", &pg.url, opts, redis_port).await;
-    let urls: Vec<String> = fleet.nodes.iter().map(|n| n.url.clone()).collect();
-
-    // Load over REST and over WebSocket at the same time.
-    let stop = CancellationToken::new();
-    let mut loads = Vec::new();
-    for via in ["rest", "ws"] {
-        let prepared = load::prepare(load_args(&urls, via, 12))
-            .await
-            .expect("load generator set-up");
-        loads.push(tokio::spawn(load::execute_until(
-            prepared,
-            false,
-            stop.clone(),
-        )));
+impl Rig {
+    async fn start(name: &str) -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pg = OwnPg::start(&dir.path().join("pg"));
+        let pg_port: u16 = pg
+            .url
+            .rsplit_once(':')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .expect("the PostgreSQL port");
+        let redis_port = free_port();
+        let mut redis_links = Vec::new();
+        let mut pg_links = Vec::new();
+        for _ in 0..3 {
+            redis_links.push(Proxy::start(redis_port).await);
+            pg_links.push(Proxy::start(pg_port).await);
+        }
+        let opts = FleetOpts {
+            redis_for: redis_links.iter().map(|p| Some(p.url())).collect(),
+            db_port_for: pg_links.iter().map(|p| Some(p.port)).collect(),
+            ..FleetOpts::default()
+        };
+        let fleet = Fleet::start_with_redis_port(name, &pg.url, opts, redis_port).await;
+        let urls = fleet.nodes.iter().map(|n| n.url.clone()).collect();
+        Rig {
+            fleet,
+            redis_links,
+            pg_links,
+            pg,
+            urls,
+            _dir: dir,
+        }
     }
 
-    let started = Instant::now();
-    let mut injected: BTreeMap<String, u64> = BTreeMap::new();
-    for k in 0..faults {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(300..2_500))).await;
+    /// Load over REST and over WebSocket at the same time: `(players, bets per second)` each.
+    async fn start_loads(
+        &self,
+        rest: (u64, u64),
+        ws: (u64, u64),
+        stop: &CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<anyhow::Result<Report>>> {
+        let mut loads = Vec::new();
+        for (via, (players, rate)) in [("rest", rest), ("ws", ws)] {
+            let prepared = load::prepare(load_args(&self.urls, via, players, rate))
+                .await
+                .expect("load generator set-up");
+            loads.push(tokio::spawn(load::execute_until(
+                prepared,
+                false,
+                stop.clone(),
+            )));
+        }
+        loads
+    }
+
+    /// One fault chosen by `rng`, injected and healed; `None` when it had no target.
+    async fn inject(&mut self, rng: &mut StdRng) -> Option<(Fault, String)> {
         let fault = FAULTS[rng.random_range(0..FAULTS.len())];
-        let node = rng.random_range(0..fleet.nodes.len());
+        let node = rng.random_range(0..self.fleet.nodes.len());
+        let fleet = &mut self.fleet;
         let what = match fault {
             Fault::KillLeader | Fault::KillNode | Fault::StopLeader => {
                 let target = if fault == Fault::KillNode {
                     Some(node)
                 } else {
-                    leader(&fleet).await
+                    leader(fleet).await
                 };
-                let Some(i) = target else {
-                    eprintln!("chaos: fault {k}: no leader to hit, skipped");
-                    continue;
-                };
+                let i = target?;
                 if fault == Fault::StopLeader {
                     fleet.nodes[i].signal("STOP");
                     tokio::time::sleep(Duration::from_millis(2_500)).await;
@@ -207,13 +227,13 @@ async fn faults_under_load_never_break_the_money_invariants() {
                 format!("{fault:?}")
             }
             Fault::RestartPostgres => {
-                pg.restart();
+                self.pg.restart();
                 format!("{fault:?}")
             }
             Fault::CutRedis | Fault::CutPostgres | Fault::SlowRedis | Fault::SlowPostgres => {
                 let link = match fault {
-                    Fault::CutRedis | Fault::SlowRedis => &redis_links[node],
-                    _ => &pg_links[node],
+                    Fault::CutRedis | Fault::SlowRedis => &self.redis_links[node],
+                    _ => &self.pg_links[node],
                 };
                 if matches!(fault, Fault::CutRedis | Fault::CutPostgres) {
                     link.cut();
@@ -226,6 +246,56 @@ async fn faults_under_load_never_break_the_money_invariants() {
                 format!("{fault:?} node-{}", node + 1)
             }
         };
+        Some((fault, what))
+    }
+
+    /// Lets the fleet recover, stops the load, lets the last round settle and returns the
+    /// generators' reports.
+    async fn finish(
+        &self,
+        stop: CancellationToken,
+        loads: Vec<tokio::task::JoinHandle<anyhow::Result<Report>>>,
+    ) -> Vec<Report> {
+        let fleet = &self.fleet;
+        for n in &fleet.nodes {
+            wait_ready_url(&fleet.http, &n.url).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.cancel();
+        let mut reports: Vec<Report> = Vec::new();
+        for l in loads {
+            reports.push(l.await.expect("load task").expect("load run"));
+        }
+        let (_, current) = fleet.get(0, "/api/v1/round", None).await;
+        if let Some(n) = current["round"]["number"].as_u64() {
+            fleet.wait_settled(0, n).await;
+        }
+        reports
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn faults_under_load_never_break_the_money_invariants() {
+    if fleet_support::available("chaos").is_none() {
+        return;
+    }
+    let faults = env_u64("CRASHFLEET_CHAOS_FAULTS").unwrap_or(8) as usize;
+    let seed = env_u64("CRASHFLEET_CHAOS_SEED").unwrap_or_else(|| rand::rng().random());
+    eprintln!("chaos: {faults} faults, seed {seed} (CRASHFLEET_CHAOS_SEED={seed} replays them)");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let mut rig = Rig::start("chaos").await;
+    let stop = CancellationToken::new();
+    let loads = rig.start_loads((12, 40), (12, 40), &stop).await;
+
+    let started = Instant::now();
+    let mut injected: BTreeMap<String, u64> = BTreeMap::new();
+    for k in 0..faults {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..2_500))).await;
+        let Some((fault, what)) = rig.inject(&mut rng).await else {
+            eprintln!("chaos: fault {k}: no leader to hit, skipped");
+            continue;
+        };
         eprintln!(
             "chaos: fault {k} at {:.1}s: {what}",
             started.elapsed().as_secs_f64()
@@ -233,29 +303,327 @@ async fn faults_under_load_never_break_the_money_invariants() {
         *injected.entry(format!("{fault:?}")).or_default() += 1;
     }
 
-    // Let the fleet recover, stop the load and let the last round finish.
-    for n in &fleet.nodes {
-        wait_ready_url(&fleet.http, &n.url).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.cancel();
-    let mut reports: Vec<Report> = Vec::new();
-    for l in loads {
-        reports.push(l.await.expect("load task").expect("load run"));
-    }
-    let (_, current) = fleet.get(0, "/api/v1/round", None).await;
-    if let Some(n) = current["round"]["number"].as_u64() {
-        fleet.wait_settled(0, n).await;
-    }
-
-    let violations = check(&fleet, &reports).await;
-    print_summary(&injected, &reports, &fleet, &violations).await;
+    let reports = rig.finish(stop, loads).await;
+    let violations = check(&rig.fleet, &reports).await;
+    print_summary(&injected, &reports, &rig.fleet, &violations).await;
     assert!(
         violations.is_empty(),
         "{} violation(s):\n{}\n{}",
         violations.len(),
         violations.join("\n"),
-        fleet.logs()
+        rig.fleet.logs()
+    );
+}
+
+/// One soak sample: the nodes' memory, descriptors and sockets; Redis' and PostgreSQL's sizes.
+#[derive(Debug, Default, Clone)]
+struct Sample {
+    t_s: f64,
+    rss: Vec<Option<f64>>,
+    fds: Vec<Option<f64>>,
+    ws_connections: f64,
+    redis_used_memory: Option<f64>,
+    redis_keys: Option<f64>,
+    pg_bytes: Option<f64>,
+    pg_bets: Option<f64>,
+}
+
+impl Sample {
+    const HEADER: &str = "t_s,rss_node1,rss_node2,rss_node3,fds_node1,fds_node2,fds_node3,\
+                          ws_connections,redis_used_memory,redis_keys,pg_bytes,pg_bets";
+
+    fn csv(&self) -> String {
+        let f = |v: &Option<f64>| v.map(|x| format!("{x:.0}")).unwrap_or_default();
+        let mut cols = vec![format!("{:.1}", self.t_s)];
+        cols.extend(self.rss.iter().map(f));
+        cols.extend(self.fds.iter().map(f));
+        cols.push(format!("{:.0}", self.ws_connections));
+        for v in [
+            &self.redis_used_memory,
+            &self.redis_keys,
+            &self.pg_bytes,
+            &self.pg_bets,
+        ] {
+            cols.push(f(v));
+        }
+        cols.join(",")
+    }
+}
+
+/// A gauge's value from a Prometheus text page (the unlabelled series, or the sum of labelled ones).
+fn gauge(page: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in page.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue; // another metric whose name starts with this one
+        }
+        if let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+            found = Some(found.unwrap_or(0.0) + v);
+        }
+    }
+    found
+}
+
+async fn redis_info(port: u16, args: &[&str]) -> Option<String> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(&args)
+            .output()
+    })
+    .await
+    .ok()?
+    .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Samples every `every` until `stop`: nothing here touches the fleet's state.
+async fn sampler(
+    urls: Vec<String>,
+    redis_port: u16,
+    db_url: String,
+    every: Duration,
+    stop: CancellationToken,
+) -> Vec<Sample> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("http client");
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut db: Option<sqlx::PgConnection> = None;
+    loop {
+        let mut s = Sample {
+            t_s: started.elapsed().as_secs_f64(),
+            ..Sample::default()
+        };
+        for u in &urls {
+            let page = match http.get(format!("{u}/metrics")).send().await {
+                Ok(r) => r.text().await.ok(),
+                Err(_) => None, // a node being killed and restarted: a gap in its line
+            };
+            let page = page.unwrap_or_default();
+            s.rss.push(gauge(&page, "process_resident_memory_bytes"));
+            s.fds.push(gauge(&page, "process_open_fds"));
+            s.ws_connections += gauge(&page, "crashfleet_ws_connections").unwrap_or(0.0);
+        }
+        if let Some(info) = redis_info(redis_port, &["INFO", "memory"]).await {
+            s.redis_used_memory = info
+                .lines()
+                .find_map(|l| l.strip_prefix("used_memory:"))
+                .and_then(|v| v.trim().parse().ok());
+        }
+        s.redis_keys = redis_info(redis_port, &["DBSIZE"])
+            .await
+            .and_then(|v| v.trim().parse().ok());
+        if db.is_none() {
+            db = <sqlx::PgConnection as sqlx::Connection>::connect(&db_url)
+                .await
+                .ok();
+        }
+        if let Some(c) = db.as_mut() {
+            let row: Result<(i64, i64), _> = sqlx::query_as(
+                "SELECT pg_database_size(current_database())::BIGINT, \
+                 (SELECT count(*) FROM bets)::BIGINT",
+            )
+            .fetch_one(&mut *c)
+            .await;
+            match row {
+                Ok((bytes, bets)) => {
+                    s.pg_bytes = Some(bytes as f64);
+                    s.pg_bets = Some(bets as f64);
+                }
+                Err(_) => db = None, // PostgreSQL restarted: reconnect next time
+            }
+        }
+        samples.push(s);
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return samples,
+        }
+    }
+}
+
+/// The median of `f` over the samples whose time lies in `[from, to)` of the run (fractions).
+fn window_median(
+    samples: &[Sample],
+    from: f64,
+    to: f64,
+    f: impl Fn(&Sample) -> Option<f64>,
+) -> Option<f64> {
+    let end = samples.last()?.t_s;
+    let mut v: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.t_s >= from * end && s.t_s < to * end)
+        .filter_map(f)
+        .collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+/// The soak: steady load on the 3-node fleet for `CRASHFLEET_SOAK_SECS` with a fault every
+/// `CRASHFLEET_SOAK_FAULT_EVERY_SECS` (default 60), sampled every 10 s into
+/// `CRASHFLEET_SOAK_CSV` (default target/soak.csv). Then the money invariants, and flatness: the
+/// median of the last fifth against the median of the middle fifth (after warm-up and after the
+/// round keys' ten-minute expiry has started to bite) for each node's RSS and descriptors and
+/// Redis' memory and keys; PostgreSQL must grow only with the rows it
+/// keeps (bytes per bet). Opt-in: `tests/soak/run.sh [MINUTES]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn soak_stays_flat_under_load_and_faults() {
+    let Some(secs) = env_u64("CRASHFLEET_SOAK_SECS") else {
+        eprintln!("soak: opt-in; set CRASHFLEET_SOAK_SECS (tests/soak/run.sh runs 30 minutes)");
+        return;
+    };
+    if fleet_support::available("soak").is_none() {
+        return;
+    }
+    let fault_every = env_u64("CRASHFLEET_SOAK_FAULT_EVERY_SECS")
+        .unwrap_or(60)
+        .max(5);
+    let csv_path = std::env::var("CRASHFLEET_SOAK_CSV")
+        .unwrap_or_else(|_| format!("{}/../target/soak.csv", env!("CARGO_MANIFEST_DIR")));
+    let seed = env_u64("CRASHFLEET_CHAOS_SEED").unwrap_or_else(|| rand::rng().random());
+    eprintln!("soak: {secs} s, a fault every {fault_every} s, seed {seed}, samples to {csv_path}");
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    let mut rig = Rig::start("soak").await;
+    let stop = CancellationToken::new();
+    let loads = rig.start_loads((30, 40), (150, 60), &stop).await;
+    let sampling = CancellationToken::new();
+    let samples = tokio::spawn(sampler(
+        rig.urls.clone(),
+        rig.fleet.redis.port,
+        rig.fleet.db.url.clone(),
+        Duration::from_secs(10),
+        sampling.clone(),
+    ));
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(secs);
+    let mut injected: BTreeMap<String, u64> = BTreeMap::new();
+    loop {
+        let next = Instant::now() + Duration::from_secs(fault_every);
+        if next >= deadline {
+            tokio::time::sleep_until(deadline.into()).await;
+            break;
+        }
+        tokio::time::sleep_until(next.into()).await;
+        if let Some((fault, what)) = rig.inject(&mut rng).await {
+            eprintln!("soak: at {:.0}s: {what}", started.elapsed().as_secs_f64());
+            *injected.entry(format!("{fault:?}")).or_default() += 1;
+        }
+    }
+    sampling.cancel();
+    let samples = samples.await.expect("sampler");
+    let reports = rig.finish(stop, loads).await;
+
+    let mut text = String::from(Sample::HEADER);
+    text.push('\n');
+    for s in &samples {
+        text.push_str(&s.csv());
+        text.push('\n');
+    }
+    std::fs::write(&csv_path, text).expect("writing the soak samples");
+
+    let mut violations = check(&rig.fleet, &reports).await;
+    let mut flat = Vec::new();
+    // (what, value of a sample, allowed growth factor, allowed growth in absolute units)
+    type Pick = Box<dyn Fn(&Sample) -> Option<f64>>;
+    let mut series: Vec<(String, Pick, f64, f64)> = Vec::new();
+    for i in 0..3 {
+        series.push((
+            format!("RSS node-{}", i + 1),
+            Box::new(move |s: &Sample| s.rss[i]),
+            1.25,
+            16e6,
+        ));
+        series.push((
+            format!("fds node-{}", i + 1),
+            Box::new(move |s: &Sample| s.fds[i]),
+            1.25,
+            16.0,
+        ));
+    }
+    series.push((
+        "Redis used_memory".into(),
+        Box::new(|s: &Sample| s.redis_used_memory),
+        1.25,
+        4e6,
+    ));
+    series.push((
+        "Redis keys".into(),
+        Box::new(|s: &Sample| s.redis_keys),
+        1.25,
+        16.0,
+    ));
+    for (name, pick, factor, slack) in &series {
+        let (Some(early), Some(late)) = (
+            window_median(&samples, 0.4, 0.6, pick),
+            window_median(&samples, 0.8, 1.01, pick),
+        ) else {
+            violations.push(format!("soak: no samples of {name}"));
+            continue;
+        };
+        flat.push(format!("  {name:<20} {early:>14.0} -> {late:>14.0}"));
+        if late > early * factor + slack {
+            violations.push(format!("soak: {name} grew from {early:.0} to {late:.0}"));
+        }
+    }
+    // PostgreSQL keeps every bet: its size grows with them, at a steady cost per bet.
+    let per_bet = |from: f64, to: f64| -> Option<f64> {
+        let end = samples.last()?.t_s;
+        let inside = |s: &&Sample| {
+            s.t_s >= from * end && s.t_s < to * end && s.pg_bytes.is_some() && s.pg_bets.is_some()
+        };
+        let (first, last) = (
+            samples.iter().find(inside)?,
+            samples.iter().rev().find(inside)?,
+        );
+        let bets = last.pg_bets? - first.pg_bets?;
+        let bytes = last.pg_bytes? - first.pg_bytes?;
+        (bets > 0.0).then_some(bytes / bets)
+    };
+    let (early, late) = (per_bet(0.0, 0.5), per_bet(0.5, 1.01));
+    match (early, late) {
+        (Some(e), Some(l)) if l > e.max(100.0) * 1.5 => violations.push(format!(
+            "soak: PostgreSQL grew {l:.0} bytes per bet in the second half against {e:.0} in the first"
+        )),
+        (Some(_), Some(_)) => {}
+        _ => violations.push("soak: no PostgreSQL growth measured (no bets?)".into()),
+    }
+    print_summary(&injected, &reports, &rig.fleet, &violations).await;
+    println!(
+        "  soak samples         {} over {:.0} s ({csv_path})",
+        samples.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "  {:<20} {:>14} -> {:>14}",
+        "flatness (median)", "middle fifth", "last fifth"
+    );
+    for l in &flat {
+        println!("{l}");
+    }
+    println!(
+        "  PostgreSQL bytes/bet {:.0} (first half) -> {:.0} (second half)",
+        early.unwrap_or(f64::NAN),
+        late.unwrap_or(f64::NAN)
+    );
+    assert!(
+        violations.is_empty(),
+        "{} violation(s):\n{}\n{}",
+        violations.len(),
+        violations.join("\n"),
+        rig.fleet.logs()
     );
 }
 

@@ -6,7 +6,9 @@
 Reads every `<label>-rate<R>-run<K>.json` and `ws-conn<N>.json` in the results folder and writes:
   latency-<label>.svg   bet and cash-out p50/p99 (median over runs) against the offered rate;
   ws-ceiling.svg        tick delivery p99 and memory per connection against connections;
-and prints the medians as Markdown tables for the doc.
+and prints the medians as Markdown tables for the doc. A `soak.csv` there (the soak test's samples,
+tests/soak/run.sh) gives soak-memory.svg (each node's RSS, Redis memory) and soak-storage.svg
+(PostgreSQL size and bets kept, WebSocket connections).
 """
 
 import json
@@ -44,8 +46,9 @@ def median(runs, path):
     return statistics.median(vals) if vals else None
 
 
-def svg_chart(title, xlabel, ylabel, series, log_x=False, y2=None):
-    """series: [(name, [(x, y)])]; y2: optional (label, [(name, [(x, y)])]) on a right axis."""
+def svg_chart(title, xlabel, ylabel, series, log_x=False, y2=None, xticks=None, dots=True):
+    """series: [(name, [(x, y)])]; y2: optional (label, [(name, [(x, y)])]) on a right axis;
+    xticks: the x values to label (default: every x)."""
     import math
 
     xs = [x for _, pts in series for x, _ in pts] + (
@@ -81,7 +84,7 @@ def svg_chart(title, xlabel, ylabel, series, log_x=False, y2=None):
         out.append(
             f'<line x1="{PAD}" y1="{py(v):.1f}" x2="{W - PAD}" y2="{py(v):.1f}" stroke="#eee"/>'
         )
-    for x in sorted(set(xs)):
+    for x in xticks if xticks is not None else sorted(set(xs)):
         out.append(f'<text x="{px(x):.1f}" y="{H - PAD + 14}" text-anchor="middle">{x:g}</text>')
     legend = 0
 
@@ -94,7 +97,7 @@ def svg_chart(title, xlabel, ylabel, series, log_x=False, y2=None):
         out.append(
             f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2" {dash}/>'
         )
-        for x, y in pts:
+        for x, y in pts if dots else []:
             out.append(f'<circle cx="{px(x):.1f}" cy="{py(y, scale_top):.1f}" r="3" fill="{color}"/>')
         out.append(
             f'<text x="{PAD + 10}" y="{PAD + 12 + 14 * legend}" fill="{color}">{name}</text>'
@@ -178,6 +181,51 @@ def main():
                 f"| {d['ws']['ping_p99_ms']:.1f} | {per_c / 1024 if per_c else float('nan'):.1f} "
                 f"| {rss / 1048576 if rss else float('nan'):.0f} | {d['bets']['ok']}/{d['bets']['sent']} | {d['bets']['p99_ms']:.1f} |"
             )
+
+    soak = results / "soak.csv"
+    if soak.exists():
+        draw_soak(soak, out)
+
+
+def draw_soak(path: Path, out: Path):
+    import csv
+
+    rows = list(csv.DictReader(path.read_text().splitlines()))
+
+    def col(name, scale=1.0):
+        return [
+            (float(r["t_s"]) / 60, float(r[name]) / scale if r[name] else None) for r in rows
+        ]
+
+    end = float(rows[-1]["t_s"]) / 60
+    ticks = [round(end * i / 6) for i in range(7)]
+    mib = 1048576
+    svg = svg_chart(
+        "Soak: memory under steady load with a fault a minute",
+        "minutes",
+        "MiB",
+        [(f"RSS node-{i}", col(f"rss_node{i}", mib)) for i in (1, 2, 3)]
+        + [("Redis used_memory", col("redis_used_memory", mib))],
+        xticks=ticks,
+        dots=False,
+    )
+    if svg:
+        (out / "soak-memory.svg").write_text(svg)
+    svg = svg_chart(
+        "Soak: storage and sockets",
+        "minutes",
+        "PostgreSQL MiB",
+        [("PostgreSQL database MiB", col("pg_bytes", mib))],
+        y2=(
+            "bets kept (thousands), WebSocket connections",
+            [("bets kept, thousands", col("pg_bets", 1000)), ("WebSocket connections", col("ws_connections"))],
+        ),
+        xticks=ticks,
+        dots=False,
+    )
+    if svg:
+        (out / "soak-storage.svg").write_text(svg)
+    print(f"\nsoak: {len(rows)} samples over {end:.1f} min -> soak-memory.svg, soak-storage.svg")
 
 
 if __name__ == "__main__":

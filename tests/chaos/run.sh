@@ -22,5 +22,5 @@ pg_line=$(bash "$ROOT/tests/pg/pg.sh" start | tail -n 1)
 export "${pg_line?}"
 
 start=$(date +%s)
-cargo test -p game-node --test chaos -- --nocapture
+cargo test -p game-node --test chaos faults_under_load -- --nocapture
 echo "chaos: ${CRASHFLEET_CHAOS_FAULTS} faults in $(( $(date +%s) - start ))s"

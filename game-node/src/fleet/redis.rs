@@ -29,8 +29,10 @@ use crate::ports::{Clock, TokioClock};
 /// How long any Redis command may take before the request that needed it fails `unavailable`.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(1_500);
 
-/// How long a round's bet keys outlive the round (inspection, late retries, adoption).
-pub const ROUND_KEYS_TTL_MS: i64 = 3_600_000;
+/// How long a round's bet keys outlive their last write (inspection, late retries, adoption).
+/// Rounds last seconds and a successor adopts one within its lease; ten minutes covers any retry
+/// while keeping Redis at a few dozen rounds' keys, so its memory stays flat (the soak run checks).
+pub const ROUND_KEYS_TTL_MS: i64 = 600_000;
 
 /// Messages the subscriber client buffers before its receivers count as lagging. A busy second is
 /// ten ticks plus ten `bets_placed` batches from each replica (crate::feed) and a few round

@@ -118,8 +118,12 @@ pub enum ServerMessage {
         /// the node's integer multiplier is authoritative.
         growth_per_ms: f64,
         tick_interval_ms: u64,
-        /// Bets of the current round.
+        /// Bets of the current round: the latest `SNAPSHOT_BETS` and always the player's own, so
+        /// a busy round's snapshot stays small (a round may hold tens of thousands).
         bets: Vec<BetView>,
+        /// How many bets the current round holds in all, and their stakes' sum (minor units).
+        bets_total: u64,
+        bets_wagered: i64,
         /// Latest finished rounds, newest first.
         history: Vec<RoundView>,
         fairness: FairnessView,

@@ -84,7 +84,9 @@ pub async fn place_bet(
         .betting_round()
         .await?
         .ok_or(Error::BettingClosed)?;
-    let bet_id = uuid::Uuid::new_v4().to_string();
+    // Version 7: time-ordered, so a fleet's bets sorted by id come in arrival order (snapshots
+    // keep the latest ones), and still unguessable (74 random bits).
+    let bet_id = uuid::Uuid::now_v7().to_string();
     let placed_at_ms = state
         .arbiter
         .place_bet(

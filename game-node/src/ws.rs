@@ -15,7 +15,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use crate::auth::Session;
 use crate::error::Error;
 use crate::node::AppState;
-use crate::protocol::{ClientMessage, MAX_CLIENT_FRAME_BYTES, PlayerView, ServerMessage};
+use crate::protocol::{BetView, ClientMessage, MAX_CLIENT_FRAME_BYTES, PlayerView, ServerMessage};
 use crate::service;
 use crate::standalone::to_json;
 
@@ -30,6 +30,25 @@ const MAX_WRITE_BUFFER: usize = 256 * 1024;
 const COALESCE_MAX: usize = 64;
 /// Rounds of history in the connect snapshot.
 const SNAPSHOT_HISTORY: u32 = 20;
+/// Bets a snapshot carries besides the player's own. Every new connection and every resync gets
+/// one: with 30,000 bets in a round they were megabytes each, and sockets reconnecting under load
+/// drove a node to ~1 GB (docs/BENCHMARKS.md). Later bets arrive in `bets_placed`.
+pub const SNAPSHOT_BETS: usize = 200;
+
+/// The latest `keep` bets (in arrival order) plus every earlier bet of `username`.
+fn latest_bets(mut bets: Vec<BetView>, username: Option<&str>, keep: usize) -> Vec<BetView> {
+    if bets.len() <= keep {
+        return bets;
+    }
+    let cut = bets.len() - keep;
+    let tail = bets.split_off(cut);
+    let mut out: Vec<BetView> = match username {
+        Some(u) => bets.into_iter().filter(|b| b.username == u).collect(),
+        None => Vec::new(),
+    };
+    out.extend(tail);
+    out
+}
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -70,6 +89,9 @@ async fn snapshot(state: &AppState, session: Option<&Session>) -> Result<Utf8Byt
         Some((r, b)) => (Some(r), b),
         None => (None, Vec::new()),
     };
+    let bets_total = bets.len() as u64;
+    let bets_wagered = bets.iter().map(|b| b.stake).sum();
+    let bets = latest_bets(bets, session.map(|s| s.username.as_str()), SNAPSHOT_BETS);
     let history = state
         .ledger
         .rounds(&state.table.id, SNAPSHOT_HISTORY)
@@ -96,6 +118,8 @@ async fn snapshot(state: &AppState, session: Option<&Session>) -> Result<Utf8Byt
         growth_per_ms: state.table.curve.growth_per_ms(),
         tick_interval_ms: state.table.tick_ms,
         bets,
+        bets_total,
+        bets_wagered,
         history,
         fairness: state.fairness.clone(),
         you,
@@ -281,5 +305,38 @@ async fn handle(
     match reply {
         Ok(m) => to_json(&m).ok(),
         Err((id, e)) => error_frame(id, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bet(n: usize, user: &str) -> BetView {
+        BetView {
+            bet_id: format!("b{n:05}"),
+            round: 1,
+            username: user.into(),
+            stake: 10,
+            auto_cashout_x100: None,
+            status: "open".into(),
+            cashout_x100: None,
+            payout: None,
+        }
+    }
+
+    #[test]
+    fn snapshots_keep_the_latest_bets_and_always_the_players_own() {
+        let mut bets: Vec<BetView> = (0..1_000).map(|n| bet(n, "crowd")).collect();
+        bets[3] = bet(3, "me");
+        bets[998] = bet(998, "me");
+        let kept = latest_bets(bets.clone(), Some("me"), 200);
+        assert_eq!(kept.len(), 201, "200 latest + my early bet");
+        assert_eq!(kept[0].bet_id, "b00003");
+        assert_eq!(kept[1].bet_id, "b00800");
+        assert_eq!(kept.last().map(|b| b.bet_id.as_str()), Some("b00999"));
+        // Anonymous watchers get the latest ones only; small rounds are untouched.
+        assert_eq!(latest_bets(bets.clone(), None, 200).len(), 200);
+        assert_eq!(latest_bets(bets[..150].to_vec(), None, 200).len(), 150);
     }
 }

@@ -21,6 +21,7 @@
   /** Interpolation never runs further ahead of the last tick than this many tick intervals. */
   const MAX_TICKS_AHEAD = 3;
   const HISTORY_KEEP = 50;
+  const ROUND_BETS_SHOWN = 100; // rows in the round's bet table
   const MY_BETS_KEEP = 12;
 
   const $ = (id) => document.getElementById(id);
@@ -141,6 +142,8 @@
     table: '',
     round: null, // RoundView-like; plus next_round_at_ms once crashed
     bets: new Map(), // bet_id → BetView, this round, in arrival order
+    // Bets the snapshot counted but did not carry (it holds only the latest 200 and ours).
+    unseen: { count: 0, wagered: 0 },
     history: [], // newest first: { number, crash_x100, hash, voided }
     fairness: null,
     growthPerMs: Math.LN2 / 11_500,
@@ -499,6 +502,12 @@
     state.lastTick = null;
     state.bets = new Map();
     for (const b of s.bets || []) state.bets.set(b.bet_id, b);
+    let carried = 0;
+    for (const b of state.bets.values()) carried += b.stake;
+    state.unseen = {
+      count: Math.max(0, (s.bets_total ?? state.bets.size) - state.bets.size),
+      wagered: Math.max(0, (s.bets_wagered ?? carried) - carried),
+    };
     state.history = (s.history || []).map(historyEntry).filter(Boolean).slice(0, HISTORY_KEEP);
     state.fairness = s.fairness || null;
     if (s.you) {
@@ -536,6 +545,7 @@
     };
     state.lastTick = null;
     state.bets = new Map();
+    state.unseen = { count: 0, wagered: 0 };
     renderAll();
   }
 
@@ -546,6 +556,7 @@
         started_at_ms: null, crashed_at_ms: null, crash_x100: null, hash: null,
       };
       state.bets = new Map();
+      state.unseen = { count: 0, wagered: 0 };
       state.lastTick = null;
     }
     return state.round;
@@ -815,7 +826,8 @@
 
   function renderBets() {
     const bets = Array.from(state.bets.values()).reverse();
-    const rows = bets.map((b) => {
+    // A busy round holds thousands of bets: the table shows the latest ones, the summary counts all.
+    const rows = bets.slice(0, ROUND_BETS_SHOWN).map((b) => {
       const tr = document.createElement('tr');
       tr.setAttribute('data-testid', 'round-bet-row');
       tr.setAttribute('data-status', b.status);
@@ -837,10 +849,11 @@
     });
     el.roundBets.replaceChildren(...rows);
     el.roundBetsEmpty.hidden = rows.length > 0;
-    let wagered = 0;
+    let wagered = state.unseen.wagered;
     for (const b of bets) wagered += b.stake;
-    el.betsSummary.textContent = bets.length
-      ? bets.length + (bets.length === 1 ? ' bet · ' : ' bets · ') + formatCredits(wagered) + ' wagered'
+    const count = bets.length + state.unseen.count;
+    el.betsSummary.textContent = count
+      ? count + (count === 1 ? ' bet · ' : ' bets · ') + formatCredits(wagered) + ' wagered'
       : '';
   }
 

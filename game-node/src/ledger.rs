@@ -22,12 +22,13 @@
 //! mode). PostgreSQL needs no such lock.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
-use tokio::sync::Mutex;
+use sqlx::{AnyConnection, AnyPool, Row};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::engine::{CashOut, Outcome, RoundPlan, Settlement};
 use crate::error::{Error, Result};
@@ -56,7 +57,10 @@ pub struct SqlLedger {
     pool: AnyPool,
     backend: Backend,
     /// Serialises write transactions on SQLite (see the module docs); `None` on PostgreSQL.
-    write_lock: Option<Mutex<()>>,
+    write_lock: Option<Arc<Mutex<()>>>,
+    /// SQLite's group commit for bets and cash-outs (`group_writer`); `None` on PostgreSQL, whose
+    /// row locks let replicas write concurrently.
+    group: Option<mpsc::Sender<GroupOp>>,
 }
 
 impl std::fmt::Debug for SqlLedger {
@@ -142,10 +146,17 @@ impl SqlLedger {
             .connect_with(options)
             .await
             .map_err(|e| Error::Unavailable(format!("cannot open the ledger database: {e}")))?;
+        let write_lock = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        let group = write_lock.as_ref().map(|lock| {
+            let (tx, rx) = mpsc::channel(4 * GROUP_MAX);
+            tokio::spawn(group_writer(pool.clone(), lock.clone(), rx));
+            tx
+        });
         let ledger = SqlLedger {
             pool,
             backend,
-            write_lock: (backend == Backend::Sqlite).then(|| Mutex::new(())),
+            write_lock,
+            group,
         };
         ledger.migrate().await?;
         Ok(ledger)
@@ -276,7 +287,7 @@ async fn check_term(tx: &mut Tx, table: &str, term: u64) -> Result<()> {
 
 /// Credits `amount` (may be negative for a debit that is known to be covered) and records it.
 async fn move_money(
-    tx: &mut Tx,
+    conn: &mut AnyConnection,
     player_id: &str,
     kind: &str,
     amount: i64,
@@ -290,7 +301,7 @@ async fn move_money(
         sqlx::query("UPDATE players SET balance = balance + $1 WHERE id = $2 RETURNING balance")
             .bind(amount)
             .bind(player_id)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *conn)
             .await?
     } else {
         sqlx::query(
@@ -299,7 +310,7 @@ async fn move_money(
         )
         .bind(amount)
         .bind(player_id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?
     }
     .map(|row| row.try_get(0))
@@ -317,14 +328,14 @@ async fn move_money(
     .bind(bet_id)
     .bind(key)
     .bind(now_ms)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(balance)
 }
 
 /// Marks an open bet won and pays it; `None` if it was not open (already settled).
 async fn pay_win(
-    tx: &mut Tx,
+    conn: &mut AnyConnection,
     bet_id: &str,
     player_id: &str,
     multiplier_x100: u64,
@@ -341,14 +352,210 @@ async fn pay_win(
     .bind(now_ms)
     .bind(bet_id)
     .bind(key)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?
     .rows_affected();
     if updated == 0 {
         return Ok(None);
     }
-    let balance = move_money(tx, player_id, "payout", payout, Some(bet_id), None, now_ms).await?;
+    let balance = move_money(
+        conn,
+        player_id,
+        "payout",
+        payout,
+        Some(bet_id),
+        None,
+        now_ms,
+    )
+    .await?;
     Ok(Some(balance))
+}
+
+/// Writes a bet and takes its stake: `Some(balance)`, or `None` when the player's idempotency key
+/// is already taken (a concurrent retry won; nothing was written). Refuses a closed round.
+async fn insert_bet(conn: &mut AnyConnection, bet: &BetRecord) -> Result<Option<i64>> {
+    let open = sqlx::query(
+        "UPDATE rounds SET bets = bets + 1 WHERE table_id = $1 AND number = $2 AND status = 'open'",
+    )
+    .bind(&bet.table)
+    .bind(i(bet.round))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if open == 0 {
+        return Err(Error::BettingClosed);
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO bets (id, table_id, round_number, player_id, stake, auto_cashout_x100, \
+         status, placed_at_ms, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8)",
+    )
+    .bind(&bet.bet_id)
+    .bind(&bet.table)
+    .bind(i(bet.round))
+    .bind(&bet.player_id)
+    .bind(bet.stake)
+    .bind(bet.auto_cashout_x100.map(i))
+    .bind(bet.placed_at_ms)
+    .bind(&bet.idempotency_key)
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let balance = move_money(
+        conn,
+        &bet.player_id,
+        "stake",
+        -bet.stake,
+        Some(&bet.bet_id),
+        None,
+        bet.placed_at_ms,
+    )
+    .await?;
+    Ok(Some(balance))
+}
+
+/// Most bets and cash-outs one SQLite commit carries.
+const GROUP_MAX: usize = 256;
+
+/// A bet or cash-out waiting for the SQLite group commit, with where its answer goes.
+enum GroupOp {
+    Bet(BetRecord, oneshot::Sender<Result<Option<i64>>>),
+    CashOut {
+        cash_out: CashOut,
+        key: Option<String>,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<Option<i64>>>,
+    },
+}
+
+impl GroupOp {
+    async fn apply(&self, conn: &mut AnyConnection) -> Result<Option<i64>> {
+        match self {
+            GroupOp::Bet(bet, _) => insert_bet(conn, bet).await,
+            GroupOp::CashOut {
+                cash_out: c,
+                key,
+                now_ms,
+                ..
+            } => {
+                pay_win(
+                    conn,
+                    &c.bet_id,
+                    &c.player_id,
+                    c.multiplier_x100,
+                    c.payout,
+                    key.as_deref(),
+                    *now_ms,
+                )
+                .await
+            }
+        }
+    }
+
+    fn answer(self, r: Result<Option<i64>>) {
+        // The asker may have gone (its client hung up): what committed stands, as with any retry.
+        let _ = match self {
+            GroupOp::Bet(_, reply) | GroupOp::CashOut { reply, .. } => reply.send(r),
+        };
+    }
+}
+
+fn group_gone() -> Error {
+    Error::Unavailable("the ledger is closing".into())
+}
+
+impl<T> From<mpsc::error::SendError<T>> for Error {
+    fn from(_: mpsc::error::SendError<T>) -> Self {
+        group_gone()
+    }
+}
+
+/// SQLite group commit. With `synchronous = FULL` every commit waits for an fsync, and SQLite has
+/// one writer: committing each bet on its own capped a node at ~2,200 bets/s with queueing delay
+/// before that (docs/BENCHMARKS.md). Here the bets and cash-outs that arrive while a commit is on
+/// disk are written together in the next transaction, each inside its own savepoint — so one that
+/// is refused (round closed, insufficient funds, key taken) is rolled back alone, and each sees
+/// the ones before it exactly as if they had committed one by one. Nobody is answered before the
+/// commit is durable; if it fails, every member is told the ledger is unavailable and nothing of
+/// the group was written.
+async fn group_writer(pool: AnyPool, lock: Arc<Mutex<()>>, mut ops: mpsc::Receiver<GroupOp>) {
+    let mut batch: Vec<GroupOp> = Vec::with_capacity(GROUP_MAX);
+    while let Some(first) = ops.recv().await {
+        batch.push(first);
+        let _w = lock.lock().await;
+        // Whatever queued behind the first, or while another writer held the lock, goes too.
+        while batch.len() < GROUP_MAX {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("crashfleet_ledger_group_size").record(batch.len() as f64);
+        commit_group(&pool, &mut batch).await;
+    }
+}
+
+async fn commit_group(pool: &AnyPool, batch: &mut Vec<GroupOp>) {
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            let msg = format!("cannot open a ledger transaction: {e}");
+            for op in batch.drain(..) {
+                op.answer(Err(Error::Unavailable(msg.clone())));
+            }
+            return;
+        }
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    for op in batch.iter() {
+        match apply_in_savepoint(&mut tx, op).await {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                // A savepoint that could not be rolled back may have left part of a refused
+                // operation behind: the whole group is dropped, not committed.
+                drop(tx);
+                let msg = format!("the ledger did not commit: {e}");
+                for op in batch.drain(..) {
+                    op.answer(Err(Error::Unavailable(msg.clone())));
+                }
+                return;
+            }
+        }
+    }
+    match tx.commit().await {
+        Ok(()) => {
+            for (op, r) in batch.drain(..).zip(results) {
+                op.answer(r);
+            }
+        }
+        Err(e) => {
+            let msg = format!("the ledger did not commit: {e}");
+            for op in batch.drain(..) {
+                op.answer(Err(Error::Unavailable(msg.clone())));
+            }
+        }
+    }
+}
+
+/// One member of a group in its own savepoint: the inner result is the member's answer; the outer
+/// error means the savepoint itself failed and the group must not commit.
+async fn apply_in_savepoint(
+    conn: &mut AnyConnection,
+    op: &GroupOp,
+) -> std::result::Result<Result<Option<i64>>, sqlx::Error> {
+    sqlx::query("SAVEPOINT grouped").execute(&mut *conn).await?;
+    let r = op.apply(conn).await;
+    if r.is_err() || matches!((op, &r), (GroupOp::Bet(..), Ok(None))) {
+        // Refused (or a duplicate key): leave no trace of this one in the group.
+        sqlx::query("ROLLBACK TO grouped")
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("RELEASE grouped").execute(&mut *conn).await?;
+    Ok(r)
 }
 
 /// Locks every open bet of a round before a settlement touches any player's row.
@@ -682,62 +889,37 @@ impl Ledger for SqlLedger {
     }
 
     async fn place_bet(&self, bet: &BetRecord) -> Result<(BetRecord, i64)> {
-        let guard = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
-        let open = sqlx::query(
-            "UPDATE rounds SET bets = bets + 1 WHERE table_id = $1 AND number = $2 AND status = 'open'",
-        )
-        .bind(&bet.table)
-        .bind(i(bet.round))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if open == 0 {
-            return Err(Error::BettingClosed);
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO bets (id, table_id, round_number, player_id, stake, auto_cashout_x100, \
-             status, placed_at_ms, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8)",
-        )
-        .bind(&bet.bet_id)
-        .bind(&bet.table)
-        .bind(i(bet.round))
-        .bind(&bet.player_id)
-        .bind(bet.stake)
-        .bind(bet.auto_cashout_x100.map(i))
-        .bind(bet.placed_at_ms)
-        .bind(&bet.idempotency_key)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => {
+        let placed = match &self.group {
+            Some(group) => {
+                let (reply, answer) = oneshot::channel();
+                group.send(GroupOp::Bet(bet.clone(), reply)).await?;
+                answer.await.map_err(|_| group_gone())??
+            }
+            None => {
+                let mut tx = self.pool.begin().await?;
+                let placed = insert_bet(&mut tx, bet).await?;
+                if placed.is_some() {
+                    tx.commit().await?;
+                }
+                placed
+            }
+        };
+        match placed {
+            Some(balance) => {
+                let mut stored = bet.clone();
+                stored.status = "open".into();
+                Ok((stored, balance))
+            }
+            None => {
                 // Same key raced in: answer with the first bet, move nothing.
-                drop(tx);
-                drop(guard);
                 let first = self
                     .bet_by_key(&bet.player_id, &bet.idempotency_key)
                     .await?
                     .ok_or(Error::IdempotencyConflict)?;
                 let balance = self.player(&bet.player_id).await?.map_or(0, |p| p.balance);
-                return Ok((first, balance));
+                Ok((first, balance))
             }
-            Err(e) => return Err(e.into()),
         }
-        let balance = move_money(
-            &mut tx,
-            &bet.player_id,
-            "stake",
-            -bet.stake,
-            Some(&bet.bet_id),
-            None,
-            bet.placed_at_ms,
-        )
-        .await?;
-        tx.commit().await?;
-        let mut stored = bet.clone();
-        stored.status = "open".into();
-        Ok((stored, balance))
     }
 
     async fn settle_cash_out(
@@ -746,7 +928,18 @@ impl Ledger for SqlLedger {
         key: Option<&str>,
         now_ms: i64,
     ) -> Result<Option<i64>> {
-        let _w = self.write_guard().await;
+        if let Some(group) = &self.group {
+            let (reply, answer) = oneshot::channel();
+            group
+                .send(GroupOp::CashOut {
+                    cash_out: c.clone(),
+                    key: key.map(str::to_string),
+                    now_ms,
+                    reply,
+                })
+                .await?;
+            return answer.await.map_err(|_| group_gone())?;
+        }
         let mut tx = self.pool.begin().await?;
         let balance = pay_win(
             &mut tx,

@@ -231,6 +231,7 @@ conformance!(
     concurrent_finish_and_cash_outs_pay_each_bet_once,
     concurrent_claims_keep_the_newest_term,
     concurrent_adjust_retries_move_money_once,
+    a_burst_of_mixed_writes_answers_each_alone,
     random_histories_keep_the_audit_exact,
 );
 
@@ -1240,6 +1241,117 @@ async fn concurrent_retries_of_one_bet_debit_once(t: &Ctx) {
     assert_eq!(balance(&t.ledger, &p.id).await, 750);
     assert_eq!(t.round_bets(TABLE, 1).await.expect("ledger call").len(), 1);
     assert_balanced(t).await;
+}
+
+/// A burst of concurrent bets and cash-outs on one ledger, as a busy node sends them (on SQLite
+/// they share group commits, each in its own savepoint): refused ones (round closed, insufficient
+/// funds), retries of one key and second cash-outs must each get their own answer and leave no
+/// trace, while the rest commit exactly once.
+async fn a_burst_of_mixed_writes_answers_each_alone(t: &Ctx) {
+    const STAKE: i64 = 100;
+    open(t, 1, 500).await;
+    let mut bettors = Vec::new();
+    let mut cashers = Vec::new();
+    for k in 0..10 {
+        // Three stakes each, for five fresh keys and one key retried three times.
+        bettors.push(player(t, &format!("Bettor{k}"), 3 * STAKE).await);
+        let c = player(t, &format!("Casher{k}"), STAKE).await;
+        let b = bet(&c, 1, "early", STAKE, None);
+        t.place_bet(&b).await.expect("an early bet");
+        cashers.push(b);
+    }
+    let mut bets = Vec::new();
+    for p in &bettors {
+        for n in 0..5 {
+            bets.push(("fresh", bet(p, 1, &format!("k{n}"), STAKE, None)));
+        }
+        for _ in 0..3 {
+            bets.push(("retry", bet(p, 1, "again", STAKE, None)));
+        }
+        bets.push(("closed", bet(p, 2, "closed", STAKE, None)));
+    }
+    let placing = futures_util::future::join_all(
+        bets.iter()
+            .map(|(what, b)| async move { (*what, b.player_id.clone(), t.place_bet(b).await) }),
+    );
+    let cashing = futures_util::future::join_all(cashers.iter().flat_map(|b| {
+        (0..2).map(move |_| async move {
+            let c = cash_out(b, 200);
+            (
+                b.player_id.clone(),
+                t.settle_cash_out(&c, Some("co"), c.at_ms).await,
+            )
+        })
+    }));
+    let (placed, cashed) = tokio::join!(placing, cashing);
+
+    let mut accepted: std::collections::HashMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    let mut retries: std::collections::HashMap<String, Vec<Option<String>>> = Default::default();
+    for (what, player_id, r) in placed {
+        match (what, r) {
+            ("closed", r) => assert_err(r, &Error::BettingClosed, "a bet on a round not open"),
+            (_, Ok((stored, balance))) => {
+                assert!(balance >= 0, "[{}] negative balance {balance}", t.backend);
+                accepted
+                    .entry(player_id.clone())
+                    .or_default()
+                    .insert(stored.bet_id.clone());
+                if what == "retry" {
+                    retries
+                        .entry(player_id)
+                        .or_default()
+                        .push(Some(stored.bet_id));
+                }
+            }
+            (_, Err(Error::InsufficientFunds)) => {
+                if what == "retry" {
+                    retries.entry(player_id).or_default().push(None);
+                }
+            }
+            (_, Err(e)) => panic!("[{}] unexpected answer in a burst: {e:?}", t.backend),
+        }
+    }
+    for p in &bettors {
+        let ids = accepted.get(&p.id).map_or(0, |s| s.len());
+        assert_eq!(
+            ids, 3,
+            "[{}] {} placed {ids} bets with 3 stakes",
+            t.backend, p.username
+        );
+        assert_eq!(balance(&t.ledger, &p.id).await, 0);
+        // Retries of one key: all the same bet, or all refused (the funds were gone first).
+        let r = &retries[&p.id];
+        assert_eq!(r.len(), 3);
+        assert!(
+            r.iter().all(|x| x == &r[0]),
+            "[{}] retries answered {r:?}",
+            t.backend
+        );
+    }
+    let mut paid: std::collections::HashMap<String, usize> = Default::default();
+    for (player_id, r) in cashed {
+        match r.expect("a cash-out in the burst") {
+            Some(balance) => {
+                assert_eq!(
+                    balance, 200,
+                    "[{}] the casher's balance after 2.00x",
+                    t.backend
+                );
+                *paid.entry(player_id).or_default() += 1;
+            }
+            None => {}
+        }
+    }
+    assert_eq!(paid.len(), 10, "[{}] every early bet paid", t.backend);
+    assert!(
+        paid.values().all(|&n| n == 1),
+        "[{}] a bet paid twice: {paid:?}",
+        t.backend
+    );
+    assert_eq!(t.round_bets(TABLE, 1).await.expect("ledger call").len(), 40);
+    let a = assert_balanced(t).await;
+    assert_eq!((a.bets, a.stakes, a.payouts), (40, 40 * STAKE, 10 * 200));
 }
 
 async fn concurrent_finish_round_settles_once(t: &Ctx) {

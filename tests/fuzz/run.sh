@@ -34,7 +34,7 @@ if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cd fuzz && cargo "${toolchain[@]}" fuzz list)
 fi
 start=$(date +%s)
-(cd fuzz && cargo "${toolchain[@]}" fuzz build -O --target-dir "$target_dir" "${targets[@]}")
+(cd fuzz && cargo "${toolchain[@]}" fuzz build -O --target-dir "$target_dir") # every target
 echo "fuzz: build took $(( $(date +%s) - start ))s"
 scratch=""
 if [ "${CRASHFLEET_FUZZ_SCRATCH:-0}" = 1 ]; then

@@ -198,6 +198,11 @@ def draw_soak(path: Path, out: Path):
         ]
 
     end = float(rows[-1]["t_s"]) / 60
+    # Players move to another node when theirs is killed: the sum is the fleet's footprint.
+    total = [
+        (float(r["t_s"]) / 60, sum(float(r[f"rss_node{i}"]) for i in (1, 2, 3) if r[f"rss_node{i}"]) / 1048576)
+        for r in rows
+    ]
     ticks = [round(end * i / 6) for i in range(7)]
     mib = 1048576
     svg = svg_chart(
@@ -205,6 +210,7 @@ def draw_soak(path: Path, out: Path):
         "minutes",
         "MiB",
         [(f"RSS node-{i}", col(f"rss_node{i}", mib)) for i in (1, 2, 3)]
+        + [("RSS, all nodes", total)]
         + [("Redis used_memory", col("redis_used_memory", mib))],
         xticks=ticks,
         dots=False,

@@ -5,7 +5,7 @@
 # used_memory and keys, PostgreSQL database size and bets kept.
 #   bash tests/soak/run.sh [MINUTES] [FAULT_EVERY]
 # Then the money invariants are checked as in the chaos suite, and flatness: the median of the last
-# fifth of each node's RSS and descriptors and of Redis' memory and keys may not exceed the middle
+# fifth of the nodes' summed RSS and descriptors and of Redis' memory and keys may not exceed the middle
 # fifth's by more than 25 % (+ a small slack; round keys expire after 10 minutes, so runs shorter
 # than ~25 minutes see Redis still filling); PostgreSQL must grow at a steady size per bet kept.
 # The samples go to docs/bench/results/soak.csv and the charts to docs/bench/soak-*.svg.

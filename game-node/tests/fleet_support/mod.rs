@@ -656,6 +656,22 @@ impl Fleet {
         .expect("calculator");
         let (_, rounds) = self.get(i, "/api/v1/rounds?limit=100", None).await;
         let mut rounds: Vec<Value> = rounds.as_array().expect("rounds").clone();
+        // The list holds the newest 100; a long run (the soak) has more: fetch the older ones one
+        // by one, in the list's shape.
+        let oldest = rounds.iter().filter_map(|r| r["number"].as_u64()).min();
+        for n in 1..oldest.unwrap_or(1) {
+            let (s, d) = self.get(i, &format!("/api/v1/rounds/{n}"), None).await;
+            if s != 200 {
+                continue; // a gap: the contiguity check below names it
+            }
+            let r = &d["round"];
+            rounds.push(json!({
+                "number": r["number"],
+                "status": r["phase"],
+                "hash": r["hash"],
+                "crash_x100": r["crash_x100"],
+            }));
+        }
         rounds.sort_by_key(|r| r["number"].as_u64());
         for (k, r) in rounds.iter().enumerate() {
             assert_eq!(

@@ -235,10 +235,15 @@ main() {
   grep -v '^NODES=\|^BACKEND=' "$FLEET_CONFIG" >>"$FLEET_CONFIG.new" 2>/dev/null || true
   mv -f "$FLEET_CONFIG.new" "$FLEET_CONFIG"
 
-  local line
+  local line redis_was_up=0
+  redis_sh status >/dev/null 2>&1 && redis_was_up=1
   line=$(redis_sh start | tail -n 1) || fdie "tests/redis/redis.sh start failed (see above)"
   REDIS_URL=${line#CRASHFLEET_TEST_REDIS_URL=}
-  line=$(pg_sh start | tail -n 1) || fdie "tests/pg/pg.sh start failed (see above)"
+  if ! line=$(pg_sh start | tail -n 1); then
+    # Leave nothing half-started behind: the Redis this call started goes too.
+    [ "$redis_was_up" = 1 ] || redis_sh stop >/dev/null 2>&1 || true
+    fdie "tests/pg/pg.sh start failed (see above)"
+  fi
   DATABASE_URL=${line#CRASHFLEET_TEST_DATABASE_URL=}
   [ "$BACKEND" = kubernetes ] && start_kubernetes
 

@@ -280,9 +280,8 @@ async fn faults_under_load_never_break_the_money_invariants() {
         return;
     }
     let faults = env_u64("CRASHFLEET_CHAOS_FAULTS").unwrap_or(8) as usize;
-    let seed = env_u64("CRASHFLEET_CHAOS_SEED").unwrap_or_else(|| rand::rng().random());
+    let (seed, mut rng) = seeded();
     eprintln!("chaos: {faults} faults, seed {seed} (CRASHFLEET_CHAOS_SEED={seed} replays them)");
-    let mut rng = StdRng::seed_from_u64(seed);
 
     let mut rig = Rig::start("chaos").await;
     let stop = CancellationToken::new();
@@ -306,13 +305,7 @@ async fn faults_under_load_never_break_the_money_invariants() {
     let reports = rig.finish(stop, loads).await;
     let violations = check(&rig.fleet, &reports).await;
     print_summary(&injected, &reports, &rig.fleet, &violations).await;
-    assert!(
-        violations.is_empty(),
-        "{} violation(s):\n{}\n{}",
-        violations.len(),
-        violations.join("\n"),
-        rig.fleet.logs()
-    );
+    assert_none(&violations, &rig.fleet);
 }
 
 /// One soak sample: the nodes' memory, descriptors and sockets; Redis' and PostgreSQL's sizes.
@@ -491,9 +484,8 @@ async fn soak_stays_flat_under_load_and_faults() {
         .max(5);
     let csv_path = std::env::var("CRASHFLEET_SOAK_CSV")
         .unwrap_or_else(|_| format!("{}/../target/soak.csv", env!("CARGO_MANIFEST_DIR")));
-    let seed = env_u64("CRASHFLEET_CHAOS_SEED").unwrap_or_else(|| rand::rng().random());
+    let (seed, mut rng) = seeded();
     eprintln!("soak: {secs} s, a fault every {fault_every} s, seed {seed}, samples to {csv_path}");
-    let mut rng = StdRng::seed_from_u64(seed);
 
     let mut rig = Rig::start("soak").await;
     let stop = CancellationToken::new();
@@ -623,13 +615,23 @@ async fn soak_stays_flat_under_load_and_faults() {
         early.unwrap_or(f64::NAN),
         late.unwrap_or(f64::NAN)
     );
+    assert_none(&violations, &rig.fleet);
+}
+
+fn assert_none(violations: &[String], fleet: &Fleet) {
     assert!(
         violations.is_empty(),
         "{} violation(s):\n{}\n{}",
         violations.len(),
         violations.join("\n"),
-        rig.fleet.logs()
+        fleet.logs()
     );
+}
+
+/// The run's seed (`CRASHFLEET_CHAOS_SEED` replays one) and the fault RNG it seeds.
+fn seeded() -> (u64, StdRng) {
+    let seed = env_u64("CRASHFLEET_CHAOS_SEED").unwrap_or_else(|| rand::rng().random());
+    (seed, StdRng::seed_from_u64(seed))
 }
 
 /// Every invariant; returns the violations in words.

@@ -12,14 +12,8 @@ bash "$ROOT/tests/install-deps.sh"
 export CRASHFLEET_CHAOS_FAULTS="${1:-200}"
 if [ -n "${2:-}" ]; then export CRASHFLEET_CHAOS_SEED="$2"; fi
 
-# The suite starts its own Redis and PostgreSQL (it restarts both); the shared test server only
-# answers the harness's "is PostgreSQL here" check, as in tests/run.sh.
-pg_ours=1
-bash "$ROOT/tests/pg/pg.sh" status >/dev/null 2>&1 && pg_ours=0
-cleanup() { if [ "$pg_ours" = 1 ]; then bash "$ROOT/tests/pg/pg.sh" stop >/dev/null 2>&1 || true; fi; }
-trap cleanup EXIT
-pg_line=$(bash "$ROOT/tests/pg/pg.sh" start | tail -n 1)
-export "${pg_line?}"
+# The suite starts its own Redis and PostgreSQL; the shared server answers the harness check.
+source "$ROOT/tests/pg/harness-check.sh"
 
 start=$(date +%s)
 cargo test -p game-node --test chaos faults_under_load -- --nocapture

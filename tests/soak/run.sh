@@ -19,14 +19,8 @@ export CRASHFLEET_SOAK_FAULT_EVERY_SECS="${2:-60}"
 mkdir -p "$ROOT/docs/bench/results"
 export CRASHFLEET_SOAK_CSV="$ROOT/docs/bench/results/soak.csv"
 
-# The suite starts its own Redis and PostgreSQL (its faults restart both); the shared test server
-# only answers the harness's "is PostgreSQL here" check, as in tests/run.sh.
-pg_ours=1
-bash "$ROOT/tests/pg/pg.sh" status >/dev/null 2>&1 && pg_ours=0
-cleanup() { if [ "$pg_ours" = 1 ]; then bash "$ROOT/tests/pg/pg.sh" stop >/dev/null 2>&1 || true; fi; }
-trap cleanup EXIT
-pg_line=$(bash "$ROOT/tests/pg/pg.sh" start | tail -n 1)
-export "${pg_line?}"
+# The suite starts its own Redis and PostgreSQL; the shared server answers the harness check.
+source "$ROOT/tests/pg/harness-check.sh"
 
 start=$(date +%s)
 cargo test --release -p game-node --test chaos soak_ -- --nocapture

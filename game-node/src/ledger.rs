@@ -463,14 +463,15 @@ impl GroupOp {
     }
 }
 
-fn group_gone() -> Error {
-    Error::Unavailable("the ledger is closing".into())
-}
-
-impl<T> From<mpsc::error::SendError<T>> for Error {
-    fn from(_: mpsc::error::SendError<T>) -> Self {
-        group_gone()
-    }
+/// Hands one operation to the group writer and waits for its answer (after the commit).
+async fn grouped(
+    group: &mpsc::Sender<GroupOp>,
+    op: impl FnOnce(oneshot::Sender<Result<Option<i64>>>) -> GroupOp,
+) -> Result<Option<i64>> {
+    let gone = || Error::Unavailable("the ledger is closing".into());
+    let (reply, answer) = oneshot::channel();
+    group.send(op(reply)).await.map_err(|_| gone())?;
+    answer.await.map_err(|_| gone())?
 }
 
 /// SQLite group commit. With `synchronous = FULL` every commit waits for an fsync, and SQLite has
@@ -501,13 +502,7 @@ async fn group_writer(pool: AnyPool, lock: Arc<Mutex<()>>, mut ops: mpsc::Receiv
 async fn commit_group(pool: &AnyPool, batch: &mut Vec<GroupOp>) {
     let mut tx = match pool.begin().await {
         Ok(tx) => tx,
-        Err(e) => {
-            let msg = format!("cannot open a ledger transaction: {e}");
-            for op in batch.drain(..) {
-                op.answer(Err(Error::Unavailable(msg.clone())));
-            }
-            return;
-        }
+        Err(e) => return fail_all(batch, format!("cannot open a ledger transaction: {e}")),
     };
     let mut results = Vec::with_capacity(batch.len());
     for op in batch.iter() {
@@ -517,11 +512,7 @@ async fn commit_group(pool: &AnyPool, batch: &mut Vec<GroupOp>) {
                 // A savepoint that could not be rolled back may have left part of a refused
                 // operation behind: the whole group is dropped, not committed.
                 drop(tx);
-                let msg = format!("the ledger did not commit: {e}");
-                for op in batch.drain(..) {
-                    op.answer(Err(Error::Unavailable(msg.clone())));
-                }
-                return;
+                return fail_all(batch, format!("the ledger did not commit: {e}"));
             }
         }
     }
@@ -531,12 +522,14 @@ async fn commit_group(pool: &AnyPool, batch: &mut Vec<GroupOp>) {
                 op.answer(r);
             }
         }
-        Err(e) => {
-            let msg = format!("the ledger did not commit: {e}");
-            for op in batch.drain(..) {
-                op.answer(Err(Error::Unavailable(msg.clone())));
-            }
-        }
+        Err(e) => fail_all(batch, format!("the ledger did not commit: {e}")),
+    }
+}
+
+/// Nothing of the group was written: every member is told the ledger is unavailable.
+fn fail_all(batch: &mut Vec<GroupOp>, msg: String) {
+    for op in batch.drain(..) {
+        op.answer(Err(Error::Unavailable(msg.clone())));
     }
 }
 
@@ -890,11 +883,7 @@ impl Ledger for SqlLedger {
 
     async fn place_bet(&self, bet: &BetRecord) -> Result<(BetRecord, i64)> {
         let placed = match &self.group {
-            Some(group) => {
-                let (reply, answer) = oneshot::channel();
-                group.send(GroupOp::Bet(bet.clone(), reply)).await?;
-                answer.await.map_err(|_| group_gone())??
-            }
+            Some(group) => grouped(group, |reply| GroupOp::Bet(bet.clone(), reply)).await?,
             None => {
                 let mut tx = self.pool.begin().await?;
                 let placed = insert_bet(&mut tx, bet).await?;
@@ -929,16 +918,13 @@ impl Ledger for SqlLedger {
         now_ms: i64,
     ) -> Result<Option<i64>> {
         if let Some(group) = &self.group {
-            let (reply, answer) = oneshot::channel();
-            group
-                .send(GroupOp::CashOut {
-                    cash_out: c.clone(),
-                    key: key.map(str::to_string),
-                    now_ms,
-                    reply,
-                })
-                .await?;
-            return answer.await.map_err(|_| group_gone())?;
+            return grouped(group, |reply| GroupOp::CashOut {
+                cash_out: c.clone(),
+                key: key.map(str::to_string),
+                now_ms,
+                reply,
+            })
+            .await;
         }
         let mut tx = self.pool.begin().await?;
         let balance = pay_win(

@@ -56,6 +56,20 @@ pub enum Error {
     PayloadTooLarge,
     #[error("{0}")]
     Unavailable(String),
+    /// A bounded queue or a per-client cap is full: nothing was done; retry after the given
+    /// seconds (sent as `Retry-After`).
+    #[error("{what} is busy; retry in {retry_after_secs} s")]
+    Busy {
+        what: &'static str,
+        retry_after_secs: u64,
+    },
+    /// The node asked for a money decision and lost the answer (a reply that never came back).
+    /// Money may have moved: a retry with the same idempotency key returns the real first outcome.
+    #[error("the outcome of this request is not known yet; retry with the same idempotency key")]
+    OutcomeUnknown,
+    /// The idempotency key already placed a bet in an earlier round: every bet needs a new key.
+    #[error("this idempotency key already placed bet {bet_id} in round {round}; use a new key")]
+    KeyUsed { bet_id: String, round: u64 },
     /// A newer leader holds the table: this node's leader write was refused (fencing).
     #[error("stale leadership term {stale} (the table is at term {current})")]
     Fenced { stale: u64, current: u64 },
@@ -92,6 +106,9 @@ impl Error {
             Error::RateLimited => "rate_limited",
             Error::PayloadTooLarge => "payload_too_large",
             Error::Unavailable(_) => "unavailable",
+            Error::Busy { .. } => "busy",
+            Error::OutcomeUnknown => "outcome_unknown",
+            Error::KeyUsed { .. } => "idempotency_key_used",
             Error::Fenced { .. } => "fenced",
             Error::Internal(_) => "internal",
         }
@@ -120,11 +137,27 @@ impl Error {
             | Error::NotFlying
             | Error::AlreadySettled
             | Error::TooLate
+            | Error::KeyUsed { .. }
             | Error::Fenced { .. } => StatusCode::CONFLICT,
             Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::Busy { .. } | Error::OutcomeUnknown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Seconds a client should wait before retrying (the `Retry-After` header), for the errors
+    /// that mean "not now": every 429 and 503 carries one.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Error::RateLimited => Some(1),
+            Error::Busy {
+                retry_after_secs, ..
+            } => Some((*retry_after_secs).max(1)),
+            Error::Unavailable(_) | Error::OutcomeUnknown => Some(1),
+            _ => None,
         }
     }
 

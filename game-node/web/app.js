@@ -127,6 +127,9 @@
     rate_limited: 'Slow down a little',
     payload_too_large: 'The request was too large',
     unavailable: 'The table is unavailable right now',
+    busy: 'The server is busy — try again in a moment',
+    outcome_unknown: 'Still confirming your request — checking again',
+    idempotency_key_used: 'That request was already used for an earlier bet',
     internal: 'Something went wrong on the server',
   };
   function errorTitle(code) {

@@ -205,6 +205,9 @@ pub struct BetState {
     pub auto_cashout_x100: Option<u64>,
     /// Set once cashed out: (multiplier, instant).
     pub cashed_out: Option<(u64, i64)>,
+    /// The idempotency key of the manual cash-out that won it, so a retry with that key gets the
+    /// same decision back (its first answer may have been lost).
+    pub cashout_key: Option<String>,
     /// True once the cash-out was announced/paid (auto-cash-outs are discovered by the leader).
     pub announced: bool,
 }
@@ -231,6 +234,9 @@ pub struct CashOut {
     pub payout: i64,
     pub at_ms: i64,
     pub auto: bool,
+    /// The idempotency key of the manual request that decided it (`None` for an auto-cash-out).
+    /// Stored with the payout, so a retry with the same key finds its first outcome.
+    pub key: Option<String>,
 }
 
 /// How a bet ends when its round crashes.
@@ -245,6 +251,8 @@ pub struct Settlement {
     pub bet_id: String,
     pub player_id: String,
     pub outcome: Outcome,
+    /// For a manual cash-out not paid before the crash: its request's idempotency key.
+    pub cashout_key: Option<String>,
 }
 
 /// Checks a bet's own numbers against the rules (phase-independent, so handlers can refuse early).
@@ -325,6 +333,7 @@ impl ActiveRound {
             stake: req.stake,
             auto_cashout_x100: req.auto_cashout_x100,
             cashed_out: None,
+            cashout_key: None,
             announced: false,
         });
         Ok(())
@@ -351,14 +360,24 @@ impl ActiveRound {
     }
 
     /// A manual cash-out at `now`: accepted iff the round is flying and has not crashed; pays the
-    /// multiplier at that instant, or the auto target if that was reached first.
-    pub fn cash_out(&mut self, now_ms: i64, bet_id: &str, player_id: &str) -> Result<CashOut> {
+    /// multiplier at that instant, or the auto target if that was reached first. A retry with the
+    /// key of the cash-out that won the bet gets that decision again, whenever it arrives.
+    pub fn cash_out(
+        &mut self,
+        now_ms: i64,
+        bet_id: &str,
+        player_id: &str,
+        key: &str,
+    ) -> Result<CashOut> {
         let i = *self
             .index
             .get(bet_id)
             .ok_or_else(|| Error::UnknownBet(bet_id.to_string()))?;
         if self.bets[i].player_id != player_id {
             return Err(Error::Forbidden("this is not your bet".into()));
+        }
+        if self.bets[i].cashed_out.is_some() && self.bets[i].cashout_key.as_deref() == Some(key) {
+            return Ok(self.decision(i, false));
         }
         if now_ms < self.plan.started_at_ms {
             return Err(Error::NotFlying);
@@ -380,6 +399,7 @@ impl ActiveRound {
         }
         let multiplier = self.plan.manual_multiplier(&self.curve, now_ms);
         self.bets[i].cashed_out = Some((multiplier, now_ms));
+        self.bets[i].cashout_key = Some(key.to_string());
         self.bets[i].announced = true;
         Ok(self.decision(i, false))
     }
@@ -397,6 +417,7 @@ impl ActiveRound {
             payout: payout(bet.stake, multiplier_x100, self.rules.max_payout),
             at_ms,
             auto,
+            key: if auto { None } else { bet.cashout_key.clone() },
         }
     }
 
@@ -463,6 +484,7 @@ impl ActiveRound {
                     },
                     None => Outcome::Lost,
                 },
+                cashout_key: b.cashout_key.clone(),
             })
             .collect();
         (late_autos, settlements)
@@ -581,20 +603,24 @@ mod tests {
         let mut r = round(250);
         r.place_bet(1_000, bet("a", "p", 1_000, None)).expect("bet");
         r.place_bet(1_000, bet("b", "q", 1_000, None)).expect("bet");
-        assert_eq!(r.cash_out(5_999, "a", "p"), Err(Error::NotFlying));
+        assert_eq!(r.cash_out(5_999, "a", "p", "k"), Err(Error::NotFlying));
         assert!(matches!(
-            r.cash_out(6_500, "a", "q"),
+            r.cash_out(6_500, "a", "q", "k"),
             Err(Error::Forbidden(_))
         ));
         let crash_at = r.plan.crash_at_ms;
-        let c = r.cash_out(crash_at - 1, "a", "p").expect("in time");
+        let c = r.cash_out(crash_at - 1, "a", "p", "k").expect("in time");
         assert!(c.multiplier_x100 < 250, "never at or above the crash point");
         assert_eq!(c.payout, 1_000 * c.multiplier_x100 as i64 / 100);
         assert_eq!(
-            r.cash_out(crash_at - 1, "a", "p"),
-            Err(Error::AlreadySettled)
+            r.cash_out(crash_at - 1, "a", "p", "k2"),
+            Err(Error::AlreadySettled),
+            "another request (another key) cannot cash the bet out again"
         );
-        assert_eq!(r.cash_out(crash_at, "b", "q"), Err(Error::TooLate));
+        // A retry of the winning request gets its decision back, even past the crash instant.
+        assert_eq!(r.cash_out(crash_at + 5, "a", "p", "k"), Ok(c.clone()));
+        assert_eq!(c.key.as_deref(), Some("k"));
+        assert_eq!(r.cash_out(crash_at, "b", "q", "k"), Err(Error::TooLate));
         let (_, s) = r.settle();
         assert_eq!(
             s.iter().map(|s| s.outcome.clone()).collect::<Vec<_>>(),
@@ -625,7 +651,7 @@ mod tests {
         assert_eq!((due[0].multiplier_x100, due[0].at_ms), (120, t120));
         // A manual cash-out after the auto instant is a duplicate, never a second payment.
         assert_eq!(
-            r.cash_out(t120 + 500, "below", "s"),
+            r.cash_out(t120 + 500, "below", "s", "k"),
             Err(Error::AlreadySettled)
         );
         let (late, settled) = r.settle();
@@ -656,7 +682,7 @@ mod tests {
         r.place_bet(1_000, bet("a", "p", 100, Some(101)))
             .expect("bet");
         assert_eq!(
-            r.cash_out(r.plan.started_at_ms, "a", "p"),
+            r.cash_out(r.plan.started_at_ms, "a", "p", "k"),
             Err(Error::TooLate)
         );
         let (late, s) = r.settle();

@@ -32,9 +32,9 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::engine::{CashOut, Outcome, RoundPlan, Settlement};
 use crate::error::{Error, Result};
-use crate::fairness;
 use crate::ports::{
-    Audit, BetRecord, Commitment, LeaderboardRow, Ledger, PlayerRecord, RoundRecord, TableStats,
+    Audit, BetRecord, Commitment, LeaderboardRow, Ledger, PlayerRecord, Reveal, RoundRecord,
+    TableStats,
 };
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -249,8 +249,9 @@ fn round_row(r: &AnyRow) -> Result<RoundRecord> {
         table: r.try_get("table_id")?,
         number: u(r.try_get("number")?),
         status: r.try_get("status")?,
-        hash: r.try_get("hash")?,
-        crash_x100: u(r.try_get("crash_x100")?),
+        // Both are NULL while the round is open (never at rest before the crash).
+        hash: r.try_get::<Option<String>, _>("hash")?.unwrap_or_default(),
+        crash_x100: r.try_get::<Option<i64>, _>("crash_x100")?.map_or(0, u),
         opened_at_ms: r.try_get("opened_at_ms")?,
         started_at_ms: r.try_get("started_at_ms")?,
         crashed_at_ms: r.try_get("crashed_at_ms")?,
@@ -262,12 +263,12 @@ type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 /// Refuses a leader write whose term is older than the table's newest (fencing). The no-op
 /// update also takes the leadership row's lock, serialising with a new leader's `claim_term`.
-async fn check_term(tx: &mut Tx, table: &str, term: u64) -> Result<()> {
+async fn check_term(conn: &mut AnyConnection, table: &str, term: u64) -> Result<()> {
     let updated =
         sqlx::query("UPDATE leadership SET term = term WHERE table_id = $1 AND term <= $2")
             .bind(table)
             .bind(i(term))
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?
             .rows_affected();
     if updated == 1 {
@@ -275,7 +276,7 @@ async fn check_term(tx: &mut Tx, table: &str, term: u64) -> Result<()> {
     }
     let current: Option<i64> = sqlx::query("SELECT term FROM leadership WHERE table_id = $1")
         .bind(table)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?
         .map(|r| r.try_get(0))
         .transpose()?;
@@ -427,6 +428,8 @@ enum GroupOp {
         cash_out: CashOut,
         key: Option<String>,
         now_ms: i64,
+        /// (table, term) for a leader's payout: fenced like every leader write.
+        fence: Option<(String, u64)>,
         reply: oneshot::Sender<Result<Option<i64>>>,
     },
 }
@@ -439,8 +442,12 @@ impl GroupOp {
                 cash_out: c,
                 key,
                 now_ms,
+                fence,
                 ..
             } => {
+                if let Some((table, term)) = fence {
+                    check_term(conn, table, *term).await?;
+                }
                 pay_win(
                     conn,
                     &c.bet_id,
@@ -578,16 +585,19 @@ async fn close_round(
     table: &str,
     term: u64,
     number: u64,
+    reveal: &Reveal,
     status: &'static str,
     at_ms: i64,
 ) -> Result<bool> {
     check_term(tx, table, term).await?;
     let closed = sqlx::query(
-        "UPDATE rounds SET status = $1, crashed_at_ms = $2 \
-         WHERE table_id = $3 AND number = $4 AND status = 'open'",
+        "UPDATE rounds SET status = $1, crashed_at_ms = $2, hash = $3, crash_x100 = $4 \
+         WHERE table_id = $5 AND number = $6 AND status = 'open'",
     )
     .bind(status)
     .bind(at_ms)
+    .bind(&reveal.hash)
+    .bind(i(reveal.crash_x100))
     .bind(table)
     .bind(i(number))
     .execute(&mut **tx)
@@ -839,14 +849,15 @@ impl Ledger for SqlLedger {
         let _w = self.write_guard().await;
         let mut tx = self.pool.begin().await?;
         check_term(&mut tx, table, term).await?;
+        // The hash and crash point stay out of the row until the round ends: whoever can read the
+        // database file or a backup must not learn a live round's outcome. A leader that resumes
+        // the round re-derives both from the chain seed.
         let inserted = sqlx::query(
-            "INSERT INTO rounds (table_id, number, status, hash, crash_x100, opened_at_ms, \
-             started_at_ms, term) VALUES ($1, $2, 'open', $3, $4, $5, $6, $7)",
+            "INSERT INTO rounds (table_id, number, status, opened_at_ms, started_at_ms, term) \
+             VALUES ($1, $2, 'open', $3, $4, $5)",
         )
         .bind(table)
         .bind(i(plan.number))
-        .bind(fairness::to_hex(&plan.hash))
-        .bind(i(plan.crash_x100))
         .bind(plan.opened_at_ms)
         .bind(plan.started_at_ms)
         .bind(i(term))
@@ -922,6 +933,7 @@ impl Ledger for SqlLedger {
                 cash_out: c.clone(),
                 key: key.map(str::to_string),
                 now_ms,
+                fence: None,
                 reply,
             })
             .await;
@@ -941,17 +953,61 @@ impl Ledger for SqlLedger {
         Ok(balance)
     }
 
+    async fn settle_leader_cash_out(
+        &self,
+        table: &str,
+        term: u64,
+        c: &CashOut,
+        now_ms: i64,
+    ) -> Result<Option<i64>> {
+        if let Some(group) = &self.group {
+            return grouped(group, |reply| GroupOp::CashOut {
+                cash_out: c.clone(),
+                key: c.key.clone(),
+                now_ms,
+                fence: Some((table.to_string(), term)),
+                reply,
+            })
+            .await;
+        }
+        let mut tx = self.pool.begin().await?;
+        check_term(&mut tx, table, term).await?;
+        let balance = pay_win(
+            &mut tx,
+            &c.bet_id,
+            &c.player_id,
+            c.multiplier_x100,
+            c.payout,
+            c.key.as_deref(),
+            now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(balance)
+    }
+
     async fn finish_round(
         &self,
         table: &str,
         term: u64,
         number: u64,
+        reveal: &Reveal,
         crashed_at_ms: i64,
         settlements: &[Settlement],
     ) -> Result<Vec<(String, i64)>> {
         let _w = self.write_guard().await;
         let mut tx = self.pool.begin().await?;
-        if !close_round(&mut tx, table, term, number, "crashed", crashed_at_ms).await? {
+        if !close_round(
+            &mut tx,
+            table,
+            term,
+            number,
+            reveal,
+            "crashed",
+            crashed_at_ms,
+        )
+        .await?
+        {
             return Ok(Vec::new());
         }
         let mut balances = Vec::new();
@@ -966,7 +1022,7 @@ impl Ledger for SqlLedger {
                     &s.player_id,
                     multiplier_x100,
                     payout,
-                    None,
+                    s.cashout_key.as_deref(),
                     crashed_at_ms,
                 )
                 .await?
@@ -992,11 +1048,12 @@ impl Ledger for SqlLedger {
         table: &str,
         term: u64,
         number: u64,
+        reveal: &Reveal,
         now_ms: i64,
     ) -> Result<Vec<(String, i64)>> {
         let _w = self.write_guard().await;
         let mut tx = self.pool.begin().await?;
-        if !close_round(&mut tx, table, term, number, "voided", now_ms).await? {
+        if !close_round(&mut tx, table, term, number, reveal, "voided", now_ms).await? {
             return Ok(Vec::new());
         }
         let open: Vec<(String, String, i64)> = sqlx::query(

@@ -40,6 +40,8 @@ pub struct AppState {
     pub admin_token: Option<String>,
     pub demo_credit: i64,
     pub player_limiter: PlayerLimiter,
+    /// Serialises requests that share a (player, idempotency key) on this node.
+    pub key_locks: crate::service::KeyLocks,
     /// Announces accepted bets to every player, batched (feed.rs).
     pub bet_feed: crate::feed::BetFeed,
     /// Routes each player's private events to their sockets on this node.
@@ -84,7 +86,7 @@ fn load_or_create_seed(path: &Path) -> anyhow::Result<(fairness::Hash32, bool)> 
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        create_private_dir(dir)?;
     }
     let (_, seed) = Chain::generate(1).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut opts = std::fs::OpenOptions::new();
@@ -101,6 +103,80 @@ fn load_or_create_seed(path: &Path) -> anyhow::Result<(fairness::Hash32, bool)> 
     writeln!(f, "{}", fairness::to_hex(&seed))?;
     f.sync_all()?;
     Ok((seed, true))
+}
+
+/// Group or other permission bits that make a ledger file readable or writable by other local
+/// users. The ledger holds password hashes, balances and every bet; mode 0600 is the rule.
+#[cfg(unix)]
+const FORBIDDEN_LEDGER_MODE: u32 = 0o077;
+
+/// Creates `dir` (and its parents) with mode 0700 when it does not exist: the node's files in it
+/// (ledger, chain seed) are for this user only. An existing directory is left as it is; the
+/// files themselves are checked one by one.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))
+}
+
+/// The file behind a `sqlite:` URL (`None` for PostgreSQL and in-memory databases).
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
+/// Makes sure the SQLite ledger is private before it is opened: a missing database file is created
+/// empty with mode 0600 (SQLite gives its -wal and -shm files the database file's mode), and an
+/// existing one (or its -wal/-shm) that other users can read or write is refused, like a
+/// world-readable chain seed.
+fn prepare_private_database(path: &Path) -> anyhow::Result<()> {
+    let shown = path.display();
+    if !path.exists() {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        match opts.open(path) {
+            Ok(_) => return Ok(()),
+            // Created by someone else in between: check it like any existing file.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("creating the ledger {shown}")),
+        }
+    }
+    #[cfg(unix)]
+    for suffix in ["", "-wal", "-shm"] {
+        use std::os::unix::fs::PermissionsExt;
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & FORBIDDEN_LEDGER_MODE != 0 {
+            bail!(
+                "ledger file {} has mode {mode:04o}: other users could read password hashes and \
+                 balances, or change them. Run `chmod 600 {}*` (and `chmod 700` its directory)",
+                file.display(),
+                shown
+            );
+        }
+    }
+    Ok(())
 }
 
 fn random_hex32() -> String {
@@ -181,8 +257,10 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
     cfg.validate().map_err(anyhow::Error::msg)?;
     let url = cfg.database_url();
     if url.starts_with("sqlite:") && cfg.database_url.is_none() {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .with_context(|| format!("creating the data directory {}", cfg.data_dir.display()))?;
+        create_private_dir(&cfg.data_dir)?;
+    }
+    if let Some(path) = sqlite_path(&url) {
+        prepare_private_database(&path)?;
     }
     let ledger = Arc::new(
         SqlLedger::connect(&url, cfg.db_pool)
@@ -341,6 +419,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         admin_token: cfg.admin_token.clone(),
         demo_credit: cfg.demo_credit,
         player_limiter: PlayerLimiter::new(cfg.rate_limit_player),
+        key_locks: Default::default(),
         routes: Arc::new(crate::hub::PlayerRoutes::default()),
         node_id,
         fleet,

@@ -115,7 +115,9 @@ pub struct RoundRecord {
     pub number: u64,
     /// `open`, `crashed`, `voided`.
     pub status: String,
+    /// Empty while the round is open: the ledger stores it only when the round ends.
     pub hash: String,
+    /// 0 while the round is open, like `hash`.
     pub crash_x100: u64,
     pub opened_at_ms: i64,
     pub started_at_ms: i64,
@@ -140,6 +142,24 @@ impl RoundRecord {
             crashed_at_ms: self.crashed_at_ms,
             crash_x100: finished.then_some(self.crash_x100),
             hash: finished.then(|| self.hash.clone()),
+        }
+    }
+}
+
+/// A round's secrets as the ledger stores them once the round has ended (crashed or voided). While
+/// a round is open the ledger holds neither: its row has no hash and no crash point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reveal {
+    /// The round's chain hash, hex.
+    pub hash: String,
+    pub crash_x100: u64,
+}
+
+impl Reveal {
+    pub fn of(plan: &RoundPlan) -> Reveal {
+        Reveal {
+            hash: crate::fairness::to_hex(&plan.hash),
+            crash_x100: plan.crash_x100,
         }
     }
 }
@@ -268,13 +288,25 @@ pub trait Ledger: Send + Sync + 'static {
         key: Option<&str>,
         now_ms: i64,
     ) -> Result<Option<i64>>;
-    /// Settles every open bet of the round (winners paid, the rest lost) and reveals the round.
-    /// Returns (player_id, balance) of players whose balance changed.
+    /// A leader's payout of a decided cash-out (an auto-cash-out, or one a void honours): like
+    /// [`Ledger::settle_cash_out`] with the cash-out's own key, and fenced like every leader
+    /// write: refused with `Fenced` once a newer term holds the table.
+    async fn settle_leader_cash_out(
+        &self,
+        table: &str,
+        term: u64,
+        c: &CashOut,
+        now_ms: i64,
+    ) -> Result<Option<i64>>;
+    /// Settles every open bet of the round (winners paid, the rest lost) and reveals the round
+    /// (its hash and crash point are stored only now). Returns (player_id, balance) of players
+    /// whose balance changed.
     async fn finish_round(
         &self,
         table: &str,
         term: u64,
         number: u64,
+        reveal: &Reveal,
         crashed_at_ms: i64,
         settlements: &[Settlement],
     ) -> Result<Vec<(String, i64)>>;
@@ -284,6 +316,7 @@ pub trait Ledger: Send + Sync + 'static {
         table: &str,
         term: u64,
         number: u64,
+        reveal: &Reveal,
         now_ms: i64,
     ) -> Result<Vec<(String, i64)>>;
 
@@ -375,7 +408,10 @@ pub trait Arbiter: Send + Sync + 'static {
     }
     async fn place_bet(&self, round: u64, req: BetRequest) -> Result<i64>;
     async fn cancel_bet(&self, round: u64, bet_id: &str);
-    async fn cash_out(&self, bet_id: &str, player_id: &str) -> Result<CashOut>;
+    /// A manual cash-out, decided against the authoritative clock. `key` is the request's
+    /// idempotency key: a retry with the key of the cash-out that won the bet gets the same
+    /// decision back (the first answer may have been lost on the way).
+    async fn cash_out(&self, bet_id: &str, player_id: &str, key: &str) -> Result<CashOut>;
     /// Auto-cash-outs due by now (leader only), and when the next one falls due.
     async fn due_auto_cashouts(&self, term: u64) -> Result<(Vec<CashOut>, Option<i64>)>;
     /// Ends the round (leader only): late auto-cash-outs and every bet's outcome.

@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 use crate::engine::{CashOut, Curve, RoundPlan, Rules};
 use crate::error::{Error, Result};
 use crate::fairness::{Chain, CrashCalculator};
-use crate::ports::{Arbiter, Bus, LeaderElector, Ledger};
+use crate::ports::{Arbiter, Bus, LeaderElector, Ledger, Reveal};
 use crate::protocol::ServerMessage;
 
 /// How long the leader backs off after a failed round (ledger or bus unavailable) before retrying.
@@ -191,6 +191,20 @@ impl Leader<'_> {
         Ok(resume)
     }
 
+    /// Round `number`'s hash and crash point, derived from the chain: the ledger does not hold
+    /// them while a round is open, so a leader voiding or resuming a round recomputes them.
+    fn reveal(&self, number: u64) -> Result<Reveal> {
+        let hash = self
+            .table
+            .chain
+            .round_hash(number)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Reveal {
+            hash: crate::fairness::to_hex(&hash),
+            crash_x100: self.table.calculator.crash_x100(&hash),
+        })
+    }
+
     /// Voids one round: the arbiter stops deciding for it, the cash-outs it had accepted are paid
     /// (an accepted cash-out is never lost), every other open stake is refunded.
     async fn void_round(&self, number: u64, reason: &str) -> Result<()> {
@@ -198,10 +212,11 @@ impl Leader<'_> {
         for c in &accepted {
             self.pay(c).await?;
         }
+        let reveal = self.reveal(number)?;
         let balances = self
             .ports
             .ledger
-            .void_round(&self.table.id, self.term, number, self.now())
+            .void_round(&self.table.id, self.term, number, &reveal, self.now())
             .await?;
         warn!(
             round = number,
@@ -238,7 +253,12 @@ impl Leader<'_> {
 
     /// Pays a decided auto-cash-out and tells everyone.
     async fn pay(&self, c: &CashOut) -> Result<()> {
-        if let Some(balance) = self.ports.ledger.settle_cash_out(c, None, c.at_ms).await? {
+        if let Some(balance) = self
+            .ports
+            .ledger
+            .settle_leader_cash_out(&self.table.id, self.term, c, c.at_ms)
+            .await?
+        {
             self.publish_balances(&[(c.player_id.clone(), balance)])
                 .await;
         }
@@ -344,7 +364,14 @@ impl Leader<'_> {
             let balances = self
                 .ports
                 .ledger
-                .finish_round(&spec.id, self.term, number, plan.crash_at_ms, &settlements)
+                .finish_round(
+                    &spec.id,
+                    self.term,
+                    number,
+                    &Reveal::of(plan),
+                    plan.crash_at_ms,
+                    &settlements,
+                )
                 .await?;
             metrics::counter!("crashfleet_rounds_total").increment(1);
             self.ports.elector.report_round(number);

@@ -9,9 +9,17 @@
 //!   (2) the ledger pays it. If (2) fails the round's settlement pays it at the crash (the arbiter
 //!   still holds the decision), so an accepted cash-out is never lost and never paid twice
 //!   (the bet's `open → won` transition happens once).
+//!
+//! Answers never lie about money. Requests with the same (player, idempotency key) run one at a
+//! time on a node, so a concurrent retry waits for the first and gets its outcome. When the node
+//! cannot know what happened — the arbiter's or the ledger's reply was lost after the request was
+//! sent — it answers `outcome_unknown` (never an error that says nothing moved), and a retry with
+//! the same key returns the real first outcome: the ledger finds the bet by its key, and the
+//! arbiter gives the decision recorded with the cash-out's key back.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -50,6 +58,63 @@ impl PlayerLimiter {
     }
 }
 
+/// One async lock per (player, idempotency key) while a request with it is in flight on this node:
+/// a retry that arrives before the first answer waits for it instead of racing it (two racing bets
+/// with one key could exhaust the per-player bet limit and get `bet_limit` instead of the first
+/// bet). Entries live only while some request holds or waits for them, so the map is bounded by
+/// the requests in flight.
+#[derive(Default)]
+pub struct KeyLocks {
+    held: Mutex<HashMap<PlayerKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// (player id, idempotency key).
+type PlayerKey = (String, String);
+
+/// Holds a [`KeyLocks`] entry; the entry is removed when its last holder or waiter is done.
+pub struct KeyGuard<'a> {
+    locks: &'a KeyLocks,
+    id: PlayerKey,
+    entry: Arc<tokio::sync::Mutex<()>>,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl KeyLocks {
+    pub async fn lock(&self, player_id: &str, key: &str) -> KeyGuard<'_> {
+        let id = (player_id.to_string(), key.to_string());
+        let entry = {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            held.entry(id.clone()).or_default().clone()
+        };
+        let guard = entry.clone().lock_owned().await;
+        KeyGuard {
+            locks: self,
+            id,
+            entry,
+            _held: guard,
+        }
+    }
+
+    /// Entries in the map (for tests: it must drain to 0).
+    pub fn len(&self) -> usize {
+        self.held.lock().map_or(0, |h| h.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        let mut held = self.locks.held.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's reference and ours: nobody else holds or waits for this key.
+        if Arc::strong_count(&self.entry) == 2 {
+            held.remove(&self.id);
+        }
+    }
+}
+
 /// Checks an idempotency key: 1–64 printable ASCII characters.
 pub fn check_key(key: &str) -> Result<()> {
     if key.is_empty() || key.len() > 64 || !key.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
@@ -68,16 +133,9 @@ pub async fn place_bet(
     check_key(key)?;
     validate_bet(&state.table.rules, stake, auto)?;
     state.player_limiter.check(&session.player_id)?;
+    let _one_at_a_time = state.key_locks.lock(&session.player_id, key).await;
     if let Some(first) = state.ledger.bet_by_key(&session.player_id, key).await? {
-        if first.stake != stake || first.auto_cashout_x100 != auto {
-            return Err(Error::IdempotencyConflict);
-        }
-        let balance = state
-            .ledger
-            .player(&session.player_id)
-            .await?
-            .map_or(0, |p| p.balance);
-        return Ok((first, balance));
+        return first_bet(state, first, stake, auto).await;
     }
     let round = state
         .arbiter
@@ -117,10 +175,33 @@ pub async fn place_bet(
     };
     let (stored, balance) = match state.ledger.place_bet(&record).await {
         Ok(r) => r,
-        Err(e) => {
-            state.arbiter.cancel_bet(round, &bet_id).await;
-            return Err(e);
-        }
+        Err(e) => match state.ledger.bet_by_key(&session.player_id, key).await {
+            // The write committed although its answer was lost (the bet stands), or a concurrent
+            // retry on another node stored the key's bet first (ours never moved money).
+            Ok(Some(first)) => {
+                if first.bet_id != bet_id {
+                    state.arbiter.cancel_bet(round, &bet_id).await;
+                }
+                let balance = state
+                    .ledger
+                    .player(&session.player_id)
+                    .await?
+                    .map_or(0, |p| p.balance);
+                (first, balance)
+            }
+            // Nothing was written: the refusal is the answer and nothing moved.
+            Ok(None) => {
+                state.arbiter.cancel_bet(round, &bet_id).await;
+                return Err(e);
+            }
+            // The ledger cannot say whether the stake was taken. The arbiter keeps the bet so a
+            // stored bet still plays (a bet the ledger never stored moves no money at
+            // settlement); a retry with this key finds the real outcome.
+            Err(_) => {
+                tracing::warn!(error = %e, bet = %bet_id, "bet outcome unknown: the ledger did not answer");
+                return Err(Error::OutcomeUnknown);
+            }
+        },
     };
     if stored.bet_id != bet_id {
         // A concurrent retry with the same key won the race: ours never moved money.
@@ -137,6 +218,37 @@ pub async fn place_bet(
     Ok((stored, balance))
 }
 
+/// The answer to a bet whose key was already used: the first bet when this is a retry of the same
+/// request for a round still in play, `idempotency_key_used` when that bet's round is over (every
+/// bet needs its own key), `idempotency_conflict` when the request differs.
+async fn first_bet(
+    state: &AppState,
+    first: BetRecord,
+    stake: i64,
+    auto: Option<u64>,
+) -> Result<(BetRecord, i64)> {
+    if first.stake != stake || first.auto_cashout_x100 != auto {
+        return Err(Error::IdempotencyConflict);
+    }
+    let round_open = state
+        .ledger
+        .round(&first.table, first.round)
+        .await?
+        .is_some_and(|r| r.status == "open");
+    if !round_open {
+        return Err(Error::KeyUsed {
+            bet_id: first.bet_id,
+            round: first.round,
+        });
+    }
+    let balance = state
+        .ledger
+        .player(&first.player_id)
+        .await?
+        .map_or(0, |p| p.balance);
+    Ok((first, balance))
+}
+
 pub async fn cash_out(
     state: &Arc<AppState>,
     session: &Session,
@@ -148,6 +260,7 @@ pub async fn cash_out(
         return Err(Error::UnknownBet(bet_id.chars().take(64).collect()));
     }
     state.player_limiter.check(&session.player_id)?;
+    let _one_at_a_time = state.key_locks.lock(&session.player_id, key).await;
     let bet = state
         .ledger
         .bet(bet_id)
@@ -168,6 +281,7 @@ pub async fn cash_out(
             payout: bet.payout.unwrap_or(0),
             at_ms: bet.placed_at_ms,
             auto: false,
+            key: bet.cashout_key,
         });
     }
     match bet.status.as_str() {
@@ -176,7 +290,21 @@ pub async fn cash_out(
         "lost" => return Err(Error::TooLate),
         _ => return Err(Error::AlreadySettled),
     }
-    let decision = state.arbiter.cash_out(bet_id, &session.player_id).await?;
+    let decision = match state
+        .arbiter
+        .cash_out(bet_id, &session.player_id, key)
+        .await
+    {
+        Ok(d) => d,
+        // The arbiter may have decided before its answer was lost (a Redis reply that never came
+        // back): the outcome is unknown, not "nothing happened". A retry with this key gets the
+        // recorded decision (or, if it never arrived, a decision now).
+        Err(Error::Unavailable(detail)) => {
+            tracing::warn!(%detail, bet = bet_id, "cash-out outcome unknown: the arbiter did not answer");
+            return Err(Error::OutcomeUnknown);
+        }
+        Err(e) => return Err(e),
+    };
     match state
         .ledger
         .settle_cash_out(&decision, Some(key), decision.at_ms)

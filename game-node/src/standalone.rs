@@ -173,10 +173,10 @@ impl Arbiter for LocalArbiter {
         }
     }
 
-    async fn cash_out(&self, bet_id: &str, player_id: &str) -> Result<CashOut> {
+    async fn cash_out(&self, bet_id: &str, player_id: &str, key: &str) -> Result<CashOut> {
         let mut guard = self.round.lock().await;
         let r = guard.as_mut().ok_or(Error::NotFlying)?;
-        r.cash_out(self.clock.now_ms(), bet_id, player_id)
+        r.cash_out(self.clock.now_ms(), bet_id, player_id, key)
     }
 
     async fn due_auto_cashouts(&self, _term: u64) -> Result<(Vec<CashOut>, Option<i64>)> {

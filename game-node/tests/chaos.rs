@@ -49,6 +49,8 @@ const STABLE_CODES: &[&str] = &[
     "too_late",
     "rate_limited",
     "unavailable",
+    "busy",
+    "outcome_unknown",
     // transport level, from crashfleet-load
     "transport",
     "timeout",
@@ -689,10 +691,100 @@ async fn check(fleet: &Fleet, reports: &[Report]) -> Vec<String> {
                 )),
             }
         }
+        v.extend(check_cash_out_answers(
+            &r.cashout_answers,
+            &r.accepted_cashouts,
+            &ledger_bets,
+        ));
         for code in r.bets.by_code.keys().chain(r.cashouts.by_code.keys()) {
             if !STABLE_CODES.contains(&code.as_str()) {
                 v.push(format!(
                     "a player saw an answer without a stable code: {code}"
+                ));
+            }
+        }
+    }
+    v
+}
+
+/// Answers that say the node could not act or answer now: they decide nothing, so they may come
+/// before (and, for transport failures, between) the attempts that do.
+const UNDECIDED: &[&str] = &[
+    "outcome_unknown",
+    "unavailable",
+    "busy",
+    "rate_limited",
+    "transport",
+    "timeout",
+    "no_answer",
+    "client_backlog",
+];
+
+/// Every cash-out request's answers, retries with the same key included: the accepted answers of
+/// one key all agree and no key was both accepted and refused; an `outcome_unknown` resolved to a
+/// real outcome; a refused cash-out left its bet unpaid (unless an auto target or another of the
+/// player's accepted cash-outs paid it, at exactly that multiplier).
+fn check_cash_out_answers(
+    answers: &[crashfleet_tests::load::CashOutAnswer],
+    accepted: &[crashfleet_tests::load::AcceptedCashOut],
+    ledger_bets: &HashMap<String, Value>,
+) -> Vec<String> {
+    let mut v = Vec::new();
+    type Answer = Result<(u64, i64), String>;
+    let mut by_key: BTreeMap<(&str, &str), Vec<&Answer>> = BTreeMap::new();
+    for a in answers {
+        by_key
+            .entry((a.bet_id.as_str(), a.key.as_str()))
+            .or_default()
+            .push(&a.answer);
+    }
+    for ((bet_id, key), answers) in &by_key {
+        let oks: std::collections::BTreeSet<_> =
+            answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+        let refusals: Vec<&str> = answers
+            .iter()
+            .filter_map(|a| a.as_ref().err())
+            .map(String::as_str)
+            .filter(|c| !UNDECIDED.contains(c))
+            .collect();
+        if oks.len() > 1 {
+            v.push(format!(
+                "cash-out {key} of bet {bet_id} was accepted with different outcomes: {oks:?}"
+            ));
+        }
+        if !oks.is_empty() && !refusals.is_empty() {
+            v.push(format!(
+                "cash-out {key} of bet {bet_id} was both accepted {oks:?} and refused {refusals:?}"
+            ));
+        }
+        if answers
+            .iter()
+            .any(|a| a.as_ref().err().is_some_and(|c| c == "outcome_unknown"))
+            && oks.is_empty()
+            && refusals.is_empty()
+            && answers
+                .last()
+                .is_some_and(|a| a.as_ref().err().is_some_and(|c| c == "outcome_unknown"))
+        {
+            v.push(format!(
+                "cash-out {key} of bet {bet_id}: outcome_unknown never resolved ({} attempts)",
+                answers.len()
+            ));
+        }
+        if oks.is_empty() && !refusals.is_empty() {
+            let Some(b) = ledger_bets.get(*bet_id) else {
+                continue;
+            };
+            let paid_at = b["cashout_x100"].as_u64();
+            let explained = b["status"] != "won"
+                || paid_at == b["auto_cashout_x100"].as_u64()
+                || accepted
+                    .iter()
+                    .any(|c| c.bet_id == *bet_id && Some(c.multiplier_x100) == paid_at);
+            if !explained {
+                v.push(format!(
+                    "cash-out {key} of bet {bet_id} was refused {refusals:?} but the bet was paid \
+                     at {paid_at:?}"
                 ));
             }
         }

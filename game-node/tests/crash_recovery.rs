@@ -135,8 +135,16 @@ async fn kill_9_mid_round_refunds_the_open_stakes_on_restart() {
     let fair2 = get(&http, format!("{base}/api/v1/fairness"), None).await;
     assert_eq!(fair1["terminating_hash"], fair2["terminating_hash"]);
     assert_eq!(fair1["salt"], fair2["salt"]);
-    // Sessions survive: the signing key is configured.
-    let me = get(&http, format!("{base}/api/v1/me"), Some(&token)).await;
+    // Sessions survive: the signing key is configured. The restarted leader voids the interrupted
+    // round right after it starts serving (on a busy machine a moment later): poll for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let me = loop {
+        let me = get(&http, format!("{base}/api/v1/me"), Some(&token)).await;
+        if me["balance"] == 100_000 || std::time::Instant::now() > deadline {
+            break me;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(
         me["balance"], 100_000,
         "the stake of the interrupted round was refunded"

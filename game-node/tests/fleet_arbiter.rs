@@ -16,7 +16,7 @@ use game_node::engine::{BetRequest, CashOut, Curve, Outcome, RoundPlan, Rules};
 use game_node::error::Error;
 use game_node::fleet::arbiter::RedisArbiter;
 use game_node::fleet::redis::{self as r, Keys, RedisClock, RedisConn, Scripts};
-use game_node::ports::{Arbiter, Clock};
+use game_node::ports::{Arbiter, Clock, Reveal};
 
 const DOUBLING_MS: u64 = 1_000;
 
@@ -164,7 +164,9 @@ async fn cash_outs_racing_the_crash_across_replicas_are_decided_once_and_before_
             tasks.push(tokio::spawn(async move {
                 sleep_until(&clock, at).await;
                 let before = clock.now_ms();
-                let res = replica.cash_out(&format!("b{p}"), &format!("p{p}")).await;
+                let res = replica
+                    .cash_out(&format!("b{p}"), &format!("p{p}"), &format!("ck{k}"))
+                    .await;
                 (p, before, res)
             }));
         }
@@ -226,7 +228,7 @@ async fn cash_outs_racing_the_crash_across_replicas_are_decided_once_and_before_
         }
     }
     // After the crash nothing is accepted anywhere.
-    let late = s.replicas[2].cash_out("b39", "p39").await;
+    let late = s.replicas[2].cash_out("b39", "p39", "ck").await;
     assert!(
         matches!(late, Err(Error::TooLate | Error::AlreadySettled)),
         "{late:?}"
@@ -332,7 +334,7 @@ async fn auto_cash_outs_pay_their_target_once_even_when_the_leader_is_late() {
     );
     assert_eq!(
         s.replicas[1]
-            .cash_out("at120", "p1")
+            .cash_out("at120", "p1", "ck")
             .await
             .map(|c| c.bet_id),
         Err(Error::AlreadySettled)
@@ -464,25 +466,42 @@ async fn a_void_honours_accepted_cash_outs_and_then_refuses_everything() {
     let curve = Curve::from_doubling_ms(DOUBLING_MS);
     sleep_until(&s.clock, plan.started_at_ms + curve.elapsed_for(130) as i64).await;
     let manual = s.replicas[1]
-        .cash_out("manual", "p1")
+        .cash_out("manual", "p1", "ck")
         .await
         .expect("cash-out");
+    // Its answer may have been lost: a retry with the same key, on any replica, gets the same
+    // decision (not `already_settled`); another key is refused; the key travels with it.
+    assert_eq!(manual.key.as_deref(), Some("ck"));
+    let again = s.replicas[0]
+        .cash_out("manual", "p1", "ck")
+        .await
+        .expect("replayed");
+    assert_eq!(again, manual);
+    assert_eq!(
+        s.replicas[0].cash_out("manual", "p1", "other").await,
+        Err(Error::AlreadySettled)
+    );
     // The leader dies here without marking the 1.10x auto-cash-out; the next term voids.
     let accepted = s.replicas[1].void(term, 1).await.expect("void");
     let mut got: Vec<_> = accepted
         .iter()
-        .map(|c| (c.bet_id.clone(), c.multiplier_x100, c.auto))
+        .map(|c| (c.bet_id.clone(), c.multiplier_x100, c.auto, c.key.clone()))
         .collect();
     got.sort();
     assert_eq!(
         got,
         [
-            ("auto".to_string(), 110, true),
-            ("manual".to_string(), manual.multiplier_x100, false)
+            ("auto".to_string(), 110, true, None),
+            (
+                "manual".to_string(),
+                manual.multiplier_x100,
+                false,
+                Some("ck".to_string())
+            )
         ]
     );
     // From the void on, nothing is decided on the round.
-    assert!(s.replicas[0].cash_out("open", "p3").await.is_err());
+    assert!(s.replicas[0].cash_out("open", "p3", "ck").await.is_err());
     assert_eq!(
         s.replicas[0].place_bet(1, bet("new", "p5", 10, None)).await,
         Err(Error::BettingClosed)
@@ -562,7 +581,7 @@ async fn the_settlement_closes_the_windows_between_redis_and_the_ledger() {
     let curve = Curve::from_doubling_ms(DOUBLING_MS);
     sleep_until(&s.clock, plan.started_at_ms + curve.elapsed_for(150) as i64).await;
     let decision = s.replicas[1]
-        .cash_out("alice-1", &alice.id)
+        .cash_out("alice-1", &alice.id, "ck")
         .await
         .expect("decided in Redis");
     assert_eq!(
@@ -580,7 +599,14 @@ async fn the_settlement_closes_the_windows_between_redis_and_the_ledger() {
     let (_, settlements) = s.replicas[0].crash(term).await.expect("crash");
     assert_eq!(settlements.len(), 2, "Redis knows both bets");
     ledger
-        .finish_round(table, term, 1, plan.crash_at_ms, &settlements)
+        .finish_round(
+            table,
+            term,
+            1,
+            &Reveal::of(&plan),
+            plan.crash_at_ms,
+            &settlements,
+        )
         .await
         .expect("finish");
     let alice_now = ledger

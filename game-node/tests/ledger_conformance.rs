@@ -23,7 +23,7 @@ use std::sync::Arc;
 use game_node::engine::{CashOut, Curve, Outcome, RoundPlan, Rules, Settlement, payout};
 use game_node::error::Error;
 use game_node::ledger::SqlLedger;
-use game_node::ports::{BetRecord, Commitment, Ledger, PlayerRecord};
+use game_node::ports::{BetRecord, Commitment, Ledger, PlayerRecord, Reveal};
 use sqlx::Connection as _;
 
 const URL_ENV: &str = "CRASHFLEET_TEST_DATABASE_URL";
@@ -264,6 +264,11 @@ fn plan(number: u64, crash_x100: u64) -> RoundPlan {
     )
 }
 
+/// What the leader reveals when round `number` (opened with `plan(number, crash_x100)`) ends.
+fn reveal(number: u64, crash_x100: u64) -> Reveal {
+    Reveal::of(&plan(number, crash_x100))
+}
+
 /// A bet as `service::place_bet` records it (fresh id, status `open`, nothing settled).
 fn bet(p: &PlayerRecord, round: u64, key: &str, stake: i64, auto: Option<u64>) -> BetRecord {
     BetRecord {
@@ -291,6 +296,7 @@ fn won(b: &BetRecord, multiplier_x100: u64) -> Settlement {
             multiplier_x100,
             payout: payout(b.stake, multiplier_x100, rules().max_payout),
         },
+        cashout_key: None,
     }
 }
 
@@ -299,6 +305,7 @@ fn lost(b: &BetRecord) -> Settlement {
         bet_id: b.bet_id.clone(),
         player_id: b.player_id.clone(),
         outcome: Outcome::Lost,
+        cashout_key: None,
     }
 }
 
@@ -313,6 +320,7 @@ fn cash_out(b: &BetRecord, multiplier_x100: u64) -> CashOut {
         payout: payout(b.stake, multiplier_x100, rules().max_payout),
         at_ms: b.placed_at_ms + 10_000,
         auto: false,
+        key: None,
     }
 }
 
@@ -334,11 +342,17 @@ async fn open(t: &Ctx, number: u64, crash_x100: u64) {
         .expect("open round");
 }
 
-async fn finish(t: &Ctx, number: u64, settlements: &[Settlement]) -> Vec<(String, i64)> {
+async fn finish(
+    t: &Ctx,
+    number: u64,
+    crash_x100: u64,
+    settlements: &[Settlement],
+) -> Vec<(String, i64)> {
     t.finish_round(
         TABLE,
         1,
         number,
+        &reveal(number, crash_x100),
         T0 + number as i64 * 60_000 + 20_000,
         settlements,
     )
@@ -577,7 +591,8 @@ async fn claim_term_fences_stale_leaders(t: &Ctx) {
     // A new leader takes over: the deposed one can neither finish nor void.
     t.claim_term(TABLE, 6).await.expect("ledger call");
     assert_err(
-        t.finish_round(TABLE, 5, 1, T0, &[won(&b, 200)]).await,
+        t.finish_round(TABLE, 5, 1, &reveal(1, 300), T0, &[won(&b, 200)])
+            .await,
         &Error::Fenced {
             stale: 5,
             current: 6,
@@ -585,7 +600,7 @@ async fn claim_term_fences_stale_leaders(t: &Ctx) {
         "finish_round, stale term",
     );
     assert_err(
-        t.void_round(TABLE, 5, 1, T0).await,
+        t.void_round(TABLE, 5, 1, &reveal(1, 300), T0).await,
         &Error::Fenced {
             stale: 5,
             current: 6,
@@ -599,6 +614,16 @@ async fn claim_term_fences_stale_leaders(t: &Ctx) {
             current: 6,
         },
         "open_round, deposed",
+    );
+    // Its payouts (auto-cash-outs, a void's honoured cash-outs) are leader writes too.
+    assert_err(
+        t.settle_leader_cash_out(TABLE, 5, &cash_out(&b, 150), T0)
+            .await,
+        &Error::Fenced {
+            stale: 5,
+            current: 6,
+        },
+        "settle_leader_cash_out, stale term",
     );
     let r = t
         .round(TABLE, 1)
@@ -618,7 +643,7 @@ async fn claim_term_fences_stale_leaders(t: &Ctx) {
 
     // The new leader finishes the round it inherited.
     let changed = t
-        .finish_round(TABLE, 6, 1, T0 + 90_000, &[won(&b, 200)])
+        .finish_round(TABLE, 6, 1, &reveal(1, 300), T0 + 90_000, &[won(&b, 200)])
         .await
         .expect("ledger call");
     assert_eq!(changed, vec![(p.id.clone(), 1_100)]);
@@ -640,7 +665,7 @@ async fn open_round_refuses_a_reused_number(t: &Ctx) {
         "[{}] round 1 opened twice",
         t.backend
     );
-    finish(t, 1, &[]).await;
+    finish(t, 1, 250, &[]).await;
     assert!(
         t.open_round(TABLE, 1, &plan(1, 999)).await.is_err(),
         "[{}] finished round 1 reopened",
@@ -667,7 +692,31 @@ async fn open_round_refuses_a_reused_number(t: &Ctx) {
         (last.number, last.status.as_str(), last.term),
         (2, "open", 2)
     );
-    assert_eq!(last.hash, game_node::fairness::to_hex(&plan(2, 400).hash));
+    // An open round's secrets are not at rest: neither the ledger's answer nor the raw row holds
+    // them (anyone reading the database during the betting window would know the outcome).
+    assert_eq!((last.hash.as_str(), last.crash_x100), ("", 0));
+    assert_eq!(
+        t.raw(&format!(
+            "UPDATE rounds SET bets = bets WHERE table_id = '{TABLE}' AND status = 'open' \
+             AND (hash IS NOT NULL OR crash_x100 IS NOT NULL)"
+        ))
+        .await,
+        0,
+        "[{}] an open round's hash or crash point is stored",
+        t.backend
+    );
+    // The settled round carries both, as revealed.
+    assert_eq!(
+        t.raw(&format!(
+            "UPDATE rounds SET bets = bets WHERE table_id = '{TABLE}' AND number = 1 \
+             AND hash = '{}' AND crash_x100 = 250",
+            reveal(1, 250).hash
+        ))
+        .await,
+        1,
+        "[{}] the settled round lost its reveal",
+        t.backend
+    );
     assert_eq!(last.opened_at_ms, plan(2, 400).opened_at_ms);
     assert_eq!(last.started_at_ms, plan(2, 400).started_at_ms);
     let open_rounds = t.open_rounds(TABLE).await.expect("ledger call");
@@ -731,7 +780,7 @@ async fn place_bet_debits_once(t: &Ctx) {
         .await
         .expect("ledger call");
 
-    finish(t, 1, &[]).await;
+    finish(t, 1, 500, &[]).await;
     let r = player(t, "Heidi", 1_000).await;
     assert_err(
         t.place_bet(&bet(&r, 1, "late", 100, None)).await,
@@ -779,7 +828,7 @@ async fn settle_cash_out_pays_once(t: &Ctx) {
     assert_eq!(stored.payout, Some(250));
     assert_eq!(stored.cashout_key.as_deref(), Some("co-1"));
 
-    let changed = finish(t, 1, &[won(&b, 250)]).await;
+    let changed = finish(t, 1, 400, &[won(&b, 250)]).await;
     assert_eq!(
         changed,
         vec![],
@@ -813,7 +862,7 @@ async fn finish_round_settles_exactly_once(t: &Ctx) {
     let settlements = [won(&ba, 150), lost(&bb)];
     let crashed_at = T0 + 99_000;
     let changed = t
-        .finish_round(TABLE, 1, 1, crashed_at, &settlements)
+        .finish_round(TABLE, 1, 1, &reveal(1, 200), crashed_at, &settlements)
         .await
         .expect("ledger call");
     assert_eq!(changed, vec![(a.id.clone(), 1_050)]);
@@ -844,12 +893,12 @@ async fn finish_round_settles_exactly_once(t: &Ctx) {
 
     // Again (a retrying leader, or another replica): a no-op.
     let again = t
-        .finish_round(TABLE, 1, 1, crashed_at + 5, &settlements)
+        .finish_round(TABLE, 1, 1, &reveal(1, 200), crashed_at + 5, &settlements)
         .await
         .expect("ledger call");
     assert_eq!(again, vec![]);
     assert_eq!(
-        t.void_round(TABLE, 1, 1, crashed_at)
+        t.void_round(TABLE, 1, 1, &reveal(1, 200), crashed_at)
             .await
             .expect("ledger call"),
         vec![]
@@ -866,7 +915,7 @@ async fn finish_round_settles_exactly_once(t: &Ctx) {
     assert_eq!(balance(&t.ledger, &b.id).await, 800);
     assert_eq!(balance(&t.ledger, &c.id).await, 700);
     // Finishing a round that never opened changes nothing either.
-    assert_eq!(finish(t, 7, &[]).await, vec![]);
+    assert_eq!(finish(t, 7, 200, &[]).await, vec![]);
     let audit = assert_balanced(t).await;
     assert_eq!(
         (audit.stakes, audit.payouts, audit.house_result),
@@ -891,7 +940,7 @@ async fn void_round_refunds_open_bets_only(t: &Ctx) {
     assert_eq!(balance(&t.ledger, &a.id).await, 1_080);
 
     let mut changed = t
-        .void_round(TABLE, 1, 1, T0 + 70_000)
+        .void_round(TABLE, 1, 1, &reveal(1, 500), T0 + 70_000)
         .await
         .expect("ledger call");
     changed.sort();
@@ -931,10 +980,12 @@ async fn void_round_refunds_open_bets_only(t: &Ctx) {
 
     // Voided once: voiding or finishing again moves nothing; betting is closed.
     assert_eq!(
-        t.void_round(TABLE, 1, 1, T0).await.expect("ledger call"),
+        t.void_round(TABLE, 1, 1, &reveal(1, 500), T0)
+            .await
+            .expect("ledger call"),
         vec![]
     );
-    assert_eq!(finish(t, 1, &[won(&bb, 200)]).await, vec![]);
+    assert_eq!(finish(t, 1, 500, &[won(&bb, 200)]).await, vec![]);
     assert_err(
         t.place_bet(&bet(&a, 1, "late", 10, None)).await,
         &Error::BettingClosed,
@@ -970,7 +1021,7 @@ async fn history_reads(t: &Ctx) {
     let b1 = bet(&b, 1, "b1", 500, None);
     t.place_bet(&a1).await.expect("ledger call");
     t.place_bet(&b1).await.expect("ledger call");
-    finish(t, 1, &[won(&a1, 200), lost(&b1)]).await;
+    finish(t, 1, 250, &[won(&a1, 200), lost(&b1)]).await;
 
     t.open_round(TABLE, 1, &plan(2, 1_000))
         .await
@@ -979,14 +1030,14 @@ async fn history_reads(t: &Ctx) {
     let b2 = bet(&b, 2, "b2", 400, None);
     t.place_bet(&a2).await.expect("ledger call");
     t.place_bet(&b2).await.expect("ledger call");
-    finish(t, 2, &[won(&b2, 300)]).await;
+    finish(t, 2, 1000, &[won(&b2, 300)]).await;
 
     t.open_round(TABLE, 1, &plan(3, 150))
         .await
         .expect("ledger call");
     let a3 = bet(&a, 3, "a3", 700, None);
     t.place_bet(&a3).await.expect("ledger call");
-    t.void_round(TABLE, 1, 3, T0 + 200_000)
+    t.void_round(TABLE, 1, 3, &reveal(3, 150), T0 + 200_000)
         .await
         .expect("ledger call");
 
@@ -1103,7 +1154,7 @@ async fn audit_detects_tampering(t: &Ctx) {
     open(t, 1, 300).await;
     let b = bet(&p, 1, "k", 100, None);
     t.place_bet(&b).await.expect("ledger call");
-    finish(t, 1, &[won(&b, 200)]).await;
+    finish(t, 1, 300, &[won(&b, 200)]).await;
     assert_balanced(t).await;
 
     // Money from nowhere: one unit more than the entries say.
@@ -1381,7 +1432,9 @@ async fn concurrent_finish_round_settles_once(t: &Ctx) {
         let ledger = ledger.clone();
         let s = settlements.clone();
         tasks.push(tokio::spawn(async move {
-            ledger.finish_round(TABLE, 1, 1, T0 + 99_000, &s).await
+            ledger
+                .finish_round(TABLE, 1, 1, &reveal(1, 400), T0 + 99_000, &s)
+                .await
         }));
     }
     let mut paid = Vec::new();
@@ -1453,12 +1506,12 @@ async fn settle_during_cash_outs(t: &Ctx, void: bool) {
             tasks.push(tokio::spawn(async move {
                 if void {
                     ledger
-                        .void_round(TABLE, 1, 1, T0 + 90_000)
+                        .void_round(TABLE, 1, 1, &reveal(1, 500), T0 + 90_000)
                         .await
                         .map(|_| ())
                 } else {
                     ledger
-                        .finish_round(TABLE, 1, 1, T0 + 90_000, &s)
+                        .finish_round(TABLE, 1, 1, &reveal(1, 500), T0 + 90_000, &s)
                         .await
                         .map(|_| ())
                 }
@@ -1773,12 +1826,14 @@ async fn run_ops(t: &Ctx, case: u64, ops: &[Op]) -> Result<(), String> {
                         _ => settlements.push(lost(&b.record)),
                     }
                 }
-                t.finish_round(&table, 1, n, at, &settlements)
+                t.finish_round(&table, 1, n, &reveal(n, crash_x100), at, &settlements)
                     .await
                     .map_err(|e| format!("{step}: finish: {e}"))?;
             }
             Op::Void => {
-                let Some((n, _)) = round.take() else { continue };
+                let Some((n, crash_x100)) = round.take() else {
+                    continue;
+                };
                 for b in bets.iter_mut().filter(|b| b.open && b.record.round == n) {
                     b.open = false;
                     let i = players
@@ -1787,7 +1842,7 @@ async fn run_ops(t: &Ctx, case: u64, ops: &[Op]) -> Result<(), String> {
                         .ok_or("player")?;
                     players[i].1 += b.record.stake;
                 }
-                t.void_round(&table, 1, n, at)
+                t.void_round(&table, 1, n, &reveal(n, crash_x100), at)
                     .await
                     .map_err(|e| format!("{step}: void: {e}"))?;
             }

@@ -103,16 +103,37 @@ async fn a_retried_bet_moves_money_once() {
         (409, Some("idempotency_conflict"))
     );
 
-    // Concurrent retries race: still one debit.
+    // Concurrent retries race: every one of them waits for and gets the first bet (not
+    // `bet_limit`: the player has one bet left this round), and there is one debit.
     let futs: Vec<_> = (0..8).map(|_| s.bet(&t, "raced", 100, None)).collect();
     let results = futures_util::future::join_all(futs).await;
+    assert!(results.iter().all(|(st, _)| *st == 201), "{results:?}");
     let ids: std::collections::HashSet<_> = results
         .iter()
-        .filter(|(st, _)| *st == 201)
         .map(|(_, v)| v["bet_id"].to_string())
         .collect();
     assert_eq!(ids.len(), 1, "{results:?}");
     assert_eq!(s.balance(&t).await, 100_000 - 500 - 100);
+
+    // The key of a bet whose round is over is refused in a later round, with the bet it placed:
+    // it never returns the old bet as if it had been placed now.
+    let number = b1["round"].as_u64().expect("round");
+    s.wait_finished(number).await;
+    let next = s.wait_betting(600).await;
+    assert!(next["number"].as_u64().expect("n") > number);
+    let before = s.balance(&t).await;
+    let (st4, b4) = s.bet(&t, "same-key", 500, None).await;
+    assert_eq!(
+        (st4, b4["code"].as_str()),
+        (409, Some("idempotency_key_used")),
+        "{b4}"
+    );
+    let message = b4["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(b1["bet_id"].as_str().expect("id")),
+        "{message}"
+    );
+    assert_eq!(s.balance(&t).await, before, "a refused key moves nothing");
     s.assert_audit().await;
 }
 

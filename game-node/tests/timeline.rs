@@ -152,11 +152,22 @@ impl Ledger for MemoryLedger {
             _ => Ok(None),
         }
     }
+    async fn settle_leader_cash_out(
+        &self,
+        _: &str,
+        term: u64,
+        c: &CashOut,
+        now_ms: i64,
+    ) -> Result<Option<i64>> {
+        self.fence(term)?;
+        self.settle_cash_out(c, c.key.as_deref(), now_ms).await
+    }
     async fn finish_round(
         &self,
         _: &str,
         term: u64,
         number: u64,
+        _: &Reveal,
         crashed_at_ms: i64,
         settlements: &[Settlement],
     ) -> Result<Vec<(String, i64)>> {
@@ -185,6 +196,7 @@ impl Ledger for MemoryLedger {
         _: &str,
         term: u64,
         number: u64,
+        _: &Reveal,
         _: i64,
     ) -> Result<Vec<(String, i64)>> {
         self.fence(term)?;
@@ -335,7 +347,7 @@ async fn a_whole_round_happens_at_exact_instants_and_pays_exact_multipliers() {
                 ticks.push(t);
                 if !manual_done && t >= started + 1_300 {
                     let c = arbiter
-                        .cash_out("manual", "player-manual")
+                        .cash_out("manual", "player-manual", "ck")
                         .await
                         .expect("in time");
                     assert_eq!(
@@ -453,7 +465,10 @@ async fn an_instant_crash_round_takes_no_cash_out_and_bets_close_on_time() {
         plan.crash_at_ms, plan.started_at_ms,
         "1.00x crashes the instant it starts"
     );
-    assert_eq!(arbiter.cash_out("y", "player-y").await, Err(Error::TooLate));
+    assert_eq!(
+        arbiter.cash_out("y", "player-y", "ck").await,
+        Err(Error::TooLate)
+    );
     let (late, settled) = arbiter.crash(1).await.expect("crash");
     assert!(late.is_empty());
     assert!(settled.iter().all(|s| s.outcome == Outcome::Lost));

@@ -33,10 +33,17 @@ struct StoredBet {
     auto_at_ms: Option<i64>,
 }
 
-/// A recorded cash-out: `"<instant ms> <1 if auto>"`.
-fn parse_cash(s: &str) -> Option<(i64, bool)> {
-    let (at, auto) = s.split_once(' ')?;
-    Some((at.parse::<f64>().ok()? as i64, auto == "1"))
+/// A recorded cash-out as [`parse_cash`] reads it: (instant, auto, key of a manual one).
+type Cash = (i64, bool, Option<String>);
+
+/// A recorded cash-out: `"<instant ms> <1 if auto>[ <idempotency key of a manual one>]"` (keys are
+/// printable ASCII without spaces). Returns (instant, auto, key).
+fn parse_cash(s: &str) -> Option<Cash> {
+    let mut parts = s.splitn(3, ' ');
+    let at = parts.next()?.parse::<f64>().ok()? as i64;
+    let auto = parts.next()? == "1";
+    let key = parts.next().filter(|k| !k.is_empty()).map(str::to_string);
+    Some((at, auto, key))
 }
 
 pub struct RedisArbiter {
@@ -122,6 +129,7 @@ impl RedisArbiter {
             payout: payout(bet.stake, multiplier_x100, self.rules.max_payout),
             at_ms: at,
             auto,
+            key: None,
         }
     }
 
@@ -132,7 +140,7 @@ impl RedisArbiter {
         term: u64,
         number: u64,
         state: &str,
-    ) -> Result<Option<(i64, Vec<(StoredBet, Option<(i64, bool)>)>)>> {
+    ) -> Result<Option<(i64, Vec<(StoredBet, Option<Cash>)>)>> {
         let reply = r::run(
             &self.client,
             &self.scripts.close_round,
@@ -249,7 +257,7 @@ impl Arbiter for RedisArbiter {
             .filter_map(|j| serde_json::from_str::<StoredBet>(j).ok())
             .map(|b| {
                 let cash = cashes.get(&b.bet_id).and_then(|c| parse_cash(c));
-                let won = cash.map(|(at, auto)| {
+                let won = cash.map(|(at, auto, _)| {
                     self.decision(plan.started_at_ms, plan.crash_x100, &b, at, auto)
                 });
                 BetView {
@@ -336,7 +344,7 @@ impl Arbiter for RedisArbiter {
         }
     }
 
-    async fn cash_out(&self, bet_id: &str, player_id: &str) -> Result<CashOut> {
+    async fn cash_out(&self, bet_id: &str, player_id: &str, key: &str) -> Result<CashOut> {
         // The bet's round: the one being played (a bet of an older round is settled or voided).
         let round: Option<String> = self
             .client
@@ -361,6 +369,7 @@ impl Arbiter for RedisArbiter {
                 bet_id.to_string(),
                 player_id.to_string(),
                 ROUND_KEYS_TTL_MS.to_string(),
+                key.to_string(),
             ],
         )
         .await?;
@@ -380,6 +389,7 @@ impl Arbiter for RedisArbiter {
             .ok_or_else(|| Error::Internal("a cashed-out bet has no record in Redis".into()))?;
         let mut c = self.decision(started, crash_x100, &bet, at, false);
         c.round = round;
+        c.key = Some(key.to_string());
         Ok(c)
     }
 
@@ -437,8 +447,9 @@ impl Arbiter for RedisArbiter {
         let mut late = Vec::new();
         let mut settlements = Vec::new();
         for (bet, cash) in bets {
+            let cashout_key = cash.as_ref().and_then(|c| c.2.clone());
             let won = match cash {
-                Some((at, auto)) => {
+                Some((at, auto, _)) => {
                     Some(self.decision(plan.started_at_ms, plan.crash_x100, &bet, at, auto))
                 }
                 // An auto-cash-out the leader had not marked yet (it was late): its target was
@@ -464,6 +475,7 @@ impl Arbiter for RedisArbiter {
                     },
                     None => Outcome::Lost,
                 },
+                cashout_key,
             });
         }
         Ok((late, settlements))
@@ -520,12 +532,13 @@ impl Arbiter for RedisArbiter {
         Ok(bets
             .into_iter()
             .filter_map(|(bet, cash)| {
-                let (at, auto) = match cash {
+                let (at, auto, key) = match cash {
                     Some(c) => c,
-                    None => (bet.auto_at_ms.filter(|&at| at <= until)?, true),
+                    None => (bet.auto_at_ms.filter(|&at| at <= until)?, true, None),
                 };
                 let mut c = self.decision(plan.started_at_ms, plan.crash_x100, &bet, at, auto);
                 c.round = number;
+                c.key = key;
                 Some(c)
             })
             .collect())

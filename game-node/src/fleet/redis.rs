@@ -437,10 +437,14 @@ redis.call('ZREM', KEYS[5], ARGV[2])
 return {1}
 "#,
             ),
-            // KEYS: round, bets, owners, autos, cashes. ARGV: number, bet id, player id, ttl ms.
+            // KEYS: round, bets, owners, autos, cashes. ARGV: number, bet id, player id, ttl ms,
+            // idempotency key.
             // The one decision point for a manual cash-out, fleet-wide: accepted iff Redis TIME
             // is at or after lift-off and strictly before the crash instant, the bet is this
             // player's, and neither a cash-out nor a reached auto-cash-out settled it first.
+            // The key is recorded with the decision ("<instant> 0 <key>"): a retry with it gets
+            // the same decision back, even after the crash instant, since its first answer may
+            // have been lost on the way.
             cash_out: script(
                 r#"
 local now = now_ms()
@@ -449,13 +453,20 @@ if r[1] ~= ARGV[1] then return {-8, now} end
 local owner = redis.call('HGET', KEYS[3], ARGV[2])
 if not owner then return {-4, now} end
 if owner ~= ARGV[3] then return {-5, now} end
+local prev = redis.call('HGET', KEYS[5], ARGV[2])
+if prev then
+  local at, kind, key = string.match(prev, '^(%S+) (%S+) ?(%S*)$')
+  if kind == '0' and key == ARGV[5] then
+    return {1, tonumber(at), r[3], r[5], redis.call('HGET', KEYS[2], ARGV[2])}
+  end
+end
 if r[2] == 'void' then return {-8, now} end
 if now < tonumber(r[3]) then return {-8, now} end
 if r[2] ~= 'open' or now >= tonumber(r[4]) then return {-7, now} end
 if redis.call('HEXISTS', KEYS[5], ARGV[2]) == 1 then return {-6, now} end
 local auto = redis.call('ZSCORE', KEYS[4], ARGV[2])
 if auto and tonumber(auto) <= now then return {-6, now} end
-redis.call('HSET', KEYS[5], ARGV[2], now .. ' 0')
+redis.call('HSET', KEYS[5], ARGV[2], now .. ' 0 ' .. ARGV[5])
 redis.call('ZREM', KEYS[4], ARGV[2])
 redis.call('PEXPIRE', KEYS[5], ARGV[4])
 return {1, now, r[3], r[5], redis.call('HGET', KEYS[2], ARGV[2])}

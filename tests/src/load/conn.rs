@@ -41,6 +41,9 @@ enum Pending {
     },
     CashOut {
         scheduled: Instant,
+        bet_id: String,
+        /// Resends so far after `outcome_unknown` (bounded by `UNKNOWN_RETRIES`).
+        retries: u32,
     },
 }
 
@@ -194,7 +197,7 @@ impl Conn {
                             let body = serde_json::json!({
                                 "type": "cash_out", "request_id": request_id, "bet_id": bet_id,
                             });
-                            (request_id, body.to_string(), Pending::CashOut { scheduled })
+                            (request_id, body.to_string(), Pending::CashOut { scheduled, bet_id, retries: 0 })
                         }
                     };
                     self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -207,7 +210,12 @@ impl Conn {
                     let Some(Ok(msg)) = msg else { break false };
                     let Message::Text(text) = msg else { continue };
                     self.shared.messages.fetch_add(1, Ordering::Relaxed);
-                    self.handle(text.as_str(), shard, &mut pending, &mut pings, &mut snapshots).await;
+                    let resend = self.handle(text.as_str(), shard, &mut pending, &mut pings, &mut snapshots).await;
+                    if let Some(frame) = resend
+                        && tx.send(Message::text(frame)).await.is_err()
+                    {
+                        break false;
+                    }
                 }
             }
         };
@@ -229,7 +237,7 @@ impl Conn {
         pending: &mut HashMap<String, Pending>,
         pings: &mut HashMap<u64, Instant>,
         snapshots: &mut u64,
-    ) {
+    ) -> Option<String> {
         // Most frames are broadcasts this connection only counts (`bets_placed`, `cashed_out`,
         // round events): skip parsing them, so the generator spends its CPU on the node, not on
         // itself. The node writes the tag first (`{"type":"…`).
@@ -246,11 +254,11 @@ impl Conn {
             .and_then(|rest| rest.split('"').next());
         match kind {
             Some(k) if WANTED.contains(&k) => {}
-            Some(_) => return,
+            Some(_) => return None,
             None => {}
         }
         let Ok(k) = serde_json::from_str::<Kind>(text) else {
-            return;
+            return None;
         };
         match k.kind {
             "tick" => {
@@ -276,7 +284,7 @@ impl Conn {
             }
             "bet_accepted" => {
                 let Ok(m) = serde_json::from_str::<BetAcceptedMsg>(text) else {
-                    return;
+                    return None;
                 };
                 if let Some(Pending::Bet {
                     player,
@@ -295,21 +303,69 @@ impl Conn {
             }
             "cash_out_accepted" | "error" => {
                 let Ok(m) = serde_json::from_str::<ReplyMsg>(text) else {
-                    return;
+                    return None;
                 };
-                let Some(id) = m.request_id else { return };
-                let Some(p) = pending.remove(&id) else { return };
-                self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-                let (outcomes, scheduled) = match &p {
-                    Pending::Bet { scheduled, .. } => (&self.shared.bets, *scheduled),
-                    Pending::CashOut { scheduled } => (&self.shared.cashouts, *scheduled),
-                };
-                outcomes.latency.record(shard, scheduled.elapsed());
-                if k.kind == "error" {
-                    outcomes.fail(m.code.as_deref().unwrap_or("unknown"));
+                let id = m.request_id?;
+                let p = pending.remove(&id)?;
+                let accepted = if k.kind == "error" {
+                    None
                 } else {
-                    outcomes.ok.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(c) = serde_json::from_str::<CashOutAcceptedMsg>(text) {
+                    serde_json::from_str::<CashOutAcceptedMsg>(text).ok()
+                };
+                let (outcomes, scheduled, first) = match &p {
+                    Pending::Bet { scheduled, .. } => (&self.shared.bets, *scheduled, true),
+                    Pending::CashOut {
+                        scheduled,
+                        bet_id,
+                        retries,
+                    } => {
+                        self.shared.cash_out_answer(super::CashOutAnswer {
+                            bet_id: bet_id.clone(),
+                            key: id.clone(),
+                            answer: match (&accepted, &m.code) {
+                                (Some(c), _) => Ok((c.multiplier_x100, c.payout)),
+                                (None, code) => {
+                                    Err(code.clone().unwrap_or_else(|| "unknown".into()))
+                                }
+                            },
+                        });
+                        // The node promises a retry with the same key returns the real outcome.
+                        if m.code.as_deref() == Some("outcome_unknown")
+                            && *retries < super::UNKNOWN_RETRIES
+                        {
+                            let frame = serde_json::json!({
+                                "type": "cash_out", "request_id": id, "bet_id": bet_id,
+                            })
+                            .to_string();
+                            if *retries == 0 {
+                                self.shared
+                                    .cashouts
+                                    .latency
+                                    .record(shard, scheduled.elapsed());
+                                self.shared.cashouts.fail("outcome_unknown");
+                            }
+                            let again = Pending::CashOut {
+                                scheduled: *scheduled,
+                                bet_id: bet_id.clone(),
+                                retries: retries + 1,
+                            };
+                            pending.insert(id, again);
+                            return Some(frame);
+                        }
+                        (&self.shared.cashouts, *scheduled, *retries == 0)
+                    }
+                };
+                self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+                if first {
+                    outcomes.latency.record(shard, scheduled.elapsed());
+                }
+                match accepted {
+                    None if first => outcomes.fail(m.code.as_deref().unwrap_or("unknown")),
+                    None => {}
+                    Some(c) => {
+                        if first {
+                            outcomes.ok.fetch_add(1, Ordering::Relaxed);
+                        }
                         self.shared.cash_out_accepted(super::AcceptedCashOut {
                             bet_id: c.bet_id,
                             multiplier_x100: c.multiplier_x100,
@@ -320,5 +376,6 @@ impl Conn {
             }
             _ => {}
         }
+        None
     }
 }

@@ -112,6 +112,24 @@ pub(crate) struct Shared {
     /// Every accepted bet id, and every accepted cash-out (bet id, multiplier, payout): the chaos
     /// suite checks each against the ledger afterwards.
     accepted: std::sync::Mutex<(Vec<String>, Vec<AcceptedCashOut>)>,
+    /// Every answer to every cash-out request, retries included (the chaos suite checks that a
+    /// refused cash-out was left unpaid and that `outcome_unknown` resolved to one outcome).
+    cashout_answers: std::sync::Mutex<Vec<CashOutAnswer>>,
+}
+
+/// How many times a cash-out answered `outcome_unknown` is retried with the same key (the node's
+/// promise: a retry returns the real first outcome). REST waits the answer's `Retry-After`
+/// (1 s) between attempts, trying the next node; a WebSocket resends on its own socket.
+pub const UNKNOWN_RETRIES: u32 = 8;
+
+/// One answer to a cash-out request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CashOutAnswer {
+    pub bet_id: String,
+    /// The request's idempotency key (the WebSocket `request_id`).
+    pub key: String,
+    /// `Ok((multiplier_x100, payout))` when accepted, else the error code.
+    pub answer: Result<(u64, i64), String>,
 }
 
 /// A cash-out a node confirmed to the player.
@@ -139,7 +157,15 @@ impl Shared {
             stopping: AtomicBool::new(false),
             open_bets: Mutex::new(Vec::new()),
             accepted: std::sync::Mutex::new((Vec::new(), Vec::new())),
+            cashout_answers: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    pub(crate) fn cash_out_answer(&self, a: CashOutAnswer) {
+        self.cashout_answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(a);
     }
 
     pub(crate) fn cash_out_accepted(&self, c: AcceptedCashOut) {
@@ -518,6 +544,12 @@ pub async fn execute_until(
 
     let (accepted_bet_ids, accepted_cashouts) =
         std::mem::take(&mut *shared.accepted.lock().unwrap_or_else(|e| e.into_inner()));
+    let cashout_answers = std::mem::take(
+        &mut *shared
+            .cashout_answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
     let tick = stats::Percentiles::of(&shared.ticks.merged());
     let ticks_n = shared.ticks.merged().len();
     let pings = shared.pings.merged();
@@ -551,6 +583,7 @@ pub async fn execute_until(
         server,
         accepted_bet_ids,
         accepted_cashouts,
+        cashout_answers,
     })
 }
 
@@ -895,31 +928,55 @@ impl Run {
             }
             return;
         }
-        let base = &self.targets[i % self.targets.len()].base;
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        let r = self
-            .http
-            .post(format!("{base}/api/v1/bets/{}/cashout", b.bet_id))
-            .bearer_auth(&self.players[b.player].token)
-            .header("Idempotency-Key", &request_id)
-            .send()
-            .await;
-        match answer(r).await {
-            Ok(v) => {
-                self.shared.cashouts.latency.record(i, scheduled.elapsed());
-                self.shared.cashouts.ok.fetch_add(1, Ordering::Relaxed);
-                self.shared.cash_out_accepted(AcceptedCashOut {
-                    bet_id: b.bet_id.clone(),
-                    multiplier_x100: v["multiplier_x100"].as_u64().unwrap_or(0),
-                    payout: v["payout"].as_i64().unwrap_or(0),
-                });
-            }
-            Err((code, answered)) => {
-                if answered {
-                    self.shared.cashouts.latency.record(i, scheduled.elapsed());
+        for attempt in 0..=UNKNOWN_RETRIES {
+            let base = &self.targets[(i + attempt as usize) % self.targets.len()].base;
+            let r = self
+                .http
+                .post(format!("{base}/api/v1/bets/{}/cashout", b.bet_id))
+                .bearer_auth(&self.players[b.player].token)
+                .header("Idempotency-Key", &request_id)
+                .send()
+                .await;
+            let result = answer(r).await;
+            self.shared.cash_out_answer(CashOutAnswer {
+                bet_id: b.bet_id.clone(),
+                key: request_id.clone(),
+                answer: match &result {
+                    Ok(v) => Ok((
+                        v["multiplier_x100"].as_u64().unwrap_or(0),
+                        v["payout"].as_i64().unwrap_or(0),
+                    )),
+                    Err((code, _)) => Err(code.clone()),
+                },
+            });
+            match result {
+                // Only the first attempt is counted; a retry resolves it.
+                Ok(v) => {
+                    if attempt == 0 {
+                        self.shared.cashouts.latency.record(i, scheduled.elapsed());
+                        self.shared.cashouts.ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.shared.cash_out_accepted(AcceptedCashOut {
+                        bet_id: b.bet_id.clone(),
+                        multiplier_x100: v["multiplier_x100"].as_u64().unwrap_or(0),
+                        payout: v["payout"].as_i64().unwrap_or(0),
+                    });
                 }
-                self.shared.cashouts.fail(&code);
+                Err((code, answered)) => {
+                    if attempt == 0 {
+                        if answered {
+                            self.shared.cashouts.latency.record(i, scheduled.elapsed());
+                        }
+                        self.shared.cashouts.fail(&code);
+                    }
+                    if code == "outcome_unknown" {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
             }
+            break;
         }
         self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
     }

@@ -238,6 +238,9 @@ pub struct Report {
     pub accepted_bet_ids: Vec<String>,
     #[serde(skip)]
     pub accepted_cashouts: Vec<super::AcceptedCashOut>,
+    /// Every answer to every cash-out request, retries included.
+    #[serde(skip)]
+    pub cashout_answers: Vec<super::CashOutAnswer>,
 }
 
 impl Report {

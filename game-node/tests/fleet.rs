@@ -831,6 +831,144 @@ async fn redis_restart_mid_round() {
     fleet.db.drop_now().await;
 }
 
+/// The round's plan lives in Redis for the whole round, so a table's Redis is run like a secret
+/// store: TLS (`rediss://`, the server's certificate checked against the CA given in
+/// `SSL_CERT_FILE`) and a password. A fleet node plays, takes bets and pays over that link; the
+/// same URL without the password is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_plays_over_redis_with_tls_and_a_password() {
+    let Some(pg) = available("a_fleet_plays_over_redis_with_tls_and_a_password") else {
+        return;
+    };
+    let tls_dir = tempfile::tempdir().expect("tempdir");
+    let tls = fleet_support::TlsRedis::start(tls_dir.path());
+    let mut opts = FleetOpts {
+        nodes: 2,
+        ..FleetOpts::default()
+    };
+    opts.redis_for = vec![Some(tls.url()), Some(tls.url())];
+    opts.envs = vec![("SSL_CERT_FILE".into(), tls.ca.display().to_string())];
+    let fleet = Fleet::start("tlsredis", &pg, opts).await;
+    fleet.wait_leader(0, None, 0).await;
+    let token = fleet.register(1, "secure").await;
+    let r = fleet.wait_phase(1, "betting", 300).await;
+    let (st, b) = fleet.bet(1, &token, "tls-1", 500, Some(110)).await;
+    assert_eq!(st, 201, "{b}");
+    fleet
+        .wait_settled(0, r["number"].as_u64().expect("round"))
+        .await;
+    // The auto-cash-out at 1.10x either won (the round reached it) or the bet lost.
+    let balance = fleet.balance(0, &token).await;
+    assert!(
+        balance == 100_000 - 500 || balance == 100_000 - 500 + 550,
+        "{balance}"
+    );
+    settle_and_check(&fleet, 1).await;
+
+    // Without the password the node does not start (one clear line, exit status 1).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_game-node"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--leader-election",
+            "redis",
+        ])
+        .args(["--redis-url", &format!("rediss://localhost:{}", tls.port)])
+        .args([
+            "--database-url",
+            &fleet.db.url,
+            "--jwt-secret",
+            "0123456789abcdef0123",
+        ])
+        .args([
+            "--chain-seed-file",
+            &fleet.dir.path().join("chain.seed").display().to_string(),
+        ])
+        .args(["--chain-length", "20000", "--max-multiplier-x100", "5000"])
+        .env("SSL_CERT_FILE", &tls.ca)
+        .output()
+        .expect("game-node");
+    assert!(!out.status.success(), "started without the Redis password");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Redis"), "{err}");
+    fleet.db.drop_now().await;
+}
+
+/// Redis decides a cash-out but its answer never reaches the node (the reply is lost, the request
+/// was delivered): the player is told `outcome_unknown` (503), never an error that says nothing
+/// moved, and a retry with the same key — on another node — returns the decision Redis made,
+/// which the ledger pays exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_cash_out_answer_is_outcome_unknown_and_the_retry_returns_it() {
+    let Some(pg) = available("a_lost_cash_out_answer_is_outcome_unknown_and_the_retry_returns_it")
+    else {
+        return;
+    };
+    let redis_port = fleet_support::free_port();
+    let proxy = fleet_support::Proxy::start(redis_port).await;
+    let mut opts = FleetOpts {
+        // Flights of at most ~6 s (3x, doubling every 4 s): the cash-out lands early in the
+        // flight, and the round settles soon after.
+        doubling_ms: 4_000,
+        max_x100: 300,
+        ..FleetOpts::default()
+    };
+    opts.redis_for = vec![None, None, Some(proxy.url())];
+    let fleet = Fleet::start_with_redis_port("lostreply", &pg, opts, redis_port).await;
+    let (leader, _) = fleet.wait_leader(0, None, 0).await;
+    assert_ne!(leader, "node-3", "node 1 started first and leads");
+    let token = fleet.register(0, "lucky").await;
+    let stake = 1_000;
+    let mut attempts = 0;
+    let (bet_id, round, first) = loop {
+        attempts += 1;
+        assert!(attempts <= 5, "no round flew long enough in 5 tries");
+        fleet.wait_phase(0, "betting", 300).await;
+        let (st, b) = fleet
+            .bet(0, &token, &format!("b{attempts}"), stake, None)
+            .await;
+        assert_eq!(st, 201, "{b}");
+        let bet_id = b["bet_id"].as_str().expect("bet id").to_string();
+        let round = b["round"].as_u64().expect("round");
+        fleet.wait_phase(2, "flying", 0).await;
+        // Redis will get node 3's cash-out script call (it names the bet) and lose the reply.
+        proxy.lose_reply_after(&bet_id);
+        let (st, v) = fleet.cash_out(2, &token, "the-key", &bet_id).await;
+        if v["code"] == "too_late" {
+            continue; // an early crash beat the request; try the next round
+        }
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (503, Some("outcome_unknown")),
+            "a decided cash-out whose answer was lost: {v}"
+        );
+        break (bet_id, round, v);
+    };
+    assert!(first["message"].as_str().is_some(), "{first}");
+    // The retry with the same key, through another node, gets what Redis decided.
+    let (st, retry) = fleet.cash_out(1, &token, "the-key", &bet_id).await;
+    assert_eq!(st, 200, "the retry returns the first outcome: {retry}");
+    let m = retry["multiplier_x100"].as_u64().expect("multiplier");
+    let payout = retry["payout"].as_i64().expect("payout");
+    assert_eq!(payout, stake * m as i64 / 100);
+    // Again, and again after the round is settled: the same answer, paid once.
+    let (_, again) = fleet.cash_out(0, &token, "the-key", &bet_id).await;
+    assert_eq!(again, retry);
+    let (st, other) = fleet.cash_out(0, &token, "another-key", &bet_id).await;
+    assert_eq!(st, 409, "another key cannot cash it out again: {other}");
+    fleet.wait_settled(0, round).await;
+    let (_, settled) = fleet.cash_out(0, &token, "the-key", &bet_id).await;
+    assert_eq!(settled, retry, "after the settlement");
+    assert_eq!(
+        fleet.balance(0, &token).await,
+        100_000 - stake * attempts + payout,
+        "paid exactly once"
+    );
+    settle_and_check(&fleet, 0).await;
+    fleet.db.drop_now().await;
+}
+
 /// A replica cut off from Redis refuses money requests with `unavailable` (503), reports
 /// not-ready, and recovers by itself when the connection comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

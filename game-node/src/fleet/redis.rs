@@ -127,6 +127,9 @@ pub struct RedisConn {
 
 /// Connects both clients; fails at start (one clear line) if Redis cannot be reached at all.
 pub async fn connect(url: &str) -> anyhow::Result<RedisConn> {
+    // `rediss://` builds a rustls client: name its crypto provider (ring) once per process rather
+    // than leave rustls to guess from crate features. An error only means one is installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Config::from_url(url).map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
     let mut builder = Builder::from_config(config);
     builder

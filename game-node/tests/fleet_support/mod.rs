@@ -64,6 +64,135 @@ pub struct Redis {
     dir: PathBuf,
 }
 
+/// A Redis that speaks only TLS and wants a password, as a table's Redis should be run: a CA and
+/// a server certificate for `localhost` made with openssl in `dir`, the server on loopback.
+pub struct TlsRedis {
+    pub port: u16,
+    /// The CA's certificate (PEM): clients trust it through `SSL_CERT_FILE`.
+    pub ca: PathBuf,
+    child: Child,
+}
+
+impl TlsRedis {
+    pub const PASSWORD: &'static str = "tls-test-password-0123";
+
+    pub fn start(dir: &Path) -> TlsRedis {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=crashfleet test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .expect("san");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        let port = free_port();
+        let path = |f: &str| dir.join(f).display().to_string();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--tls-cert-file",
+                &path("server.pem"),
+                "--tls-key-file",
+                &path("server.key"),
+                "--tls-ca-cert-file",
+                &path("ca.pem"),
+                "--tls-auth-clients",
+                "no",
+                "--requirepass",
+                Self::PASSWORD,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                &dir.display().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server (TLS)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server (TLS) did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TlsRedis {
+            port,
+            ca: dir.join("ca.pem"),
+            child,
+        }
+    }
+
+    /// `rediss://` with the password, as the operator's URL Secret would hold it.
+    pub fn url(&self) -> String {
+        format!("rediss://:{}@localhost:{}", Self::PASSWORD, self.port)
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Redis {
     pub fn start(dir: &Path) -> Redis {
         Redis::start_on(dir, free_port())
@@ -716,20 +845,35 @@ pub async fn wait_ready_url(http: &reqwest::Client, base: &str) {
 pub struct Proxy {
     pub port: u16,
     mode: tokio::sync::watch::Sender<LinkMode>,
+    /// Set when a lose-replies pattern has struck: it strikes once per `lose_reply_after`.
+    struck: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct LinkMode {
     cut: bool,
     delay_ms: u64,
+    /// Once a request on a connection contains these bytes, that connection's replies are lost
+    /// (the request itself is delivered), and the connection is closed a moment later.
+    lose_replies_after: Option<Vec<u8>>,
 }
 
-/// Forwards one direction, honouring the current delay; ends when either side closes.
+/// How long a connection whose replies are being lost stays open: past the node's Redis command
+/// timeout (1.5 s), so the node sees a request that was sent and never answered.
+const LOST_REPLY_CLOSE: Duration = Duration::from_millis(2_500);
+
+/// Forwards one direction, honouring the current delay; ends when either side closes. `upstream`
+/// pumps watch for the lose-replies pattern and raise `losing`; downstream pumps then discard.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mode: tokio::sync::watch::Receiver<LinkMode>,
+    upstream: bool,
+    losing: std::sync::Arc<tokio::sync::Notify>,
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    struck: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
+    use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -737,9 +881,26 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let delay = mode.borrow().delay_ms;
+        let (delay, pattern) = {
+            let m = mode.borrow();
+            (m.delay_ms, m.lose_replies_after.clone())
+        };
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if upstream
+            && let Some(p) = pattern
+            && !p.is_empty()
+            && buf[..n].windows(p.len()).any(|w| w == p.as_slice())
+            && struck
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            lost.store(true, Ordering::SeqCst);
+            losing.notify_one();
+        }
+        if !upstream && lost.load(Ordering::SeqCst) {
+            continue;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
@@ -754,6 +915,8 @@ impl Proxy {
             .expect("bind proxy");
         let port = listener.local_addr().expect("addr").port();
         let (mode, rx) = tokio::sync::watch::channel(LinkMode::default());
+        let struck = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let struck_all = struck.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((inbound, _)) = listener.accept().await else {
@@ -764,6 +927,7 @@ impl Proxy {
                     continue;
                 }
                 let mut rx = rx.clone();
+                let struck = struck_all.clone();
                 tokio::spawn(async move {
                     let Ok(outbound) =
                         tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
@@ -774,15 +938,25 @@ impl Proxy {
                     let _ = outbound.set_nodelay(true);
                     let (ir, iw) = inbound.into_split();
                     let (or, ow) = outbound.into_split();
+                    let losing = std::sync::Arc::new(tokio::sync::Notify::new());
+                    let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let closing = {
+                        let losing = losing.clone();
+                        async move {
+                            losing.notified().await;
+                            tokio::time::sleep(LOST_REPLY_CLOSE).await;
+                        }
+                    };
                     tokio::select! {
-                        () = pump(ir, ow, rx.clone()) => {}
-                        () = pump(or, iw, rx.clone()) => {}
+                        () = pump(ir, ow, rx.clone(), true, losing.clone(), lost.clone(), struck.clone()) => {}
+                        () = pump(or, iw, rx.clone(), false, losing.clone(), lost.clone(), struck) => {}
+                        () = closing => {}
                         _ = rx.wait_for(|m| m.cut) => {}
                     }
                 });
             }
         });
-        Proxy { port, mode }
+        Proxy { port, mode, struck }
     }
 
     pub fn url(&self) -> String {
@@ -797,6 +971,17 @@ impl Proxy {
     /// Delays every chunk by `ms` in both directions (0: full speed).
     pub fn slow(&self, ms: u64) {
         self.mode.send_modify(|m| m.delay_ms = ms);
+    }
+
+    /// The next request (on any connection) that contains `pattern` is delivered, but its reply
+    /// and everything after it on that connection are lost, and the connection is closed after
+    /// `LOST_REPLY_CLOSE`: what a node sees when Redis decided and the answer never came back.
+    /// Other and new connections are unaffected.
+    pub fn lose_reply_after(&self, pattern: &str) {
+        self.struck
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.mode
+            .send_modify(|m| m.lose_replies_after = Some(pattern.as_bytes().to_vec()));
     }
 
     /// Back to a clean link.

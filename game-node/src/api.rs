@@ -5,19 +5,22 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::auth::{self, Session};
+use crate::client_ip::ClientIp;
 use crate::error::Error;
 use crate::node::AppState;
 use crate::ports::{Audit, LeaderboardRow, TableStats};
@@ -26,8 +29,15 @@ use crate::service;
 
 /// Largest request body. Every request we accept is a few hundred bytes.
 const MAX_BODY_BYTES: usize = 16 * 1024;
-/// Most rows a list endpoint returns.
+/// Most rows a list endpoint returns: a page of 500 rows is ~100 KiB of JSON, one ledger query.
 const MAX_LIMIT: u32 = 500;
+/// How long browsers may cache a CORS preflight answer: each preflight is one more request
+/// against the per-IP limit, and the allowed origins change only with a restart.
+const CORS_MAX_AGE: Duration = Duration::from_secs(600);
+/// `Strict-Transport-Security` with `--hsts`: one year (31,536,000 s), the minimum browsers'
+/// preload lists accept, renewed by every answer. No `includeSubDomains`: the node does not know
+/// what else runs under its domain.
+const HSTS: &str = "max-age=31536000";
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -139,8 +149,16 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
     Ok(v.to_string())
 }
 
-fn limit(l: Option<u32>, default: u32) -> u32 {
-    l.unwrap_or(default).clamp(1, MAX_LIMIT)
+/// A list's `limit`: the default when absent, refused (400) outside 1–[`MAX_LIMIT`] — the
+/// document promises that range, so a larger value is an error rather than silently clamped.
+fn limit(l: Option<u32>, default: u32) -> ApiResult<u32> {
+    match l {
+        None => Ok(default),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(Error::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT} (got {n})"
+        ))),
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -187,7 +205,8 @@ pub struct BalanceBody {
 
 #[derive(Deserialize, IntoParams)]
 pub struct LimitQuery {
-    /// How many rows (1-500).
+    /// How many rows (1-500; outside that range the answer is 400 `bad_request`).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
@@ -318,7 +337,7 @@ async fn my_bets(
     let session = session(&s, &headers)?;
     let bets = s
         .ledger
-        .player_bets(&session.player_id, limit(q.limit, 50))
+        .player_bets(&session.player_id, limit(q.limit, 50)?)
         .await?;
     Ok(Json(bets.iter().map(|b| b.view()).collect()))
 }
@@ -370,7 +389,7 @@ async fn rounds(
     State(s): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> ApiResult<Json<Vec<crate::ports::PublicRound>>> {
-    let rows = s.ledger.rounds(&s.table.id, limit(q.limit, 20)).await?;
+    let rows = s.ledger.rounds(&s.table.id, limit(q.limit, 20)?).await?;
     Ok(Json(rows.iter().filter_map(|r| r.public()).collect()))
 }
 
@@ -424,7 +443,7 @@ async fn leaderboard(
     State(s): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> ApiResult<Json<Vec<LeaderboardRow>>> {
-    Ok(Json(s.ledger.leaderboard(limit(q.limit, 20)).await?))
+    Ok(Json(s.ledger.leaderboard(limit(q.limit, 20)?).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/stats", tag = "table", responses((status = 200, body = TableStats)))]
@@ -669,11 +688,88 @@ async fn verify_page() -> Html<&'static str> {
     Html(include_str!("../web/verify.html"))
 }
 
-fn rate_limit_error(e: tower_governor::GovernorError) -> Response {
-    match e {
-        tower_governor::GovernorError::TooManyRequests { .. } => Error::RateLimited.into_response(),
-        other => Error::BadRequest(format!("{other}")).into_response(),
+/// `--cors-origin` values: `*` alone, or origins as browsers send them (`https://host[:port]`,
+/// lower-case, no path).
+pub fn check_cors_origin(origin: &str, count: usize) -> Result<(), String> {
+    if origin == "*" {
+        return if count == 1 {
+            Ok(())
+        } else {
+            Err("--cors-origin '*' allows every origin and cannot be combined with others".into())
+        };
     }
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    let ok = rest.is_some_and(|r| {
+        !r.is_empty()
+            && r.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.:[]".contains(&b))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--cors-origin {origin:?} is not an origin: write it as a browser sends it, \
+             e.g. https://crash.example.com or http://localhost:3000 (lower-case, no path or \
+             trailing slash), or '*'"
+        ))
+    }
+}
+
+/// CORS for the configured origins; `None` (no CORS headers: same origin only) without any.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let allow = match origins {
+        [] => return None,
+        [any] if any == "*" => AllowOrigin::from(Any),
+        list => AllowOrigin::list(
+            list.iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        ),
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+            ])
+            // A page on another origin must be able to read how long to wait.
+            .expose_headers([header::RETRY_AFTER])
+            .max_age(CORS_MAX_AGE),
+    )
+}
+
+/// The outermost layer: records the request's [`ClientIp`] (for the rate limiter, handlers and
+/// per-IP caps) and runs the request in a span naming it, so every log line of the request says
+/// which client it served.
+async fn edge(State(s): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let ip = ClientIp::of(&req, &s.trusted_proxies);
+    if let Some(ip) = ip {
+        req.extensions_mut().insert(ip);
+    }
+    let span = tracing::info_span!(
+        "http",
+        method = %req.method(),
+        path = %req.uri().path(),
+        client = ip.map(|c| tracing::field::display(c.0)),
+    );
+    async move {
+        let started = std::time::Instant::now();
+        let response = next.run(req).await;
+        tracing::debug!(
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "answered"
+        );
+        response
+    }
+    .instrument(span)
+    .await
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -697,26 +793,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/audit", get(audit))
         .route("/openapi.json", get(openapi))
         .fallback(not_found);
-    if state.rate_limit_ip > 0 {
-        let per_ms = (1_000 / u64::from(state.rate_limit_ip)).max(1);
-        if let Some(cfg) = tower_governor::governor::GovernorConfigBuilder::default()
-            .per_millisecond(per_ms)
-            .burst_size(state.rate_limit_ip.saturating_mul(2))
-            .finish()
-        {
-            api =
-                api.layer(tower_governor::GovernorLayer::new(cfg).error_handler(rate_limit_error));
-        }
+    if let Some(limiter) = &state.ip_limiter {
+        api = api.layer(limiter.layer());
     }
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            HeaderName::from_static("idempotency-key"),
-        ]);
-    Router::new()
+    let mut app = Router::new()
         .nest("/api/v1", api)
         .route("/", get(index))
         .route("/verify", get(verify_page))
@@ -728,26 +808,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(cors)
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; \
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
+    if let Some(cors) = cors(&state.cors_origin) {
+        app = app.layer(cors);
+    }
+    if state.hsts {
+        app = app.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        ));
+    }
+    app.layer(SetResponseHeaderLayer::if_not_present(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; \
                  style-src 'self'; script-src 'self'; frame-ancestors 'none'",
-            ),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
-        .with_state(state)
+        ),
+    ))
+    .layer(SetResponseHeaderLayer::overriding(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ))
+    .layer(SetResponseHeaderLayer::overriding(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("DENY"),
+    ))
+    .layer(SetResponseHeaderLayer::overriding(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    ))
+    .layer(axum::middleware::from_fn_with_state(state.clone(), edge))
+    .with_state(state)
 }

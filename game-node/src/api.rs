@@ -204,6 +204,7 @@ pub struct BalanceBody {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LimitQuery {
     /// How many rows (1-500; outside that range the answer is 400 `bad_request`).
     #[param(minimum = 1, maximum = 500)]
@@ -271,7 +272,12 @@ fn player_view(p: &crate::ports::PlayerRecord) -> PlayerView {
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/register", request_body = Credentials, tag = "players",
-    responses((status = 201, body = SessionBody), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "registered and logged in", body = SessionBody),
+        (status = 400, description = "`bad_request` (malformed JSON, unknown fields), `invalid_username`, `invalid_password`", body = ErrorBody),
+        (status = 409, description = "`username_taken`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 16 KiB", body = ErrorBody),
+        (status = 503, description = "`busy`: the password work queue is full, nothing done; `unavailable`: the ledger cannot be reached", body = ErrorBody)))]
 async fn register(
     State(s): State<Arc<AppState>>,
     ApiJson(c): ApiJson<Credentials>,
@@ -298,7 +304,12 @@ async fn register(
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/login", request_body = Credentials, tag = "players",
-    responses((status = 200, body = SessionBody), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "logged in", body = SessionBody),
+        (status = 400, description = "`bad_request`: malformed JSON or unknown fields", body = ErrorBody),
+        (status = 401, description = "`invalid_credentials`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 16 KiB", body = ErrorBody),
+        (status = 503, description = "`busy`: the password work queue is full, nothing done; `unavailable`: the ledger cannot be reached", body = ErrorBody)))]
 async fn login(
     State(s): State<Arc<AppState>>,
     ApiJson(c): ApiJson<Credentials>,
@@ -316,7 +327,10 @@ async fn login(
 }
 
 #[utoipa::path(get, path = "/api/v1/me", tag = "players", security(("bearer" = [])),
-    responses((status = 200, body = PlayerView), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "the player", body = PlayerView),
+        (status = 401, description = "`unauthorized`: missing, expired or forged bearer token, or a player that no longer exists", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn me(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<PlayerView>> {
     let session = session(&s, &headers)?;
     let p = s
@@ -328,7 +342,11 @@ async fn me(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Jso
 }
 
 #[utoipa::path(get, path = "/api/v1/me/bets", tag = "players", params(LimitQuery), security(("bearer" = [])),
-    responses((status = 200, body = [BetView]), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "the player's bets, newest first", body = [BetView]),
+        (status = 400, description = "`bad_request`: `limit` outside 1-500 or not an integer", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, expired or forged bearer token, or a player that no longer exists", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn my_bets(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -344,7 +362,13 @@ async fn my_bets(
 
 #[utoipa::path(post, path = "/api/v1/bets", request_body = BetBody, tag = "betting", security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "1-64 printable ASCII characters")),
-    responses((status = 201, body = BetView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "the bet, debited (or the first answer to this Idempotency-Key)", body = BetView),
+        (status = 400, description = "`bad_request`, `invalid_amount`, `invalid_multiplier`, `max_payout`, `missing_idempotency_key`, `invalid_idempotency_key`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, expired or forged bearer token, or a player that no longer exists", body = ErrorBody),
+        (status = 409, description = "`betting_closed`, `bet_limit`, `insufficient_funds`, `idempotency_conflict`, `idempotency_key_used`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 16 KiB", body = ErrorBody),
+        (status = 503, description = "`unavailable` (ledger or Redis unreachable, or the table is paused): nothing moved; `outcome_unknown`: the answer to a money decision was lost, money may have moved — retry with the same Idempotency-Key", body = ErrorBody)))]
 async fn place_bet(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -357,8 +381,15 @@ async fn place_bet(
 }
 
 #[utoipa::path(post, path = "/api/v1/bets/{bet_id}/cashout", tag = "betting", security(("bearer" = [])),
-    params(("bet_id" = String, Path), ("Idempotency-Key" = String, Header)),
-    responses((status = 200, body = CashOutBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    params(("bet_id" = String, Path), ("Idempotency-Key" = String, Header, description = "1-64 printable ASCII characters")),
+    responses(
+        (status = 200, description = "cashed out (or the first answer to this Idempotency-Key)", body = CashOutBody),
+        (status = 400, description = "`missing_idempotency_key`, `invalid_idempotency_key`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, expired or forged bearer token, or a player that no longer exists", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not your bet", body = ErrorBody),
+        (status = 404, description = "`unknown_bet`", body = ErrorBody),
+        (status = 409, description = "`not_flying`, `too_late`, `already_settled`, `idempotency_conflict`", body = ErrorBody),
+        (status = 503, description = "`unavailable` (ledger or Redis unreachable, or the table is paused): nothing moved; `outcome_unknown`: the answer to a money decision was lost, money may have moved — retry with the same Idempotency-Key", body = ErrorBody)))]
 async fn cash_out(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -374,7 +405,8 @@ async fn cash_out(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/round", tag = "rounds", responses((status = 200, body = CurrentRound)))]
+#[utoipa::path(get, path = "/api/v1/round", tag = "rounds", responses(
+        (status = 200, description = "the current round (null between rounds) and its bets", body = CurrentRound)))]
 async fn current_round(State(s): State<Arc<AppState>>) -> Json<CurrentRound> {
     let (round, bets) = match s.arbiter.current().await {
         Some((r, b)) => (Some(r), b),
@@ -384,7 +416,10 @@ async fn current_round(State(s): State<Arc<AppState>>) -> Json<CurrentRound> {
 }
 
 #[utoipa::path(get, path = "/api/v1/rounds", tag = "rounds", params(LimitQuery),
-    responses((status = 200, body = [crate::ports::PublicRound])))]
+    responses(
+        (status = 200, description = "finished rounds, newest first", body = [crate::ports::PublicRound]),
+        (status = 400, description = "`bad_request`: `limit` outside 1-500 or not an integer", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn rounds(
     State(s): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<LimitQuery>,
@@ -394,7 +429,11 @@ async fn rounds(
 }
 
 #[utoipa::path(get, path = "/api/v1/rounds/{number}", tag = "rounds", params(("number" = u64, Path)),
-    responses((status = 200, body = RoundDetail), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "the round and its bets", body = RoundDetail),
+        (status = 400, description = "`bad_request`: `number` is not a non-negative integer", body = ErrorBody),
+        (status = 404, description = "`unknown_round`", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn round(
     State(s): State<Arc<AppState>>,
     ApiPath(number): ApiPath<u64>,
@@ -420,7 +459,9 @@ async fn round(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/fairness", tag = "rounds", responses((status = 200, body = FairnessBody)))]
+#[utoipa::path(get, path = "/api/v1/fairness", tag = "rounds", responses(
+        (status = 200, description = "the table's commitment", body = FairnessBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn fairness(State(s): State<Arc<AppState>>) -> ApiResult<Json<FairnessBody>> {
     let played = s
         .ledger
@@ -438,7 +479,10 @@ async fn fairness(State(s): State<Arc<AppState>>) -> ApiResult<Json<FairnessBody
 }
 
 #[utoipa::path(get, path = "/api/v1/leaderboard", tag = "table", params(LimitQuery),
-    responses((status = 200, body = [LeaderboardRow])))]
+    responses(
+        (status = 200, description = "players by profit", body = [LeaderboardRow]),
+        (status = 400, description = "`bad_request`: `limit` outside 1-500 or not an integer", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn leaderboard(
     State(s): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<LimitQuery>,
@@ -446,7 +490,9 @@ async fn leaderboard(
     Ok(Json(s.ledger.leaderboard(limit(q.limit, 20)?).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/stats", tag = "table", responses((status = 200, body = TableStats)))]
+#[utoipa::path(get, path = "/api/v1/stats", tag = "table", responses(
+        (status = 200, description = "table statistics", body = TableStats),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn stats(State(s): State<Arc<AppState>>) -> ApiResult<Json<TableStats>> {
     Ok(Json(s.ledger.stats(&s.table.id).await?))
 }
@@ -460,7 +506,9 @@ pub fn this_node(s: &AppState) -> NodeInfo {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/fleet", tag = "table", responses((status = 200, body = FleetBody)))]
+#[utoipa::path(get, path = "/api/v1/fleet", tag = "table", responses(
+        (status = 200, description = "the fleet: leader, term, live nodes", body = FleetBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn fleet(State(s): State<Arc<AppState>>) -> ApiResult<Json<FleetBody>> {
     if let Some(f) = &s.fleet {
         let (leader, nodes) = f.presence.fleet().await?;
@@ -484,7 +532,9 @@ async fn fleet(State(s): State<Arc<AppState>>) -> ApiResult<Json<FleetBody>> {
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/lobby", tag = "table", responses((status = 200, body = LobbyBody)))]
+#[utoipa::path(get, path = "/api/v1/lobby", tag = "table", responses(
+        (status = 200, description = "every live table", body = LobbyBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn lobby(State(s): State<Arc<AppState>>) -> ApiResult<Json<LobbyBody>> {
     if let Some(f) = &s.fleet {
         return Ok(Json(LobbyBody {
@@ -544,8 +594,16 @@ async fn adjust(
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/players/{username}/credit", tag = "admin", request_body = AmountBody,
-    params(("username" = String, Path), ("Idempotency-Key" = String, Header)), security(("admin" = [])),
-    responses((status = 200, body = BalanceBody), (status = 403, body = ErrorBody)))]
+    params(("username" = String, Path), ("Idempotency-Key" = String, Header, description = "1-64 printable ASCII characters")), security(("admin" = [])),
+    responses(
+        (status = 200, description = "the new balance", body = BalanceBody),
+        (status = 400, description = "`bad_request` (malformed JSON, unknown fields), `invalid_amount`, `missing_idempotency_key`, `invalid_idempotency_key`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no bearer token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: wrong admin token, or admin endpoints disabled (no --admin-token)", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such player", body = ErrorBody),
+        (status = 409, description = "`idempotency_conflict`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 16 KiB", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn credit(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -556,8 +614,16 @@ async fn credit(
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/players/{username}/debit", tag = "admin", request_body = AmountBody,
-    params(("username" = String, Path), ("Idempotency-Key" = String, Header)), security(("admin" = [])),
-    responses((status = 200, body = BalanceBody), (status = 409, body = ErrorBody)))]
+    params(("username" = String, Path), ("Idempotency-Key" = String, Header, description = "1-64 printable ASCII characters")), security(("admin" = [])),
+    responses(
+        (status = 200, description = "the new balance", body = BalanceBody),
+        (status = 400, description = "`bad_request` (malformed JSON, unknown fields), `invalid_amount`, `missing_idempotency_key`, `invalid_idempotency_key`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no bearer token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: wrong admin token, or admin endpoints disabled (no --admin-token)", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such player", body = ErrorBody),
+        (status = 409, description = "`insufficient_funds`, `idempotency_conflict`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 16 KiB", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn debit(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -568,7 +634,11 @@ async fn debit(
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/audit", tag = "admin", security(("admin" = [])),
-    responses((status = 200, body = Audit), (status = 403, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "the conservation audit", body = Audit),
+        (status = 401, description = "`unauthorized`: no bearer token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: wrong admin token, or admin endpoints disabled (no --admin-token)", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn audit(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<Audit>> {
     require_admin(&s, &headers)?;
     Ok(Json(s.ledger.audit().await?))
@@ -628,9 +698,66 @@ fn process_metrics() {
         protocol at /ws is documented in game-node/src/protocol.rs."),
     paths(register, login, me, my_bets, place_bet, cash_out, current_round, rounds, round,
           fairness, leaderboard, stats, fleet, lobby, credit, debit, audit),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &CommonResponses),
 )]
 pub struct ApiDoc;
+
+/// What every operation can answer besides its own statuses: 429 from the per-IP limit (every
+/// route under `/api/v1/`) and 500 for a bug; and the `Retry-After` header on every 429 and 503.
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, schema};
+        let error = |description: &str, retry: bool| {
+            let mut r = ResponseBuilder::new().description(description).content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            );
+            if retry {
+                r = r.header(
+                    "Retry-After",
+                    HeaderBuilder::new()
+                        .schema(schema::Object::with_type(schema::Type::Integer))
+                        .description(Some("Seconds to wait before retrying."))
+                        .build(),
+                );
+            }
+            r.build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let responses = &mut op.responses.responses;
+                responses.entry("429".into()).or_insert_with(|| {
+                    error(
+                        "`rate_limited`: too many requests from this client address (or, for bets \
+                         and cash-outs, this player)",
+                        true,
+                    )
+                    .into()
+                });
+                responses
+                    .entry("500".into())
+                    .or_insert_with(|| error("`internal`: a bug; logged", false).into());
+                if let Some(utoipa::openapi::RefOr::T(r)) = responses.get_mut("503") {
+                    *r = error(&r.description, true);
+                }
+            }
+        }
+    }
+}
 
 struct SecuritySchemes;
 

@@ -333,3 +333,24 @@ fn cors_origins_must_be_origins() {
         assert!(check(bad).is_err(), "{bad:?} must be refused");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_limits_outside_the_documented_range_are_refused_not_clamped() {
+    let s = TestServer::start(&[]).await;
+    let (t, _) = s.register("limits").await;
+    for path in ["/api/v1/rounds", "/api/v1/leaderboard", "/api/v1/me/bets"] {
+        for bad in ["0", "501", "4294967296", "-1", "x"] {
+            let (st, v) = s.get_auth(&format!("{path}?limit={bad}"), &t).await;
+            assert_eq!(
+                (st, v["code"].as_str()),
+                (400, Some("bad_request")),
+                "{path}?limit={bad}"
+            );
+        }
+        for ok in ["1", "500"] {
+            let (st, v) = s.get_auth(&format!("{path}?limit={ok}"), &t).await;
+            assert_eq!(st, 200, "{path}?limit={ok}: {v}");
+        }
+        assert_eq!(s.get_auth(path, &t).await.0, 200, "{path} without a limit");
+    }
+}

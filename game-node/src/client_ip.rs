@@ -97,6 +97,23 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// A comma-separated list of [`Cidr`]s, as `--trusted-proxies` takes it. Empty items are skipped,
+/// so an empty value (`CRASHFLEET_TRUSTED_PROXIES=`) means none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CidrList(pub Vec<Cidr>);
+
+impl FromStr for CidrList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',')
+            .filter(|c| !c.trim().is_empty())
+            .map(Cidr::from_str)
+            .collect::<Result<Vec<_>, _>>()
+            .map(CidrList)
+    }
+}
+
 /// Which header the trusted proxies write. Only one is read: a proxy that manages one of them
 /// passes the other through from the client untouched, so reading both would let the client
 /// choose its own address.

@@ -179,8 +179,13 @@ pub struct ServeConfig {
     /// forwarding header (`--client-ip-header`) names the client. A request from any other peer
     /// is keyed (rate limits, logs) on its TCP address and its headers are ignored. Default: none
     /// (the node faces clients directly).
-    #[arg(long, env = "CRASHFLEET_TRUSTED_PROXIES", value_delimiter = ',', num_args = 0..)]
-    pub trusted_proxies: Vec<crate::client_ip::Cidr>,
+    #[arg(
+        long,
+        env = "CRASHFLEET_TRUSTED_PROXIES",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub trusted_proxies: crate::client_ip::CidrList,
 
     /// The header the trusted proxies write: `x-forwarded-for` (ingress-nginx, nginx, HAProxy's
     /// `option forwardfor`, cloud load balancers) or `forwarded` (RFC 7239). Only this one is read:
@@ -259,6 +264,15 @@ impl ServeConfig {
             .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
             .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
             .unwrap_or_else(|| "game-node".to_string())
+    }
+
+    /// `--cors-origin` without empty items (`CRASHFLEET_CORS_ORIGIN=` means none).
+    pub fn cors_origins(&self) -> Vec<String> {
+        self.cors_origin
+            .iter()
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty())
+            .collect()
     }
 
     /// Contradictions clap cannot see, as one clear line.
@@ -345,8 +359,8 @@ impl ServeConfig {
                  digits and '-', at most 63)"
             ));
         }
-        for o in &self.cors_origin {
-            crate::api::check_cors_origin(o, self.cors_origin.len())?;
+        for o in self.cors_origins() {
+            crate::api::check_cors_origin(&o, self.cors_origins().len())?;
         }
         let id = self.node_id();
         if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {

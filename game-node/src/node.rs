@@ -337,7 +337,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
     };
     let (bet_feed, feed_task) = crate::feed::BetFeed::start(bus.clone(), shutdown.clone());
     let trusted_proxies = Arc::new(crate::client_ip::TrustedProxies::new(
-        cfg.trusted_proxies.clone(),
+        cfg.trusted_proxies.0.clone(),
         cfg.client_ip_header,
     ));
     let state = Arc::new(AppState {
@@ -368,7 +368,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         rate_limit_ip: cfg.rate_limit_ip,
         ip_limiter: crate::client_ip::IpLimiter::new(cfg.rate_limit_ip, trusted_proxies.clone()),
         trusted_proxies,
-        cors_origin: cfg.cors_origin.clone(),
+        cors_origin: cfg.cors_origins(),
         hsts: cfg.hsts,
         metrics: metrics_handle()?,
         draining: AtomicBool::new(false),

@@ -323,6 +323,7 @@ fn cors_origins_must_be_origins() {
     assert!(check("https://crash.example.com").is_ok());
     assert!(check("http://[::1]:8080").is_ok());
     assert!(check("*").is_ok());
+    assert!(check("").is_ok(), "an empty value is no origin");
     for bad in [
         "https://crash.example.com/",
         "crash.example.com",

@@ -255,6 +255,7 @@ fn trusted_proxies_are_parsed_strictly() {
     let list: Vec<String> = ok
         .serve
         .trusted_proxies
+        .0
         .iter()
         .map(|c| c.to_string())
         .collect();
@@ -267,7 +268,10 @@ fn trusted_proxies_are_parsed_strictly() {
     }
     let none = Args::try_parse_from(["game-node"]).expect("defaults");
     assert!(
-        none.serve.trusted_proxies.is_empty(),
+        none.serve.trusted_proxies.0.is_empty(),
         "no proxy is trusted by default"
     );
+    // An empty value (an unset list in a manifest) is no proxy, not an error.
+    let empty = parse("").expect("empty list");
+    assert!(empty.serve.trusted_proxies.0.is_empty());
 }

@@ -16,6 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Request, header};
@@ -209,13 +210,18 @@ pub struct ClientIp(pub IpAddr);
 
 impl ClientIp {
     /// From a request's extensions: the stored value, else computed from the TCP peer
-    /// (`ConnectInfo`) and the headers. `None` when the request carries no peer address (a router
-    /// driven in-process without `into_make_service_with_connect_info`).
+    /// (`ConnectInfo`, or axum's `MockConnectInfo` for a router driven in-process) and the
+    /// headers. `None` when the request carries no peer address at all.
     pub fn of<B>(req: &Request<B>, trusted: &TrustedProxies) -> Option<ClientIp> {
-        if let Some(ip) = req.extensions().get::<ClientIp>() {
+        let ext = req.extensions();
+        if let Some(ip) = ext.get::<ClientIp>() {
             return Some(*ip);
         }
-        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
+        let peer = ext
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .or_else(|| ext.get::<MockConnectInfo<SocketAddr>>().map(|c| c.0))?
+            .ip();
         Some(ClientIp(client_ip(trusted, peer, req.headers())))
     }
 }
@@ -426,6 +432,25 @@ mod tests {
         assert_eq!(client_ip(&fwd, ip("10.0.0.2"), &h), ip("2001:db8:cafe::17"));
         let h = headers("forwarded", &["for=203.0.113.5, for=unknown"]);
         assert_eq!(client_ip(&fwd, ip("10.0.0.2"), &h), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn a_request_is_keyed_by_its_recorded_peer() {
+        let t = trusted(&["127.0.0.1/32"], ForwardedHeader::XForwardedFor);
+        let mut req = Request::builder()
+            .header("x-forwarded-for", "203.0.113.5")
+            .body(())
+            .expect("request");
+        assert_eq!(ClientIp::of(&req, &t), None, "no peer, no address");
+        req.extensions_mut()
+            .insert(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
+        assert_eq!(ClientIp::of(&req, &t), Some(ClientIp(ip("203.0.113.5"))));
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 1], 9))));
+        assert_eq!(ClientIp::of(&req, &t), Some(ClientIp(ip("192.0.2.1"))));
+        // Computed once: the stored value wins.
+        req.extensions_mut().insert(ClientIp(ip("198.51.100.1")));
+        assert_eq!(ClientIp::of(&req, &t), Some(ClientIp(ip("198.51.100.1"))));
     }
 
     #[test]

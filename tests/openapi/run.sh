@@ -10,7 +10,8 @@
 # content_type_conformance, response_schema_conformance, negative_data_rejection (a request the
 # document calls invalid must be refused, e.g. `limit=0`).
 # Bounded: SCHEMATHESIS_MAX_EXAMPLES cases per operation (default 100: ~2,300 requests, ~25 s of
-# fuzzing on two shared cores; 0 skips the run).
+# fuzzing on two shared cores; 0 skips the run); SCHEMATHESIS_SEED (default 1: the same cases each
+# run, so a failure reproduces; set another to explore).
 # Usage: tests/openapi/run.sh            (builds game-node, starts it, fuzzes, stops it)
 set -euo pipefail
 [ "${SCHEMATHESIS_MAX_EXAMPLES:-100}" = 0 ] && { echo "openapi fuzzing skipped"; exit 0; }
@@ -68,7 +69,7 @@ status=0
 "$VENV/bin/schemathesis" --config-file "$ROOT/tests/openapi/schemathesis.toml" run "$url/api/v1/openapi.json" \
   --url "$url" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection \
-  --max-examples "$MAX_EXAMPLES" --seed 1 --workers 2 --request-timeout 10 \
+  --max-examples "$MAX_EXAMPLES" --seed "${SCHEMATHESIS_SEED:-1}" --workers 2 --request-timeout 10 \
   --suppress-health-check too_slow --warnings off || status=$?
 echo "schemathesis: $(( $(date +%s) - started )) s, exit $status"
 if [ "$status" != 0 ]; then

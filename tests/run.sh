@@ -48,6 +48,12 @@ fi
 # --- the suite ----------------------------------------------------------------------------------
 cargo test --workspace --no-fail-fast "$@"
 
+# --- the OpenAPI document against the code, from outside (Schemathesis; skipped when arguments
+# narrow the suite). SCHEMATHESIS_MAX_EXAMPLES per operation (0 skips).
+if [ $# -eq 0 ]; then
+  bash "$ROOT/tests/openapi/run.sh"
+fi
+
 # --- fuzzing (issue #7): every target replays its committed corpus, then fuzzes a little more ---
 # CRASHFLEET_FUZZ_SECONDS per target (0 skips; skipped too when arguments narrow the suite).
 fuzz_secs="${CRASHFLEET_FUZZ_SECONDS:-45}"

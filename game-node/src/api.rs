@@ -5,19 +5,22 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::auth::{self, Session};
+use crate::client_ip::ClientIp;
 use crate::error::Error;
 use crate::node::AppState;
 use crate::ports::{Audit, LeaderboardRow, TableStats};
@@ -26,8 +29,15 @@ use crate::service;
 
 /// Largest request body. Every request we accept is a few hundred bytes.
 const MAX_BODY_BYTES: usize = 16 * 1024;
-/// Most rows a list endpoint returns.
+/// Most rows a list endpoint returns: a page of 500 rows is ~100 KiB of JSON, one ledger query.
 const MAX_LIMIT: u32 = 500;
+/// How long browsers may cache a CORS preflight answer: each preflight is one more request
+/// against the per-IP limit, and the allowed origins change only with a restart.
+const CORS_MAX_AGE: Duration = Duration::from_secs(600);
+/// `Strict-Transport-Security` with `--hsts`: one year (31,536,000 s), the minimum browsers'
+/// preload lists accept, renewed by every answer. No `includeSubDomains`: the node does not know
+/// what else runs under its domain.
+const HSTS: &str = "max-age=31536000";
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -139,8 +149,16 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
     Ok(v.to_string())
 }
 
-fn limit(l: Option<u32>, default: u32) -> u32 {
-    l.unwrap_or(default).clamp(1, MAX_LIMIT)
+/// A list's `limit`: the default when absent, refused (400) outside 1–[`MAX_LIMIT`] — the
+/// document promises that range, so a larger value is an error rather than silently clamped.
+fn limit(l: Option<u32>, default: u32) -> ApiResult<u32> {
+    match l {
+        None => Ok(default),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(Error::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT} (got {n})"
+        ))),
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -186,8 +204,10 @@ pub struct BalanceBody {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LimitQuery {
-    /// How many rows (1-500).
+    /// How many rows (1-500; outside that range the answer is 400 `bad_request`).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
@@ -252,7 +272,12 @@ fn player_view(p: &crate::ports::PlayerRecord) -> PlayerView {
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/register", request_body = Credentials, tag = "players",
-    responses((status = 201, body = SessionBody), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "registered and logged in", body = SessionBody),
+        (status = 400, description = "`bad_request` (malformed JSON, unknown fields), `invalid_username`, `invalid_password`", body = ErrorBody),
+        (status = 409, description = "`username_taken`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 16 KiB", body = ErrorBody),
+        (status = 503, description = "`busy`: the password work queue is full, nothing done; `unavailable`: the ledger cannot be reached", body = ErrorBody)))]
 async fn register(
     State(s): State<Arc<AppState>>,
     ApiJson(c): ApiJson<Credentials>,
@@ -279,7 +304,12 @@ async fn register(
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/login", request_body = Credentials, tag = "players",
-    responses((status = 200, body = SessionBody), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "logged in", body = SessionBody),
+        (status = 400, description = "`bad_request`: malformed JSON or unknown fields", body = ErrorBody),
+        (status = 401, description = "`invalid_credentials`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 16 KiB", body = ErrorBody),
+        (status = 503, description = "`busy`: the password work queue is full, nothing done; `unavailable`: the ledger cannot be reached", body = ErrorBody)))]
 async fn login(
     State(s): State<Arc<AppState>>,
     ApiJson(c): ApiJson<Credentials>,
@@ -297,7 +327,10 @@ async fn login(
 }
 
 #[utoipa::path(get, path = "/api/v1/me", tag = "players", security(("bearer" = [])),
-    responses((status = 200, body = PlayerView), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "the player", body = PlayerView),
+        (status = 401, description = "`unauthorized`: missing, expired or forged bearer token, or a player that no longer exists", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn me(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<PlayerView>> {
     let session = session(&s, &headers)?;
     let p = s
@@ -309,7 +342,11 @@ async fn me(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Jso
 }
 
 #[utoipa::path(get, path = "/api/v1/me/bets", tag = "players", params(LimitQuery), security(("bearer" = [])),
-    responses((status = 200, body = [BetView]), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "the player's bets, newest first", body = [BetView]),
+        (status = 400, description = "`bad_request`: `limit` outside 1-500 or not an integer", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, expired or forged bearer token, or a player that no longer exists", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn my_bets(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -318,14 +355,20 @@ async fn my_bets(
     let session = session(&s, &headers)?;
     let bets = s
         .ledger
-        .player_bets(&session.player_id, limit(q.limit, 50))
+        .player_bets(&session.player_id, limit(q.limit, 50)?)
         .await?;
     Ok(Json(bets.iter().map(|b| b.view()).collect()))
 }
 
 #[utoipa::path(post, path = "/api/v1/bets", request_body = BetBody, tag = "betting", security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "1-64 printable ASCII characters")),
-    responses((status = 201, body = BetView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 201, description = "the bet, debited (or the first answer to this Idempotency-Key)", body = BetView),
+        (status = 400, description = "`bad_request`, `invalid_amount`, `invalid_multiplier`, `max_payout`, `missing_idempotency_key`, `invalid_idempotency_key`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, expired or forged bearer token, or a player that no longer exists", body = ErrorBody),
+        (status = 409, description = "`betting_closed`, `bet_limit`, `insufficient_funds`, `idempotency_conflict`, `idempotency_key_used`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 16 KiB", body = ErrorBody),
+        (status = 503, description = "`unavailable` (ledger or Redis unreachable, or the table is paused): nothing moved; `outcome_unknown`: the answer to a money decision was lost, money may have moved — retry with the same Idempotency-Key", body = ErrorBody)))]
 async fn place_bet(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -338,8 +381,15 @@ async fn place_bet(
 }
 
 #[utoipa::path(post, path = "/api/v1/bets/{bet_id}/cashout", tag = "betting", security(("bearer" = [])),
-    params(("bet_id" = String, Path), ("Idempotency-Key" = String, Header)),
-    responses((status = 200, body = CashOutBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    params(("bet_id" = String, Path), ("Idempotency-Key" = String, Header, description = "1-64 printable ASCII characters")),
+    responses(
+        (status = 200, description = "cashed out (or the first answer to this Idempotency-Key)", body = CashOutBody),
+        (status = 400, description = "`missing_idempotency_key`, `invalid_idempotency_key`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, expired or forged bearer token, or a player that no longer exists", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not your bet", body = ErrorBody),
+        (status = 404, description = "`unknown_bet`", body = ErrorBody),
+        (status = 409, description = "`not_flying`, `too_late`, `already_settled`, `idempotency_conflict`", body = ErrorBody),
+        (status = 503, description = "`unavailable` (ledger or Redis unreachable, or the table is paused): nothing moved; `outcome_unknown`: the answer to a money decision was lost, money may have moved — retry with the same Idempotency-Key", body = ErrorBody)))]
 async fn cash_out(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -355,7 +405,8 @@ async fn cash_out(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/round", tag = "rounds", responses((status = 200, body = CurrentRound)))]
+#[utoipa::path(get, path = "/api/v1/round", tag = "rounds", responses(
+        (status = 200, description = "the current round (null between rounds) and its bets", body = CurrentRound)))]
 async fn current_round(State(s): State<Arc<AppState>>) -> Json<CurrentRound> {
     let (round, bets) = match s.arbiter.current().await {
         Some((r, b)) => (Some(r), b),
@@ -365,17 +416,24 @@ async fn current_round(State(s): State<Arc<AppState>>) -> Json<CurrentRound> {
 }
 
 #[utoipa::path(get, path = "/api/v1/rounds", tag = "rounds", params(LimitQuery),
-    responses((status = 200, body = [crate::ports::PublicRound])))]
+    responses(
+        (status = 200, description = "finished rounds, newest first", body = [crate::ports::PublicRound]),
+        (status = 400, description = "`bad_request`: `limit` outside 1-500 or not an integer", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn rounds(
     State(s): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> ApiResult<Json<Vec<crate::ports::PublicRound>>> {
-    let rows = s.ledger.rounds(&s.table.id, limit(q.limit, 20)).await?;
+    let rows = s.ledger.rounds(&s.table.id, limit(q.limit, 20)?).await?;
     Ok(Json(rows.iter().filter_map(|r| r.public()).collect()))
 }
 
 #[utoipa::path(get, path = "/api/v1/rounds/{number}", tag = "rounds", params(("number" = u64, Path)),
-    responses((status = 200, body = RoundDetail), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "the round and its bets", body = RoundDetail),
+        (status = 400, description = "`bad_request`: `number` is not a non-negative integer", body = ErrorBody),
+        (status = 404, description = "`unknown_round`", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn round(
     State(s): State<Arc<AppState>>,
     ApiPath(number): ApiPath<u64>,
@@ -401,7 +459,9 @@ async fn round(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/fairness", tag = "rounds", responses((status = 200, body = FairnessBody)))]
+#[utoipa::path(get, path = "/api/v1/fairness", tag = "rounds", responses(
+        (status = 200, description = "the table's commitment", body = FairnessBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn fairness(State(s): State<Arc<AppState>>) -> ApiResult<Json<FairnessBody>> {
     let played = s
         .ledger
@@ -419,15 +479,20 @@ async fn fairness(State(s): State<Arc<AppState>>) -> ApiResult<Json<FairnessBody
 }
 
 #[utoipa::path(get, path = "/api/v1/leaderboard", tag = "table", params(LimitQuery),
-    responses((status = 200, body = [LeaderboardRow])))]
+    responses(
+        (status = 200, description = "players by profit", body = [LeaderboardRow]),
+        (status = 400, description = "`bad_request`: `limit` outside 1-500 or not an integer", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn leaderboard(
     State(s): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> ApiResult<Json<Vec<LeaderboardRow>>> {
-    Ok(Json(s.ledger.leaderboard(limit(q.limit, 20)).await?))
+    Ok(Json(s.ledger.leaderboard(limit(q.limit, 20)?).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/stats", tag = "table", responses((status = 200, body = TableStats)))]
+#[utoipa::path(get, path = "/api/v1/stats", tag = "table", responses(
+        (status = 200, description = "table statistics", body = TableStats),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn stats(State(s): State<Arc<AppState>>) -> ApiResult<Json<TableStats>> {
     Ok(Json(s.ledger.stats(&s.table.id).await?))
 }
@@ -441,7 +506,9 @@ pub fn this_node(s: &AppState) -> NodeInfo {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/fleet", tag = "table", responses((status = 200, body = FleetBody)))]
+#[utoipa::path(get, path = "/api/v1/fleet", tag = "table", responses(
+        (status = 200, description = "the fleet: leader, term, live nodes", body = FleetBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn fleet(State(s): State<Arc<AppState>>) -> ApiResult<Json<FleetBody>> {
     if let Some(f) = &s.fleet {
         let (leader, nodes) = f.presence.fleet().await?;
@@ -465,7 +532,9 @@ async fn fleet(State(s): State<Arc<AppState>>) -> ApiResult<Json<FleetBody>> {
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/lobby", tag = "table", responses((status = 200, body = LobbyBody)))]
+#[utoipa::path(get, path = "/api/v1/lobby", tag = "table", responses(
+        (status = 200, description = "every live table", body = LobbyBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn lobby(State(s): State<Arc<AppState>>) -> ApiResult<Json<LobbyBody>> {
     if let Some(f) = &s.fleet {
         return Ok(Json(LobbyBody {
@@ -525,8 +594,16 @@ async fn adjust(
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/players/{username}/credit", tag = "admin", request_body = AmountBody,
-    params(("username" = String, Path), ("Idempotency-Key" = String, Header)), security(("admin" = [])),
-    responses((status = 200, body = BalanceBody), (status = 403, body = ErrorBody)))]
+    params(("username" = String, Path), ("Idempotency-Key" = String, Header, description = "1-64 printable ASCII characters")), security(("admin" = [])),
+    responses(
+        (status = 200, description = "the new balance", body = BalanceBody),
+        (status = 400, description = "`bad_request` (malformed JSON, unknown fields), `invalid_amount`, `missing_idempotency_key`, `invalid_idempotency_key`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no bearer token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: wrong admin token, or admin endpoints disabled (no --admin-token)", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such player", body = ErrorBody),
+        (status = 409, description = "`idempotency_conflict`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 16 KiB", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn credit(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -537,8 +614,16 @@ async fn credit(
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/players/{username}/debit", tag = "admin", request_body = AmountBody,
-    params(("username" = String, Path), ("Idempotency-Key" = String, Header)), security(("admin" = [])),
-    responses((status = 200, body = BalanceBody), (status = 409, body = ErrorBody)))]
+    params(("username" = String, Path), ("Idempotency-Key" = String, Header, description = "1-64 printable ASCII characters")), security(("admin" = [])),
+    responses(
+        (status = 200, description = "the new balance", body = BalanceBody),
+        (status = 400, description = "`bad_request` (malformed JSON, unknown fields), `invalid_amount`, `missing_idempotency_key`, `invalid_idempotency_key`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no bearer token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: wrong admin token, or admin endpoints disabled (no --admin-token)", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such player", body = ErrorBody),
+        (status = 409, description = "`insufficient_funds`, `idempotency_conflict`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 16 KiB", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn debit(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -549,7 +634,11 @@ async fn debit(
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/audit", tag = "admin", security(("admin" = [])),
-    responses((status = 200, body = Audit), (status = 403, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "the conservation audit", body = Audit),
+        (status = 401, description = "`unauthorized`: no bearer token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: wrong admin token, or admin endpoints disabled (no --admin-token)", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn audit(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<Audit>> {
     require_admin(&s, &headers)?;
     Ok(Json(s.ledger.audit().await?))
@@ -609,9 +698,66 @@ fn process_metrics() {
         protocol at /ws is documented in game-node/src/protocol.rs."),
     paths(register, login, me, my_bets, place_bet, cash_out, current_round, rounds, round,
           fairness, leaderboard, stats, fleet, lobby, credit, debit, audit),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &CommonResponses),
 )]
 pub struct ApiDoc;
+
+/// What every operation can answer besides its own statuses: 429 from the per-IP limit (every
+/// route under `/api/v1/`) and 500 for a bug; and the `Retry-After` header on every 429 and 503.
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, schema};
+        let error = |description: &str, retry: bool| {
+            let mut r = ResponseBuilder::new().description(description).content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            );
+            if retry {
+                r = r.header(
+                    "Retry-After",
+                    HeaderBuilder::new()
+                        .schema(schema::Object::with_type(schema::Type::Integer))
+                        .description(Some("Seconds to wait before retrying."))
+                        .build(),
+                );
+            }
+            r.build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let responses = &mut op.responses.responses;
+                responses.entry("429".into()).or_insert_with(|| {
+                    error(
+                        "`rate_limited`: too many requests from this client address (or, for bets \
+                         and cash-outs, this player)",
+                        true,
+                    )
+                    .into()
+                });
+                responses
+                    .entry("500".into())
+                    .or_insert_with(|| error("`internal`: a bug; logged", false).into());
+                if let Some(utoipa::openapi::RefOr::T(r)) = responses.get_mut("503") {
+                    *r = error(&r.description, true);
+                }
+            }
+        }
+    }
+}
 
 struct SecuritySchemes;
 
@@ -669,11 +815,88 @@ async fn verify_page() -> Html<&'static str> {
     Html(include_str!("../web/verify.html"))
 }
 
-fn rate_limit_error(e: tower_governor::GovernorError) -> Response {
-    match e {
-        tower_governor::GovernorError::TooManyRequests { .. } => Error::RateLimited.into_response(),
-        other => Error::BadRequest(format!("{other}")).into_response(),
+/// `--cors-origin` values: `*` alone, or origins as browsers send them (`https://host[:port]`,
+/// lower-case, no path).
+pub fn check_cors_origin(origin: &str, count: usize) -> Result<(), String> {
+    if origin == "*" {
+        return if count == 1 {
+            Ok(())
+        } else {
+            Err("--cors-origin '*' allows every origin and cannot be combined with others".into())
+        };
     }
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    let ok = rest.is_some_and(|r| {
+        !r.is_empty()
+            && r.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.:[]".contains(&b))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--cors-origin {origin:?} is not an origin: write it as a browser sends it, \
+             e.g. https://crash.example.com or http://localhost:3000 (lower-case, no path or \
+             trailing slash), or '*'"
+        ))
+    }
+}
+
+/// CORS for the configured origins; `None` (no CORS headers: same origin only) without any.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let allow = match origins {
+        [] => return None,
+        [any] if any == "*" => AllowOrigin::from(Any),
+        list => AllowOrigin::list(
+            list.iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        ),
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+            ])
+            // A page on another origin must be able to read how long to wait.
+            .expose_headers([header::RETRY_AFTER])
+            .max_age(CORS_MAX_AGE),
+    )
+}
+
+/// The outermost layer: records the request's [`ClientIp`] (for the rate limiter, handlers and
+/// per-IP caps) and runs the request in a span naming it, so every log line of the request says
+/// which client it served.
+async fn edge(State(s): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let ip = ClientIp::of(&req, &s.trusted_proxies);
+    if let Some(ip) = ip {
+        req.extensions_mut().insert(ip);
+    }
+    let span = tracing::info_span!(
+        "http",
+        method = %req.method(),
+        path = %req.uri().path(),
+        client = ip.map(|c| tracing::field::display(c.0)),
+    );
+    async move {
+        let started = std::time::Instant::now();
+        let response = next.run(req).await;
+        tracing::debug!(
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "answered"
+        );
+        response
+    }
+    .instrument(span)
+    .await
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -697,26 +920,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/audit", get(audit))
         .route("/openapi.json", get(openapi))
         .fallback(not_found);
-    if state.rate_limit_ip > 0 {
-        let per_ms = (1_000 / u64::from(state.rate_limit_ip)).max(1);
-        if let Some(cfg) = tower_governor::governor::GovernorConfigBuilder::default()
-            .per_millisecond(per_ms)
-            .burst_size(state.rate_limit_ip.saturating_mul(2))
-            .finish()
-        {
-            api =
-                api.layer(tower_governor::GovernorLayer::new(cfg).error_handler(rate_limit_error));
-        }
+    if let Some(limiter) = &state.ip_limiter {
+        api = api.layer(limiter.layer());
     }
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            HeaderName::from_static("idempotency-key"),
-        ]);
-    Router::new()
+    let mut app = Router::new()
         .nest("/api/v1", api)
         .route("/", get(index))
         .route("/verify", get(verify_page))
@@ -728,26 +935,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(cors)
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; \
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
+    if let Some(cors) = cors(&state.cors_origin) {
+        app = app.layer(cors);
+    }
+    if state.hsts {
+        app = app.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        ));
+    }
+    app.layer(SetResponseHeaderLayer::if_not_present(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; \
                  style-src 'self'; script-src 'self'; frame-ancestors 'none'",
-            ),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
-        .with_state(state)
+        ),
+    ))
+    .layer(SetResponseHeaderLayer::overriding(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ))
+    .layer(SetResponseHeaderLayer::overriding(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("DENY"),
+    ))
+    .layer(SetResponseHeaderLayer::overriding(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    ))
+    .layer(axum::middleware::from_fn_with_state(state.clone(), edge))
+    .with_state(state)
 }

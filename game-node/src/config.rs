@@ -173,6 +173,37 @@ pub struct ServeConfig {
     /// Ledger connection pool size.
     #[arg(long, env = "CRASHFLEET_DB_POOL", default_value_t = 8)]
     pub db_pool: u32,
+
+    // --- the HTTP edge: client addresses behind proxies, CORS, HSTS ---
+    /// Reverse proxies (CIDRs or addresses, comma-separated, e.g. `10.0.0.0/8,fd00::/8`) whose
+    /// forwarding header (`--client-ip-header`) names the client. A request from any other peer
+    /// is keyed (rate limits, logs) on its TCP address and its headers are ignored. Default: none
+    /// (the node faces clients directly).
+    #[arg(
+        long,
+        env = "CRASHFLEET_TRUSTED_PROXIES",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub trusted_proxies: crate::client_ip::CidrList,
+
+    /// The header the trusted proxies write: `x-forwarded-for` (ingress-nginx, nginx, HAProxy's
+    /// `option forwardfor`, cloud load balancers) or `forwarded` (RFC 7239). Only this one is read:
+    /// a proxy passes the other one through from the client unchanged.
+    #[arg(long, env = "CRASHFLEET_CLIENT_IP_HEADER", value_enum, default_value_t = crate::client_ip::ForwardedHeader::XForwardedFor)]
+    pub client_ip_header: crate::client_ip::ForwardedHeader,
+
+    /// Web origins allowed to call the REST API from a browser (CORS), comma-separated, e.g.
+    /// `https://crash.example.com`; `*` allows every origin. Default: none — the node's own page
+    /// (same origin) needs no CORS, and no CORS headers are sent.
+    #[arg(long, env = "CRASHFLEET_CORS_ORIGIN", value_delimiter = ',', num_args = 0..)]
+    pub cors_origin: Vec<String>,
+
+    /// The node is served to browsers over HTTPS (TLS terminated by the proxy in front of it):
+    /// every answer carries `Strict-Transport-Security`, so browsers refuse plain HTTP to this
+    /// host for a year.
+    #[arg(long, env = "CRASHFLEET_HSTS")]
+    pub hsts: bool,
 }
 
 impl ServeConfig {
@@ -233,6 +264,15 @@ impl ServeConfig {
             .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
             .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
             .unwrap_or_else(|| "game-node".to_string())
+    }
+
+    /// `--cors-origin` without empty items (`CRASHFLEET_CORS_ORIGIN=` means none).
+    pub fn cors_origins(&self) -> Vec<String> {
+        self.cors_origin
+            .iter()
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty())
+            .collect()
     }
 
     /// Contradictions clap cannot see, as one clear line.
@@ -318,6 +358,9 @@ impl ServeConfig {
                 "--lease-namespace {n:?} is not a valid Kubernetes namespace (lower-case letters, \
                  digits and '-', at most 63)"
             ));
+        }
+        for o in self.cors_origins() {
+            crate::api::check_cors_origin(&o, self.cors_origins().len())?;
         }
         let id = self.node_id();
         if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {

@@ -9,12 +9,13 @@
 //!   and arbiter, always-leader).
 //! - [`runner`]: the round leader loop; [`service`]: bet and cash-out as players ask for them.
 //! - [`api`] (REST, OpenAPI, pages), [`ws`] (WebSocket), [`hub`] (per-player event routing),
-//!   [`protocol`] (the wire messages).
+//!   [`protocol`] (the wire messages), [`client_ip`] (the client address behind trusted proxies).
 //! - [`node`]: assembles all of it; `main.rs` is a thin CLI over [`node::run`] and [`verify`].
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -1,5 +1,5 @@
 //! Operations and table endpoints through a real node: health, readiness, Prometheus metrics,
-//! security headers, rate limits, and the stats/leaderboard/fleet/lobby reads.
+//! security headers, CORS and HSTS, rate limits, and the stats/leaderboard/fleet/lobby reads.
 
 mod common;
 
@@ -61,7 +61,7 @@ async fn health_metrics_headers_and_table_reads() {
         .send()
         .await
         .expect("page");
-    let h = page.headers();
+    let h = page.headers().clone();
     assert!(
         h["content-security-policy"]
             .to_str()
@@ -81,15 +81,13 @@ async fn health_metrics_headers_and_table_reads() {
         .await
         .expect("verify");
     assert_eq!(verify.status(), 200);
-    let cors = s
-        .http
-        .request(reqwest::Method::OPTIONS, format!("{}/api/v1/rounds", s.url))
-        .header("origin", "https://example.com")
-        .header("access-control-request-method", "GET")
-        .send()
-        .await
-        .expect("preflight");
-    assert_eq!(cors.headers()["access-control-allow-origin"], "*");
+    // Same origin only by default: no CORS headers, and no HSTS without --hsts.
+    let cors = preflight(&s, "https://example.com").await;
+    assert!(
+        !cors.contains_key("access-control-allow-origin"),
+        "{cors:?}"
+    );
+    assert!(!h.contains_key("strict-transport-security"));
 
     let (st, stats) = s.get("/api/v1/stats").await;
     assert_eq!(st, 200);
@@ -218,4 +216,142 @@ async fn the_salt_is_fixed_after_the_commitment_and_before_round_one() {
         .await
         .expect_err("a changed salt after rounds");
     assert!(err.to_string().contains("rounds have been played"), "{err}");
+}
+
+/// The headers of a CORS preflight for `GET /api/v1/rounds` from `origin`.
+async fn preflight(s: &TestServer, origin: &str) -> reqwest::header::HeaderMap {
+    s.http
+        .request(reqwest::Method::OPTIONS, format!("{}/api/v1/rounds", s.url))
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .expect("preflight")
+        .headers()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_answers_only_configured_origins_and_hsts_is_sent_when_told() {
+    let s = TestServer::start(&[
+        "--cors-origin",
+        "https://crash.example.com,http://localhost:3000",
+        "--hsts",
+    ])
+    .await;
+    let ok = preflight(&s, "https://crash.example.com").await;
+    assert_eq!(
+        ok["access-control-allow-origin"],
+        "https://crash.example.com"
+    );
+    assert!(
+        ok["access-control-allow-headers"]
+            .to_str()
+            .expect("ascii")
+            .contains("authorization")
+    );
+    assert_eq!(
+        preflight(&s, "http://localhost:3000").await["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    for other in [
+        "https://evil.example.com",
+        "https://crash.example.com.evil.net",
+    ] {
+        let h = preflight(&s, other).await;
+        assert!(
+            !h.contains_key("access-control-allow-origin"),
+            "{other}: {h:?}"
+        );
+    }
+    // A real cross-origin read: the allowed origin is echoed and Retry-After is readable.
+    let r = s
+        .http
+        .get(format!("{}/api/v1/fairness", s.url))
+        .header("origin", "https://crash.example.com")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://crash.example.com"
+    );
+    assert!(
+        r.headers()["access-control-expose-headers"]
+            .to_str()
+            .expect("ascii")
+            .contains("retry-after")
+    );
+    // HSTS on every answer: pages, API, errors.
+    for path in ["/", "/api/v1/fairness", "/api/v1/nope"] {
+        let r = s
+            .http
+            .get(format!("{}{path}", s.url))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(
+            r.headers()["strict-transport-security"],
+            "max-age=31536000",
+            "{path}"
+        );
+    }
+    s.stop().await;
+
+    let any = TestServer::start(&["--cors-origin", "*"]).await;
+    assert_eq!(
+        preflight(&any, "https://anywhere.example").await["access-control-allow-origin"],
+        "*"
+    );
+}
+
+#[test]
+fn cors_origins_must_be_origins() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        serve: game_node::config::ServeConfig,
+    }
+    let check = |v: &str| {
+        Args::try_parse_from(["game-node", "--cors-origin", v])
+            .expect("parses")
+            .serve
+            .validate()
+    };
+    assert!(check("https://crash.example.com").is_ok());
+    assert!(check("http://[::1]:8080").is_ok());
+    assert!(check("*").is_ok());
+    assert!(check("").is_ok(), "an empty value is no origin");
+    for bad in [
+        "https://crash.example.com/",
+        "crash.example.com",
+        "https://Crash.example.com",
+        "*,https://a.example",
+        "https://a.example/path",
+    ] {
+        assert!(check(bad).is_err(), "{bad:?} must be refused");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_limits_outside_the_documented_range_are_refused_not_clamped() {
+    let s = TestServer::start(&[]).await;
+    let (t, _) = s.register("limits").await;
+    for path in ["/api/v1/rounds", "/api/v1/leaderboard", "/api/v1/me/bets"] {
+        for bad in ["0", "501", "4294967296", "-1", "x"] {
+            let (st, v) = s.get_auth(&format!("{path}?limit={bad}"), &t).await;
+            assert_eq!(
+                (st, v["code"].as_str()),
+                (400, Some("bad_request")),
+                "{path}?limit={bad}"
+            );
+        }
+        for ok in ["1", "500"] {
+            let (st, v) = s.get_auth(&format!("{path}?limit={ok}"), &t).await;
+            assert_eq!(st, 200, "{path}?limit={ok}: {v}");
+        }
+        assert_eq!(s.get_auth(path, &t).await.0, 200, "{path} without a limit");
+    }
 }

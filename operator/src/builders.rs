@@ -32,8 +32,16 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::{CrashTable, ElectionBackend};
 
-/// The HTTP port of every game-node (REST, WebSocket, metrics, probes).
+/// The HTTP port of every game-node (REST, WebSocket, probes).
 pub const HTTP_PORT: i32 = 8080;
+/// The game-node's separate `/metrics` listener (`CRASHFLEET_METRICS_LISTEN`): the Service and the
+/// ServiceMonitor use it, the Ingress routes only `http`, so players cannot scrape the metrics.
+pub const METRICS_PORT: i32 = 9090;
+/// Trusted proxies when `spec.ingress` is set and `spec.trustedProxies` is not: the private
+/// address ranges (RFC 1918 and IPv6 unique-local), where every cluster's pod network — and so the
+/// ingress controller — lives; pod CIDRs differ per cluster, these cover them all.
+pub const INGRESS_TRUSTED_PROXIES: &[&str] =
+    &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"];
 /// Where the fairness Secret is mounted (read-only) in the pod.
 pub const FAIRNESS_DIR: &str = "/var/run/crashfleet/fairness";
 /// The key of the chain seed in Secret `<table>-fairness`.
@@ -183,6 +191,29 @@ pub fn auth_secret_object(ct: &CrashTable, jwt_secret: &str, admin_token: &str) 
     }
 }
 
+/// The proxies the game-node trusts for the client address (`spec.trustedProxies`, else the
+/// private ranges with an Ingress, else none).
+pub fn trusted_proxies(ct: &CrashTable) -> Vec<String> {
+    match (&ct.spec.trusted_proxies, &ct.spec.ingress) {
+        (Some(list), _) => list.clone(),
+        (None, Some(_)) => INGRESS_TRUSTED_PROXIES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        (None, None) => Vec::new(),
+    }
+}
+
+/// What the schema cannot check and the game-node would refuse at start (a crash loop): every
+/// trusted proxy must parse as the game-node parses it.
+pub fn check_spec(ct: &CrashTable) -> Result<(), String> {
+    for c in trusted_proxies(ct) {
+        c.parse::<game_node::client_ip::Cidr>()
+            .map_err(|e| format!("spec.trustedProxies: {e}"))?;
+    }
+    Ok(())
+}
+
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
@@ -292,8 +323,23 @@ pub fn game_env(ct: &CrashTable) -> Vec<EnvVar> {
         env("CRASHFLEET_TICK_RATE_HZ", g.tick_rate_hz.to_string()),
         env("CRASHFLEET_DOUBLING_MS", g.doubling_ms.to_string()),
         env("CRASHFLEET_DEMO_CREDIT", g.demo_credit.to_string()),
+        env(
+            "CRASHFLEET_METRICS_LISTEN",
+            format!("0.0.0.0:{METRICS_PORT}"),
+        ),
         env("RUST_LOG", "info"),
     ];
+    let proxies = trusted_proxies(ct);
+    if !proxies.is_empty() {
+        v.push(env("CRASHFLEET_TRUSTED_PROXIES", proxies.join(",")));
+    }
+    if s.ingress
+        .as_ref()
+        .is_some_and(|i| i.tls_secret_name.is_some())
+    {
+        // Players reach the table over HTTPS only: browsers should refuse plain HTTP to it.
+        v.push(env("CRASHFLEET_HSTS", "true"));
+    }
     if !s.fairness.salt.is_empty() {
         v.push(env("CRASHFLEET_SALT", s.fairness.salt.clone()));
     }
@@ -326,12 +372,20 @@ pub fn deployment(ct: &CrashTable) -> Deployment {
         name: "game-node".into(),
         image: Some(ct.spec.image.clone()),
         args: Some(vec!["serve".into()]),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: HTTP_PORT,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: HTTP_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
         env: Some(game_env(ct)),
         // Alive while the process answers; ready only while it can take money.
         liveness_probe: Some(probe("/healthz", 10, 3)),
@@ -459,14 +513,24 @@ pub fn service(ct: &CrashTable) -> Service {
         metadata: meta(ct, t.clone()),
         spec: Some(ServiceSpec {
             selector: Some(selector(&t)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: 80,
-                target_port: Some(IntOrString::String("http".into())),
-                protocol: Some("TCP".into()),
-                app_protocol: Some("http".into()),
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    target_port: Some(IntOrString::String("http".into())),
+                    protocol: Some("TCP".into()),
+                    app_protocol: Some("http".into()),
+                    ..ServicePort::default()
+                },
+                ServicePort {
+                    name: Some("metrics".into()),
+                    port: METRICS_PORT,
+                    target_port: Some(IntOrString::String("metrics".into())),
+                    protocol: Some("TCP".into()),
+                    app_protocol: Some("http".into()),
+                    ..ServicePort::default()
+                },
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -575,8 +639,9 @@ pub fn autoscaler(ct: &CrashTable) -> Option<HorizontalPodAutoscaler> {
     })
 }
 
-/// A Prometheus Operator ServiceMonitor for the table's `/metrics` (applied only when the
-/// cluster has that CRD). Built as JSON: the operator does not depend on its Rust types.
+/// A Prometheus Operator ServiceMonitor for the table's `/metrics` on the Service's `metrics` port
+/// (applied only when the cluster has that CRD). Built as JSON: the operator does not depend on
+/// its Rust types.
 pub fn service_monitor(ct: &CrashTable) -> serde_json::Value {
     let t = ct.name_any();
     let m = meta(ct, t.clone());
@@ -586,7 +651,7 @@ pub fn service_monitor(ct: &CrashTable) -> serde_json::Value {
         "metadata": m,
         "spec": {
             "selector": {"matchLabels": selector(&t)},
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
         },
     })
 }
@@ -777,13 +842,102 @@ mod tests {
             sm["spec"]["selector"]["matchLabels"]["crashfleet.dev/table"],
             "alpha"
         );
-        assert_eq!(sm["spec"]["endpoints"][0]["port"], "http");
-        // The Service it selects carries the same labels and names the port.
+        assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+        // The Service it selects carries the same labels and names the port, which reaches the
+        // container's metrics listener — the address the game-node is told to serve it on.
         let svc = service(&table());
         let labels = svc.metadata.labels.expect("labels");
         assert_eq!(labels["crashfleet.dev/table"], "alpha");
         let ports = svc.spec.expect("spec").ports.expect("ports");
         assert_eq!(ports[0].name.as_deref(), Some("http"));
+        let metrics = ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some("metrics"))
+            .expect("a metrics port");
+        assert_eq!(
+            metrics.target_port,
+            Some(IntOrString::String("metrics".into()))
+        );
+        let d = deployment(&table());
+        let pod = d.spec.template.spec.as_ref().expect("pod");
+        let container_port = pod.containers[0]
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("metrics"))
+            .expect("a metrics container port");
+        assert_eq!(container_port.container_port, METRICS_PORT);
+        assert_eq!(
+            env_of(&d)["CRASHFLEET_METRICS_LISTEN"].value.as_deref(),
+            Some("0.0.0.0:9090")
+        );
+        // Players reach only `http` through the Ingress.
+        let mut ct = table();
+        ct.spec.ingress = Some(IngressSpec {
+            host: "crash.example.com".into(),
+            class_name: None,
+            tls_secret_name: None,
+        });
+        let i = ingress(&ct).expect("ingress");
+        let rules = i.spec.expect("spec").rules.expect("rules");
+        let backend = &rules[0].http.as_ref().expect("http").paths[0].backend;
+        assert_eq!(
+            backend
+                .service
+                .as_ref()
+                .and_then(|s| s.port.as_ref())
+                .and_then(|p| p.name.as_deref()),
+            Some("http")
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_default_to_private_ranges_only_behind_an_ingress() {
+        let proxies = |ct: &CrashTable| {
+            env_of(&deployment(ct))
+                .get("CRASHFLEET_TRUSTED_PROXIES")
+                .and_then(|e| e.value.clone())
+        };
+        let mut ct = table();
+        // No Ingress: players reach the pods directly (or through something we did not create).
+        assert_eq!(proxies(&ct), None);
+        ct.spec.ingress = Some(IngressSpec {
+            host: "crash.example.com".into(),
+            class_name: Some("nginx".into()),
+            tls_secret_name: None,
+        });
+        assert_eq!(
+            proxies(&ct).as_deref(),
+            Some("10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7")
+        );
+        assert!(check_spec(&ct).is_ok(), "the default parses in game-node");
+        // Set explicitly: exactly that list; `[]` trusts no proxy even behind an Ingress.
+        ct.spec.trusted_proxies = Some(vec!["10.244.0.0/16".into()]);
+        assert_eq!(proxies(&ct).as_deref(), Some("10.244.0.0/16"));
+        ct.spec.trusted_proxies = Some(vec![]);
+        assert_eq!(proxies(&ct), None);
+        // What game-node would refuse at start is refused before any pod crash-loops.
+        ct.spec.trusted_proxies = Some(vec!["10.244.1.0/16".into()]);
+        assert!(check_spec(&ct).is_err());
+    }
+
+    #[test]
+    fn hsts_is_on_when_the_ingress_serves_tls() {
+        let hsts = |ct: &CrashTable| env_of(&deployment(ct)).contains_key("CRASHFLEET_HSTS");
+        let mut ct = table();
+        assert!(!hsts(&ct));
+        ct.spec.ingress = Some(IngressSpec {
+            host: "crash.example.com".into(),
+            class_name: None,
+            tls_secret_name: None,
+        });
+        assert!(!hsts(&ct), "plain HTTP: no HSTS");
+        ct.spec.ingress = Some(IngressSpec {
+            host: "crash.example.com".into(),
+            class_name: None,
+            tls_secret_name: Some("crash-tls".into()),
+        });
+        assert!(hsts(&ct));
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum Error {
     },
     #[error("the fairness chain could not be built: {0}")]
     Fairness(String),
+    /// A spec value the schema cannot check and the game-node would refuse.
+    #[error("{0}")]
+    InvalidSpec(String),
 }
 
 impl Error {
@@ -56,6 +59,7 @@ impl Error {
             Error::Kube(_) => "ApiError",
             Error::MissingSecret { .. } => "MissingSecret",
             Error::Fairness(_) => "FairnessError",
+            Error::InvalidSpec(_) => "InvalidSpec",
         }
     }
 }
@@ -341,6 +345,7 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
     let client = &ctx.client;
     let ns = ct.namespace().unwrap_or_default();
     let name = ct.name_any();
+    crate::builders::check_spec(ct).map_err(Error::InvalidSpec)?;
     check_references(client, ct).await?;
 
     let (fairness, created) = ensure_fairness(client, ct).await?;

@@ -78,6 +78,22 @@ pub struct CrashTableSpec {
     /// and verification. `false` resumes play.
     #[serde(default)]
     pub paused: bool,
+
+    /// Reverse proxies whose `X-Forwarded-For` names the player: CIDRs (`10.0.0.0/8`,
+    /// `fd00::/8`) or single addresses, without host bits after the prefix. Rate limits and logs
+    /// then key on the player's address instead of the proxy's. Absent: with `ingress` set, the
+    /// private ranges 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 and fc00::/7 (ingress controller
+    /// pods have cluster-internal private addresses, whatever the cluster's pod CIDR); without
+    /// `ingress`, none. Any client inside a trusted range can name any address, so narrow this to
+    /// the ingress controller's pod CIDR where you know it. `[]` trusts no proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 32),
+        inner(regex(
+            pattern = r"^([0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)(/[0-9]{1,3})?$"
+        ))
+    )]
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 fn default_replicas() -> i32 {

@@ -126,6 +126,11 @@ async fn start_pods(
         }
         let port = free_port();
         env.insert("CRASHFLEET_LISTEN".into(), format!("127.0.0.1:{port}"));
+        // Pods each have their own 0.0.0.0:9090; processes on one host need a port each.
+        env.insert(
+            "CRASHFLEET_METRICS_LISTEN".into(),
+            format!("127.0.0.1:{}", free_port()),
+        );
         env.insert(
             "CRASHFLEET_DATA_DIR".into(),
             root.join("data").display().to_string(),

@@ -3,15 +3,16 @@
 //! document is generated from the annotations here (`game-node openapi`, checked in as
 //! `docs/openapi.json`).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -20,7 +21,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::auth::{self, Session};
 use crate::error::Error;
 use crate::node::AppState;
-use crate::ports::{Audit, LeaderboardRow, TableStats};
+use crate::ports::{Audit, LeaderboardRow, PlayerRecord, TableStats};
 use crate::protocol::{BetView, FairnessView, PlayerView, RoundView};
 use crate::service;
 
@@ -101,10 +102,30 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-fn session(state: &AppState, headers: &HeaderMap) -> ApiResult<Session> {
+/// The bearer token's player, resolved against the ledger (crate::auth): `unauthorized` for a
+/// missing, bad, expired or revoked token and for a player who no longer exists.
+async fn authenticated(state: &AppState, headers: &HeaderMap) -> ApiResult<PlayerRecord> {
     let token =
         bearer(headers).ok_or_else(|| Error::Unauthorized("a bearer token is required".into()))?;
-    state.auth.verify(token)
+    state.auth.resolve(state.ledger.as_ref(), token).await
+}
+
+async fn session(state: &AppState, headers: &HeaderMap) -> ApiResult<Session> {
+    Ok(Session::of(&authenticated(state, headers).await?))
+}
+
+/// The peer as the node sees it (`ConnectInfo`): the key of the per-client share of password work.
+/// One function so that client-address extraction behind trusted proxies can replace it. Without
+/// connection info (the router driven in process, e.g. by the fuzz target) every request counts
+/// as one unspecified client.
+fn client_ip(connect: Option<&ConnectInfo<SocketAddr>>) -> IpAddr {
+    connect.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
+type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+fn peer_ip(peer: &Peer) -> IpAddr {
+    client_ip(peer.as_ref().map(|Extension(c)| c))
 }
 
 fn require_admin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
@@ -252,9 +273,11 @@ fn player_view(p: &crate::ports::PlayerRecord) -> PlayerView {
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/register", request_body = Credentials, tag = "players",
-    responses((status = 201, body = SessionBody), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = SessionBody), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 503, description = "`busy`: the password work queue (or this client's share of it) is full; see Retry-After", body = ErrorBody)))]
 async fn register(
     State(s): State<Arc<AppState>>,
+    peer: Peer,
     ApiJson(c): ApiJson<Credentials>,
 ) -> ApiResult<(StatusCode, Json<SessionBody>)> {
     auth::validate_username(&c.username)?;
@@ -262,13 +285,12 @@ async fn register(
     if s.ledger.player_by_name(&c.username).await?.is_some() {
         return Err(Error::UsernameTaken);
     }
-    let password = c.password;
-    let hash = auth::hash_password_async(password).await?;
+    let hash = s.passwords.hash(peer_ip(&peer), c.password).await?;
     let p = s
         .ledger
         .register(&c.username, &hash, s.demo_credit, s.clock.now_ms())
         .await?;
-    let token = s.auth.issue(&p.id, &p.username)?;
+    let token = s.auth.issue(&p)?;
     Ok((
         StatusCode::CREATED,
         Json(SessionBody {
@@ -279,32 +301,53 @@ async fn register(
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/login", request_body = Credentials, tag = "players",
-    responses((status = 200, body = SessionBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = SessionBody), (status = 401, body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many failed logins for this username; see Retry-After", body = ErrorBody),
+        (status = 503, description = "`busy`: the password work queue (or this client's share of it) is full; see Retry-After", body = ErrorBody)))]
 async fn login(
     State(s): State<Arc<AppState>>,
+    peer: Peer,
     ApiJson(c): ApiJson<Credentials>,
 ) -> ApiResult<Json<SessionBody>> {
+    // Cheap refusals first: nothing below them costs argon2 work.
+    auth::check_login_input(&c.username, &c.password)?;
+    if let Err(wait) = s.login_throttle.check(&c.username, std::time::Instant::now()) {
+        return Err(Error::LoginThrottled {
+            retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        });
+    }
     let p = s.ledger.player_by_name(&c.username).await?;
     let hash = p.as_ref().map(|p| p.password_hash.clone());
-    let password = c.password;
-    let ok = auth::verify_password_async(password, hash).await?;
-    let p = p.filter(|_| ok).ok_or(Error::InvalidCredentials)?;
-    let token = s.auth.issue(&p.id, &p.username)?;
+    let ok = s.passwords.verify(peer_ip(&peer), c.password, hash).await?;
+    let Some(p) = p.filter(|_| ok) else {
+        s.login_throttle
+            .failed(&c.username, std::time::Instant::now());
+        return Err(Error::InvalidCredentials);
+    };
+    s.login_throttle.succeeded(&c.username);
+    let token = s.auth.issue(&p)?;
     Ok(Json(SessionBody {
         token,
         player: player_view(&p),
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "players", security(("bearer" = [])),
+    responses((status = 204, description = "Every session of the player has ended, on every node"),
+        (status = 401, body = ErrorBody)))]
+async fn logout(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<StatusCode> {
+    let p = authenticated(&s, &headers).await?;
+    s.ledger
+        .revoke_tokens(&p.id)
+        .await?
+        .ok_or_else(|| Error::Unauthorized("this session's player no longer exists".into()))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[utoipa::path(get, path = "/api/v1/me", tag = "players", security(("bearer" = [])),
     responses((status = 200, body = PlayerView), (status = 401, body = ErrorBody)))]
 async fn me(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<PlayerView>> {
-    let session = session(&s, &headers)?;
-    let p = s
-        .ledger
-        .player(&session.player_id)
-        .await?
-        .ok_or_else(|| Error::Unauthorized("unknown player".into()))?;
+    let p = authenticated(&s, &headers).await?;
     Ok(Json(player_view(&p)))
 }
 
@@ -315,7 +358,7 @@ async fn my_bets(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> ApiResult<Json<Vec<BetView>>> {
-    let session = session(&s, &headers)?;
+    let session = session(&s, &headers).await?;
     let bets = s
         .ledger
         .player_bets(&session.player_id, limit(q.limit, 50))
@@ -331,7 +374,7 @@ async fn place_bet(
     headers: HeaderMap,
     ApiJson(b): ApiJson<BetBody>,
 ) -> ApiResult<(StatusCode, Json<BetView>)> {
-    let session = session(&s, &headers)?;
+    let session = session(&s, &headers).await?;
     let key = idempotency_key(&headers)?;
     let (bet, _) = service::place_bet(&s, &session, &key, b.stake, b.auto_cashout_x100).await?;
     Ok((StatusCode::CREATED, Json(bet.view())))
@@ -345,7 +388,7 @@ async fn cash_out(
     headers: HeaderMap,
     ApiPath(bet_id): ApiPath<String>,
 ) -> ApiResult<Json<CashOutBody>> {
-    let session = session(&s, &headers)?;
+    let session = session(&s, &headers).await?;
     let key = idempotency_key(&headers)?;
     let c = service::cash_out(&s, &session, &key, &bet_id).await?;
     Ok(Json(CashOutBody {
@@ -607,7 +650,7 @@ fn process_metrics() {
     info(title = "crashfleet game-node", description = "Provably fair multiplayer crash game. \
         Amounts are integers in minor units; multipliers integers in hundredths. The WebSocket \
         protocol at /ws is documented in game-node/src/protocol.rs."),
-    paths(register, login, me, my_bets, place_bet, cash_out, current_round, rounds, round,
+    paths(register, login, logout, me, my_bets, place_bet, cash_out, current_round, rounds, round,
           fairness, leaderboard, stats, fleet, lobby, credit, debit, audit),
     modifiers(&SecuritySchemes),
 )]
@@ -680,6 +723,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut api = Router::new()
         .route("/auth/register", post(register))
         .route("/auth/login", post(login))
+        .route("/auth/logout", post(logout))
         .route("/me", get(me))
         .route("/me/bets", get(my_bets))
         .route("/bets", post(place_bet))

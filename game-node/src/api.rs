@@ -282,10 +282,11 @@ async fn register(
 ) -> ApiResult<(StatusCode, Json<SessionBody>)> {
     auth::validate_username(&c.username)?;
     auth::validate_password(&c.password)?;
+    let slot = s.passwords.admit(peer_ip(&peer))?;
     if s.ledger.player_by_name(&c.username).await?.is_some() {
         return Err(Error::UsernameTaken);
     }
-    let hash = s.passwords.hash(peer_ip(&peer), c.password).await?;
+    let hash = slot.hash(c.password).await?;
     let p = s
         .ledger
         .register(&c.username, &hash, s.demo_credit, s.clock.now_ms())
@@ -316,9 +317,10 @@ async fn login(
             retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
         });
     }
+    let slot = s.passwords.admit(peer_ip(&peer))?;
     let p = s.ledger.player_by_name(&c.username).await?;
     let hash = p.as_ref().map(|p| p.password_hash.clone());
-    let ok = s.passwords.verify(peer_ip(&peer), c.password, hash).await?;
+    let ok = slot.verify(c.password, hash).await?;
     let Some(p) = p.filter(|_| ok) else {
         s.login_throttle
             .failed(&c.username, std::time::Instant::now());

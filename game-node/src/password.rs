@@ -174,22 +174,45 @@ impl PasswordPool {
         }
     }
 
-    /// Runs `f` on a password thread for `client`, or refuses at once with `busy` when the
-    /// client's share or the queue is full. If the caller stops waiting (its future dropped),
-    /// `f` is never run.
+    /// Takes a slot of `client`'s share, or refuses at once with `busy`. Handlers admit before
+    /// any other work (a ledger read), so a refused request costs next to nothing.
+    pub fn admit(&self, client: IpAddr) -> Result<Admission<'_>> {
+        match self.shares.take(share_key(client)) {
+            Some(share) => Ok(Admission { pool: self, share }),
+            None => Err(refused()),
+        }
+    }
+
+    /// Runs `f` on a password thread for `client` ([`PasswordPool::admit`] then
+    /// [`Admission::run`]).
     pub async fn run<T: Send + 'static>(
         &self,
         client: IpAddr,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
-        let busy = || {
-            count(Outcome::Refused);
-            Error::Busy {
-                what: "password work",
-                retry_after_secs: BUSY_RETRY_AFTER_SECS,
-            }
-        };
-        let share = self.shares.take(share_key(client)).ok_or_else(busy)?;
+        self.admit(client)?.run(f).await
+    }
+}
+
+fn refused() -> Error {
+    count(Outcome::Refused);
+    Error::Busy {
+        what: "password work",
+        retry_after_secs: BUSY_RETRY_AFTER_SECS,
+    }
+}
+
+/// A client's slot, held from admission until its job is done, skipped or refused.
+pub struct Admission<'a> {
+    pool: &'a PasswordPool,
+    share: ShareGuard,
+}
+
+impl Admission<'_> {
+    /// Queues `f`, or refuses with `busy` when the queue is full. If the caller stops waiting
+    /// (its future dropped: the client went away), `f` is never run.
+    pub async fn run<T: Send + 'static>(self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let share = self.share;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             if tx.is_closed() {
@@ -201,10 +224,10 @@ impl PasswordPool {
             let _ = tx.send(out);
             true
         });
-        match self.queue.try_send(job) {
+        match self.pool.queue.try_send(job) {
             Ok(()) => {}
             // The refused job (and with it the client's slot) is dropped here.
-            Err(TrySendError::Full(_)) => return Err(busy()),
+            Err(TrySendError::Full(_)) => return Err(refused()),
             Err(TrySendError::Disconnected(_)) => {
                 return Err(Error::Internal("password threads stopped".into()));
             }
@@ -214,20 +237,15 @@ impl PasswordPool {
     }
 
     /// [`crate::auth::hash_password`] on the password threads.
-    pub async fn hash(&self, client: IpAddr, password: String) -> Result<String> {
-        self.run(client, move || crate::auth::hash_password(&password))
+    pub async fn hash(self, password: String) -> Result<String> {
+        self.run(move || crate::auth::hash_password(&password))
             .await?
     }
 
     /// [`crate::auth::verify_password`] on the password threads; `false` without a hash (an
     /// unknown user costs the same work, so timing does not reveal which usernames exist).
-    pub async fn verify(
-        &self,
-        client: IpAddr,
-        password: String,
-        hash: Option<String>,
-    ) -> Result<bool> {
-        self.run(client, move || match hash {
+    pub async fn verify(self, password: String, hash: Option<String>) -> Result<bool> {
+        self.run(move || match hash {
             Some(h) => crate::auth::verify_password(&password, &h),
             None => {
                 let _ = crate::auth::hash_password(&password);

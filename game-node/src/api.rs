@@ -312,7 +312,10 @@ async fn login(
 ) -> ApiResult<Json<SessionBody>> {
     // Cheap refusals first: nothing below them costs argon2 work.
     auth::check_login_input(&c.username, &c.password)?;
-    if let Err(wait) = s.login_throttle.check(&c.username, std::time::Instant::now()) {
+    if let Err(wait) = s
+        .login_throttle
+        .check(&c.username, std::time::Instant::now())
+    {
         return Err(Error::LoginThrottled {
             retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
         });

@@ -785,12 +785,12 @@ impl Ledger for SqlLedger {
             player_columns!(),
             " FROM players WHERE id = $1"
         ))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(player_row)
-            .transpose()
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(player_row)
+        .transpose()
     }
 
     async fn revoke_tokens(&self, player_id: &str) -> Result<Option<u64>> {

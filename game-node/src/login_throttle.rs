@@ -70,7 +70,11 @@ impl LoginThrottle {
 
     /// `Err(remaining)` while `username` is throttled.
     pub fn check(&self, username: &str, now: Instant) -> Result<(), Duration> {
-        match self.lock().get(&key(username)).and_then(|e| e.blocked_until) {
+        match self
+            .lock()
+            .get(&key(username))
+            .and_then(|e| e.blocked_until)
+        {
             Some(until) if until > now => Err(until - now),
             _ => Ok(()),
         }
@@ -115,10 +119,8 @@ fn prune(m: &mut HashMap<String, Entry>, now: Instant) {
     if m.len() < MAX_TRACKED {
         return;
     }
-    let mut by_age: Vec<(Instant, String)> = m
-        .iter()
-        .map(|(k, e)| (e.last_failure, k.clone()))
-        .collect();
+    let mut by_age: Vec<(Instant, String)> =
+        m.iter().map(|(k, e)| (e.last_failure, k.clone())).collect();
     let cut = (by_age.len() / 10).max(1);
     by_age.select_nth_unstable_by_key(cut - 1, |(t, _)| *t);
     for (_, k) in &by_age[..cut] {
@@ -152,14 +154,22 @@ mod tests {
         assert_eq!(t.check("ALICE", t0), Err(Duration::from_secs(1)));
         let t1 = t0 + Duration::from_millis(400);
         assert_eq!(t.check("alice", t1), Err(Duration::from_millis(600)));
-        assert_eq!(t.check("bob", t1), Ok(()), "other usernames are not affected");
+        assert_eq!(
+            t.check("bob", t1),
+            Ok(()),
+            "other usernames are not affected"
+        );
         let t2 = t0 + Duration::from_secs(1);
         assert_eq!(t.check("alice", t2), Ok(()));
         assert_eq!(t.failed("alice", t2), Some(Duration::from_secs(2)));
         assert_eq!(t.check("alice", t2), Err(Duration::from_secs(2)));
         t.succeeded("alice");
         assert_eq!(t.check("alice", t2), Ok(()));
-        assert_eq!(t.failed("alice", t2), None, "a success starts the count again");
+        assert_eq!(
+            t.failed("alice", t2),
+            None,
+            "a success starts the count again"
+        );
     }
 
     #[test]

@@ -141,7 +141,11 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>) {
             },
             Err(_) => return,
         };
-        count(if job() { Outcome::Run } else { Outcome::Skipped });
+        count(if job() {
+            Outcome::Run
+        } else {
+            Outcome::Skipped
+        });
     }
 }
 
@@ -327,7 +331,12 @@ mod tests {
         let mut held = Vec::new();
         // One running + `capacity` queued, each from its own address.
         for i in 0..=capacity {
-            let ip = IpAddr::V4(std::net::Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250) as u8));
+            let ip = IpAddr::V4(std::net::Ipv4Addr::new(
+                10,
+                1,
+                (i / 250) as u8,
+                (i % 250) as u8,
+            ));
             let (p, f) = (pool.clone(), blocker(&gate));
             held.push(tokio::spawn(async move { p.run(ip, f).await }));
             tokio::time::sleep(Duration::from_millis(2)).await;

@@ -250,7 +250,10 @@ async fn next_private(reg: &mut Option<crate::hub::Registration>) -> Option<Utf8
 
 /// The socket's session, re-checked against the ledger before a money command: a logout on any
 /// node (or a deleted player) ends it here too, and the socket is unauthenticated from then on.
-async fn current_session(state: &AppState, session: &mut Option<Session>) -> Result<Session, Error> {
+async fn current_session(
+    state: &AppState,
+    session: &mut Option<Session>,
+) -> Result<Session, Error> {
     let Some(s) = session.as_ref() else {
         return Err(Error::Unauthorized("log in first".into()));
     };
@@ -312,19 +315,20 @@ async fn handle(
                 }
             }
         },
-        ClientMessage::CashOut { request_id, bet_id } => match current_session(state, session).await
-        {
-            Err(e) => Err((Some(request_id), e)),
-            Ok(s) => match service::cash_out(state, &s, &request_id, &bet_id).await {
-                Ok(c) => Ok(ServerMessage::CashOutAccepted {
-                    request_id,
-                    bet_id: c.bet_id,
-                    multiplier_x100: c.multiplier_x100,
-                    payout: c.payout,
-                }),
+        ClientMessage::CashOut { request_id, bet_id } => {
+            match current_session(state, session).await {
                 Err(e) => Err((Some(request_id), e)),
-            },
-        },
+                Ok(s) => match service::cash_out(state, &s, &request_id, &bet_id).await {
+                    Ok(c) => Ok(ServerMessage::CashOutAccepted {
+                        request_id,
+                        bet_id: c.bet_id,
+                        multiplier_x100: c.multiplier_x100,
+                        payout: c.payout,
+                    }),
+                    Err(e) => Err((Some(request_id), e)),
+                },
+            }
+        }
     };
     match reply {
         Ok(m) => to_json(&m).ok(),

@@ -145,7 +145,10 @@ async fn a_login_flood_from_eight_addresses_leaves_a_real_player_logging_in_with
         let t = Instant::now();
         let (status, code, _) = login(&s, &player, "realplayer", "correct-horse").await;
         took.push(t.elapsed());
-        assert_eq!(status, 200, "the real player's login answered {status} {code}");
+        assert_eq!(
+            status, 200,
+            "the real player's login answered {status} {code}"
+        );
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     for f in flood {
@@ -240,7 +243,10 @@ async fn an_abandoned_login_costs_no_argon2_work() {
     let skipped = jobs(&s, "skipped").await - skipped0;
     println!("abandoned login: jobs run {run} (4 slow + 1 patient), skipped {skipped}");
     assert_eq!(skipped, 1, "the abandoned login was not skipped");
-    assert_eq!(run, 5, "argon2 ran for something else than the 5 answered logins");
+    assert_eq!(
+        run, 5,
+        "argon2 ran for something else than the 5 answered logins"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,7 +265,10 @@ async fn failed_logins_for_one_username_back_off_exponentially_and_a_success_res
     // without argon2 work, with the remaining delay (1 s) as Retry-After.
     let run = jobs(&s, "run").await;
     let (status, code, retry) = login(&s, &clients[5], "TARGET", "correct-horse").await;
-    assert_eq!((status, code.as_str(), retry), (429, "rate_limited", Some(1)));
+    assert_eq!(
+        (status, code.as_str(), retry),
+        (429, "rate_limited", Some(1))
+    );
     assert_eq!(jobs(&s, "run").await, run, "a throttled login ran argon2");
     // Other usernames are not affected.
     let (status, _, _) = login(&s, &clients[5], "neighbour", "correct-horse").await;
@@ -270,7 +279,10 @@ async fn failed_logins_for_one_username_back_off_exponentially_and_a_success_res
     let (status, _, _) = login(&s, &clients[0], "target", "wrong-again").await;
     assert_eq!(status, 401);
     let (status, code, retry) = login(&s, &clients[1], "target", "correct-horse").await;
-    assert_eq!((status, code.as_str(), retry), (429, "rate_limited", Some(2)));
+    assert_eq!(
+        (status, code.as_str(), retry),
+        (429, "rate_limited", Some(2))
+    );
     // … and once it has passed the right password works and resets the count.
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     let (status, _, _) = login(&s, &clients[2], "target", "correct-horse").await;
@@ -294,9 +306,16 @@ async fn login_refuses_passwords_outside_8_to_128_characters_before_any_work() {
             (401, "invalid_credentials"),
             "{len} characters"
         );
-        println!("login with a {len}-character password: refused in {:?}", t.elapsed());
+        println!(
+            "login with a {len}-character password: refused in {:?}",
+            t.elapsed()
+        );
     }
-    assert_eq!(jobs(&s, "run").await, run, "an out-of-bounds password was hashed");
+    assert_eq!(
+        jobs(&s, "run").await,
+        run,
+        "an out-of-bounds password was hashed"
+    );
     // Within the bounds the work is done as usual.
     let (status, _, _) = login(&s, &client, "capped", "correct-horse").await;
     assert_eq!(status, 200);

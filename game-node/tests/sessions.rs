@@ -130,7 +130,11 @@ async fn logout_revokes_every_token_of_the_player_on_rest_and_websocket() {
     assert_eq!(connect(&s, Some(&t1)).await.err(), Some(401));
     let mut fresh = connect(&s, None).await.expect("upgrade");
     let v = auth_frame(&mut fresh, &t2).await;
-    assert_eq!((v["type"].as_str(), v["code"].as_str()), (Some("error"), Some("unauthorized")), "{v}");
+    assert_eq!(
+        (v["type"].as_str(), v["code"].as_str()),
+        (Some("error"), Some("unauthorized")),
+        "{v}"
+    );
     // … and on the sockets that were open: their next money command is refused.
     for ws in [&mut open_q, &mut open_f] {
         send(
@@ -175,7 +179,11 @@ async fn a_token_for_a_player_who_no_longer_exists_is_unauthorized_everywhere() 
     assert_eq!(connect(&s, Some(&token)).await.err(), Some(401));
     let mut ws = connect(&s, None).await.expect("upgrade");
     let v = auth_frame(&mut ws, &token).await;
-    assert_eq!((v["type"].as_str(), v["code"].as_str()), (Some("error"), Some("unauthorized")), "{v}");
+    assert_eq!(
+        (v["type"].as_str(), v["code"].as_str()),
+        (Some("error"), Some("unauthorized")),
+        "{v}"
+    );
     s.assert_audit().await;
 }
 
@@ -203,7 +211,9 @@ async fn a_forged_name_claim_is_ignored_for_the_ledgers_name() {
     let mut placed = None;
     for attempt in 0..4 {
         s.wait_betting(400).await;
-        let (st, v) = s.bet(&forged, &format!("forged-{attempt}"), 100, None).await;
+        let (st, v) = s
+            .bet(&forged, &format!("forged-{attempt}"), 100, None)
+            .await;
         if st == 201 {
             placed = Some(v);
             break;
@@ -232,7 +242,11 @@ async fn a_forged_name_claim_is_ignored_for_the_ledgers_name() {
     for attempt in 0..4 {
         s.wait_betting(400).await;
         let rid = format!("ws-forged-{attempt}");
-        send(&mut ws, json!({"type": "bet", "request_id": rid, "stake": 100})).await;
+        send(
+            &mut ws,
+            json!({"type": "bet", "request_id": rid, "stake": 100}),
+        )
+        .await;
         let v = expect_one_of(&mut ws, &["bet_accepted", "error"]).await;
         if v["type"] == "bet_accepted" {
             accepted = Some(v);

@@ -29,10 +29,10 @@ pub const MAX_DELAY: Duration = Duration::from_secs(300);
 /// A username with no failure for this long is forgotten (its count starts again from zero).
 /// Longer than [`MAX_DELAY`], so an attacker cannot reset a count by waiting out one delay.
 pub const FORGET_AFTER: Duration = Duration::from_secs(900);
-/// Most usernames tracked at once (~100 bytes each: ≤ ~10 MB). Every entry costs the attacker
-/// one argon2 check, which the password threads limit to ~100/s per node: filling this within
-/// [`FORGET_AFTER`] would take more than that, so eviction of a live entry needs far more work
-/// than the guesses it would buy. When full, expired entries go first, then the oldest.
+/// Most usernames tracked at once (~100 bytes each: ≤ ~10 MB). Every entry costs one argon2
+/// check, which the password threads limit to at most ~250/s per node (4 threads at ~16 ms), so
+/// pushing a live entry out (the oldest go first when the map is full) takes ≥ 400 s of the
+/// node's whole password capacity — far more work than the few guesses it would buy.
 pub const MAX_TRACKED: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]

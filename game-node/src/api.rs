@@ -3,6 +3,7 @@
 //! document is generated from the annotations here (`game-node openapi`, checked in as
 //! `docs/openapi.json`).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -23,7 +24,7 @@ use crate::auth::{self, Session};
 use crate::client_ip::ClientIp;
 use crate::error::Error;
 use crate::node::AppState;
-use crate::ports::{Audit, LeaderboardRow, TableStats};
+use crate::ports::{Audit, LeaderboardRow, PlayerRecord, TableStats};
 use crate::protocol::{BetView, FairnessView, PlayerView, RoundView};
 use crate::service;
 
@@ -111,10 +112,28 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-fn session(state: &AppState, headers: &HeaderMap) -> ApiResult<Session> {
+/// The bearer token's player, resolved against the ledger (crate::auth): `unauthorized` for a
+/// missing, bad, expired or revoked token and for a player who no longer exists.
+async fn authenticated(state: &AppState, headers: &HeaderMap) -> ApiResult<PlayerRecord> {
     let token =
         bearer(headers).ok_or_else(|| Error::Unauthorized("a bearer token is required".into()))?;
-    state.auth.verify(token)
+    state.auth.resolve(state.ledger.as_ref(), token).await
+}
+
+async fn session(state: &AppState, headers: &HeaderMap) -> ApiResult<Session> {
+    Ok(Session::of(&authenticated(state, headers).await?))
+}
+
+/// The client's address as the outermost layer recorded it (the forwarded one behind a trusted
+/// proxy): the key of the per-client share of password work. Without a peer address (a router
+/// driven in process without connection info) every request counts as one unspecified client.
+type Peer = Option<Extension<crate::client_ip::ClientIp>>;
+
+fn peer_ip(peer: &Peer) -> IpAddr {
+    peer.as_ref().map_or(
+        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        |Extension(c)| c.0,
+    )
 }
 
 fn require_admin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
@@ -280,20 +299,21 @@ fn player_view(p: &crate::ports::PlayerRecord) -> PlayerView {
         (status = 503, description = "`busy`: the password work queue is full, nothing done; `unavailable`: the ledger cannot be reached", body = ErrorBody)))]
 async fn register(
     State(s): State<Arc<AppState>>,
+    peer: Peer,
     ApiJson(c): ApiJson<Credentials>,
 ) -> ApiResult<(StatusCode, Json<SessionBody>)> {
     auth::validate_username(&c.username)?;
     auth::validate_password(&c.password)?;
+    let slot = s.passwords.admit(peer_ip(&peer))?;
     if s.ledger.player_by_name(&c.username).await?.is_some() {
         return Err(Error::UsernameTaken);
     }
-    let password = c.password;
-    let hash = auth::hash_password_async(password).await?;
+    let hash = slot.hash(c.password).await?;
     let p = s
         .ledger
         .register(&c.username, &hash, s.demo_credit, s.clock.now_ms())
         .await?;
-    let token = s.auth.issue(&p.id, &p.username)?;
+    let token = s.auth.issue(&p)?;
     Ok((
         StatusCode::CREATED,
         Json(SessionBody {
@@ -309,21 +329,51 @@ async fn register(
         (status = 400, description = "`bad_request`: malformed JSON or unknown fields", body = ErrorBody),
         (status = 401, description = "`invalid_credentials`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body is over 16 KiB", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many failed logins for this username, or too many requests from this client; see Retry-After", body = ErrorBody),
         (status = 503, description = "`busy`: the password work queue is full, nothing done; `unavailable`: the ledger cannot be reached", body = ErrorBody)))]
 async fn login(
     State(s): State<Arc<AppState>>,
+    peer: Peer,
     ApiJson(c): ApiJson<Credentials>,
 ) -> ApiResult<Json<SessionBody>> {
+    // Cheap refusals first: nothing below them costs argon2 work.
+    auth::check_login_input(&c.username, &c.password)?;
+    if let Err(wait) = s
+        .login_throttle
+        .check(&c.username, std::time::Instant::now())
+    {
+        return Err(Error::LoginThrottled {
+            retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+        });
+    }
+    let slot = s.passwords.admit(peer_ip(&peer))?;
     let p = s.ledger.player_by_name(&c.username).await?;
     let hash = p.as_ref().map(|p| p.password_hash.clone());
-    let password = c.password;
-    let ok = auth::verify_password_async(password, hash).await?;
-    let p = p.filter(|_| ok).ok_or(Error::InvalidCredentials)?;
-    let token = s.auth.issue(&p.id, &p.username)?;
+    let ok = slot.verify(c.password, hash).await?;
+    let Some(p) = p.filter(|_| ok) else {
+        s.login_throttle
+            .failed(&c.username, std::time::Instant::now());
+        return Err(Error::InvalidCredentials);
+    };
+    s.login_throttle.succeeded(&c.username);
+    let token = s.auth.issue(&p)?;
     Ok(Json(SessionBody {
         token,
         player: player_view(&p),
     }))
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "players", security(("bearer" = [])),
+    responses((status = 204, description = "Every session of the player has ended, on every node"),
+        (status = 401, description = "`unauthorized`: missing, expired, forged or already revoked token", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger cannot be reached; nothing changed", body = ErrorBody)))]
+async fn logout(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<StatusCode> {
+    let p = authenticated(&s, &headers).await?;
+    s.ledger
+        .revoke_tokens(&p.id)
+        .await?
+        .ok_or_else(|| Error::Unauthorized("this session's player no longer exists".into()))?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/api/v1/me", tag = "players", security(("bearer" = [])),
@@ -332,12 +382,7 @@ async fn login(
         (status = 401, description = "`unauthorized`: missing, expired or forged bearer token, or a player that no longer exists", body = ErrorBody),
         (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn me(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<PlayerView>> {
-    let session = session(&s, &headers)?;
-    let p = s
-        .ledger
-        .player(&session.player_id)
-        .await?
-        .ok_or_else(|| Error::Unauthorized("unknown player".into()))?;
+    let p = authenticated(&s, &headers).await?;
     Ok(Json(player_view(&p)))
 }
 
@@ -352,7 +397,7 @@ async fn my_bets(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> ApiResult<Json<Vec<BetView>>> {
-    let session = session(&s, &headers)?;
+    let session = session(&s, &headers).await?;
     let bets = s
         .ledger
         .player_bets(&session.player_id, limit(q.limit, 50)?)
@@ -374,7 +419,7 @@ async fn place_bet(
     headers: HeaderMap,
     ApiJson(b): ApiJson<BetBody>,
 ) -> ApiResult<(StatusCode, Json<BetView>)> {
-    let session = session(&s, &headers)?;
+    let session = session(&s, &headers).await?;
     let key = idempotency_key(&headers)?;
     let (bet, _) = service::place_bet(&s, &session, &key, b.stake, b.auto_cashout_x100).await?;
     Ok((StatusCode::CREATED, Json(bet.view())))
@@ -395,7 +440,7 @@ async fn cash_out(
     headers: HeaderMap,
     ApiPath(bet_id): ApiPath<String>,
 ) -> ApiResult<Json<CashOutBody>> {
-    let session = session(&s, &headers)?;
+    let session = session(&s, &headers).await?;
     let key = idempotency_key(&headers)?;
     let c = service::cash_out(&s, &session, &key, &bet_id).await?;
     Ok(Json(CashOutBody {
@@ -696,7 +741,7 @@ fn process_metrics() {
     info(title = "crashfleet game-node", description = "Provably fair multiplayer crash game. \
         Amounts are integers in minor units; multipliers integers in hundredths. The WebSocket \
         protocol at /ws is documented in game-node/src/protocol.rs."),
-    paths(register, login, me, my_bets, place_bet, cash_out, current_round, rounds, round,
+    paths(register, login, logout, me, my_bets, place_bet, cash_out, current_round, rounds, round,
           fairness, leaderboard, stats, fleet, lobby, credit, debit, audit),
     modifiers(&SecuritySchemes, &CommonResponses),
 )]
@@ -751,8 +796,10 @@ impl utoipa::Modify for CommonResponses {
                 responses
                     .entry("500".into())
                     .or_insert_with(|| error("`internal`: a bug; logged", false).into());
-                if let Some(utoipa::openapi::RefOr::T(r)) = responses.get_mut("503") {
-                    *r = error(&r.description, true);
+                for status in ["429", "503"] {
+                    if let Some(utoipa::openapi::RefOr::T(r)) = responses.get_mut(status) {
+                        *r = error(&r.description, true);
+                    }
                 }
             }
         }
@@ -903,6 +950,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let mut api = Router::new()
         .route("/auth/register", post(register))
         .route("/auth/login", post(login))
+        .route("/auth/logout", post(logout))
         .route("/me", get(me))
         .route("/me/bets", get(my_bets))
         .route("/bets", post(place_bet))

@@ -1,5 +1,21 @@
 //! Players' credentials and sessions: argon2id password hashes and HS256 JWT bearer tokens.
-//! Tokens are stateless, so a session is valid on every node that shares the signing key.
+//!
+//! A token is signed with the key every node of a table shares, and names the player and the
+//! player's *token version*. Every authenticated request resolves it against the ledger (one read
+//! of the player's row by primary key): a token whose player no longer exists, or whose version is
+//! older than the player's current one, is refused (`unauthorized`). Logout bumps the version
+//! ([`crate::ports::Ledger::revoke_tokens`]), so every token of that player stops working at once
+//! on every node, because the ledger is what the fleet shares.
+//!
+//! Why a token version rather than short-lived tokens with refresh tokens: a short-lived token
+//! still works until it expires (revocation is only as quick as its lifetime), a refresh token
+//! must be stored and revocable anyway (a ledger read on refresh), and a WebSocket outlives any
+//! short token. Every authenticated REST call already reads the player (balance, bets), so the
+//! version check costs one indexed read and revokes immediately. The price: logout ends every
+//! session of the player (all devices), not just one.
+//!
+//! The token's `name` claim is kept for compatibility with existing tokens and tools but never
+//! trusted: the username always comes from the ledger.
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, SaltString};
@@ -7,6 +23,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::ports::{Ledger, PlayerRecord};
 
 const ISSUER: &str = "crashfleet";
 
@@ -14,18 +31,58 @@ const ISSUER: &str = "crashfleet";
 struct Claims {
     /// Player id.
     sub: String,
-    /// Username, so sockets can label bets without a lookup.
+    /// Username at issue time. Kept for compatibility; never trusted (the ledger's name is used).
     name: String,
+    /// The player's token version at issue time; tokens from before versions existed carry none
+    /// and count as version 0.
+    #[serde(default)]
+    ver: u64,
     iss: String,
     iat: u64,
     exp: u64,
 }
 
-/// A verified session.
+/// A session resolved against the ledger: the player exists and the token is current.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub player_id: String,
+    /// The ledger's username (never the token's claim).
     pub username: String,
+    /// The token version the session was resolved at: a socket re-checks it before money
+    /// commands ([`Session::still_valid`]).
+    pub token_version: u64,
+}
+
+impl Session {
+    pub fn of(p: &PlayerRecord) -> Session {
+        Session {
+            player_id: p.id.clone(),
+            username: p.username.clone(),
+            token_version: p.token_version,
+        }
+    }
+
+    /// Re-reads the player (one read by primary key): a long-lived session (a WebSocket) ends when
+    /// its player logs out anywhere or no longer exists. Returns the session as the ledger has it now.
+    pub async fn still_valid(&self, ledger: &dyn Ledger) -> Result<Session> {
+        match ledger.player(&self.player_id).await? {
+            Some(p) if p.token_version == self.token_version => Ok(Session::of(&p)),
+            Some(_) => Err(Error::Unauthorized(
+                "this session has ended (logged out); log in again".into(),
+            )),
+            None => Err(Error::Unauthorized(
+                "this session's player no longer exists".into(),
+            )),
+        }
+    }
+}
+
+/// What a token says once its signature and expiry are checked; not yet a session (see
+/// [`Auth::resolve`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenClaims {
+    pub player_id: String,
+    pub token_version: u64,
 }
 
 #[derive(Clone)]
@@ -59,11 +116,13 @@ impl Auth {
         }
     }
 
-    pub fn issue(&self, player_id: &str, username: &str) -> Result<String> {
+    /// A token for `p` at its current token version.
+    pub fn issue(&self, p: &PlayerRecord) -> Result<String> {
         let now = unix_now();
         let claims = Claims {
-            sub: player_id.to_string(),
-            name: username.to_string(),
+            sub: p.id.clone(),
+            name: p.username.clone(),
+            ver: p.token_version,
             iss: ISSUER.to_string(),
             iat: now,
             exp: now + self.ttl_secs,
@@ -72,7 +131,8 @@ impl Auth {
             .map_err(|e| Error::Internal(format!("signing a token: {e}")))
     }
 
-    pub fn verify(&self, token: &str) -> Result<Session> {
+    /// Checks the signature, issuer and expiry (no ledger read).
+    pub fn verify(&self, token: &str) -> Result<TokenClaims> {
         let mut v = Validation::new(Algorithm::HS256);
         v.set_issuer(&[ISSUER]);
         v.leeway = 5;
@@ -82,82 +142,28 @@ impl Auth {
                 _ => "invalid token".to_string(),
             })
         })?;
-        Ok(Session {
+        Ok(TokenClaims {
             player_id: data.claims.sub,
-            username: data.claims.name,
+            token_version: data.claims.ver,
         })
     }
-}
 
-/// A job for the password threads.
-type Job = Box<dyn FnOnce() + Send>;
-
-/// The password threads: a few dedicated threads run every argon2 hash and check. Each argon2 call
-/// allocates 19 MiB; on tokio's blocking pool (up to 512 threads) a burst of registrations spread
-/// those blocks over many malloc arenas that keep them — a load test of 300 sign-ups left a node at
-/// 1.7 GB RSS. Two threads (or one per core up to four) bound both that memory and the CPU that
-/// sign-ups can take from the game.
-fn password_threads() -> &'static std::sync::mpsc::Sender<Job> {
-    static POOL: std::sync::OnceLock<std::sync::mpsc::Sender<Job>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-        let n = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
-        for i in 0..n {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("password-{i}"))
-                .spawn(move || {
-                    loop {
-                        let job = match rx.lock() {
-                            Ok(rx) => match rx.recv() {
-                                Ok(job) => job,
-                                Err(_) => return,
-                            },
-                            Err(_) => return,
-                        };
-                        job();
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::error!("cannot start password thread {i}: {e}");
-            }
+    /// The session a token stands for, resolved against the ledger: `unauthorized` for a bad or
+    /// expired token, a player who no longer exists, or a token revoked by logout. Returns the
+    /// player's record (the caller usually needs its balance or name anyway).
+    pub async fn resolve(&self, ledger: &dyn Ledger, token: &str) -> Result<PlayerRecord> {
+        let claims = self.verify(token)?;
+        let p = ledger
+            .player(&claims.player_id)
+            .await?
+            .ok_or_else(|| Error::Unauthorized("this session's player no longer exists".into()))?;
+        if p.token_version != claims.token_version {
+            return Err(Error::Unauthorized(
+                "this session has ended (logged out); log in again".into(),
+            ));
         }
-        tx
-    })
-}
-
-/// Runs `f` on the password threads.
-async fn on_password_threads<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let job: Job = Box::new(move || {
-        let _ = tx.send(f());
-    });
-    password_threads()
-        .send(job)
-        .map_err(|_| Error::Internal("password threads stopped".into()))?;
-    rx.await
-        .map_err(|_| Error::Internal("password thread failed".into()))
-}
-
-/// [`hash_password`] on the password threads.
-pub async fn hash_password_async(password: String) -> Result<String> {
-    on_password_threads(move || hash_password(&password)).await?
-}
-
-/// [`verify_password`] on the password threads; `false` without a hash (an unknown user costs
-/// the same round trip, so timing does not reveal which usernames exist).
-pub async fn verify_password_async(password: String, hash: Option<String>) -> Result<bool> {
-    on_password_threads(move || match hash {
-        Some(h) => verify_password(&password, &h),
-        None => {
-            let _ = hash_password(&password);
-            false
-        }
-    })
-    .await
+        Ok(p)
+    }
 }
 
 /// Largest argon2 memory cost a stored hash may ask for (KiB): a tampered row must not make a
@@ -186,7 +192,7 @@ fn argon2_into(a: &Argon2<'_>, password: &[u8], salt: &[u8], out: &mut [u8]) -> 
 
 /// argon2id with the crate's defaults (OWASP's recommended m=19 MiB, t=2, p=1), as a PHC string
 /// (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`, what `Argon2::hash_password` writes). CPU-heavy:
-/// async callers use [`hash_password_async`].
+/// async callers use [`crate::password::PasswordPool::hash`].
 pub fn hash_password(password: &str) -> Result<String> {
     use argon2::password_hash::{Output, ParamsString};
     let fail = |e: &dyn std::fmt::Display| Error::Internal(format!("hashing a password: {e}"));
@@ -267,6 +273,16 @@ pub fn validate_password(p: &str) -> Result<()> {
     }
 }
 
+/// Login applies the registration bounds before any work: a username or password no account can
+/// have is `invalid_credentials` at once — an over-long password is never hashed.
+pub fn check_login_input(username: &str, password: &str) -> Result<()> {
+    if validate_username(username).is_ok() && validate_password(password).is_ok() {
+        Ok(())
+    } else {
+        Err(Error::InvalidCredentials)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,12 +318,19 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_forgeries_fail() {
         let a = Auth::new(b"secret-one", 60);
-        let t = a.issue("p1", "alice").expect("issue");
+        let p = PlayerRecord {
+            id: "p1".into(),
+            username: "alice".into(),
+            password_hash: String::new(),
+            balance: 0,
+            token_version: 3,
+        };
+        let t = a.issue(&p).expect("issue");
         assert_eq!(
             a.verify(&t).expect("valid"),
-            Session {
+            TokenClaims {
                 player_id: "p1".into(),
-                username: "alice".into()
+                token_version: 3,
             }
         );
         let other = Auth::new(b"secret-two", 60);
@@ -324,6 +347,7 @@ mod tests {
         let claims = Claims {
             sub: "p".into(),
             name: "n".into(),
+            ver: 0,
             iss: ISSUER.into(),
             iat: 1,
             exp: 2,
@@ -353,5 +377,42 @@ mod tests {
         }
         assert!(validate_password("12345678").is_ok());
         assert!(validate_password("short").is_err());
+    }
+
+    #[test]
+    fn login_input_outside_the_registration_bounds_is_invalid_credentials() {
+        assert!(check_login_input("alice", "12345678").is_ok());
+        for (u, p) in [
+            ("alice", "short"),
+            ("alice", &"x".repeat(129)),
+            ("alice", &"x".repeat(1 << 20)),
+            ("a b", "12345678"),
+        ] {
+            assert_eq!(check_login_input(u, p), Err(Error::InvalidCredentials));
+        }
+    }
+
+    #[test]
+    fn tokens_without_a_version_count_as_version_zero() {
+        #[derive(Serialize)]
+        struct Old {
+            sub: String,
+            name: String,
+            iss: String,
+            iat: u64,
+            exp: u64,
+        }
+        let a = Auth::new(b"k", 60);
+        let now = unix_now();
+        let old = Old {
+            sub: "p".into(),
+            name: "n".into(),
+            iss: ISSUER.into(),
+            iat: now,
+            exp: now + 60,
+        };
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &old, &a.encoding)
+            .expect("encode");
+        assert_eq!(a.verify(&t).map(|c| c.token_version), Ok(0));
     }
 }

@@ -52,6 +52,10 @@ pub enum Error {
     TooLate,
     #[error("too many requests, slow down")]
     RateLimited,
+    /// Too many failed logins for one username (code `rate_limited`): refused without checking
+    /// the password until the delay passes.
+    #[error("too many failed logins for this username; retry in {retry_after_secs} s")]
+    LoginThrottled { retry_after_secs: u64 },
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("{0}")]
@@ -103,7 +107,7 @@ impl Error {
             Error::NotFlying => "not_flying",
             Error::AlreadySettled => "already_settled",
             Error::TooLate => "too_late",
-            Error::RateLimited => "rate_limited",
+            Error::RateLimited | Error::LoginThrottled { .. } => "rate_limited",
             Error::PayloadTooLarge => "payload_too_large",
             Error::Unavailable(_) => "unavailable",
             Error::Busy { .. } => "busy",
@@ -139,7 +143,7 @@ impl Error {
             | Error::TooLate
             | Error::KeyUsed { .. }
             | Error::Fenced { .. } => StatusCode::CONFLICT,
-            Error::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Error::RateLimited | Error::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unavailable(_) | Error::Busy { .. } | Error::OutcomeUnknown => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -155,7 +159,8 @@ impl Error {
             Error::RateLimited => Some(1),
             Error::Busy {
                 retry_after_secs, ..
-            } => Some((*retry_after_secs).max(1)),
+            }
+            | Error::LoginThrottled { retry_after_secs } => Some((*retry_after_secs).max(1)),
             Error::Unavailable(_) | Error::OutcomeUnknown => Some(1),
             _ => None,
         }

@@ -217,7 +217,16 @@ fn player_row(r: &AnyRow) -> Result<PlayerRecord> {
         username: r.try_get("username")?,
         password_hash: r.try_get("password_hash")?,
         balance: r.try_get("balance")?,
+        token_version: u(r.try_get("token_version")?),
     })
+}
+
+/// The columns `player_row` reads (a macro so queries stay `&'static str`: `player` runs on
+/// every authenticated request).
+macro_rules! player_columns {
+    () => {
+        "id, username, password_hash, balance, token_version"
+    };
 }
 
 const BET_COLUMNS: &str = "b.id, b.table_id, b.round_number, b.player_id, p.username, b.stake, \
@@ -762,13 +771,16 @@ impl Ledger for SqlLedger {
             username: username.to_string(),
             password_hash: password_hash.to_string(),
             balance,
+            token_version: 0,
         })
     }
 
     async fn player_by_name(&self, username: &str) -> Result<Option<PlayerRecord>> {
-        sqlx::query(
-            "SELECT id, username, password_hash, balance FROM players WHERE lower(username) = lower($1)",
-        )
+        sqlx::query(concat!(
+            "SELECT ",
+            player_columns!(),
+            " FROM players WHERE lower(username) = lower($1)"
+        ))
         .bind(username)
         .fetch_optional(&self.pool)
         .await?
@@ -778,13 +790,29 @@ impl Ledger for SqlLedger {
     }
 
     async fn player(&self, id: &str) -> Result<Option<PlayerRecord>> {
-        sqlx::query("SELECT id, username, password_hash, balance FROM players WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(player_row)
-            .transpose()
+        sqlx::query(concat!(
+            "SELECT ",
+            player_columns!(),
+            " FROM players WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(player_row)
+        .transpose()
+    }
+
+    async fn revoke_tokens(&self, player_id: &str) -> Result<Option<u64>> {
+        let _w = self.write_guard().await;
+        let row = sqlx::query(
+            "UPDATE players SET token_version = token_version + 1 WHERE id = $1 \
+             RETURNING token_version",
+        )
+        .bind(player_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok(u(r.try_get(0)?))).transpose()
     }
 
     async fn adjust(&self, username: &str, amount: i64, key: &str, now_ms: i64) -> Result<i64> {

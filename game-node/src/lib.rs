@@ -10,6 +10,8 @@
 //! - [`runner`]: the round leader loop; [`service`]: bet and cash-out as players ask for them.
 //! - [`api`] (REST, OpenAPI, pages), [`ws`] (WebSocket), [`hub`] (per-player event routing),
 //!   [`protocol`] (the wire messages), [`client_ip`] (the client address behind trusted proxies).
+//! - [`auth`] (tokens, sessions, argon2), [`password`] (the bounded password threads),
+//!   [`login_throttle`] (per-username backoff after failed logins).
 //! - [`node`]: assembles all of it; `main.rs` is a thin CLI over [`node::run`] and [`verify`].
 #![forbid(unsafe_code)]
 
@@ -24,7 +26,9 @@ pub mod feed;
 pub mod fleet;
 pub mod hub;
 pub mod ledger;
+pub mod login_throttle;
 pub mod node;
+pub mod password;
 pub mod ports;
 pub mod protocol;
 pub mod runner;

@@ -43,6 +43,10 @@ pub struct AppState {
     pub bus: Arc<dyn Bus>,
     pub clock: Arc<dyn Clock>,
     pub auth: Auth,
+    /// Every argon2 hash and check: bounded, shared fairly between clients (password.rs).
+    pub passwords: crate::password::PasswordPool,
+    /// Failed logins per username, for exponential backoff (login_throttle.rs; per node).
+    pub login_throttle: crate::login_throttle::LoginThrottle,
     pub admin_token: Option<String>,
     pub demo_credit: i64,
     pub player_limiter: PlayerLimiter,
@@ -434,6 +438,8 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         bus,
         clock: clock.clone(),
         auth: Auth::new(&jwt_secret, cfg.token_ttl_secs),
+        passwords: crate::password::PasswordPool::start(),
+        login_throttle: crate::login_throttle::LoginThrottle::new(),
         admin_token: cfg.admin_token.clone(),
         demo_credit: cfg.demo_credit,
         player_limiter: PlayerLimiter::new(cfg.rate_limit_player),

@@ -70,6 +70,9 @@ pub struct PlayerRecord {
     pub username: String,
     pub password_hash: String,
     pub balance: i64,
+    /// Bumped by logout: tokens carry the version they were issued at and are refused once it is
+    /// older than this (crate::auth explains why a version rather than short-lived tokens).
+    pub token_version: u64,
 }
 
 /// A stored bet.
@@ -267,7 +270,11 @@ pub trait Ledger: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<PlayerRecord>;
     async fn player_by_name(&self, username: &str) -> Result<Option<PlayerRecord>>;
+    /// One read by primary key: what every authenticated request resolves its token against.
     async fn player(&self, id: &str) -> Result<Option<PlayerRecord>>;
+    /// Ends every session of the player: bumps its token version, so every token issued before
+    /// is refused on every node. Returns the new version; `None` if there is no such player.
+    async fn revoke_tokens(&self, player_id: &str) -> Result<Option<u64>>;
     /// Credits (positive) or debits (negative) a player; idempotent by `key`. Returns the balance.
     async fn adjust(&self, username: &str, amount: i64, key: &str, now_ms: i64) -> Result<i64>;
 

@@ -87,7 +87,8 @@ pub struct FairnessView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
-    /// Authenticate this socket (alternative to `?token=` on the URL).
+    /// Authenticate this socket, as its first frame (what the page does: tokens stay out of URLs);
+    /// `/ws?token=` is kept for tools.
     Auth { token: String },
     /// Place a bet in the current betting window.
     Bet {

@@ -63,9 +63,14 @@ pub async fn upgrade(
     if state.connections.load(Ordering::Relaxed) >= state.max_connections {
         return Error::Unavailable("this node is full; try another".into()).into_response();
     }
-    let session = match q.token.as_deref().map(|t| state.auth.verify(t)).transpose() {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
+    // `?token=` is for tools; the page authenticates with its first frame (`auth`), so the token
+    // stays out of URLs (proxy logs, browser history).
+    let session = match &q.token {
+        Some(t) => match state.auth.resolve(state.ledger.as_ref(), t).await {
+            Ok(p) => Some(Session::of(&p)),
+            Err(e) => return e.into_response(),
+        },
+        None => None,
     };
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
@@ -167,6 +172,10 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, mut session: Op
                     {
                         private = Some(state.routes.register(&s.player_id));
                     }
+                    // Session ended (logged out elsewhere): stop this player's private events.
+                    if session.is_none() {
+                        private = None;
+                    }
                     reply
                 }
                 Some(Ok(Message::Binary(_))) => error_frame(
@@ -239,6 +248,25 @@ async fn next_private(reg: &mut Option<crate::hub::Registration>) -> Option<Utf8
     }
 }
 
+/// The socket's session, re-checked against the ledger before a money command: a logout on any
+/// node (or a deleted player) ends it here too, and the socket is unauthenticated from then on.
+async fn current_session(
+    state: &AppState,
+    session: &mut Option<Session>,
+) -> Result<Session, Error> {
+    let Some(s) = session.as_ref() else {
+        return Err(Error::Unauthorized("log in first".into()));
+    };
+    match s.still_valid(state.ledger.as_ref()).await {
+        Ok(now) => Ok(now),
+        Err(e @ Error::Unauthorized(_)) => {
+            *session = None;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Handles one client frame; returns the reply, if any.
 async fn handle(
     state: &Arc<AppState>,
@@ -256,10 +284,10 @@ async fn handle(
             nonce,
             server_time_ms: state.clock.now_ms(),
         }),
-        ClientMessage::Auth { token } => match state.auth.verify(&token) {
-            Ok(s) => match state.ledger.player(&s.player_id).await {
-                Ok(Some(p)) => {
-                    *session = Some(s);
+        ClientMessage::Auth { token } => {
+            match state.auth.resolve(state.ledger.as_ref(), &token).await {
+                Ok(p) => {
+                    *session = Some(Session::of(&p));
                     Ok(ServerMessage::Authenticated {
                         you: PlayerView {
                             id: p.id,
@@ -268,19 +296,17 @@ async fn handle(
                         },
                     })
                 }
-                Ok(None) => Err((None, Error::Unauthorized("unknown player".into()))),
                 Err(e) => Err((None, e)),
-            },
-            Err(e) => Err((None, e)),
-        },
+            }
+        }
         ClientMessage::Bet {
             request_id,
             stake,
             auto_cashout_x100,
-        } => match session.as_ref() {
-            None => Err((Some(request_id), Error::Unauthorized("log in first".into()))),
-            Some(s) => {
-                match service::place_bet(state, s, &request_id, stake, auto_cashout_x100).await {
+        } => match current_session(state, session).await {
+            Err(e) => Err((Some(request_id), e)),
+            Ok(s) => {
+                match service::place_bet(state, &s, &request_id, stake, auto_cashout_x100).await {
                     Ok((bet, _)) => Ok(ServerMessage::BetAccepted {
                         request_id,
                         bet: bet.view(),
@@ -289,18 +315,20 @@ async fn handle(
                 }
             }
         },
-        ClientMessage::CashOut { request_id, bet_id } => match session.as_ref() {
-            None => Err((Some(request_id), Error::Unauthorized("log in first".into()))),
-            Some(s) => match service::cash_out(state, s, &request_id, &bet_id).await {
-                Ok(c) => Ok(ServerMessage::CashOutAccepted {
-                    request_id,
-                    bet_id: c.bet_id,
-                    multiplier_x100: c.multiplier_x100,
-                    payout: c.payout,
-                }),
+        ClientMessage::CashOut { request_id, bet_id } => {
+            match current_session(state, session).await {
                 Err(e) => Err((Some(request_id), e)),
-            },
-        },
+                Ok(s) => match service::cash_out(state, &s, &request_id, &bet_id).await {
+                    Ok(c) => Ok(ServerMessage::CashOutAccepted {
+                        request_id,
+                        bet_id: c.bet_id,
+                        multiplier_x100: c.multiplier_x100,
+                        payout: c.payout,
+                    }),
+                    Err(e) => Err((Some(request_id), e)),
+                },
+            }
+        }
     };
     match reply {
         Ok(m) => to_json(&m).ok(),

@@ -197,7 +197,13 @@ async fn every_bad_request_is_refused_cleanly_and_moves_no_money() {
         "unauthorized",
     );
     let foreign = game_node::auth::Auth::new(b"some-other-signing-key", 60)
-        .issue("x", "victim")
+        .issue(&game_node::ports::PlayerRecord {
+            id: "x".into(),
+            username: "victim".into(),
+            password_hash: String::new(),
+            balance: 0,
+            token_version: 0,
+        })
         .expect("token");
     expect(
         "token signed by another key",

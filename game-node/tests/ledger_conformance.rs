@@ -213,6 +213,7 @@ macro_rules! conformance {
 
 conformance!(
     register_usernames_are_unique_case_insensitively,
+    revoke_tokens_bumps_the_version_for_every_replica,
     adjust_is_idempotent_and_never_overdraws,
     commit_fairness_stores_once,
     the_salt_can_be_fixed_only_before_the_first_round,
@@ -414,6 +415,58 @@ async fn register_usernames_are_unique_case_insensitively(t: &Ctx) {
     assert_eq!(bob.balance, 0);
     let a = assert_balanced(t).await;
     assert_eq!((a.players, a.credits, a.player_balances), (2, 1_000, 1_000));
+}
+
+async fn revoke_tokens_bumps_the_version_for_every_replica(t: &Ctx) {
+    let alice = player(t, "alice", 100).await;
+    let bob = player(t, "bob", 100).await;
+    assert_eq!(alice.token_version, 0, "a new player starts at version 0");
+    let by_id = |l: &'static str| format!("[{}] {l}", t.backend);
+    // A second replica on the same database sees the bump (the fleet shares the ledger).
+    let replica = t.replica().await;
+    for want in 1..=3u64 {
+        assert_eq!(
+            t.revoke_tokens(&alice.id).await.expect("ledger call"),
+            Some(want),
+            "{}",
+            by_id("revoke")
+        );
+        let seen = replica
+            .player(&alice.id)
+            .await
+            .expect("ledger call")
+            .expect("alice");
+        assert_eq!(seen.token_version, want, "{}", by_id("replica read"));
+    }
+    // Concurrent logouts on two replicas each count: no lost update.
+    let (a, b) = tokio::join!(t.revoke_tokens(&alice.id), replica.revoke_tokens(&alice.id));
+    let mut got = [
+        a.expect("ledger").expect("v"),
+        b.expect("ledger").expect("v"),
+    ];
+    got.sort_unstable();
+    assert_eq!(got, [4, 5], "{}", by_id("concurrent revokes"));
+    let by_name = t
+        .player_by_name("ALICE")
+        .await
+        .expect("ledger call")
+        .expect("by name");
+    assert_eq!(by_name.token_version, 5);
+    // Nobody else is touched, balances neither, and an unknown player is `None`.
+    assert_eq!(
+        t.player(&bob.id)
+            .await
+            .expect("ledger call")
+            .map(|p| p.token_version),
+        Some(0)
+    );
+    assert_eq!(by_name.balance, 100);
+    assert_eq!(
+        t.revoke_tokens("no-such-id").await.expect("ledger call"),
+        None
+    );
+    replica.close().await;
+    assert_balanced(t).await;
 }
 
 async fn adjust_is_idempotent_and_never_overdraws(t: &Ctx) {

@@ -94,6 +94,9 @@ impl Ledger for MemoryLedger {
     async fn player(&self, _: &str) -> Result<Option<PlayerRecord>> {
         unused("player")
     }
+    async fn revoke_tokens(&self, _: &str) -> Result<Option<u64>> {
+        unused("revoke_tokens")
+    }
     async fn adjust(&self, _: &str, _: i64, _: &str, _: i64) -> Result<i64> {
         unused("adjust")
     }

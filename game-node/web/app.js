@@ -290,6 +290,12 @@
     reconnectNow();
   }
 
+  /** The logout button: ends every session of this player on the server, then forgets the token. */
+  async function logOut() {
+    if (state.token) await api('/auth/logout', { method: 'POST', auth: true });
+    logout('');
+  }
+
   function validateCredentials(username, password) {
     if (!/^[A-Za-z0-9_.-]{3,32}$/.test(username)) return errorTitle('invalid_username');
     if (password.length < 8 || password.length > 128) return errorTitle('invalid_password');
@@ -324,7 +330,7 @@
       toast({ kind: 'ok', title: 'Welcome, ' + r.body.player.username, msg: 'Your balance is ' + formatCredits(r.body.player.balance) + ' credits.' });
     }
     refreshMyBets();
-    // Authenticate the open socket in place; if there is none, the next connect carries ?token=.
+    // Authenticate the open socket in place; if there is none, the next one does on opening.
     if (!send({ type: 'auth', token: r.body.token })) reconnectNow();
   }
 
@@ -362,10 +368,11 @@
   let pingNonce = 0;
   const pingSent = new Map();
 
+  // The token never goes in the URL (URLs end up in proxy logs and history): the socket opens
+  // anonymously and authenticates with its first frame.
   function wsUrl() {
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const q = state.token ? '?token=' + encodeURIComponent(state.token) : '';
-    return proto + '//' + location.host + '/ws' + q;
+    return proto + '//' + location.host + '/ws';
   }
 
   function connect() {
@@ -383,6 +390,7 @@
     let opened = false;
     sock.addEventListener('open', () => {
       opened = true;
+      if (state.token) sock.send(JSON.stringify({ type: 'auth', token: state.token }));
     });
     sock.addEventListener('message', (ev) => {
       if (ws !== sock) return;
@@ -513,13 +521,10 @@
     };
     state.history = (s.history || []).map(historyEntry).filter(Boolean).slice(0, HISTORY_KEEP);
     state.fairness = s.fairness || null;
-    if (s.you) {
-      setYou(s.you);
-    } else if (state.token) {
-      // The node does not know this token's player: start over logged out.
-      setToken(null);
-      state.you = null;
-    }
+    // The socket authenticates with its first frame, so the snapshot is usually anonymous: the
+    // `authenticated` answer (or an `unauthorized` error) follows.
+    if (s.you) setYou(s.you);
+    else if (!state.token) state.you = null;
     renderAll();
     // Re-send commands that were in flight when the previous socket dropped (idempotent).
     for (const p of state.pending.values()) send(p.msg);
@@ -662,6 +667,7 @@
   function onAuthenticated(m) {
     setYou(m.you);
     renderAll();
+    refreshMyBets();
   }
 
   function onBetAccepted(m) {
@@ -1233,7 +1239,7 @@
     authenticate('login');
   });
   el.register.addEventListener('click', () => authenticate('register'));
-  el.logout.addEventListener('click', () => logout(''));
+  el.logout.addEventListener('click', logOut);
   el.betForm.addEventListener('submit', placeBet);
   el.cashout.addEventListener('click', cashOut);
   el.stakeHalf.addEventListener('click', () => adjustStake(0.5));

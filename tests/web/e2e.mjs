@@ -132,6 +132,14 @@ async function main() {
 }
 
 async function playOneRound(page, context, vectors) {
+  // Every WebSocket the page opens, with the frames it sends and receives.
+  const sockets = [];
+  page.on('websocket', (ws) => {
+    const s = { url: ws.url(), sent: [], received: [] };
+    sockets.push(s);
+    ws.on('framesent', (f) => s.sent.push(String(f.payload)));
+    ws.on('framereceived', (f) => s.received.push(String(f.payload)));
+  });
   // ---- the game page loads, connects and shows the commitment
   const res = await page.goto(BASE + '/', { waitUntil: 'domcontentloaded' });
   check(res && res.ok(), `GET / answered ${res && res.status()}`);
@@ -283,6 +291,27 @@ async function playOneRound(page, context, vectors) {
   log(`/verify recomputed round #${bet.round}: ${crashText}, chained to the commitment; saved verify.png`);
 
   await checkVerifierAgainstVectors(page, vectors);
+
+  // ---- sessions: back on the game page the socket authenticates with its first frame (no
+  // token in any WebSocket URL), and the logout button ends the session on the server.
+  await page.goto(BASE + '/', { waitUntil: 'domcontentloaded' });
+  await page.waitForFunction((u) => document.querySelector('[data-testid=account-name]').textContent === u, username, { timeout: 10_000 });
+  const authenticated = (s) => s.received.some((p) => p.includes('"type":"authenticated"'));
+  for (let i = 0; i < 100 && !(sockets.length && authenticated(sockets[sockets.length - 1])); i += 1) {
+    await page.waitForTimeout(100);
+  }
+  const sock = sockets[sockets.length - 1];
+  check(sock && authenticated(sock), 'the reloaded page\'s socket was never authenticated');
+  const first = sock.sent.length ? JSON.parse(sock.sent[0]) : null;
+  check(first && first.type === 'auth' && first.token === token, `the socket's first frame is ${sock.sent[0]}, expected an auth frame with the token`);
+  const leaks = sockets.filter((s) => /token/i.test(s.url)).map((s) => s.url);
+  check(leaks.length === 0, `the page put a token in a WebSocket URL: ${leaks.join(', ')}`);
+  log(`sessions: ${sockets.length} sockets, none with a token in its URL; authenticated by the first frame`);
+  await page.click('[data-testid=logout]');
+  await page.waitForFunction(() => localStorage.getItem('crashfleet.token') === null, null, { timeout: 10_000 });
+  const afterLogout = await fetch(BASE + '/api/v1/me', { headers: { Authorization: 'Bearer ' + token } });
+  check(afterLogout.status === 401, `GET /me with the logged-out token answered ${afterLogout.status}, expected 401`);
+  log('sessions: logout forgot the token and the server refuses it (401)');
 }
 
 async function checkVerifierAgainstVectors(page, vectors) {

@@ -305,7 +305,9 @@ async fn register(
             .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
             .collect()
     };
-    let sem = Arc::new(Semaphore::new(8));
+    // Two sign-ups in flight per node: a node runs at most 2 password jobs per client address
+    // (more are answered `busy`), so more would only wait out Retry-After.
+    let sem = Arc::new(Semaphore::new(2 * targets.len().max(1)));
     let mut tasks = Vec::new();
     for i in 0..args.players as usize {
         let http = http.clone();
@@ -326,6 +328,9 @@ async fn register(
     Ok(players)
 }
 
+/// Tries per registration while the node answers `busy` (each after its `Retry-After`).
+const REGISTER_ATTEMPTS: u32 = 30;
+
 async fn register_one(
     http: &reqwest::Client,
     base: &str,
@@ -333,14 +338,31 @@ async fn register_one(
     admin: Option<&str>,
     credit: i64,
 ) -> anyhow::Result<Player> {
-    let r = http
-        .post(format!("{base}/api/v1/auth/register"))
-        .json(&serde_json::json!({"username": username, "password": PASSWORD}))
-        .send()
-        .await
-        .with_context(|| format!("registering {username} on {base}"))?;
-    let status = r.status();
-    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    // A node answers `busy` (503 + Retry-After) when its password work queue or this client's
+    // share of it is full: a well-behaved client waits and retries.
+    let mut attempts = 0;
+    let (status, body) = loop {
+        let r = http
+            .post(format!("{base}/api/v1/auth/register"))
+            .json(&serde_json::json!({"username": username, "password": PASSWORD}))
+            .send()
+            .await
+            .with_context(|| format!("registering {username} on {base}"))?;
+        let status = r.status();
+        let retry_after = r
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        attempts += 1;
+        if body["code"] == "busy" && attempts < REGISTER_ATTEMPTS {
+            let wait = retry_after.unwrap_or(1).clamp(1, 10);
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            continue;
+        }
+        break (status, body);
+    };
     if !status.is_success() {
         let hint = if body["code"] == "rate_limited" {
             " (start the node with --rate-limit-ip 0 for load runs)"

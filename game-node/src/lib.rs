@@ -9,7 +9,8 @@
 //!   and arbiter, always-leader).
 //! - [`runner`]: the round leader loop; [`service`]: bet and cash-out as players ask for them.
 //! - [`api`] (REST, OpenAPI, pages), [`ws`] (WebSocket), [`hub`] (per-player event routing),
-//!   [`protocol`] (the wire messages).
+//!   [`protocol`] (the wire messages); [`listener`] (the accept loop, timeouts) and [`limits`]
+//!   (connection caps, frame budget, descriptor reserve).
 //! - [`node`]: assembles all of it; `main.rs` is a thin CLI over [`node::run`] and [`verify`].
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,8 @@ pub mod feed;
 pub mod fleet;
 pub mod hub;
 pub mod ledger;
+pub mod limits;
+pub mod listener;
 pub mod node;
 pub mod ports;
 pub mod protocol;

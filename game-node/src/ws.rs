@@ -221,14 +221,20 @@ async fn within(
 /// discard our last frames (the `error` and the close code) unread.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
-/// Sends a close frame, then reads and discards until the client closes too (at most
-/// [`CLOSE_LINGER`]), so the client sees why.
-async fn close(socket: &mut WebSocket, write_timeout: Duration, code: u16, reason: &'static str) {
+/// Sends a close frame; with `linger`, then reads and discards until the client closes too (at
+/// most [`CLOSE_LINGER`]), so a client still sending sees why.
+async fn close(
+    socket: &mut WebSocket,
+    write_timeout: Duration,
+    code: u16,
+    reason: &'static str,
+    linger: bool,
+) {
     let frame = Message::Close(Some(CloseFrame {
         code,
         reason: reason.into(),
     }));
-    if !within(write_timeout, socket.send(frame)).await {
+    if !within(write_timeout, socket.send(frame)).await || !linger {
         return;
     }
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
@@ -291,6 +297,7 @@ async fn connection(
                             write_timeout,
                             axum::extract::ws::close_code::POLICY,
                             "too many frames",
+                            true,
                         )
                         .await;
                         break;
@@ -333,8 +340,9 @@ async fn connection(
                 // stuck; free its socket. Otherwise probe it (browsers answer pings by themselves).
                 if last_heard.elapsed() >= limits.idle_timeout {
                     metrics::counter!("crashfleet_ws_closed_total", "reason" => "idle").increment(1);
-                    close(&mut socket, write_timeout, axum::extract::ws::close_code::AWAY, "idle")
-                        .await;
+                    // A silent client sends nothing to drain: no linger.
+                    let away = axum::extract::ws::close_code::AWAY;
+                    close(&mut socket, write_timeout, away, "idle", false).await;
                     break;
                 }
                 if !within(write_timeout, socket.send(Message::Ping(Default::default()))).await {

@@ -316,7 +316,9 @@ async fn connection(
                     }
                     Some(Ok(Message::Binary(_))) => error_frame(
                         None,
-                        &Error::BadRequest("binary frames are not supported; send JSON text".into()),
+                        &Error::BadRequest(
+                            "binary frames are not supported; send JSON text".into(),
+                        ),
                     ),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
                     Some(Ok(Message::Close(_))) | None => break,
@@ -339,7 +341,8 @@ async fn connection(
                 // Nothing heard (not even a pong) for the idle timeout: the client is gone or
                 // stuck; free its socket. Otherwise probe it (browsers answer pings by themselves).
                 if last_heard.elapsed() >= limits.idle_timeout {
-                    metrics::counter!("crashfleet_ws_closed_total", "reason" => "idle").increment(1);
+                    metrics::counter!("crashfleet_ws_closed_total", "reason" => "idle")
+                        .increment(1);
                     // A silent client sends nothing to drain: no linger.
                     let away = axum::extract::ws::close_code::AWAY;
                     close(&mut socket, write_timeout, away, "idle", false).await;

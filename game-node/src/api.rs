@@ -710,6 +710,22 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     "ready".into_response()
 }
 
+/// `/metrics` on the main listener, unless `--metrics-listen` moved it (then it is a 404 here).
+fn metrics_here(state: &AppState) -> Router<Arc<AppState>> {
+    match state.metrics_listen {
+        Some(_) => Router::new(),
+        None => Router::new().route("/metrics", get(metrics)),
+    }
+}
+
+/// What `--metrics-listen` serves: `/metrics` and nothing else.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     metrics::gauge!("crashfleet_ws_connections").set(s.connections.load(Ordering::Relaxed) as f64);
     process_metrics();
@@ -981,7 +997,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ws", get(crate::ws::upgrade))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .merge(metrics_here(&state))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
     if let Some(cors) = cors(&state.cors_origin) {

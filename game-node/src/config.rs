@@ -204,6 +204,62 @@ pub struct ServeConfig {
     /// host for a year.
     #[arg(long, env = "CRASHFLEET_HSTS")]
     pub hsts: bool,
+
+    // Connection hygiene: timeouts and caps that keep one client from holding what others need.
+    /// Longest a client may take to send a request's line and headers, ms (also how long an idle
+    /// keep-alive connection is kept). A real client sends them in one packet; 10 s covers a
+    /// mobile link retransmitting a few times, and a slowloris socket is closed after it.
+    #[arg(long, env = "CRASHFLEET_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub header_read_timeout_ms: u64,
+
+    /// Longest a REST request may take, body included, ms; then `busy` (reads) or
+    /// `outcome_unknown` (writes) 503. The slowest honest request waits for a ledger connection
+    /// (3 s at most) and a transaction, or a password check: 15 s is far above both, and a client
+    /// trickling its body is cut after it. WebSocket connections are not affected once upgraded.
+    #[arg(long, env = "CRASHFLEET_REQUEST_TIMEOUT_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub request_timeout_ms: u64,
+
+    /// Open TCP connections (HTTP and WebSocket) per client address (IPv6: per /64); more are
+    /// answered 503 `busy` and closed (0 = no cap). A browser opens at most 6 HTTP connections
+    /// plus one WebSocket per tab; 256 leaves room for a household, office or carrier NAT full of
+    /// players while one address cannot take a node's descriptors. Behind a reverse proxy every
+    /// player shares the proxy's address: raise it (or 0) there and cap at the proxy.
+    #[arg(long, env = "CRASHFLEET_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
+    /// Open WebSocket connections per client address; more get 503 `busy` (0 = no cap). One per
+    /// player tab: 64 covers a NAT of players and stops one address from holding thousands.
+    #[arg(long, env = "CRASHFLEET_MAX_WS_PER_IP", default_value_t = 64)]
+    pub max_ws_per_ip: usize,
+
+    /// Most client connections (HTTP and WebSocket) this node holds at once; more are answered
+    /// 503 `busy` and closed. 0 = the process's descriptor limit (RLIMIT_NOFILE) less a reserve of
+    /// 256 for the ledger, Redis and the listeners, so clients can never take the descriptors the
+    /// ledger needs.
+    #[arg(long, env = "CRASHFLEET_MAX_CLIENT_CONNECTIONS", default_value_t = 0)]
+    pub max_client_connections: usize,
+
+    /// The server pings each WebSocket this often, ms. Browsers answer pings by themselves; the
+    /// page also pings every 15 s. 15 s keeps NAT and proxy idle timers (often 30-60 s) open.
+    #[arg(long, env = "CRASHFLEET_WS_PING_INTERVAL_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
+    pub ws_ping_interval_ms: u64,
+
+    /// A WebSocket from which nothing (frame, pong) arrived for this long is closed, ms. 45 s is
+    /// three ping intervals: a live client answers one of them even on a lossy link.
+    #[arg(long, env = "CRASHFLEET_WS_IDLE_TIMEOUT_MS", default_value_t = 45_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub ws_idle_timeout_ms: u64,
+
+    /// A WebSocket write (a frame or a flush) that cannot complete for this long closes the
+    /// socket and frees its buffers, ms. It blocks only once the kernel's and our buffers are
+    /// full, i.e. the client stopped reading; a live client on a 1 Mbit/s link drains them in
+    /// about 2 s. 10 s.
+    #[arg(long, env = "CRASHFLEET_WS_WRITE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(50..=600_000))]
+    pub ws_write_timeout_ms: u64,
+
+    /// Serve `/metrics` only on this address (for the operator's scraper), and answer 404 for it
+    /// on `--listen`, so players cannot scrape it. Unset: `/metrics` is on `--listen`.
+    #[arg(long, env = "CRASHFLEET_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {

@@ -103,8 +103,20 @@ impl SqlLedger {
         }
         let options = AnyConnectOptions::from_str(&url)
             .map_err(|e| Error::BadRequest(format!("invalid database URL: {e}")))?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
+        let max = max_connections.max(1);
+        let mut pool = AnyPoolOptions::new().max_connections(max);
+        if backend == Backend::Sqlite {
+            // Every connection opened once, at start, and kept: opening one later needs new
+            // descriptors (the database, its WAL and shared memory), and a node whose clients
+            // hold all of them would fail its own ledger ("unable to open database file"). A
+            // SQLite connection cannot go stale, so it needs neither an idle timeout nor a
+            // lifetime.
+            pool = pool
+                .min_connections(max)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let pool = pool
             // SQLite is a file: a pooled connection cannot have died, and the ping before every
             // checkout was one more thread hand-off per request (docs/BENCHMARKS.md). PostgreSQL
             // keeps the check, so connections cut by a server restart are replaced quietly.

@@ -12,6 +12,8 @@
 //!   [`protocol`] (the wire messages), [`client_ip`] (the client address behind trusted proxies).
 //! - [`auth`] (tokens, sessions, argon2), [`password`] (the bounded password threads),
 //!   [`login_throttle`] (per-username backoff after failed logins).
+//! - [`listener`] (the accept loop, timeouts) and [`limits`] (connection caps, frame budget,
+//!   descriptor reserve).
 //! - [`node`]: assembles all of it; `main.rs` is a thin CLI over [`node::run`] and [`verify`].
 #![forbid(unsafe_code)]
 
@@ -26,6 +28,8 @@ pub mod feed;
 pub mod fleet;
 pub mod hub;
 pub mod ledger;
+pub mod limits;
+pub mod listener;
 pub mod login_throttle;
 pub mod node;
 pub mod password;

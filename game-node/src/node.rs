@@ -77,6 +77,10 @@ pub struct AppState {
     /// Set once shutdown begins: `/readyz` turns 503 so load balancers drain the node.
     pub draining: AtomicBool,
     pub shutdown: CancellationToken,
+    /// WebSocket caps and timeouts (ws.rs).
+    pub ws_limits: crate::ws::WsLimits,
+    /// Set when `/metrics` is served on its own address (`--metrics-listen`), not on `--listen`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The process-wide Prometheus recorder (metrics macros use one global recorder; tests that
@@ -232,41 +236,94 @@ impl Started {
     }
 }
 
+/// Connections the `--metrics-listen` address holds at once: a scraper or two and an operator's
+/// curl; a stuck scraper must not take descriptors from players.
+const METRICS_MAX_CONNECTIONS: usize = 16;
+
 /// Runs a node on `listener` until `shutdown` is cancelled, then drains and returns.
 pub async fn run(
     listener: TcpListener,
     cfg: ServeConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Bound before the node starts, so a taken address fails the start and not later.
+    let metrics_listener = match cfg.metrics_listen {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on --metrics-listen {a}"))?,
+        ),
+        None => None,
+    };
+    let limits = listener_limits(&cfg);
+    let request_timeout =
+        crate::listener::RequestTimeout(Duration::from_millis(cfg.request_timeout_ms));
     let node = start(cfg, shutdown.clone()).await?;
     let state = node.state.clone();
     let addr = listener.local_addr()?;
-    info!(%addr, node = %state.node_id, "game-node listening");
-    let app = node.router();
-    let serve_shutdown = shutdown.clone();
-    let drain_state = state.clone();
-    // TCP_NODELAY: a response or frame written in pieces must not wait for the peer's delayed
-    // ACK (Nagle). Without it a bet took ~7 ms on loopback where the work is ~1 ms.
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY: {e}");
+    info!(
+        %addr,
+        node = %state.node_id,
+        max_client_connections = limits.gate.total.max(),
+        "game-node listening"
+    );
+    let app = node.router().layer(axum::middleware::from_fn_with_state(
+        request_timeout,
+        crate::listener::request_timeout,
+    ));
+    // `/readyz` turns 503 as soon as shutdown begins, so load balancers drain the node while the
+    // connections in flight finish.
+    let drain = {
+        let (state, shutdown) = (state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            state.draining.store(true, Ordering::SeqCst);
+        })
+    };
+    let metrics = metrics_listener.map(|l| {
+        if let Ok(a) = l.local_addr() {
+            info!(addr = %a, "metrics listening");
         }
+        let limits = crate::listener::ListenerLimits {
+            header_read_timeout: limits.header_read_timeout,
+            gate: crate::limits::Gate::new(0, METRICS_MAX_CONNECTIONS),
+            proxies: limits.proxies.clone(),
+        };
+        tokio::spawn(crate::listener::serve(
+            l,
+            crate::api::metrics_router(state.clone()),
+            limits,
+            shutdown.clone(),
+        ))
     });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        serve_shutdown.cancelled().await;
-        drain_state.draining.store(true, Ordering::SeqCst);
-    })
-    .await
-    .context("serving HTTP")?;
+    crate::listener::serve(listener, app, limits, shutdown.clone()).await;
+    let _ = drain.await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     // The leader voids or finishes its round before we close the ledger.
     node.finish().await;
     info!("game-node stopped");
     Ok(())
+}
+
+/// The main listener's caps and timeouts. The node-wide cap on client connections is
+/// `--max-client-connections`, or else the descriptor limit less the reserve the node keeps for
+/// its ledger, Redis and listeners (limits::FD_RESERVE).
+fn listener_limits(cfg: &ServeConfig) -> crate::listener::ListenerLimits {
+    let total = match cfg.max_client_connections {
+        0 => crate::limits::nofile_limit()
+            .map_or(usize::MAX, crate::limits::client_connection_budget),
+        n => n,
+    };
+    crate::listener::ListenerLimits {
+        header_read_timeout: Duration::from_millis(cfg.header_read_timeout_ms),
+        gate: crate::limits::Gate::new(cfg.max_connections_per_ip, total),
+        proxies: Arc::new(crate::client_ip::TrustedProxies::new(
+            cfg.trusted_proxies.0.clone(),
+            cfg.client_ip_header,
+        )),
+    }
 }
 
 /// Opens the ledger, checks or creates the fairness commitment, builds the adapters (standalone
@@ -459,6 +516,13 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         metrics: metrics_handle()?,
         draining: AtomicBool::new(false),
         shutdown: shutdown.clone(),
+        ws_limits: crate::ws::WsLimits {
+            per_client: crate::limits::PerClient::new(cfg.max_ws_per_ip),
+            ping_interval: Duration::from_millis(cfg.ws_ping_interval_ms),
+            idle_timeout: Duration::from_millis(cfg.ws_idle_timeout_ms),
+            write_timeout: Duration::from_millis(cfg.ws_write_timeout_ms),
+        },
+        metrics_listen: cfg.metrics_listen,
     });
 
     // Register every named metric at start, so /metrics lists them (at 0) before the first round.

@@ -141,11 +141,8 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>) {
             },
             Err(_) => return,
         };
-        count(if job() {
-            Outcome::Run
-        } else {
-            Outcome::Skipped
-        });
+        // The job counts itself (run or skipped) before it answers.
+        let _ran = job();
     }
 }
 
@@ -220,11 +217,14 @@ impl Admission<'_> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             if tx.is_closed() {
+                count(Outcome::Skipped);
                 return false;
             }
             let out = f();
-            // The slot frees when the work is done, before the caller hears of it.
+            // The slot frees and the job is counted when the work is done, before the caller
+            // hears of it (so whoever reads the counter after the answer sees this job).
             drop(share);
+            count(Outcome::Run);
             let _ = tx.send(out);
             true
         });

@@ -2,11 +2,13 @@
 //! interleaved (seed 000 wrote to sockets from several goroutines). It sends a snapshot, then relays
 //! the table's events and this player's private events, and answers the player's commands.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use serde::Deserialize;
@@ -14,6 +16,8 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::auth::Session;
 use crate::error::Error;
+use crate::limits::{FrameBudget, PerClient, PerClientPermit};
+use crate::listener::ConnectionSlot;
 use crate::node::AppState;
 use crate::protocol::{BetView, ClientMessage, MAX_CLIENT_FRAME_BYTES, PlayerView, ServerMessage};
 use crate::service;
@@ -26,6 +30,15 @@ use crate::standalone::to_json;
 const READ_BUFFER: usize = 4 * 1024;
 const WRITE_BUFFER: usize = 4 * 1024;
 const MAX_WRITE_BUFFER: usize = 256 * 1024;
+/// Frames a client may send per second on average, and at once, counting every frame type
+/// (commands, pings, pongs, binary). The page sends a ping every 15 s, an `auth` after a login and
+/// a frame per click (at most a few bets and cash-outs a round); after a reconnect it re-sends its
+/// unanswered commands at once. 20/s with a burst of 40 is far above that, and caps a flood of
+/// frames that each cost a parse, a token check or a ledger read (an `auth` flood from 3 sockets
+/// used 11 s of CPU in 10 s) at 20 frames/s per socket. A client over it gets an `error` frame
+/// `rate_limited` and a close with code 1008 (policy violation).
+pub const FRAME_RATE: u32 = 20;
+pub const FRAME_BURST: u32 = 40;
 /// Most queued events written behind one frame before the socket is flushed.
 const COALESCE_MAX: usize = 64;
 /// Rounds of history in the connect snapshot.
@@ -50,6 +63,71 @@ fn latest_bets(mut bets: Vec<BetView>, username: Option<&str>, keep: usize) -> V
     out
 }
 
+/// The WebSocket connection limits (flags in config.rs say why each value).
+#[derive(Debug)]
+pub struct WsLimits {
+    /// Open WebSocket connections per client address.
+    pub per_client: Arc<PerClient>,
+    /// The server pings this often.
+    pub ping_interval: Duration,
+    /// Closed after this long without hearing anything from the client.
+    pub idle_timeout: Duration,
+    /// Closed when a frame cannot be written (or flushed) within this.
+    pub write_timeout: Duration,
+}
+
+/// The key a WebSocket's per-client cap counts under: its TCP peer's address today (one
+/// function, so a forwarded client address from a trusted proxy can key it instead).
+fn ws_client(peer: SocketAddr) -> std::net::IpAddr {
+    crate::limits::client_key(peer)
+}
+
+/// Everything that counts a WebSocket against a cap, taken before the upgrade and moved into the
+/// connection's task, so concurrent upgrades cannot race past a cap and a refused or abandoned
+/// upgrade gives its slots back (on drop).
+struct WsPermit {
+    state: Arc<AppState>,
+    _client: Option<PerClientPermit>,
+    /// The TCP connection's own admission (listener.rs): held while the socket lives.
+    _tcp: Option<ConnectionSlot>,
+}
+
+impl WsPermit {
+    fn acquire(
+        state: &Arc<AppState>,
+        peer: Option<SocketAddr>,
+        tcp: Option<ConnectionSlot>,
+    ) -> Result<WsPermit, Error> {
+        let client = match peer {
+            Some(p) => Some(state.ws_limits.per_client.try_acquire(ws_client(p)).ok_or(
+                Error::Busy {
+                    what: "your address's WebSocket quota",
+                    retry_after_secs: 1,
+                },
+            )?),
+            None => None,
+        };
+        if state.connections.fetch_add(1, Ordering::AcqRel) >= state.max_connections {
+            state.connections.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Busy {
+                what: "this node",
+                retry_after_secs: 1,
+            });
+        }
+        Ok(WsPermit {
+            state: state.clone(),
+            _client: client,
+            _tcp: tcp,
+        })
+    }
+}
+
+impl Drop for WsPermit {
+    fn drop(&mut self) {
+        self.state.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[derive(Deserialize)]
 pub struct WsQuery {
     token: Option<String>,
@@ -57,12 +135,18 @@ pub struct WsQuery {
 
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
+    client: Option<Extension<crate::client_ip::ClientIp>>,
+    tcp: Option<Extension<ConnectionSlot>>,
     Query(q): Query<WsQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if state.connections.load(Ordering::Relaxed) >= state.max_connections {
-        return Error::Unavailable("this node is full; try another".into()).into_response();
-    }
+    // Keyed by the client's address: behind a trusted proxy the forwarded one, so players behind
+    // one proxy each get their own quota.
+    let peer = client.map(|Extension(c)| SocketAddr::new(c.0, 0));
+    let permit = match WsPermit::acquire(&state, peer, tcp.map(|t| t.0)) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     // `?token=` is for tools; the page authenticates with its first frame (`auth`), so the token
     // stays out of URLs (proxy logs, browser history).
     let session = match &q.token {
@@ -77,16 +161,7 @@ pub async fn upgrade(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(MAX_CLIENT_FRAME_BYTES)
         .max_frame_size(MAX_CLIENT_FRAME_BYTES)
-        .on_upgrade(move |socket| connection(socket, state, session))
-}
-
-/// Decrements the connection gauge however the task ends.
-struct ConnectionGuard(Arc<AppState>);
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
-    }
+        .on_upgrade(move |socket| connection(socket, state, session, permit))
 }
 
 async fn snapshot(state: &AppState, session: Option<&Session>) -> Result<Utf8Bytes, Error> {
@@ -140,9 +215,55 @@ fn error_frame(request_id: Option<String>, e: &Error) -> Option<Utf8Bytes> {
     .ok()
 }
 
-async fn connection(mut socket: WebSocket, state: Arc<AppState>, mut session: Option<Session>) {
-    state.connections.fetch_add(1, Ordering::Relaxed);
-    let _guard = ConnectionGuard(state.clone());
+/// A write that completes within `limit`; false when it failed or timed out (the client stopped
+/// reading: the caller closes the socket, which frees its buffers).
+async fn within(
+    limit: Duration,
+    write: impl std::future::Future<Output = Result<(), axum::Error>>,
+) -> bool {
+    matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
+}
+
+/// How long a closing socket waits for the client's close frame. Dropping a socket while the
+/// client's frames are still unread resets the connection, and a reset can make the client
+/// discard our last frames (the `error` and the close code) unread.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Sends a close frame; with `linger`, then reads and discards until the client closes too (at
+/// most [`CLOSE_LINGER`]), so a client still sending sees why.
+async fn close(
+    socket: &mut WebSocket,
+    write_timeout: Duration,
+    code: u16,
+    reason: &'static str,
+    linger: bool,
+) {
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    if !within(write_timeout, socket.send(frame)).await || !linger {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+async fn connection(
+    mut socket: WebSocket,
+    state: Arc<AppState>,
+    mut session: Option<Session>,
+    permit: WsPermit,
+) {
+    let _permit = permit;
+    let limits = &state.ws_limits;
+    let write_timeout = limits.write_timeout;
     // Subscribe before the snapshot so no event between the two is missed.
     let mut public = state.bus.subscribe();
     let mut private = session
@@ -150,42 +271,72 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, mut session: Op
         .map(|s| state.routes.register(&s.player_id));
     match snapshot(&state, session.as_ref()).await {
         Ok(s) => {
-            if socket.send(Message::Text(s)).await.is_err() {
+            if !within(write_timeout, socket.send(Message::Text(s))).await {
                 return;
             }
         }
         Err(e) => {
             if let Some(f) = error_frame(None, &e) {
-                let _ = socket.send(Message::Text(f)).await;
+                let _ = within(write_timeout, socket.send(Message::Text(f))).await;
             }
             return;
         }
     }
+    let mut budget = FrameBudget::new(FRAME_RATE, FRAME_BURST, std::time::Instant::now());
+    let mut last_heard = tokio::time::Instant::now();
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + limits.ping_interval,
+        limits.ping_interval,
+    );
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let out: Option<Utf8Bytes> = tokio::select! {
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Text(text))) => {
-                    let reply = handle(&state, &mut session, &text).await;
-                    // Authenticated by this frame: start receiving this player's events.
-                    if let Some(s) = &session
-                        && private.as_ref().is_none_or(|r| r.player_id() != s.player_id)
-                    {
-                        private = Some(state.routes.register(&s.player_id));
+            incoming = socket.recv() => {
+                if matches!(incoming, Some(Ok(_))) {
+                    last_heard = tokio::time::Instant::now();
+                    if !budget.take(std::time::Instant::now()) {
+                        metrics::counter!("crashfleet_ws_closed_total", "reason" => "rate_limited")
+                            .increment(1);
+                        if let Some(f) = error_frame(None, &Error::RateLimited) {
+                            let _ = within(write_timeout, socket.send(Message::Text(f))).await;
+                        }
+                        close(
+                            &mut socket,
+                            write_timeout,
+                            axum::extract::ws::close_code::POLICY,
+                            "too many frames",
+                            true,
+                        )
+                        .await;
+                        break;
                     }
-                    // Session ended (logged out elsewhere): stop this player's private events.
-                    if session.is_none() {
-                        private = None;
-                    }
-                    reply
                 }
-                Some(Ok(Message::Binary(_))) => error_frame(
-                    None,
-                    &Error::BadRequest("binary frames are not supported; send JSON text".into()),
-                ),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
-                Some(Ok(Message::Close(_))) | None => break,
-                // Oversized or malformed frames end the connection (tungstenite refuses them).
-                Some(Err(_)) => break,
+                match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        let reply = handle(&state, &mut session, &text).await;
+                        // Authenticated by this frame: start receiving this player's events.
+                        if let Some(s) = &session
+                            && private.as_ref().is_none_or(|r| r.player_id() != s.player_id)
+                        {
+                            private = Some(state.routes.register(&s.player_id));
+                        }
+                        // Session ended (logged out elsewhere): stop this player's private events.
+                        if session.is_none() {
+                            private = None;
+                        }
+                        reply
+                    }
+                    Some(Ok(Message::Binary(_))) => error_frame(
+                        None,
+                        &Error::BadRequest(
+                            "binary frames are not supported; send JSON text".into(),
+                        ),
+                    ),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                    Some(Ok(Message::Close(_))) | None => break,
+                    // Oversized or malformed frames end the connection (tungstenite refuses them).
+                    Some(Err(_)) => break,
+                }
             },
             event = public.recv() => match event {
                 // The bus missed events (Redis gap, lag or reconnect): resync like a lag.
@@ -198,18 +349,40 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, mut session: Op
                 Err(RecvError::Closed) => break,
             },
             Some(json) = next_private(&mut private) => Some(json),
+            _ = ping.tick() => {
+                // Nothing heard (not even a pong) for the idle timeout: the client is gone or
+                // stuck; free its socket. Otherwise probe it (browsers answer pings by themselves).
+                if last_heard.elapsed() >= limits.idle_timeout {
+                    metrics::counter!("crashfleet_ws_closed_total", "reason" => "idle")
+                        .increment(1);
+                    // A silent client sends nothing to drain: no linger.
+                    let away = axum::extract::ws::close_code::AWAY;
+                    close(&mut socket, write_timeout, away, "idle", false).await;
+                    break;
+                }
+                if !within(write_timeout, socket.send(Message::Ping(Default::default()))).await {
+                    metrics::counter!("crashfleet_ws_closed_total", "reason" => "write_timeout")
+                        .increment(1);
+                    break;
+                }
+                continue;
+            }
             _ = state.shutdown.cancelled() => {
-                let _ = socket
-                    .send(Message::Close(Some(CloseFrame {
+                let _ = within(
+                    write_timeout,
+                    socket.send(Message::Close(Some(CloseFrame {
                         code: axum::extract::ws::close_code::AWAY,
                         reason: "node shutting down".into(),
-                    })))
-                    .await;
+                    }))),
+                )
+                .await;
                 break;
             }
         };
         let Some(frame) = out else { continue };
-        if socket.feed(Message::Text(frame)).await.is_err() {
+        if !within(write_timeout, socket.feed(Message::Text(frame))).await {
+            metrics::counter!("crashfleet_ws_closed_total", "reason" => "write_timeout")
+                .increment(1);
             break;
         }
         // Whatever else already waits goes out in the same write (one syscall and one wake-up for
@@ -225,13 +398,15 @@ async fn connection(mut socket: WebSocket, state: Arc<AppState>, mut session: Op
                 Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             };
             if let Some(f) = frame
-                && socket.feed(Message::Text(f)).await.is_err()
+                && !within(write_timeout, socket.feed(Message::Text(f))).await
             {
                 open = false;
                 break;
             }
         }
-        if !open || socket.flush().await.is_err() {
+        if !open || !within(write_timeout, socket.flush()).await {
+            metrics::counter!("crashfleet_ws_closed_total", "reason" => "write_timeout")
+                .increment(1);
             break;
         }
     }

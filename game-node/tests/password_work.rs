@@ -33,6 +33,20 @@ fn client_from(ip: IpAddr) -> reqwest::Client {
 }
 
 /// `crashfleet_password_jobs_total{outcome="…"}` from /metrics (0 before the first).
+/// The run-jobs count once it has stopped moving: the counter is process-wide, and password
+/// threads of an earlier test's node may still finish jobs that were queued before it stopped.
+async fn quiet_jobs(s: &TestServer) -> u64 {
+    let mut last = jobs(s, "run").await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let now = jobs(s, "run").await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
 async fn jobs(s: &TestServer, outcome: &str) -> u64 {
     let text = s
         .http
@@ -257,6 +271,7 @@ async fn failed_logins_for_one_username_back_off_exponentially_and_a_success_res
     s.register("neighbour").await;
     // Guesses from many addresses: the throttle is per username, not per address.
     let clients: Vec<reqwest::Client> = (0..6).map(|i| client_from(loopback(50 + i))).collect();
+    let before = quiet_jobs(&s).await;
     for (i, c) in clients.iter().take(5).enumerate() {
         let (status, code, _) = login(&s, c, "target", &format!("wrong-guess-{i}")).await;
         assert_eq!((status, code.as_str()), (401, "invalid_credentials"));
@@ -264,6 +279,7 @@ async fn failed_logins_for_one_username_back_off_exponentially_and_a_success_res
     // The sixth attempt — even with the right password, even in another case — is refused
     // without argon2 work, with the remaining delay (1 s) as Retry-After.
     let run = jobs(&s, "run").await;
+    assert_eq!(run, before + 5, "each of the 5 failures ran argon2 once");
     let (status, code, retry) = login(&s, &clients[5], "TARGET", "correct-horse").await;
     assert_eq!(
         (status, code.as_str(), retry),
@@ -297,7 +313,7 @@ async fn login_refuses_passwords_outside_8_to_128_characters_before_any_work() {
     let s = TestServer::start(&[]).await;
     s.register("capped").await;
     let client = client_from(loopback(60));
-    let run = jobs(&s, "run").await;
+    let run = quiet_jobs(&s).await;
     for len in [7, 129, 10_000] {
         let t = Instant::now();
         let (status, code, _) = login(&s, &client, "capped", &"p".repeat(len)).await;

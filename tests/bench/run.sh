@@ -44,6 +44,8 @@ wait_ready() {
 # Load-test settings shared by every node (see docs/BENCHMARKS.md).
 export CRASHFLEET_RATE_LIMIT_IP=0 CRASHFLEET_RATE_LIMIT_PLAYER=0 CRASHFLEET_BETS_PER_PLAYER=100
 export CRASHFLEET_ADMIN_TOKEN=$ADMIN CRASHFLEET_MAX_CONNECTIONS=50000
+# The load client's sockets all come from 127.0.0.1: no per-address caps.
+export CRASHFLEET_MAX_CONNECTIONS_PER_IP=0 CRASHFLEET_MAX_WS_PER_IP=0
 # Short rounds, so every run sees several betting windows: 5 s of bets, flights of at most ~9 s
 # (doubling every 2 s, capped at 20x), 1 s between rounds.
 export CRASHFLEET_BETTING_WINDOW_MS=5000 CRASHFLEET_PAUSE_MS=1000 CRASHFLEET_DOUBLING_MS=2000

@@ -527,6 +527,12 @@ impl Fleet {
                 "0",
                 "--rate-limit-player",
                 "0",
+                // Every test client comes from 127.0.0.1: per-address caps would count them all
+                // as one client (tests/limits.rs tests the caps).
+                "--max-connections-per-ip",
+                "0",
+                "--max-ws-per-ip",
+                "0",
                 "--db-pool",
                 "4",
             ]

@@ -25,7 +25,9 @@ READY_TIMEOUT=${CRASHFLEET_K8S_READY_TIMEOUT:-180}
 # The zones of the fake nodes, one node per zone (topology.kubernetes.io/zone).
 ZONES=(a b c)
 
-K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+# The real node's kubelet and kube-proxy are built in the same `go build` as the control plane: they
+# share most packages, so they add minutes to a cold build, not another full build.
+K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 ALL_BINARIES=("${K8S_BINARIES[@]}" etcd kwok kwokctl helm)
 
 usage() {
@@ -72,7 +74,7 @@ validate_name() {
 
 binary_version() {
   case $1 in
-    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "$K8S_VERSION" ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy) echo "$K8S_VERSION" ;;
     etcd) echo "$ETCD_VERSION" ;;
     # kwokctl is stamped with the Kubernetes version it defaults to, so it belongs to both.
     kwok | kwokctl) echo "$KWOK_VERSION+k8s-$K8S_VERSION" ;;
@@ -317,7 +319,7 @@ check_versions() {
   shift
   for b in "$@"; do
     case $b in
-      kube-apiserver | kube-controller-manager | kube-scheduler)
+      kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy)
         out=$("$dir/$b" --version) want="Kubernetes $K8S_VERSION" ;;
       kubectl) out=$("$dir/$b" version --client) want="Client Version: $K8S_VERSION" ;;
       etcd) out=$("$dir/$b" --version) want="etcd Version: ${ETCD_VERSION#v}" ;;

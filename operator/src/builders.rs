@@ -365,8 +365,25 @@ fn probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
+/// The pod template's labels: `spec.pod.labels`, then the operator's own on top — the selector
+/// labels must stay exactly the operator's (a pod relabelled away from them would be orphaned
+/// by its Deployment and dropped from the Service), and the `app.kubernetes.io/*` ones are the
+/// fleet's identity for dashboards and the ServiceMonitor.
+pub fn pod_labels(ct: &CrashTable) -> BTreeMap<String, String> {
+    let mut l = ct
+        .spec
+        .pod
+        .as_ref()
+        .and_then(|p| p.labels.clone())
+        .unwrap_or_default();
+    l.extend(labels(&ct.name_any()));
+    l
+}
+
 pub fn deployment(ct: &CrashTable) -> Deployment {
     let t = ct.name_any();
+    let default_settings = crate::crd::PodSettings::default();
+    let settings = ct.spec.pod.as_ref().unwrap_or(&default_settings);
     let quantity = |s: &str| Quantity(s.to_string());
     let container = Container {
         name: "game-node".into(),
@@ -390,14 +407,20 @@ pub fn deployment(ct: &CrashTable) -> Deployment {
         // Alive while the process answers; ready only while it can take money.
         liveness_probe: Some(probe("/healthz", 10, 3)),
         readiness_probe: Some(probe("/readyz", 2, 2)),
-        resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".into(), quantity("250m")),
-                ("memory".into(), quantity("128Mi")),
-            ])),
-            limits: Some(BTreeMap::from([("memory".into(), quantity("512Mi"))])),
-            ..ResourceRequirements::default()
-        }),
+        resources: Some(
+            settings
+                .resources
+                .clone()
+                .unwrap_or_else(|| ResourceRequirements {
+                    requests: Some(BTreeMap::from([
+                        ("cpu".into(), quantity("250m")),
+                        ("memory".into(), quantity("128Mi")),
+                    ])),
+                    limits: Some(BTreeMap::from([("memory".into(), quantity("512Mi"))])),
+                    ..ResourceRequirements::default()
+                }),
+        ),
+        image_pull_policy: settings.image_pull_policy.map(|p| p.as_str().to_string()),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             read_only_root_filesystem: Some(true),
@@ -459,6 +482,11 @@ pub fn deployment(ct: &CrashTable) -> Deployment {
                 ..TopologySpreadConstraint::default()
             },
         ]),
+        node_selector: settings.node_selector.clone(),
+        tolerations: settings.tolerations.clone(),
+        affinity: settings.affinity.clone(),
+        priority_class_name: settings.priority_class_name.clone(),
+        image_pull_secrets: settings.image_pull_secrets.clone(),
         containers: vec![container],
         volumes: Some(vec![
             Volume {
@@ -496,7 +524,8 @@ pub fn deployment(ct: &CrashTable) -> Deployment {
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(&t)),
+                    labels: Some(pod_labels(ct)),
+                    annotations: settings.annotations.clone().filter(|a| !a.is_empty()),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod),
@@ -938,6 +967,114 @@ mod tests {
             tls_secret_name: Some("crash-tls".into()),
         });
         assert!(hsts(&ct));
+    }
+
+    #[test]
+    fn spec_pod_is_merged_into_the_template_and_cannot_move_the_selector() {
+        let mut ct = table();
+        ct.spec.pod = Some(
+            serde_json::from_value(serde_json::json!({
+                "resources": {"requests": {"cpu": "1", "memory": "1Gi"},
+                              "limits": {"cpu": "2", "memory": "2Gi"}},
+                "nodeSelector": {"crashfleet.dev/real-node": "true"},
+                "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "games",
+                                 "effect": "NoSchedule"}],
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}]}}},
+                "priorityClassName": "games-critical",
+                "imagePullPolicy": "Never",
+                "imagePullSecrets": [{"name": "registry-creds"}],
+                "labels": {"team": "games", "crashfleet.dev/table": "someone-else",
+                           "app.kubernetes.io/instance": "other"},
+                "annotations": {"prometheus.io/scrape": "false"},
+            }))
+            .expect("spec.pod"),
+        );
+        let d = deployment(&ct);
+        let meta = d
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .expect("template metadata");
+        let labels = meta.labels.as_ref().expect("labels");
+        assert_eq!(labels["team"], "games", "extra labels reach the pods");
+        // The operator's labels win: the selector still selects every pod.
+        for (k, v) in selector("alpha") {
+            assert_eq!(labels[&k], v, "{k}");
+        }
+        assert_eq!(
+            d.spec.selector.match_labels.as_ref().expect("selector"),
+            &selector("alpha")
+        );
+        assert_eq!(
+            meta.annotations.as_ref().expect("annotations")["prometheus.io/scrape"],
+            "false"
+        );
+        let pod = d.spec.template.spec.as_ref().expect("pod");
+        assert_eq!(
+            pod.node_selector.as_ref().expect("nodeSelector")["crashfleet.dev/real-node"],
+            "true"
+        );
+        assert_eq!(
+            pod.tolerations.as_ref().expect("tolerations")[0]
+                .value
+                .as_deref(),
+            Some("games")
+        );
+        assert!(
+            pod.affinity
+                .as_ref()
+                .and_then(|a| a.node_affinity.as_ref())
+                .is_some()
+        );
+        assert_eq!(pod.priority_class_name.as_deref(), Some("games-critical"));
+        assert_eq!(
+            pod.image_pull_secrets.as_ref().expect("pull secrets")[0].name,
+            "registry-creds"
+        );
+        // The operator's spreading stays beside the user's affinity.
+        assert_eq!(
+            pod.topology_spread_constraints.as_ref().map(Vec::len),
+            Some(2)
+        );
+        let c = &pod.containers[0];
+        assert_eq!(c.image_pull_policy.as_deref(), Some("Never"));
+        let r = c.resources.as_ref().expect("resources");
+        assert_eq!(r.requests.as_ref().expect("requests")["cpu"].0, "1");
+        assert_eq!(r.limits.as_ref().expect("limits")["memory"].0, "2Gi");
+        // The security context is not the user's to loosen.
+        assert_eq!(
+            c.security_context
+                .as_ref()
+                .and_then(|s| s.read_only_root_filesystem),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn without_spec_pod_the_template_keeps_the_defaults() {
+        let d = deployment(&table());
+        let meta = d
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .expect("template metadata");
+        assert_eq!(meta.labels.as_ref(), Some(&labels("alpha")));
+        assert_eq!(meta.annotations, None);
+        let pod = d.spec.template.spec.as_ref().expect("pod");
+        assert_eq!(pod.node_selector, None);
+        assert_eq!(pod.tolerations, None);
+        assert_eq!(pod.affinity, None);
+        assert_eq!(pod.priority_class_name, None);
+        assert_eq!(pod.image_pull_secrets, None);
+        let c = &pod.containers[0];
+        assert_eq!(c.image_pull_policy, None);
+        let r = c.resources.as_ref().expect("resources");
+        assert_eq!(r.requests.as_ref().expect("requests")["cpu"].0, "250m");
+        assert_eq!(r.limits.as_ref().expect("limits")["memory"].0, "512Mi");
     }
 
     #[test]

@@ -13,10 +13,10 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -442,6 +442,18 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
         .and_then(|l| l.lease_transitions)
         .map(i64::from);
 
+    // Why pods are not ready, if they are not: `list` on the table's pods by its selector, each
+    // pass (the status refresh is periodic anyway, so no watch is needed).
+    let selector = builders::selector(&name)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    let pods = crate::health::pods_health(&pods.items);
+
     let old = ct.status.clone().unwrap_or_default();
     let gen_ = ct.metadata.generation;
     let want = if ct.spec.autoscaling.is_some() {
@@ -455,6 +467,8 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
         "Paused"
     } else if ready_ok {
         "Running"
+    } else if pods.failing {
+        "Degraded"
     } else {
         "Pending"
     };
@@ -476,6 +490,21 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
             EventType::Warning,
             chain.reason(),
             chain.message(chain_length, rounds_played),
+        )
+        .await;
+    }
+    if pods.failing
+        && !old
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "PodsReady" && c.reason == pods.reason)
+    {
+        publish(
+            ctx,
+            ct,
+            EventType::Warning,
+            &pods.reason,
+            pods.message.clone(),
         )
         .await;
     }
@@ -514,12 +543,31 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
             ),
             condition(
                 &old.conditions,
-                "Degraded",
-                false,
-                "AsExpected",
-                "all children applied".into(),
+                "PodsReady",
+                pods.ready,
+                &pods.reason,
+                pods.message.clone(),
                 gen_,
             ),
+            if pods.failing {
+                condition(
+                    &old.conditions,
+                    "Degraded",
+                    true,
+                    &pods.reason,
+                    pods.message.clone(),
+                    gen_,
+                )
+            } else {
+                condition(
+                    &old.conditions,
+                    "Degraded",
+                    false,
+                    "AsExpected",
+                    "all children applied".into(),
+                    gen_,
+                )
+            },
             condition(
                 &old.conditions,
                 "FairnessCommitted",

@@ -6,6 +6,11 @@
 //! rules that freeze the fairness commitment once set: players verify rounds against it, so a
 //! change would silently break every proof.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -94,6 +99,73 @@ pub struct CrashTableSpec {
         ))
     )]
     pub trusted_proxies: Option<Vec<String>>,
+
+    /// Placement, resources and metadata of the game-node pods, merged into the Deployment's pod
+    /// template. Absent: the operator's defaults (requests 250m CPU / 128Mi, limit 512Mi memory,
+    /// spread across zones and hosts, the cluster's default scheduling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodSettings>,
+}
+
+/// What a platform team sets on the game-node pods. Each field is Kubernetes' own type and
+/// means what it means on a Pod; the operator owns everything else in the template.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSettings {
+    /// CPU and memory requests and limits of the game-node container. Replaces the operator's
+    /// defaults as a whole (requests 250m CPU / 128Mi memory, limit 512Mi memory) when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Node labels a node must carry to run the table's pods (Pod `spec.nodeSelector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Taints the table's pods tolerate (Pod `spec.tolerations`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Node and pod (anti-)affinity (Pod `spec.affinity`). The operator's zone and host spreading
+    /// (topology spread constraints) stays in place beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// The PriorityClass of the table's pods (Pod `spec.priorityClassName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub priority_class_name: Option<String>,
+    /// When the kubelet pulls the game-node image: `Always`, `IfNotPresent` or `Never`. Absent:
+    /// Kubernetes' default (`Always` for `:latest`, else `IfNotPresent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+    /// Secrets (in the table's namespace) with credentials for the image's registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+    /// Extra labels on the pods. The operator's own labels (`app.kubernetes.io/*`,
+    /// `crashfleet.dev/table`: the Deployment's selector, the Service's and the budget's) win
+    /// over a label of the same key here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Extra annotations on the pods (e.g. for a service mesh or a log collector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// A container's image pull policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum ImagePullPolicy {
+    /// Pull on every start.
+    Always,
+    /// Pull only when the node does not have the image.
+    IfNotPresent,
+    /// Never pull: the image must be on the node already.
+    Never,
+}
+
+impl ImagePullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImagePullPolicy::Always => "Always",
+            ImagePullPolicy::IfNotPresent => "IfNotPresent",
+            ImagePullPolicy::Never => "Never",
+        }
+    }
 }
 
 fn default_replicas() -> i32 {
@@ -347,7 +419,8 @@ pub struct CrashTableStatus {
     /// `Pending`, `Running`, `Paused` or `Degraded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
-    /// `Ready`, `Progressing`, `Degraded`, `FairnessCommitted`.
+    /// `Ready`, `Progressing`, `Degraded`, `PodsReady` (with a stuck pod's reason, e.g.
+    /// `CrashLoopBackOff`, `ImagePullBackOff`, `Unschedulable`), `FairnessCommitted`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Replicas the Deployment runs.

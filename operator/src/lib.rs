@@ -4,6 +4,7 @@
 pub mod builders;
 pub mod controller;
 pub mod crd;
+pub mod health;
 
 use kube::CustomResourceExt;
 

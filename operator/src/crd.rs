@@ -241,13 +241,21 @@ pub struct SecretKeyRef {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.minBet <= self.maxBet").message("minBet must not exceed maxBet"))]
+// The edge and the cap are stored with the commitment and every node refuses to start on other
+// values (a changed crash formula would make published rounds unverifiable), so a change would
+// only stall a rollout of pods that never start: refuse it at apply time instead. The operator
+// commits as soon as the table exists, so they are frozen from creation. A different edge or cap
+// is a new table (a new commitment).
+#[x_kube(validation = Rule::new("self.houseEdgeBasisPoints == oldSelf.houseEdgeBasisPoints").message("game.houseEdgeBasisPoints is part of the published fairness commitment and cannot change; create a new table for another edge"))]
+#[x_kube(validation = Rule::new("self.maxMultiplierX100 == oldSelf.maxMultiplierX100").message("game.maxMultiplierX100 is part of the published fairness commitment and cannot change; create a new table for another cap"))]
 pub struct GameSpec {
-    /// House edge in basis points (100 = 1%). Part of the fairness commitment: fixed once the
-    /// table has played.
+    /// House edge in basis points (100 = 1%). Part of the fairness commitment: fixed when the
+    /// table is created.
     #[serde(default = "default_edge")]
     #[schemars(range(min = 0, max = 10000))]
     pub house_edge_basis_points: i32,
-    /// Crash point cap in hundredths (100000000 = 1,000,000.00x). Part of the commitment.
+    /// Crash point cap in hundredths (100000000 = 1,000,000.00x). Part of the commitment: fixed
+    /// when the table is created.
     #[serde(default = "default_max_multiplier")]
     #[schemars(range(min = 101, max = 100000000))]
     pub max_multiplier_x100: i64,

@@ -184,6 +184,55 @@ async fn the_api_server_applies_defaults_and_refuses_bad_tables() -> anyhow::Res
         .await
         .expect_err("salt changed");
     assert!(err.to_string().contains("salt cannot change"), "{err}");
+    // So are the commitment's game parameters: nodes would refuse to start on other values.
+    for (field, value) in [("houseEdgeBasisPoints", 250), ("maxMultiplierX100", 5000)] {
+        let err = typed
+            .patch("ok", &pp, &patch(json!({"game": {field: value}})))
+            .await
+            .expect_err(field);
+        assert!(
+            err.to_string().contains(&format!(
+                "game.{field} is part of the published fairness commitment"
+            )),
+            "{field}: {err}"
+        );
+    }
+    // spec.pod takes Kubernetes' own types, checked by their schemas.
+    let placed = typed
+        .patch(
+            "ok",
+            &pp,
+            &patch(json!({"pod": {
+                "imagePullPolicy": "Never",
+                "nodeSelector": {"crashfleet.dev/real-node": "true"},
+                "resources": {"requests": {"cpu": "100m", "memory": 64}},
+                "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+                "labels": {"team": "games"},
+            }})),
+        )
+        .await?;
+    let pod = placed.spec.pod.expect("spec.pod");
+    assert_eq!(
+        pod.node_selector.expect("nodeSelector")["crashfleet.dev/real-node"],
+        "true"
+    );
+    let err = typed
+        .patch(
+            "ok",
+            &pp,
+            &patch(json!({"pod": {"imagePullPolicy": "Sometimes"}})),
+        )
+        .await
+        .expect_err("an unknown pull policy");
+    assert!(err.to_string().contains("imagePullPolicy"), "{err}");
+    // The table's rhythm and limits are not part of it.
+    typed
+        .patch(
+            "ok",
+            &pp,
+            &patch(json!({"game": {"maxBet": 2000, "pauseMs": 1000}})),
+        )
+        .await?;
     // Everything else may change.
     let scaled = typed
         .patch("ok", &pp, &patch(json!({"replicas": 5, "paused": true})))

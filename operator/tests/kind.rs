@@ -1,0 +1,123 @@
+//! The kind walkthrough (README, "Try it on kind") cannot run here: kind's node image cannot be
+//! pulled. What can be checked is checked: `kind-config.yaml` is a kind `Cluster` config with the
+//! fields kind requires, and the walkthrough's manifests (the chart's examples, applied after
+//! `helm install`) are accepted by the real API server with the generated CRD (server-side apply,
+//! dry run). Not checked: that kind boots the nodes, the images, and ingress-nginx.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crashfleet_tests::k8s::cluster_or_skip;
+use serde_yaml::Value;
+
+mod support;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The manifests the README's walkthrough applies, in its order.
+fn walkthrough_manifests() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(support::chart().join("examples"))
+        .expect("the chart's examples")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn kind_config_is_a_kind_cluster_config() {
+    let text = std::fs::read_to_string(repo().join("kind-config.yaml")).expect("kind-config.yaml");
+    let v: Value = serde_yaml::from_str(&text).expect("kind-config.yaml parses as YAML");
+    assert_eq!(v["kind"].as_str(), Some("Cluster"));
+    assert_eq!(v["apiVersion"].as_str(), Some("kind.x-k8s.io/v1alpha4"));
+    let nodes = v["nodes"].as_sequence().expect("nodes");
+    let roles: Vec<&str> = nodes
+        .iter()
+        .map(|n| n["role"].as_str().expect("every node has a role"))
+        .collect();
+    assert!(
+        roles
+            .iter()
+            .all(|r| ["control-plane", "worker"].contains(r)),
+        "{roles:?}"
+    );
+    assert!(roles.contains(&"control-plane"), "{roles:?}");
+    // The kubeadm patches are YAML documents of their own.
+    for n in nodes {
+        for p in n["kubeadmConfigPatches"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            let patch: Value = serde_yaml::from_str(p.as_str().expect("a patch is a string"))
+                .expect("a kubeadm patch parses");
+            assert!(patch["kind"].as_str().is_some(), "{patch:?}");
+        }
+    }
+    // The README walks through this file and these manifests (one source of truth).
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    assert!(readme.contains("--config kind-config.yaml"));
+    for m in walkthrough_manifests() {
+        let rel = m.strip_prefix(repo()).expect("in the repository");
+        let rel = rel.display().to_string();
+        assert!(readme.contains(&rel), "README does not apply {rel}");
+    }
+}
+
+#[tokio::test]
+async fn the_walkthrough_manifests_pass_the_api_servers_dry_run() -> anyhow::Result<()> {
+    let Some(cluster) =
+        cluster_or_skip("the_walkthrough_manifests_pass_the_api_servers_dry_run").await?
+    else {
+        return Ok(());
+    };
+    let ns = cluster.namespace("kind").await?;
+    let kubectl = support::tool("kubectl");
+    let run = |args: &[&str]| {
+        Command::new(&kubectl)
+            .args(args)
+            .env("KUBECONFIG", cluster.kubeconfig_source())
+            .output()
+    };
+    let crd = repo().join("crds/crashtables.crashfleet.dev.yaml");
+    let out = run(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager",
+        "crashfleet-tests",
+        "-f",
+        &crd.display().to_string(),
+    ])?;
+    assert!(out.status.success(), "installing the CRD: {out:?}");
+    let out = run(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/crashtables.crashfleet.dev",
+        "--timeout=60s",
+    ])?;
+    assert!(out.status.success(), "{out:?}");
+    for m in walkthrough_manifests() {
+        let out = run(&[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-n",
+            ns.name(),
+            "-f",
+            &m.display().to_string(),
+        ])?;
+        assert!(
+            out.status.success(),
+            "{} is refused by the API server: {}",
+            m.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    ns.cleanup().await?;
+    Ok(())
+}

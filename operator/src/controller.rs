@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::builders;
-use crate::crd::{CrashTable, CrashTableStatus, FairnessStatus};
+use crate::crd::{CrashTable, CrashTableStatus, ElectionBackend, FairnessStatus};
 
 /// The one field manager of everything the operator applies.
 pub const MANAGER: &str = "crashfleet-operator";
@@ -69,6 +69,8 @@ pub struct Context {
     pub reporter: Reporter,
     /// Consecutive failed reconciles per table, for the retry back-off.
     pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Clients of redis-backend tables' Redis, for their leader in status.
+    pub redis: crate::redis_status::RedisStatus,
 }
 
 impl Context {
@@ -77,6 +79,7 @@ impl Context {
             client,
             reporter,
             failures: std::sync::Mutex::new(std::collections::HashMap::new()),
+            redis: crate::redis_status::RedisStatus::default(),
         }
     }
 
@@ -210,6 +213,20 @@ async fn check_references(client: &Client, ct: &CrashTable) -> Result<(), Error>
         }
     }
     Ok(())
+}
+
+/// What a redis-backend fleet published (see [`crate::redis_status`]), from the Redis its
+/// Secret names.
+async fn redis_published(
+    ctx: &Context,
+    ct: &CrashTable,
+) -> Result<crate::redis_status::Published, String> {
+    let r = &ct.spec.redis.url_secret_ref;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ct.namespace().unwrap_or_default());
+    let secret = api.get(&r.name).await.map_err(|e| e.to_string())?;
+    let url = secret_text(&secret, &r.key)
+        .ok_or_else(|| format!("no key {} in Secret {}", r.key, r.name))?;
+    ctx.redis.read(&url, &ct.name_any()).await
 }
 
 /// A condition, keeping its transition time when its status did not change.
@@ -441,6 +458,19 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
         .as_ref()
         .and_then(|l| l.lease_transitions)
         .map(i64::from);
+    // A redis-backend fleet never writes the Lease: its election record is the Redis lock.
+    let mut leader_note = String::new();
+    let (leader, term, rounds_played) = match ct.spec.leader_election.backend {
+        ElectionBackend::Kubernetes => (leader, term, rounds_played),
+        ElectionBackend::Redis => match redis_published(ctx, ct).await {
+            Ok(p) => (p.leader, p.term, p.rounds_played),
+            Err(e) => {
+                warn!(table = %name, error = %e, "could not read the fleet's Redis for status");
+                leader_note = format!(" (Redis: {e})");
+                (None, None, None)
+            }
+        },
+    };
 
     // Why pods are not ready, if they are not: `list` on the table's pods by its selector, each
     // pass (the status refresh is periodic anyway, so no watch is needed).
@@ -524,7 +554,7 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
                     "NoLeader"
                 },
                 format!(
-                    "{ready}/{want} replicas ready, leader {}",
+                    "{ready}/{want} replicas ready, leader {}{leader_note}",
                     leader.as_deref().unwrap_or("none")
                 ),
                 gen_,

@@ -437,10 +437,11 @@ pub struct CrashTableStatus {
     /// Replicas ready to take money.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
-    /// The replica leading the rounds (the Lease's holder).
+    /// The replica leading the rounds (the Lease's holder; with the `redis` backend, the Redis
+    /// lock's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
-    /// The leadership term (the Lease's transitions).
+    /// The leadership term (the Lease's transitions; with `redis`, the lock's term).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub term: Option<i64>,
     /// The published fairness commitment.

@@ -5,6 +5,7 @@ pub mod builders;
 pub mod controller;
 pub mod crd;
 pub mod health;
+pub mod redis_status;
 
 use kube::CustomResourceExt;
 

@@ -550,6 +550,182 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
     Ok(())
 }
 
+/// `leaderElection.backend: redis`: the nodes elect through the Redis lock and never write the
+/// Lease; the operator reads the lock, so `kubectl get ct` shows the table Ready with its leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_backend_table_is_ready_with_its_leader() -> anyhow::Result<()> {
+    let test = "a_redis_backend_table_is_ready_with_its_leader";
+    let Some(cluster) = cluster_or_skip(test).await? else {
+        return Ok(());
+    };
+    let Some((pg_admin, game_node)) = needs(test) else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let redis_port = free_port();
+    let _redis = Proc(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let db = format!("cf_op_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&pg_admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
+        .execute(&mut conn)
+        .await?;
+    let (base, _) = pg_admin.rsplit_once('/').expect("a URL");
+    let ns = cluster.namespace("redis-ct").await?;
+    let client = cluster.client();
+    let pp = PostParams::default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+    for (name, url) in [
+        ("redis", format!("redis://127.0.0.1:{redis_port}")),
+        ("postgres", format!("{base}/{db}")),
+    ] {
+        let s: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "stringData": {"url": url},
+        }))?;
+        secrets.create(&pp, &s).await?;
+    }
+    crd(&client).await?;
+    let helm = support::tool("helm");
+    let release = format!("cf-{}", &ns.name()[ns.name().len().saturating_sub(8)..]);
+    let install = Command::new(&helm)
+        .args(["install", &release])
+        .arg(support::chart())
+        .args([
+            "-n",
+            ns.name(),
+            "--set",
+            &format!("watchNamespace={}", ns.name()),
+        ])
+        .env("KUBECONFIG", cluster.kubeconfig_source())
+        .output()?;
+    assert!(install.status.success(), "helm install: {install:?}");
+    let operator_access = ns.service_account_access("crashfleet-operator").await?;
+    let _operator = Proc(
+        Command::new(env!("CARGO_BIN_EXE_crashfleet-operator"))
+            .args(["run", "--listen", "127.0.0.1:0", "--namespace", ns.name()])
+            .env("KUBECONFIG", operator_access.kubeconfig_path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let table: CrashTable = serde_json::from_value(json!({
+        "apiVersion": "crashfleet.dev/v1alpha1", "kind": "CrashTable",
+        "metadata": {"name": "play"},
+        "spec": {
+            "replicas": 2,
+            "image": "registry.example/game-node:0.1.0",
+            "leaderElection": {"backend": "redis", "leaseDurationSeconds": 2},
+            "redis": {"urlSecretRef": {"name": "redis", "key": "url"}},
+            "database": {"urlSecretRef": {"name": "postgres", "key": "url"}},
+            "game": {"bettingWindowMs": 500, "pauseMs": 200, "doublingMs": 1000,
+                     "maxMultiplierX100": 300},
+            "fairness": {"chainLength": 2000},
+        },
+    }))?;
+    let tables: Api<CrashTable> = Api::namespaced(client.clone(), ns.name());
+    tables.create(&pp, &table).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
+    let deployment = poll("the Deployment", Duration::from_secs(60), || {
+        let d = deployments.clone();
+        async move { d.get_opt("play").await }
+    })
+    .await?;
+    let access = ns.service_account_access("play").await?;
+    let (nodes, urls) = start_pods(
+        &deployment,
+        &game_node,
+        dir.path(),
+        ns.name(),
+        &secrets,
+        access.kubeconfig_path(),
+        0,
+    )
+    .await?;
+    let ready = poll(
+        "Ready with a leader and rounds played",
+        Duration::from_secs(90),
+        || {
+            let t = tables.clone();
+            async move {
+                Ok(t.get("play").await?.status.filter(|s| {
+                    s.leader.is_some()
+                        && s.fairness
+                            .as_ref()
+                            .and_then(|f| f.rounds_played)
+                            .is_some_and(|n| n >= 1)
+                        && s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                }))
+            }
+        },
+    )
+    .await;
+    let st = match ready {
+        Ok(st) => st,
+        Err(e) => {
+            let logs: Vec<String> = (0..nodes.len())
+                .map(|i| {
+                    std::fs::read_to_string(dir.path().join(format!("play-5f7c90-{i}/node.log")))
+                        .unwrap_or_default()
+                })
+                .collect();
+            let st = tables.get("play").await.ok().and_then(|t| t.status);
+            panic!("{e}\nstatus: {st:?}\n{}", logs.join("\n-----\n"));
+        }
+    };
+    let leader = st.leader.clone().expect("leader");
+    assert!(leader.starts_with("play-5f7c90-"), "{leader}");
+    // The status agrees with the fleet's own view, and no Lease was involved.
+    let fleet: Value = reqwest::get(format!("{}/api/v1/fleet", urls[0]))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(fleet["leader"], leader.as_str(), "{fleet}");
+    assert_eq!(fleet["term"].as_i64(), st.term, "{fleet}");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), ns.name());
+    assert!(
+        leases.get_opt("play-leader").await?.is_none(),
+        "the redis backend wrote a Lease"
+    );
+    let get = Command::new(support::tool("kubectl"))
+        .args(["get", "ct", "play", "-n", ns.name()])
+        .env("KUBECONFIG", cluster.kubeconfig_source())
+        .output()?;
+    let text = String::from_utf8_lossy(&get.stdout);
+    assert!(text.contains("Running") && text.contains(&leader), "{text}");
+    println!("OPERATOR kubectl get ct (redis backend):\n{text}");
+    drop(nodes);
+    let _ = Command::new(&helm)
+        .args(["uninstall", &release, "-n", ns.name()])
+        .env("KUBECONFIG", cluster.kubeconfig_source())
+        .output();
+    ns.cleanup().await?;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
+    Ok(())
+}
+
 async fn crd(client: &kube::Client) -> anyhow::Result<()> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::CustomResourceExt;

@@ -23,6 +23,10 @@ use sqlx::Connection;
 
 mod support;
 
+/// The fleet tests run one at a time: each runs a fleet of nodes, an operator, Redis and timed
+/// pauses, and two at once on a 2-core machine stretch rounds past the pause checks' windows.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -189,6 +193,7 @@ async fn resolve(
 async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template()
 -> anyhow::Result<()> {
     let test = "a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template";
+    let _serial = SERIAL.lock().await;
     let Some(cluster) = cluster_or_skip(test).await? else {
         return Ok(());
     };
@@ -555,6 +560,7 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_backend_table_is_ready_with_its_leader() -> anyhow::Result<()> {
     let test = "a_redis_backend_table_is_ready_with_its_leader";
+    let _serial = SERIAL.lock().await;
     let Some(cluster) = cluster_or_skip(test).await? else {
         return Ok(());
     };

@@ -1,0 +1,582 @@
+# shellcheck shell=bash
+# The real node `real-0` of a test cluster: containerd + runc + CNI bridge from Debian's packages,
+# kubelet and kube-proxy from the control plane's build. Sourced by cluster.sh (not run on its own);
+# uses its NAME, WORK_DIR, CACHE_DIR, BIN_DIR, KUBECONFIG_FILE, log, die and kctl.
+#
+# Everything the node creates on the host carries the cluster's name or lives under its work dir, so
+# `down` can remove exactly what this cluster made: containerd's root/state/socket, the kubelet's root
+# (pod volumes), the netns files of the pods (containerd's state dir), the CNI bridge and its IPAM
+# files, and the cgroup parent of the pods. What cannot be per cluster (kube-proxy's nft table is
+# always `kube-proxy`; the kubelet's KUBE-* iptables chains and the `kubernetes` Service range are
+# fixed names in the one host network namespace) is why only one real node runs per machine at a
+# time: a machine-wide owner file says whose it is, and a second cluster's `up` is refused.
+
+# 1 (default) starts the real node; 0 gives the fake-nodes-only cluster of before (quicker, no root).
+REAL_NODE=${CRASHFLEET_REAL_NODE:-1}
+REAL_NODE_NAME=real-0
+
+# The bridge and its /24 (bridge = .1 = node IP, pods .2-.254). The default cluster gets cfreal0 on
+# 10.244.0.1/24; other names derive both from a checksum of the name, so a developer's cluster and a
+# CI run pick different ones (set them explicitly when two derived values collide).
+rn_default_net() {
+  if [ "$NAME" = crashfleet ]; then
+    echo "cfreal0 10.244.0.1/24"
+  else
+    local sum
+    sum=$(printf '%s' "$NAME" | cksum | cut -d' ' -f1)
+    printf 'cfr%08x 10.244.%d.1/24\n' $((sum & 0xffffffff)) $((sum % 250 + 1))
+  fi
+}
+read -r _RN_BR _RN_CIDR <<<"$(rn_default_net)"
+REAL_NODE_BRIDGE=${CRASHFLEET_REAL_NODE_BRIDGE:-$_RN_BR}
+REAL_NODE_CIDR=${CRASHFLEET_REAL_NODE_CIDR:-$_RN_CIDR}
+# The cgroup parent of the node's pods (kubelet cgroupRoot): kubepods lives under it, one per cluster.
+REAL_NODE_CGROUP=${CRASHFLEET_REAL_NODE_CGROUP:-/crashfleet-$NAME}
+REAL_NODE_IP=${REAL_NODE_CIDR%/*}
+# kwokctl's default Service range; the apiserver serves its `kubernetes` Service at the first address.
+SERVICE_CIDR=10.0.0.0/24
+KUBERNETES_SERVICE_IP=10.0.0.1
+# The pause image every pod sandbox starts from; built here (no registry is reachable).
+PAUSE_IMAGE=crashfleet.test/pause:1
+# Machine-wide: which cluster's real node runs (see the top of this file).
+REAL_NODE_OWNER_FILE=/run/crashfleet-real-node.owner
+
+rn_dir() { echo "$WORK_DIR/$REAL_NODE_NAME"; }
+rn_sock() { echo "$(rn_dir)/containerd/containerd.sock"; }
+rn_ctr() { ctr --address "$(rn_sock)" -n k8s.io "$@"; }
+rn_nft_table() { echo "crashfleet-$NAME"; }
+rn_cni_network() { echo "crashfleet-$NAME"; }
+
+rn_validate() {
+  [[ $REAL_NODE =~ ^[01]$ ]] || die "CRASHFLEET_REAL_NODE must be 0 or 1, not '$REAL_NODE'"
+  [ "$REAL_NODE" = 1 ] || return 0
+  [[ $REAL_NODE_BRIDGE =~ ^[a-zA-Z0-9_-]{1,15}$ ]] ||
+    die "CRASHFLEET_REAL_NODE_BRIDGE='$REAL_NODE_BRIDGE' is not an interface name (at most 15 characters)"
+  [[ $REAL_NODE_CIDR =~ ^10\.([0-9]{1,3})\.([0-9]{1,3})\.1/24$ ]] ||
+    die "CRASHFLEET_REAL_NODE_CIDR='$REAL_NODE_CIDR' must be a private 10.X.Y.1/24 (bridge address .1)"
+  [[ $REAL_NODE_CGROUP =~ ^/[a-zA-Z0-9_.-]+$ ]] ||
+    die "CRASHFLEET_REAL_NODE_CGROUP='$REAL_NODE_CGROUP' must be one path element like /crashfleet-dev"
+}
+
+rn_require_host() {
+  [ "$(id -u)" = 0 ] || die "the real node needs root (bridge, cgroups, containers); run as root or set CRASHFLEET_REAL_NODE=0"
+  local c missing=()
+  for c in containerd containerd-shim-runc-v2 ctr runc ip iptables ip6tables nft buildah; do
+    command -v "$c" >/dev/null 2>&1 || missing+=("$c")
+  done
+  [ -x /usr/lib/cni/bridge ] || missing+=("/usr/lib/cni/bridge")
+  [ ${#missing[@]} -eq 0 ] ||
+    die "the real node needs ${missing[*]}: run tests/install-deps.sh (containerd runc containernetworking-plugins iptables nftables buildah), or set CRASHFLEET_REAL_NODE=0"
+  [ -d /sys/fs/cgroup ] || die "no /sys/fs/cgroup"
+}
+
+# --- the machine-wide owner file ----------------------------------------------------------------------
+
+# The work dir of the cluster whose real node runs, if its containerd or kubelet still lives.
+rn_owner_alive() {
+  local owner f pid
+  owner=$(cat "$REAL_NODE_OWNER_FILE" 2>/dev/null) || return 1
+  [ -n "$owner" ] || return 1
+  for f in "$owner/$REAL_NODE_NAME"/pids/*.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    [[ $pid =~ ^[0-9]+$ ]] && [ -r "/proc/$pid/cmdline" ] &&
+      tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$owner" && {
+      echo "$owner"
+      return 0
+    }
+  done
+  return 1
+}
+
+rn_claim_machine() {
+  local owner
+  exec {RN_OWNER_FD}>"$REAL_NODE_OWNER_FILE.lock"
+  flock -w 30 "$RN_OWNER_FD" || die "could not lock $REAL_NODE_OWNER_FILE.lock"
+  if owner=$(rn_owner_alive) && [ "$owner" != "$WORK_DIR" ]; then
+    exec {RN_OWNER_FD}>&-
+    die "another cluster's real node runs on this machine ($owner): kube-proxy's nft table and the kubelet's iptables chains exist once per machine. Stop it (CRASHFLEET_K8S_NAME=$(basename "$owner") tests/k8s/cluster.sh down) or start this cluster with CRASHFLEET_REAL_NODE=0"
+  fi
+  echo "$WORK_DIR" >"$REAL_NODE_OWNER_FILE"
+  exec {RN_OWNER_FD}>&-
+}
+
+# True when no other cluster's real node runs, so the machine-wide names (kube-proxy's table, the
+# kubelet's iptables chains) are ours to remove.
+rn_machine_is_ours() {
+  local owner
+  owner=$(cat "$REAL_NODE_OWNER_FILE" 2>/dev/null) || return 0
+  [ -z "$owner" ] || [ "$owner" = "$WORK_DIR" ] || ! rn_owner_alive >/dev/null
+}
+
+# --- before kwokctl create: the bridge, and the apiserver reachable on it ---------------------------
+
+# The node IP must exist before the apiserver starts: it binds it, advertises it in the `kubernetes`
+# Endpoints, and its certificate names it.
+rn_create_bridge() {
+  if ! ip link show "$REAL_NODE_BRIDGE" >/dev/null 2>&1; then
+    ip link add "$REAL_NODE_BRIDGE" type bridge
+  fi
+  ip addr replace "$REAL_NODE_CIDR" dev "$REAL_NODE_BRIDGE"
+  ip link set "$REAL_NODE_BRIDGE" up
+  # The host reaches ClusterIPs over the bridge (kube-proxy DNATs them to pods); never out of eth0.
+  ip route replace "$SERVICE_CIDR" dev "$REAL_NODE_BRIDGE" src "$REAL_NODE_IP"
+  # Saved so `down` can put the host's forwarding back (the CNI bridge plugin turns it on).
+  [ -f "$(rn_dir)/ip_forward.before" ] || cat /proc/sys/net/ipv4/ip_forward >"$(rn_dir)/ip_forward.before"
+}
+
+# The apiserver binds only the bridge address (pods reach it there and through 10.0.0.1); kwokctl's
+# components and the tests keep using 127.0.0.1:PORT, which this table rewrites to the bridge
+# address for local processes. No server listens on a route out.
+rn_apiserver_dnat() {
+  local port=$1 t
+  t=$(rn_nft_table)
+  nft -f - <<EOF
+table ip $t
+delete table ip $t
+table ip $t {
+  chain output {
+    type nat hook output priority -110; policy accept;
+    ip daddr 127.0.0.1 tcp dport $port dnat to $REAL_NODE_IP:$port
+  }
+}
+EOF
+}
+
+rn_free_port() {
+  local p
+  for _ in $(seq 50); do
+    p=$((20000 + RANDOM % 20000))
+    port_in_use "$p" || (exec 3<>"/dev/tcp/$REAL_NODE_IP/$p") 2>/dev/null || {
+      echo "$p"
+      return 0
+    }
+  done
+  die "found no free port"
+}
+
+# The kwokctl configuration for a cluster with a real node (REAL-NODE.md, blockers 2-5).
+rn_kwokctl_config() {
+  local pki
+  pki="$(component_dir)/pki"
+  cat <<EOF
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  runtime: binary
+  bindAddress: 127.0.0.1
+  kubeApiserverCertSANs: ["$REAL_NODE_IP", "$KUBERNETES_SERVICE_IP"]
+componentsPatches:
+- name: kube-apiserver
+  extraArgs:
+  - {key: bind-address, value: "$REAL_NODE_IP", override: true}
+  - {key: advertise-address, value: "$REAL_NODE_IP"}
+  # The node name does not resolve; the kubelet serves on its InternalIP (the bridge address).
+  - {key: kubelet-preferred-address-types, value: InternalIP}
+  # logs/exec/port-forward: the kubelet trusts the cluster CA; the admin pair is signed by it.
+  - {key: kubelet-client-certificate, value: "$pki/admin.crt"}
+  - {key: kubelet-client-key, value: "$pki/admin.key"}
+- name: kwok-controller
+  extraArgs:
+  # Only the fake nodes (annotated in nodes.yaml); real-0 belongs to its kubelet.
+  - {key: manage-all-nodes, value: "false", override: true}
+  - {key: manage-nodes-with-annotation-selector, value: kwok.x-k8s.io/node=fake}
+EOF
+}
+
+# --- the pause image ---------------------------------------------------------------------------------
+
+# buildah's storage for every image built here (pause, the runtime stand-in, our images).
+buildah_() {
+  buildah --root "$CACHE_DIR/buildah/root" --runroot "$CACHE_DIR/buildah/runroot" --storage-driver vfs "$@"
+}
+
+# A static program that sleeps until SIGTERM/SIGINT and reaps children: all a sandbox needs.
+rn_pause_archive() {
+  local dir=$CACHE_DIR/pause src key archive
+  src='#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void stop(int s) { (void)s; _exit(0); }
+static void reap(int s) { (void)s; while (waitpid(-1, 0, WNOHANG) > 0) {} }
+int main(void) {
+  signal(SIGTERM, stop);
+  signal(SIGINT, stop);
+  signal(SIGCHLD, reap);
+  for (;;) pause();
+}'
+  key=$(printf '%s\n%s\n' "$src" "$PAUSE_IMAGE" | sha256sum | cut -c1-16)
+  archive=$dir/pause-$key.tar
+  if [ ! -s "$archive" ]; then
+    mkdir -p "$dir"
+    local tmp
+    tmp=$(mktemp -d "$dir/.build.XXXXXX")
+    printf '%s\n' "$src" >"$tmp/pause.c"
+    gcc -static -Os -s -o "$tmp/pause" "$tmp/pause.c" >&2 || die "could not build the pause program (gcc, libc6-dev)"
+    local c
+    c=$(buildah_ from scratch)
+    buildah_ copy "$c" "$tmp/pause" /pause >/dev/null
+    buildah_ config --entrypoint '["/pause"]' --user 65535:65535 "$c"
+    buildah_ commit -q "$c" "$PAUSE_IMAGE" >/dev/null
+    buildah_ rm "$c" >/dev/null
+    buildah_ push -q "$PAUSE_IMAGE" "docker-archive:$tmp/pause.tar:$PAUSE_IMAGE" >&2
+    mv "$tmp/pause.tar" "$archive"
+    rm -rf "$tmp"
+  fi
+  echo "$archive"
+}
+
+# --- starting the node -------------------------------------------------------------------------------
+
+rn_cgroup_dirs() {
+  local h
+  for h in /sys/fs/cgroup/*/; do
+    [ -d "$h" ] && [ -w "$h" ] || continue
+    echo "${h%/}$REAL_NODE_CGROUP"
+  done
+}
+
+# The kubelet wants its cgroupRoot to exist in every hierarchy; cpuset children need cpus/mems.
+rn_create_cgroups() {
+  local d
+  while read -r d; do
+    mkdir -p "$d"
+    if [ -f "$d/cpuset.cpus" ] && [ -z "$(tr -d '\n' <"$d/cpuset.cpus")" ]; then
+      cat "$(dirname "$d")/cpuset.cpus" >"$d/cpuset.cpus"
+      cat "$(dirname "$d")/cpuset.mems" >"$d/cpuset.mems"
+    fi
+  done < <(rn_cgroup_dirs)
+}
+
+rn_write_configs() {
+  local d pause_image
+  d=$(rn_dir)
+  mkdir -p "$d"/{containerd/root,containerd/state,containerd/opt,cni/net.d,cni/ipam,kubelet/root,kubelet/pki,kubelet/pods-logs,logs,pids}
+  cat >"$d/containerd/config.toml" <<EOF
+# Generated by tests/k8s/cluster.sh for cluster '$NAME'; removed by 'down'.
+version = 2
+root = "$d/containerd/root"
+state = "$d/containerd/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "$(rn_sock)"
+[ttrpc]
+  address = "$(rn_sock).ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$d/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  # Root here lacks CAP_SYS_RESOURCE: without this runc fails on oom_score_adj -998.
+  restrict_oom_score_adj = true
+  # Pod network namespaces under our state dir, not /run/netns: removable per cluster.
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$d/cni/net.d"
+EOF
+  # Pods get an address on the bridge and a route to the Service range only: no default route, so
+  # nothing a pod sends leaves this machine.
+  cat >"$d/cni/net.d/10-crashfleet.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "$(rn_cni_network)",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$REAL_NODE_BRIDGE",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "$d/cni/ipam",
+        "ranges": [[{"subnet": "${REAL_NODE_IP%.1}.0/24", "gateway": "$REAL_NODE_IP"}]],
+        "routes": [{"dst": "$SERVICE_CIDR"}]
+      }
+    },
+    {"type": "loopback"}
+  ]
+}
+EOF
+  local kubelet_port healthz_port proxy_healthz proxy_metrics
+  kubelet_port=$(rn_free_port)
+  healthz_port=$(rn_free_port)
+  proxy_healthz=$(rn_free_port)
+  proxy_metrics=$(rn_free_port)
+  pause_image=$PAUSE_IMAGE
+  cat >"$d/kubelet/config.yaml" <<EOF
+# Generated by tests/k8s/cluster.sh for cluster '$NAME'; see REAL-NODE.md for why each line is here.
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: cgroupfs
+cgroupRoot: $REAL_NODE_CGROUP
+failCgroupV1: false
+failSwapOn: false
+containerRuntimeEndpoint: unix://$(rn_sock)
+imageServiceEndpoint: unix://$(rn_sock)
+staticPodPath: ""
+address: $REAL_NODE_IP
+port: $kubelet_port
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: $healthz_port
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $(component_dir)/pki/ca.crt}
+authorization: {mode: Webhook}
+podLogsDir: $d/kubelet/pods-logs
+registerWithTaints:
+- {key: crashfleet.dev/real-node, value: "true", effect: NoSchedule}
+# The disk is small and shared: evict only when it is really full, and keep our images.
+evictionHard: {nodefs.available: "1%", imagefs.available: "1%", memory.available: "100Mi"}
+imageGCHighThresholdPercent: 99
+imageGCLowThresholdPercent: 98
+# The pause image is local; never pull it.
+podInfraContainerImage: $pause_image
+serializeImagePulls: false
+maxPods: 50
+EOF
+  # shellcheck disable=SC2016 # a literal for kube-proxy
+  cat >"$d/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+clientConnection: {kubeconfig: $KUBECONFIG_FILE}
+hostnameOverride: $REAL_NODE_NAME
+bindAddress: $REAL_NODE_IP
+clusterCIDR: ${REAL_NODE_IP%.1}.0/24
+# NodePorts only on the bridge address, never on the machine's outside interface.
+nodePortAddresses: ["$REAL_NODE_IP/32"]
+healthzBindAddress: 127.0.0.1:$proxy_healthz
+metricsBindAddress: 127.0.0.1:$proxy_metrics
+# 0: leave the host's conntrack sysctls alone.
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+EOF
+}
+
+# rn_start NAME LOG COMMAND...: a process of the node in its own session, its pid in pids/NAME.pid.
+rn_start() {
+  local what=$1 logf=$2
+  shift 2
+  setsid nohup "$@" </dev/null >>"$logf" 2>&1 {CLUSTER_LOCK_FD}>&- &
+  echo $! >"$(rn_dir)/pids/$what.pid"
+  # Until it has exec'd, the child's command line is this shell's: wait, so liveness checks hold.
+  local n
+  for n in $(seq 50); do
+    rn_pid_alive "$what" && return 0
+    sleep 0.05
+  done
+}
+
+rn_pid_alive() {
+  local pid
+  pid=$(cat "$(rn_dir)/pids/$1.pid" 2>/dev/null) || return 1
+  [[ $pid =~ ^[0-9]+$ ]] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$WORK_DIR"
+}
+
+rn_fail() {
+  local f
+  for f in "$(rn_dir)"/logs/*.log; do
+    [ -s "$f" ] || continue
+    printf -- '--- %s (last 15 lines)\n' "$f" >&2
+    tail -n 15 "$f" >&2
+  done
+  fail_up "$1"
+}
+
+# Starts containerd, loads the pause image, starts the kubelet and waits for real-0 to be Ready,
+# then kube-proxy. Called after the control plane is ready.
+rn_up() {
+  local d t0=$SECONDS deadline=$((SECONDS + READY_TIMEOUT))
+  d=$(rn_dir)
+  rn_create_cgroups
+  local archive
+  archive=$(rn_pause_archive)
+  rn_write_configs
+  rn_start containerd "$d/logs/containerd.log" containerd --config "$d/containerd/config.toml"
+  until rn_ctr version >/dev/null 2>&1; do
+    rn_pid_alive containerd || rn_fail "containerd exited"
+    [ $SECONDS -lt $deadline ] || rn_fail "containerd did not answer within ${READY_TIMEOUT}s"
+    sleep 0.2
+  done
+  rn_ctr images import "$archive" >>"$d/logs/images.log" 2>&1 || rn_fail "could not import the pause image"
+  rn_start kubelet "$d/logs/kubelet.log" "$BIN_DIR/kubelet" \
+    --config "$d/kubelet/config.yaml" \
+    --kubeconfig "$KUBECONFIG_FILE" \
+    --root-dir "$d/kubelet/root" \
+    --cert-dir "$d/kubelet/pki" \
+    --hostname-override "$REAL_NODE_NAME" \
+    --node-ip "$REAL_NODE_IP" \
+    --node-labels "crashfleet.dev/real-node=true,type=real"
+  local t_kubelet=$SECONDS
+  until [ "$(kctl get node "$REAL_NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]; do
+    rn_pid_alive kubelet || rn_fail "the kubelet exited"
+    [ $SECONDS -lt $deadline ] || rn_fail "node $REAL_NODE_NAME was not Ready within ${READY_TIMEOUT}s"
+    sleep 0.2
+  done
+  log "node $REAL_NODE_NAME Ready $((SECONDS - t_kubelet))s after the kubelet started"
+  rn_start kube-proxy "$d/logs/kube-proxy.log" "$BIN_DIR/kube-proxy" --config "$d/kube-proxy.yaml"
+  # kube-proxy is ready once it wrote the `kubernetes` Service into its table.
+  until nft list map ip kube-proxy service-ips 2>/dev/null | grep -qF "$KUBERNETES_SERVICE_IP"; do
+    rn_pid_alive kube-proxy || rn_fail "kube-proxy exited"
+    [ $SECONDS -lt $deadline ] || rn_fail "kube-proxy did not program the kubernetes Service within ${READY_TIMEOUT}s"
+    sleep 0.2
+  done
+  log "real node $REAL_NODE_NAME up in $((SECONDS - t0))s (bridge $REAL_NODE_BRIDGE $REAL_NODE_CIDR, cgroup $REAL_NODE_CGROUP)"
+}
+
+# --- down ----------------------------------------------------------------------------------------------
+
+rn_stop_pid() {
+  local what=$1 pid n
+  pid=$(cat "$(rn_dir)/pids/$what.pid" 2>/dev/null) || return 0
+  rn_pid_alive "$what" || return 0
+  kill "$pid" 2>/dev/null || true
+  for n in $(seq 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+  RN_REMOVED+=("$what (pid $pid)")
+}
+
+# Removes everything the real node made; says what it removed. Safe to repeat, and safe when the
+# node never started (each step looks for what it removes).
+rn_down() {
+  RN_REMOVED=()
+  local d n
+  d=$(rn_dir)
+  # The kubelet first, so it restarts nothing while the containers go.
+  rn_stop_pid kube-proxy
+  rn_stop_pid kubelet
+  if [ -S "$(rn_sock)" ] && rn_ctr version >/dev/null 2>&1; then
+    local ids id
+    ids=$(rn_ctr tasks ls -q 2>/dev/null || true)
+    for id in $ids; do rn_ctr tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true; done
+    for id in $ids; do
+      for n in $(seq 30); do
+        rn_ctr tasks ls -q 2>/dev/null | grep -qx "$id" || break
+        rn_ctr tasks rm -f "$id" >/dev/null 2>&1 || sleep 0.1
+      done
+    done
+    n=$(rn_ctr containers ls -q 2>/dev/null | wc -l)
+    rn_ctr containers ls -q 2>/dev/null | xargs -r -n 20 ctr --address "$(rn_sock)" -n k8s.io containers rm >/dev/null 2>&1 || true
+    [ "$n" = 0 ] || RN_REMOVED+=("$n containers")
+  fi
+  rn_stop_pid containerd
+  # Shims outlive a killed containerd; each names our socket on its command line.
+  local pid shims=0
+  for pid in $(pgrep -f "containerd-shim-runc-v2 .*-address $(rn_sock)" 2>/dev/null || true); do
+    kill -9 "$pid" 2>/dev/null && shims=$((shims + 1))
+  done
+  [ "$shims" = 0 ] || RN_REMOVED+=("$shims containerd shims")
+  # Mounts under the node's dir (pod volumes, the kubelet's self bind mount, container rootfs,
+  # netns files), deepest first.
+  local mounts
+  mounts=$(awk -v p="$d/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r -u)
+  if [ -n "$mounts" ]; then
+    n=0
+    while read -r m; do
+      umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+      n=$((n + 1))
+    done <<<"$mounts"
+    RN_REMOVED+=("$n mounts")
+  fi
+  # The pods' cgroup parent, deepest first, in every hierarchy.
+  local cg dirs=0
+  while read -r cg; do
+    [ -d "$cg" ] || continue
+    while read -r sub; do rmdir "$sub" 2>/dev/null || true; done < <(find "$cg" -depth -type d 2>/dev/null)
+    dirs=$((dirs + 1))
+  done < <(rn_cgroup_dirs)
+  [ "$dirs" = 0 ] || RN_REMOVED+=("cgroup $REAL_NODE_CGROUP in $dirs hierarchies")
+  # veths left on the bridge, then the bridge (its route goes with it).
+  local v veths=0
+  for v in $(ip -o link show master "$REAL_NODE_BRIDGE" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
+    ip link del "$v" 2>/dev/null && veths=$((veths + 1))
+  done
+  [ "$veths" = 0 ] || RN_REMOVED+=("$veths veths")
+  if ip link show "$REAL_NODE_BRIDGE" >/dev/null 2>&1; then
+    ip link del "$REAL_NODE_BRIDGE" && RN_REMOVED+=("bridge $REAL_NODE_BRIDGE")
+  fi
+  if nft list table ip "$(rn_nft_table)" >/dev/null 2>&1; then
+    nft delete table ip "$(rn_nft_table)" && RN_REMOVED+=("nft table ip $(rn_nft_table)")
+  fi
+  # The CNI result cache of our network (libcni keeps it in /var/lib/cni whatever the config says).
+  local cached
+  cached=$({ find /var/lib/cni/results -maxdepth 1 -name "$(rn_cni_network)-*" 2>/dev/null || true; } | wc -l)
+  if [ "$cached" != 0 ]; then
+    find /var/lib/cni/results -maxdepth 1 -name "$(rn_cni_network)-*" -delete
+    RN_REMOVED+=("$cached CNI cache files")
+  fi
+  if rn_machine_is_ours; then
+    rn_down_machine_wide
+    [ -f "$d/ip_forward.before" ] && cat "$d/ip_forward.before" >/proc/sys/net/ipv4/ip_forward 2>/dev/null
+    if [ "$(cat "$REAL_NODE_OWNER_FILE" 2>/dev/null)" = "$WORK_DIR" ]; then rm -f "$REAL_NODE_OWNER_FILE"; fi
+  fi
+  [ -d "$d/cni/ipam" ] && [ -n "$(ls -A "$d/cni/ipam" 2>/dev/null)" ] && RN_REMOVED+=("IPAM files")
+  if [ ${#RN_REMOVED[@]} -gt 0 ]; then
+    log "real node $REAL_NODE_NAME: removed $(printf '%s; ' "${RN_REMOVED[@]}" | sed 's/; $//')"
+  fi
+}
+
+# What exists once per machine: kube-proxy's nft tables and the kubelet's KUBE-* iptables chains.
+rn_down_machine_wide() {
+  local fam
+  for fam in ip ip6; do
+    if nft list table "$fam" kube-proxy >/dev/null 2>&1; then
+      nft delete table "$fam" kube-proxy && RN_REMOVED+=("nft table $fam kube-proxy")
+    fi
+  done
+  local ipt table chain rule chains
+  for ipt in iptables ip6tables; do
+    for table in filter nat mangle; do
+      chains=$("$ipt" -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}')
+      [ -n "$chains" ] || continue
+      # The jumps into them first (INPUT/OUTPUT -> KUBE-FIREWALL), then the chains.
+      while read -r rule; do
+        # shellcheck disable=SC2086 # a rule's words
+        "$ipt" -t "$table" ${rule/-A/-D} 2>/dev/null || true
+      done < <("$ipt" -t "$table" -S 2>/dev/null | grep -E '^-A ' | grep -E -- '-j KUBE-' || true)
+      for chain in $chains; do "$ipt" -t "$table" -F "$chain" 2>/dev/null || true; done
+      for chain in $chains; do "$ipt" -t "$table" -X "$chain" 2>/dev/null || true; done
+      RN_REMOVED+=("$ipt $table chains $(echo "$chains" | xargs)")
+    done
+  done
+}
+
+# --- status ---------------------------------------------------------------------------------------------
+
+rn_status() {
+  [ -d "$(rn_dir)" ] || {
+    echo "  real node: not started (CRASHFLEET_REAL_NODE=0 or an older up)"
+    return 0
+  }
+  local what pid
+  echo "  real node $REAL_NODE_NAME: bridge $REAL_NODE_BRIDGE $REAL_NODE_CIDR, cgroup $REAL_NODE_CGROUP"
+  for what in containerd kubelet kube-proxy; do
+    pid=$(cat "$(rn_dir)/pids/$what.pid" 2>/dev/null || echo "?")
+    if rn_pid_alive "$what"; then
+      echo "    $what pid $pid rss $(($(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0) / 1024)) MiB"
+    else
+      echo "    $what not running"
+    fi
+  done
+  echo "    pods on $REAL_NODE_NAME:"
+  kctl get pods -A --field-selector "spec.nodeName=$REAL_NODE_NAME" -o wide 2>/dev/null | sed 's/^/      /'
+}

@@ -45,6 +45,14 @@ if [ -x "$ROOT/tests/k8s/cluster.sh" ] || [ -f "$ROOT/tests/k8s/cluster.sh" ]; t
   echo "control plane up: $kc_line"
 fi
 
+# --- our images on the real node (tests/k8s/images.sh, issue #14) --------------------------------
+# The suite's own build comes first: the images take the game-node and operator binaries it makes
+# (debug, dependencies optimised), so the workspace is compiled once.
+if [ "${CRASHFLEET_REAL_NODE:-1}" != 0 ] && [ -f "$ROOT/tests/k8s/images.sh" ]; then
+  cargo test --workspace --no-run
+  CRASHFLEET_IMAGES_CARGO_BUILD=0 bash "$ROOT/tests/k8s/images.sh"
+fi
+
 # --- the suite ----------------------------------------------------------------------------------
 cargo test --workspace --no-fail-fast "$@"
 

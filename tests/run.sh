@@ -23,7 +23,8 @@ cleanup() {
   if [ "$pg_ours" = 1 ]; then bash "$ROOT/tests/pg/pg.sh" stop >/dev/null 2>&1 || true; fi
   if [ "$redis_ours" = 1 ]; then bash "$ROOT/tests/redis/redis.sh" stop >/dev/null 2>&1 || true; fi
   if [ "$k8s_ours" = 1 ] && [ -f "$ROOT/tests/k8s/cluster.sh" ]; then
-    bash "$ROOT/tests/k8s/cluster.sh" down >/dev/null 2>&1 || true
+    # stderr stays: it lists what the real node left on the host and down removed.
+    bash "$ROOT/tests/k8s/cluster.sh" down >/dev/null || true
   fi
 }
 trap cleanup EXIT

@@ -167,6 +167,7 @@ cleanup_build_tmp() {
 remove_in_background() {
   # chmod: an interrupted `go` can leave read-only module dirs behind despite -modcacherw.
   # The build lock is not handed down: the next build must not wait for this.
+  # shellcheck disable=SC2016 # $1 is expanded by the inner bash
   if [ -n "$BUILD_LOCK_FD" ]; then
     nohup bash -c 'chmod -R u+w "$1" 2>/dev/null; rm -rf "$1"' _ "$1" </dev/null >/dev/null 2>&1 {BUILD_LOCK_FD}>&- &
   else
@@ -465,7 +466,7 @@ stop_cluster() {
     [ -n "$pid" ] || continue
     log "stopping leftover $comp (pid $pid)"
     kill "$pid" 2>/dev/null || true
-    for n in $(seq 50); do
+    for _ in $(seq 50); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done

@@ -71,12 +71,23 @@ runtime_key() {
 
 make_runtime_root() {
   local root=$1 p f
-  mkdir -p "$root"
+  mkdir -p "$root/usr"
+  # Debian's merged /usr: /lib, /lib64, /bin, /sbin are links into /usr, as on the host (the
+  # binaries' interpreter is /lib64/ld-linux-x86-64.so.2).
+  for p in bin sbin lib lib64; do
+    if [ -L "/$p" ]; then
+      ln -s "$(readlink "/$p")" "$root/$p"
+      mkdir -p "$root/usr/$p"
+    fi
+  done
   for p in "${RUNTIME_PACKAGES[@]}"; do
     # Files and symlinks only; no documentation.
+    # From / with relative paths: cp -a --parents copies the parents' attributes relative to the
+    # working directory.
     dpkg -L "$p" | while read -r f; do
       case $f in /usr/share/doc/* | /usr/share/lintian/* | /usr/share/man/* | /usr/share/locale/*) continue ;; esac
-      if [ -f "$f" ] || [ -L "$f" ]; then cp -a --parents "$f" "$root/"; fi
+      [ -d "$f" ] && continue
+      if [ -f "$f" ] || [ -L "$f" ]; then (cd / && cp -a --parents "${f#/}" "$root/"); fi
     done
   done
   mkdir -p "$root/etc/ssl/certs" "$root/tmp" "$root/home/nonroot"

@@ -231,7 +231,7 @@ int main(void) {
 rn_cgroup_dirs() {
   local h
   for h in /sys/fs/cgroup/*/; do
-    [ -d "$h" ] && [ -w "$h" ] || continue
+    if [ ! -d "$h" ] || [ ! -w "$h" ]; then continue; fi
     echo "${h%/}$REAL_NODE_CGROUP"
   done
 }
@@ -246,6 +246,34 @@ rn_create_cgroups() {
       cat "$(dirname "$d")/cpuset.mems" >"$d/cpuset.mems"
     fi
   done < <(rn_cgroup_dirs)
+}
+
+# rn_client_kubeconfig FILE USER GROUP: a kubeconfig with a client certificate signed by the
+# cluster CA, so the kubelet acts as system:node:real-0 (the Node authorizer and NodeRestriction
+# apply to it, as on a real cluster) and kube-proxy as system:kube-proxy (system:node-proxier).
+rn_client_kubeconfig() {
+  local file=$1 user=$2 group=$3 pki server
+  pki="$(component_dir)/pki"
+  server=$(kctl config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$file.key" \
+    -subj "/O=$group/CN=$user" 2>/dev/null |
+    openssl x509 -req -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -CAserial "$file.srl" \
+      -days 7 -out "$file.crt" 2>/dev/null || die "could not sign a client certificate for $user"
+  chmod 600 "$file.key"
+  cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: $NAME
+  cluster: {server: "$server", certificate-authority: "$pki/ca.crt"}
+users:
+- name: $user
+  user: {client-certificate: "$file.crt", client-key: "$file.key"}
+contexts:
+- name: $user
+  context: {cluster: $NAME, user: $user}
+current-context: $user
+EOF
 }
 
 rn_write_configs() {
@@ -312,6 +340,8 @@ EOF
   ]
 }
 EOF
+  rn_client_kubeconfig "$d/kubelet/kubeconfig" "system:node:$REAL_NODE_NAME" system:nodes
+  rn_client_kubeconfig "$d/kube-proxy.kubeconfig" system:kube-proxy system:node-proxier
   local kubelet_port healthz_port proxy_healthz proxy_metrics
   kubelet_port=$(rn_free_port)
   healthz_port=$(rn_free_port)
@@ -356,7 +386,7 @@ EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: nftables
-clientConnection: {kubeconfig: $KUBECONFIG_FILE}
+clientConnection: {kubeconfig: $d/kube-proxy.kubeconfig}
 hostnameOverride: $REAL_NODE_NAME
 bindAddress: $REAL_NODE_IP
 clusterCIDR: ${REAL_NODE_IP%.1}.0/24
@@ -417,7 +447,7 @@ rn_up() {
   rn_ctr images import "$archive" >>"$d/logs/images.log" 2>&1 || rn_fail "could not import the pause image"
   rn_start kubelet "$d/logs/kubelet.log" "$BIN_DIR/kubelet" \
     --config "$d/kubelet/config.yaml" \
-    --kubeconfig "$KUBECONFIG_FILE" \
+    --kubeconfig "$d/kubelet/kubeconfig" \
     --root-dir "$d/kubelet/root" \
     --cert-dir "$d/kubelet/pki" \
     --hostname-override "$REAL_NODE_NAME" \

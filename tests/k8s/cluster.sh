@@ -526,10 +526,11 @@ cmd_up() {
   fi
 
   local t0=$SECONDS port=$APISERVER_PORT
+  # Before anything is made: a refused claim leaves nothing behind.
+  [ "$REAL_NODE" = 0 ] || rn_claim_machine
   mkdir -p "$(kwok_workdir)"
   write_nodes_manifest >"$WORK_DIR/nodes.yaml"
   if [ "$REAL_NODE" = 1 ]; then
-    rn_claim_machine
     mkdir -p "$(rn_dir)"
     rn_create_bridge
     # The port is needed before the apiserver starts, for the 127.0.0.1 -> bridge rewrite.

@@ -379,6 +379,9 @@ imageGCLowThresholdPercent: 98
 # The pause image is local; never pull it.
 podInfraContainerImage: $pause_image
 serializeImagePulls: false
+# Imported images show in the node's status with the next update: 3 s rather than 10 keeps
+# tests/k8s/images.sh's wait for them short.
+nodeStatusUpdateFrequency: 3s
 maxPods: 50
 EOF
   # shellcheck disable=SC2016 # a literal for kube-proxy

@@ -452,8 +452,9 @@ wait_ready() {
 }
 
 stop_cluster() {
-  # The real node even without a work dir: a bridge or table may outlive a removed directory.
-  if [ "$REAL_NODE" = 1 ] && [ "$(id -u)" = 0 ]; then rn_down; fi
+  # The real node whatever CRASHFLEET_REAL_NODE says now (it may have been started with another
+  # value), and even without a work dir: a bridge or table may outlive a removed directory.
+  if [ "$(id -u)" = 0 ] && rn_present; then rn_down; fi
   [ -d "$WORK_DIR" ] || return 0
   if [ -x "$BIN_DIR/kwokctl" ] && [ -d "$(component_dir)" ]; then
     KWOK_WORKDIR=$(kwok_workdir) "$BIN_DIR/kwokctl" --name "$NAME" delete cluster \
@@ -574,7 +575,7 @@ EOF
 cmd_down() {
   validate_name
   # Checked before the lock too, so `down` after an `up` that failed early needs nothing installed.
-  if [ ! -d "$WORK_DIR" ] && ! { [ "$REAL_NODE" = 1 ] && ip link show "$REAL_NODE_BRIDGE" >/dev/null 2>&1; }; then
+  if [ ! -d "$WORK_DIR" ] && ! rn_present; then
     log "cluster '$NAME' is not running; nothing to stop"
     return 0
   fi
@@ -605,7 +606,7 @@ cmd_status() {
   if apiserver_ready; then
     echo "  apiserver: $(kctl config view --minify -o jsonpath='{.clusters[0].cluster.server}') /readyz ok"
     kctl get nodes -L topology.kubernetes.io/zone 2>/dev/null | sed 's/^/  /'
-    [ "$REAL_NODE" = 0 ] || rn_status
+    if rn_present; then rn_status; fi
     echo "KUBECONFIG=$KUBECONFIG_FILE"
     return 0
   fi

@@ -47,6 +47,12 @@ rn_ctr() { ctr --address "$(rn_sock)" -n k8s.io "$@"; }
 rn_nft_table() { echo "crashfleet-$NAME"; }
 rn_cni_network() { echo "crashfleet-$NAME"; }
 
+# Whether this cluster has (or left) a real node: its dir, its bridge or its nft table.
+rn_present() {
+  [ -d "$(rn_dir)" ] || ip link show "$REAL_NODE_BRIDGE" >/dev/null 2>&1 ||
+    nft list table ip "$(rn_nft_table)" >/dev/null 2>&1
+}
+
 rn_validate() {
   [[ $REAL_NODE =~ ^[01]$ ]] || die "CRASHFLEET_REAL_NODE must be 0 or 1, not '$REAL_NODE'"
   [ "$REAL_NODE" = 1 ] || return 0

@@ -20,8 +20,6 @@ IMAGES_DIR=$CACHE_DIR/images
 # whose feature set a plain `cargo build -p` would not match, costing a second compile).
 CARGO_BUILD=${CRASHFLEET_IMAGES_CARGO_BUILD:-1}
 CONTAINERD_SOCK=$CACHE_DIR/clusters/$NAME/real-0/containerd/containerd.sock
-# shellcheck source=versions.env
-source "$HERE/versions.env"
 
 usage() {
   cat <<EOF
@@ -197,21 +195,6 @@ cmd_import() {
       die "could not import $a into cluster '$NAME'"
   done
   log "imported crashfleet/game-node:$TAG and crashfleet/crashfleet-operator:$TAG into real-0 of cluster '$NAME' in $((SECONDS - t0))s"
-  # The kubelet reports a node's images with its next status update (every 10 s); tests look for
-  # them there, so wait until it has.
-  local kubectl=$CACHE_DIR/k8s-$K8S_VERSION/bin/kubectl kubeconfig=$CACHE_DIR/clusters/$NAME/kubeconfig.yaml
-  local deadline=$((SECONDS + 60)) images
-  [ -x "$kubectl" ] && [ -f "$kubeconfig" ] || return 0
-  while :; do
-    images=$("$kubectl" --kubeconfig "$kubeconfig" get node real-0 -o jsonpath='{.status.images[*].names}' 2>/dev/null || true)
-    if grep -qF "docker.io/crashfleet/game-node:$TAG" <<<"$images" &&
-      grep -qF "docker.io/crashfleet/crashfleet-operator:$TAG" <<<"$images"; then
-      break
-    fi
-    [ $SECONDS -lt $deadline ] || die "node real-0 of cluster '$NAME' did not report the imported images within 60s"
-    sleep 1
-  done
-  log "node real-0 reports both images $((SECONDS - t0))s after the import began"
 }
 
 case ${1:-import} in

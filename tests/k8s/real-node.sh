@@ -385,8 +385,8 @@ imageGCLowThresholdPercent: 98
 # The pause image is local; never pull it.
 podInfraContainerImage: $pause_image
 serializeImagePulls: false
-# Imported images show in the node's status with the next update: 3 s rather than 10 keeps
-# tests/k8s/images.sh's wait for them short.
+# The kubelet refreshes its list of images every 30 s; a status update every 3 s (not 10) puts
+# images just imported by tests/k8s/images.sh into the node's status soon after.
 nodeStatusUpdateFrequency: 3s
 maxPods: 50
 EOF
@@ -595,6 +595,18 @@ rn_down_machine_wide() {
       for chain in $chains; do "$ipt" -t "$table" -F "$chain" 2>/dev/null || true; done
       for chain in $chains; do "$ipt" -t "$table" -X "$chain" 2>/dev/null || true; done
       RN_REMOVED+=("$ipt $table chains $(echo "$chains" | xargs)")
+    done
+  done
+  # iptables-nft made these tables for the kubelet's chains; once they hold no rule (only empty
+  # base chains, policy accept) they filter nothing and go too.
+  local fam t
+  for fam in ip ip6; do
+    for t in filter nat mangle; do
+      local listing
+      listing=$(nft list table "$fam" "$t" 2>/dev/null) || continue
+      if ! grep -vqE '^\s*(table |chain |type .*policy accept;|\}|$)' <<<"$listing"; then
+        nft delete table "$fam" "$t" && RN_REMOVED+=("empty nft table $fam $t")
+      fi
     done
   done
 }

@@ -3,6 +3,7 @@
 //! toleration of its taint, which keeps every other pod on the fake nodes.
 
 use std::io::Write as _;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, PodSpec, Toleration};
 use kube::api::Api;
@@ -18,6 +19,10 @@ pub const REAL_NODE_LABEL: &str = "crashfleet.dev/real-node";
 /// reports them in the node's status (docker.io is the default registry of an unqualified name).
 pub const GAME_NODE_IMAGE: &str = "crashfleet/game-node:dev";
 pub const OPERATOR_IMAGE: &str = "crashfleet/crashfleet-operator:dev";
+
+/// The kubelet refreshes its image list every 30 s and reports it with its next status update, so
+/// images imported a moment ago show in the node's status within this.
+const IMAGES_REPORTED: Duration = Duration::from_secs(40);
 
 /// How to get the node and the images, printed with a skip.
 const REAL_NODE_HINT: &str = "start the cluster with the real node (tests/k8s/cluster.sh up; \
@@ -38,7 +43,14 @@ pub async fn real_node_or_skip(
     test: &str,
     images: &[&str],
 ) -> Result<Option<RealNode>, Error> {
-    match find(cluster, images).await? {
+    let deadline = tokio::time::Instant::now() + IMAGES_REPORTED;
+    let mut found = find(cluster, images).await?;
+    // A Ready node without the images may have just had them imported: wait for its report.
+    while matches!(&found, Err(Missing::Image(_))) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        found = find(cluster, images).await?;
+    }
+    match found.map_err(|m| m.to_string()) {
         Ok(node) => Ok(Some(node)),
         Err(reason) => {
             let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
@@ -58,11 +70,27 @@ pub async fn real_node_or_skip(
     }
 }
 
-/// `Ok(Err(reason))` when the node is missing, not Ready or lacks an image.
-async fn find(cluster: &Cluster, images: &[&str]) -> Result<Result<RealNode, String>, Error> {
+/// Why there is no usable real node.
+enum Missing {
+    Node(String),
+    Image(String),
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Missing::Node(why) | Missing::Image(why) => f.write_str(why),
+        }
+    }
+}
+
+/// `Ok(Err(missing))` when the node is missing, not Ready or lacks an image.
+async fn find(cluster: &Cluster, images: &[&str]) -> Result<Result<RealNode, Missing>, Error> {
     let nodes: Api<Node> = Api::all(cluster.client());
     let Some(node) = nodes.get_opt(REAL_NODE).await? else {
-        return Ok(Err(format!("the cluster has no node {REAL_NODE}")));
+        return Ok(Err(Missing::Node(format!(
+            "the cluster has no node {REAL_NODE}"
+        ))));
     };
     let status = node.status.unwrap_or_default();
     let ready = status
@@ -71,7 +99,7 @@ async fn find(cluster: &Cluster, images: &[&str]) -> Result<Result<RealNode, Str
         .flatten()
         .any(|c| c.type_ == "Ready" && c.status == "True");
     if !ready {
-        return Ok(Err(format!("node {REAL_NODE} is not Ready")));
+        return Ok(Err(Missing::Node(format!("node {REAL_NODE} is not Ready"))));
     }
     let loaded: Vec<&String> = status
         .images
@@ -82,7 +110,9 @@ async fn find(cluster: &Cluster, images: &[&str]) -> Result<Result<RealNode, Str
     for image in images {
         let qualified = format!("docker.io/{image}");
         if !loaded.iter().any(|n| **n == qualified || *n == image) {
-            return Ok(Err(format!("node {REAL_NODE} has no image {image}")));
+            return Ok(Err(Missing::Image(format!(
+                "node {REAL_NODE} has no image {image}"
+            ))));
         }
     }
     let internal_ip = status

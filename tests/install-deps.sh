@@ -16,6 +16,9 @@ command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v buildah >/dev/null 2>&1 || need+=(buildah)
 command -v objcopy >/dev/null 2>&1 || need+=(binutils)
+# The real node's pause image is a static C program (gcc -static needs libc.a).
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "installing: ${need[*]}"

@@ -49,7 +49,8 @@ fi
 # --- our images on the real node (tests/k8s/images.sh, issue #14) --------------------------------
 # The suite's own build comes first: the images take the game-node and operator binaries it makes
 # (debug, dependencies optimised), so the workspace is compiled once.
-if [ "${CRASHFLEET_REAL_NODE:-1}" != 0 ] && [ -f "$ROOT/tests/k8s/images.sh" ]; then
+# (The real node needs root; cluster.sh starts none for another user unless told to.)
+if [ "${CRASHFLEET_REAL_NODE:-1}" != 0 ] && [ "$(id -u)" = 0 ] && [ -f "$ROOT/tests/k8s/images.sh" ]; then
   cargo test --workspace --no-run
   CRASHFLEET_IMAGES_CARGO_BUILD=0 bash "$ROOT/tests/k8s/images.sh"
 fi

@@ -46,7 +46,7 @@ apiserver binds the bridge address (127.0.0.1:PORT is rewritten to it for local 
 pods reach it at \$KUBERNETES_SERVICE_HOST ($KUBERNETES_SERVICE_IP) through kube-proxy.
 
 Commands:
-  up      Build missing binaries (first run: ~10 min, needs Go), start the cluster, wait until
+  up      Build missing binaries (first run: 10-30 min, needs Go), start the cluster, wait until
           /readyz is ok and the nodes are Ready, and print KUBECONFIG=<path> as the last line
           (everything else goes to stderr). On a running cluster it only prints that line.
           Typical use:  eval "export \$(tests/k8s/cluster.sh up | tail -n 1)"
@@ -63,7 +63,8 @@ Environment:
                                   work dir: \$CRASHFLEET_CACHE_DIR/clusters/<name>
   CRASHFLEET_K8S_APISERVER_PORT   fixed apiserver port (default 0: a free port)
   CRASHFLEET_K8S_READY_TIMEOUT    seconds to wait for readiness (default 180)
-  CRASHFLEET_REAL_NODE            1 (default): start the real node (needs root); 0: fake nodes only
+  CRASHFLEET_REAL_NODE            1 (default as root): start the real node; 0 (default otherwise):
+                                  fake nodes only
   CRASHFLEET_REAL_NODE_BRIDGE     its bridge (default cfreal0 for cluster 'crashfleet', else derived
                                   from the name; now $REAL_NODE_BRIDGE)
   CRASHFLEET_REAL_NODE_CIDR       bridge address and pod /24, 10.X.Y.1/24 (default 10.244.0.1/24 for
@@ -512,6 +513,7 @@ cmd_up() {
   ensure_binaries
   with_cluster_lock
   rn_validate
+  [ -z "$RN_NOTE" ] || log "$RN_NOTE"
   [ "$REAL_NODE" = 0 ] || rn_require_host
   if apiserver_ready && [ -n "$(our_pids)" ] && { [ "$REAL_NODE" = 0 ] || rn_pid_alive kubelet; }; then
     log "cluster '$NAME' already running"

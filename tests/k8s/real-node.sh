@@ -12,7 +12,16 @@
 # time: a machine-wide owner file says whose it is, and a second cluster's `up` is refused.
 
 # 1 (default) starts the real node; 0 gives the fake-nodes-only cluster of before (quicker, no root).
+# Unset and not root: 0 with a note, so an unprivileged developer's `up` works as before; set to 1
+# without root is an error.
 REAL_NODE=${CRASHFLEET_REAL_NODE:-1}
+# shellcheck disable=SC2034 # RN_NOTE is logged by cluster.sh
+RN_NOTE=""
+# shellcheck disable=SC2034
+if [ -z "${CRASHFLEET_REAL_NODE:-}" ] && [ "$(id -u)" != 0 ]; then
+  REAL_NODE=0
+  RN_NOTE="not root, so no real node (fake nodes only); run as root for real pods"
+fi
 REAL_NODE_NAME=real-0
 
 # The bridge and its /24 (bridge = .1 = node IP, pods .2-.254). The default cluster gets cfreal0 on

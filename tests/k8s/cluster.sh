@@ -70,8 +70,8 @@ Environment:
   CRASHFLEET_REAL_NODE_CIDR       bridge address and pod /24, 10.X.Y.1/24 (default 10.244.0.1/24 for
                                   'crashfleet', else derived from the name; now $REAL_NODE_CIDR)
   CRASHFLEET_REAL_NODE_CGROUP     cgroup parent of its pods (default /crashfleet-<name>)
-Only one cluster per machine runs a real node (kube-proxy's nft table and the kubelet's iptables
-chains exist once per host); another cluster's 'up' with the real node is refused until 'down'.
+Each cluster's real node has a network namespace of its own (crashfleet-<name>), so clusters
+on one machine do not meet; give them different bridges and CIDRs (derived from the name).
 Versions are pinned in tests/k8s/versions.env.
 EOF
 }
@@ -529,8 +529,6 @@ cmd_up() {
   fi
 
   local t0=$SECONDS port=$APISERVER_PORT
-  # Before anything is made: a refused claim leaves nothing behind.
-  [ "$REAL_NODE" = 0 ] || rn_claim_machine
   mkdir -p "$(kwok_workdir)"
   write_nodes_manifest >"$WORK_DIR/nodes.yaml"
   if [ "$REAL_NODE" = 1 ]; then

@@ -3,13 +3,12 @@
 # kubelet and kube-proxy from the control plane's build. Sourced by cluster.sh (not run on its own);
 # uses its NAME, WORK_DIR, CACHE_DIR, BIN_DIR, KUBECONFIG_FILE, log, die and kctl.
 #
-# Everything the node creates on the host carries the cluster's name or lives under its work dir, so
-# `down` can remove exactly what this cluster made: containerd's root/state/socket, the kubelet's root
-# (pod volumes), the netns files of the pods (containerd's state dir), the CNI bridge and its IPAM
-# files, and the cgroup parent of the pods. What cannot be per cluster (kube-proxy's nft table is
-# always `kube-proxy`; the kubelet's KUBE-* iptables chains and the `kubernetes` Service range are
-# fixed names in the one host network namespace) is why only one real node runs per machine at a
-# time: a machine-wide owner file says whose it is, and a second cluster's `up` is refused.
+# Each cluster's node lives in a network namespace of its own (crashfleet-<name>): its bridge,
+# pods, kube-proxy's nft table and the kubelet's iptables chains are there, so clusters on one
+# machine (a developer's and a CI run) never meet, and `ip netns del` takes all of it away. A veth
+# pair links it to the host, where the apiserver listens on the host end. The rest is per cluster
+# too (containerd's root/state/socket, the kubelet's root, the pods' cgroup parent, the CNI cache
+# and IPAM files, an nft table on the host), so `down` removes exactly what this cluster made.
 
 # 1 (default) starts the real node; 0 gives the fake-nodes-only cluster of before (quicker, no root).
 # Unset and not root: 0 with a note, so an unprivileged developer's `up` works as before; set to 1
@@ -49,35 +48,58 @@ if [ -f "$WORK_DIR/$REAL_NODE_NAME/settings.env" ]; then
   # shellcheck source=/dev/null
   source "$WORK_DIR/$REAL_NODE_NAME/settings.env"
 fi
-REAL_NODE_IP=${REAL_NODE_CIDR%/*}
-# kwokctl's default Service range; the apiserver serves its `kubernetes` Service at the first address.
-SERVICE_CIDR=10.0.0.0/24
-KUBERNETES_SERVICE_IP=10.0.0.1
+# Addresses derived from the node's /24 10.A.B.1/24 (rn_derive): the link to the host is
+# 10.245.B.1 (host end, where the apiserver listens) and 10.245.B.2 (node end); the Service range is
+# 10.0.0.0/24 (the apiserver's default, `kubernetes` at 10.0.0.1) for B = 0, the default cluster,
+# else 10.96.B.0/24: the host routes each cluster's Services into that cluster's namespace.
+rn_derive() {
+  REAL_NODE_IP=${REAL_NODE_CIDR%/*}
+  local b=${REAL_NODE_IP#*.*.}
+  b=${b%.*}
+  REAL_NODE_NETNS=crashfleet-$NAME
+  RN_VETH_HOST=${REAL_NODE_BRIDGE}h
+  RN_VETH_NODE=${REAL_NODE_BRIDGE}n
+  RN_HOST_IP=10.245.$b.1
+  RN_LINK_IP=10.245.$b.2
+  if [ "$b" = 0 ]; then
+    SERVICE_CIDR=10.0.0.0/24 KUBERNETES_SERVICE_IP=10.0.0.1
+  else
+    SERVICE_CIDR=10.96.$b.0/24 KUBERNETES_SERVICE_IP=10.96.$b.1
+  fi
+}
+rn_derive
 # The pause image every pod sandbox starts from; built here (no registry is reachable).
 PAUSE_IMAGE=crashfleet.test/pause:1
-# Machine-wide: which cluster's real node runs (see the top of this file).
-REAL_NODE_OWNER_FILE=/run/crashfleet-real-node.owner
 
 rn_dir() { echo "$WORK_DIR/$REAL_NODE_NAME"; }
 rn_sock() { echo "$(rn_dir)/containerd/containerd.sock"; }
 rn_ctr() { ctr --address "$(rn_sock)" -n k8s.io "$@"; }
 rn_nft_table() { echo "crashfleet-$NAME"; }
+rn_netns_exists() { [ -e "/run/netns/$REAL_NODE_NETNS" ]; }
+# Runs a command inside the node's network namespace (only that: the mount namespace stays the
+# host's, which the kubelet and containerd must share).
+rn_in_ns() { nsenter --net="/run/netns/$REAL_NODE_NETNS" "$@"; }
 rn_cni_network() { echo "crashfleet-$NAME"; }
 
 # Whether this cluster has (or left) a real node: its dir, its bridge or its nft table.
 rn_present() {
-  [ -d "$(rn_dir)" ] || ip link show "$REAL_NODE_BRIDGE" >/dev/null 2>&1 ||
-    nft list table ip "$(rn_nft_table)" >/dev/null 2>&1
+  [ -d "$(rn_dir)" ] || rn_netns_exists || nft list table ip "$(rn_nft_table)" >/dev/null 2>&1
 }
 
 rn_validate() {
   [[ $REAL_NODE =~ ^[01]$ ]] || die "CRASHFLEET_REAL_NODE must be 0 or 1, not '$REAL_NODE'"
   [ "$REAL_NODE" = 1 ] || return 0
   local bridge=${_RN_WANT[0]} cidr=${_RN_WANT[1]} cgroup=${_RN_WANT[2]}
-  [[ $bridge =~ ^[a-zA-Z0-9_-]{1,15}$ ]] ||
-    die "CRASHFLEET_REAL_NODE_BRIDGE='$bridge' is not an interface name (at most 15 characters)"
-  [[ $cidr =~ ^10\.([0-9]{1,3})\.([0-9]{1,3})\.1/24$ ]] ||
-    die "CRASHFLEET_REAL_NODE_CIDR='$cidr' must be a private 10.X.Y.1/24 (bridge address .1)"
+  # Two characters fewer than an interface name: the veth pair is named after the bridge.
+  [[ $bridge =~ ^[a-zA-Z0-9_-]{1,14}$ ]] ||
+    die "CRASHFLEET_REAL_NODE_BRIDGE='$bridge' must be at most 14 letters, digits, '-' or '_'"
+  local ok=""
+  if [[ $cidr =~ ^10\.([0-9]{1,3})\.([0-9]{1,3})\.1/24$ ]] && [ "${BASH_REMATCH[1]}" -le 255 ] &&
+    [ "${BASH_REMATCH[2]}" -le 255 ] && [ "${BASH_REMATCH[1]}" != 245 ] && [ "${BASH_REMATCH[1]}" != 96 ]; then
+    ok=1
+  fi
+  [ -n "$ok" ] ||
+    die "CRASHFLEET_REAL_NODE_CIDR='$cidr' must be 10.A.B.1/24 (bridge address .1; A not 96 or 245, used for Services and the host link)"
   [[ $cgroup =~ ^/[a-zA-Z0-9_.-]+$ ]] ||
     die "CRASHFLEET_REAL_NODE_CGROUP='$cgroup' must be one path element like /crashfleet-dev"
 }
@@ -85,7 +107,7 @@ rn_validate() {
 rn_require_host() {
   [ "$(id -u)" = 0 ] || die "the real node needs root (bridge, cgroups, containers); run as root or set CRASHFLEET_REAL_NODE=0"
   local c missing=()
-  for c in containerd containerd-shim-runc-v2 ctr runc ip iptables ip6tables nft buildah; do
+  for c in containerd containerd-shim-runc-v2 ctr runc ip nsenter iptables ip6tables nft buildah; do
     command -v "$c" >/dev/null 2>&1 || missing+=("$c")
   done
   [ -x /usr/lib/cni/bridge ] || missing+=("/usr/lib/cni/bridge")
@@ -94,68 +116,43 @@ rn_require_host() {
   [ -d /sys/fs/cgroup ] || die "no /sys/fs/cgroup"
 }
 
-# --- the machine-wide owner file ----------------------------------------------------------------------
-
-# The work dir of the cluster whose real node runs, if its containerd or kubelet still lives.
-rn_owner_alive() {
-  local owner f pid
-  owner=$(cat "$REAL_NODE_OWNER_FILE" 2>/dev/null) || return 1
-  [ -n "$owner" ] || return 1
-  for f in "$owner/$REAL_NODE_NAME"/pids/*.pid; do
-    [ -f "$f" ] || continue
-    pid=$(cat "$f")
-    [[ $pid =~ ^[0-9]+$ ]] && [ -r "/proc/$pid/cmdline" ] &&
-      tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$owner" && {
-      echo "$owner"
-      return 0
-    }
-  done
-  return 1
-}
-
-rn_claim_machine() {
-  local owner
-  exec {RN_OWNER_FD}>"$REAL_NODE_OWNER_FILE.lock"
-  flock -w 30 "$RN_OWNER_FD" || die "could not lock $REAL_NODE_OWNER_FILE.lock"
-  if owner=$(rn_owner_alive) && [ "$owner" != "$WORK_DIR" ]; then
-    exec {RN_OWNER_FD}>&-
-    die "another cluster's real node runs on this machine ($owner): kube-proxy's nft table and the kubelet's iptables chains exist once per machine. Stop it (CRASHFLEET_K8S_NAME=$(basename "$owner") tests/k8s/cluster.sh down) or start this cluster with CRASHFLEET_REAL_NODE=0"
-  fi
-  echo "$WORK_DIR" >"$REAL_NODE_OWNER_FILE"
-  exec {RN_OWNER_FD}>&-
-}
-
-# True when no other cluster's real node runs, so the machine-wide names (kube-proxy's table, the
-# kubelet's iptables chains) are ours to remove.
-rn_machine_is_ours() {
-  local owner
-  owner=$(cat "$REAL_NODE_OWNER_FILE" 2>/dev/null) || return 0
-  [ -z "$owner" ] || [ "$owner" = "$WORK_DIR" ] || ! rn_owner_alive >/dev/null
-}
-
 # --- before kwokctl create: the bridge, and the apiserver reachable on it ---------------------------
 
-# The node IP must exist before the apiserver starts: it binds it, advertises it in the `kubernetes`
-# Endpoints, and its certificate names it.
+# The node's network namespace, its bridge (node IP = bridge address) and the veth pair to the
+# host. Made before the apiserver starts: it binds the host end and advertises it.
 rn_create_bridge() {
   REAL_NODE_BRIDGE=${_RN_WANT[0]} REAL_NODE_CIDR=${_RN_WANT[1]} REAL_NODE_CGROUP=${_RN_WANT[2]}
-  REAL_NODE_IP=${REAL_NODE_CIDR%/*}
+  rn_derive
   printf 'REAL_NODE_BRIDGE=%q\nREAL_NODE_CIDR=%q\nREAL_NODE_CGROUP=%q\n' \
     "$REAL_NODE_BRIDGE" "$REAL_NODE_CIDR" "$REAL_NODE_CGROUP" >"$(rn_dir)/settings.env"
-  if ! ip link show "$REAL_NODE_BRIDGE" >/dev/null 2>&1; then
-    ip link add "$REAL_NODE_BRIDGE" type bridge
+  ip link show "$RN_VETH_HOST" >/dev/null 2>&1 &&
+    die "interface $RN_VETH_HOST exists already (another cluster with bridge $REAL_NODE_BRIDGE?): set CRASHFLEET_REAL_NODE_BRIDGE"
+  if ip -o addr show | grep -qE "inet ($RN_HOST_IP|${REAL_NODE_IP%.1}\.[0-9]+)/"; then
+    die "$RN_HOST_IP or ${REAL_NODE_IP%.1}.0/24 is in use on this machine (another cluster?): set CRASHFLEET_REAL_NODE_CIDR"
   fi
-  ip addr replace "$REAL_NODE_CIDR" dev "$REAL_NODE_BRIDGE"
-  ip link set "$REAL_NODE_BRIDGE" up
-  # The host reaches ClusterIPs over the bridge (kube-proxy DNATs them to pods); never out of eth0.
-  ip route replace "$SERVICE_CIDR" dev "$REAL_NODE_BRIDGE" src "$REAL_NODE_IP"
-  # Saved so `down` can put the host's forwarding back (the CNI bridge plugin turns it on).
-  [ -f "$(rn_dir)/ip_forward.before" ] || cat /proc/sys/net/ipv4/ip_forward >"$(rn_dir)/ip_forward.before"
+  rn_netns_exists || ip netns add "$REAL_NODE_NETNS"
+  ip -n "$REAL_NODE_NETNS" link set lo up
+  ip link add "$RN_VETH_HOST" type veth peer name "$RN_VETH_NODE" netns "$REAL_NODE_NETNS"
+  ip addr add "$RN_HOST_IP/30" dev "$RN_VETH_HOST"
+  ip link set "$RN_VETH_HOST" up
+  ip -n "$REAL_NODE_NETNS" addr add "$RN_LINK_IP/30" dev "$RN_VETH_NODE"
+  ip -n "$REAL_NODE_NETNS" link set "$RN_VETH_NODE" up
+  ip -n "$REAL_NODE_NETNS" link add "$REAL_NODE_BRIDGE" type bridge
+  ip -n "$REAL_NODE_NETNS" addr add "$REAL_NODE_CIDR" dev "$REAL_NODE_BRIDGE"
+  ip -n "$REAL_NODE_NETNS" link set "$REAL_NODE_BRIDGE" up
+  # The namespace answers the host and reaches the apiserver through the link; pods have no
+  # default route of their own (CNI config), and the host does not forward, so nothing leaves
+  # the machine. Forwarding inside the namespace carries the host's ClusterIP traffic to pods.
+  ip -n "$REAL_NODE_NETNS" route add default via "$RN_HOST_IP"
+  rn_in_ns sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward'
+  # The host reaches the node IP, the pods and the Services through the link.
+  ip route replace "${REAL_NODE_IP%.1}.0/24" via "$RN_LINK_IP" dev "$RN_VETH_HOST"
+  ip route replace "$SERVICE_CIDR" via "$RN_LINK_IP" dev "$RN_VETH_HOST" src "$RN_HOST_IP"
 }
 
-# The apiserver binds only the bridge address (pods reach it there and through 10.0.0.1); kwokctl's
-# components and the tests keep using 127.0.0.1:PORT, which this table rewrites to the bridge
-# address for local processes. No server listens on a route out.
+# The apiserver binds only the host end of the link (pods reach it there and through the
+# `kubernetes` Service); kwokctl's components and the tests keep using 127.0.0.1:PORT, which this
+# table rewrites to that address for local processes. No server listens on a route out.
 rn_apiserver_dnat() {
   local port=$1 t
   t=$(rn_nft_table)
@@ -165,7 +162,7 @@ delete table ip $t
 table ip $t {
   chain output {
     type nat hook output priority -110; policy accept;
-    ip daddr 127.0.0.1 tcp dport $port dnat to $REAL_NODE_IP:$port
+    ip daddr 127.0.0.1 tcp dport $port dnat to $RN_HOST_IP:$port
   }
 }
 EOF
@@ -175,7 +172,7 @@ rn_free_port() {
   local p
   for _ in $(seq 50); do
     p=$((20000 + RANDOM % 20000))
-    port_in_use "$p" || (exec 3<>"/dev/tcp/$REAL_NODE_IP/$p") 2>/dev/null || {
+    port_in_use "$p" || (exec 3<>"/dev/tcp/$RN_HOST_IP/$p") 2>/dev/null || {
       echo "$p"
       return 0
     }
@@ -193,12 +190,13 @@ kind: KwokctlConfiguration
 options:
   runtime: binary
   bindAddress: 127.0.0.1
-  kubeApiserverCertSANs: ["$REAL_NODE_IP", "$KUBERNETES_SERVICE_IP"]
+  kubeApiserverCertSANs: ["$RN_HOST_IP", "$REAL_NODE_IP", "$KUBERNETES_SERVICE_IP"]
 componentsPatches:
 - name: kube-apiserver
   extraArgs:
-  - {key: bind-address, value: "$REAL_NODE_IP", override: true}
-  - {key: advertise-address, value: "$REAL_NODE_IP"}
+  - {key: bind-address, value: "$RN_HOST_IP", override: true}
+  - {key: advertise-address, value: "$RN_HOST_IP"}
+  - {key: service-cluster-ip-range, value: "$SERVICE_CIDR"}
   # The node name does not resolve; the kubelet serves on its InternalIP (the bridge address).
   - {key: kubelet-preferred-address-types, value: InternalIP}
   # logs/exec/port-forward: the kubelet trusts the cluster CA; the admin pair is signed by it.
@@ -282,7 +280,9 @@ rn_create_cgroups() {
 rn_client_kubeconfig() {
   local file=$1 user=$2 group=$3 pki server
   pki="$(component_dir)/pki"
+  # From inside the namespace 127.0.0.1 is the namespace's own: the host end of the link instead.
   server=$(kctl config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')
+  server="https://$RN_HOST_IP:${server##*:}"
   openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$file.key" \
     -subj "/O=$group/CN=$user" 2>/dev/null |
     openssl x509 -req -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -CAserial "$file.srl" \
@@ -432,7 +432,7 @@ EOF
 rn_start() {
   local what=$1 logf=$2
   shift 2
-  setsid nohup "$@" </dev/null >>"$logf" 2>&1 {CLUSTER_LOCK_FD}>&- &
+  setsid nohup nsenter --net="/run/netns/$REAL_NODE_NETNS" "$@" </dev/null >>"$logf" 2>&1 {CLUSTER_LOCK_FD}>&- &
   echo $! >"$(rn_dir)/pids/$what.pid"
   # Until it has exec'd, the child's command line is this shell's: wait, so liveness checks hold.
   local n
@@ -491,12 +491,12 @@ rn_up() {
   log "node $REAL_NODE_NAME Ready $((SECONDS - t_kubelet))s after the kubelet started"
   rn_start kube-proxy "$d/logs/kube-proxy.log" "$BIN_DIR/kube-proxy" --config "$d/kube-proxy.yaml"
   # kube-proxy is ready once it wrote the `kubernetes` Service into its table.
-  until nft list map ip kube-proxy service-ips 2>/dev/null | grep -qF "$KUBERNETES_SERVICE_IP"; do
+  until rn_in_ns nft list map ip kube-proxy service-ips 2>/dev/null | grep -qF "$KUBERNETES_SERVICE_IP"; do
     rn_pid_alive kube-proxy || rn_fail "kube-proxy exited"
     [ $SECONDS -lt $deadline ] || rn_fail "kube-proxy did not program the kubernetes Service within ${READY_TIMEOUT}s"
     sleep 0.2
   done
-  log "real node $REAL_NODE_NAME up in $((SECONDS - t0))s (bridge $REAL_NODE_BRIDGE $REAL_NODE_CIDR, cgroup $REAL_NODE_CGROUP)"
+  log "real node $REAL_NODE_NAME up in $((SECONDS - t0))s (netns $REAL_NODE_NETNS, bridge $REAL_NODE_BRIDGE $REAL_NODE_CIDR, Services $SERVICE_CIDR, cgroup $REAL_NODE_CGROUP)"
 }
 
 # --- down ----------------------------------------------------------------------------------------------
@@ -564,14 +564,14 @@ rn_down() {
     dirs=$((dirs + 1))
   done < <(rn_cgroup_dirs)
   [ "$dirs" = 0 ] || RN_REMOVED+=("cgroup $REAL_NODE_CGROUP in $dirs hierarchies")
-  # veths left on the bridge, then the bridge (its route goes with it).
-  local v veths=0
-  for v in $(ip -o link show master "$REAL_NODE_BRIDGE" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
-    ip link del "$v" 2>/dev/null && veths=$((veths + 1))
-  done
-  [ "$veths" = 0 ] || RN_REMOVED+=("$veths veths")
-  if ip link show "$REAL_NODE_BRIDGE" >/dev/null 2>&1; then
-    ip link del "$REAL_NODE_BRIDGE" && RN_REMOVED+=("bridge $REAL_NODE_BRIDGE")
+  # The namespace holds the bridge, the pods' veths, kube-proxy's nft table and the kubelet's
+  # iptables chains; deleting it removes them, the veth pair and the host's routes to it.
+  if rn_netns_exists; then
+    ip netns del "$REAL_NODE_NETNS" &&
+      RN_REMOVED+=("network namespace $REAL_NODE_NETNS (bridge $REAL_NODE_BRIDGE, veths, kube-proxy's nft table, the kubelet's iptables chains)")
+  fi
+  if ip link show "$RN_VETH_HOST" >/dev/null 2>&1; then
+    ip link del "$RN_VETH_HOST" && RN_REMOVED+=("veth $RN_VETH_HOST")
   fi
   if nft list table ip "$(rn_nft_table)" >/dev/null 2>&1; then
     nft delete table ip "$(rn_nft_table)" && RN_REMOVED+=("nft table ip $(rn_nft_table)")
@@ -583,52 +583,10 @@ rn_down() {
     find /var/lib/cni/results -maxdepth 1 -name "$(rn_cni_network)-*" -delete
     RN_REMOVED+=("$cached CNI cache files")
   fi
-  if rn_machine_is_ours; then
-    rn_down_machine_wide
-    [ -f "$d/ip_forward.before" ] && cat "$d/ip_forward.before" >/proc/sys/net/ipv4/ip_forward 2>/dev/null
-    if [ "$(cat "$REAL_NODE_OWNER_FILE" 2>/dev/null)" = "$WORK_DIR" ]; then rm -f "$REAL_NODE_OWNER_FILE"; fi
-  fi
   [ -d "$d/cni/ipam" ] && [ -n "$(ls -A "$d/cni/ipam" 2>/dev/null)" ] && RN_REMOVED+=("IPAM files")
   if [ ${#RN_REMOVED[@]} -gt 0 ]; then
     log "real node $REAL_NODE_NAME: removed $(printf '%s; ' "${RN_REMOVED[@]}" | sed 's/; $//')"
   fi
-}
-
-# What exists once per machine: kube-proxy's nft tables and the kubelet's KUBE-* iptables chains.
-rn_down_machine_wide() {
-  local fam
-  for fam in ip ip6; do
-    if nft list table "$fam" kube-proxy >/dev/null 2>&1; then
-      nft delete table "$fam" kube-proxy && RN_REMOVED+=("nft table $fam kube-proxy")
-    fi
-  done
-  local ipt table chain rule chains
-  for ipt in iptables ip6tables; do
-    for table in filter nat mangle; do
-      chains=$("$ipt" -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}')
-      [ -n "$chains" ] || continue
-      # The jumps into them first (INPUT/OUTPUT -> KUBE-FIREWALL), then the chains.
-      while read -r rule; do
-        # shellcheck disable=SC2086 # a rule's words
-        "$ipt" -t "$table" ${rule/-A/-D} 2>/dev/null || true
-      done < <("$ipt" -t "$table" -S 2>/dev/null | grep -E '^-A ' | grep -E -- '-j KUBE-' || true)
-      for chain in $chains; do "$ipt" -t "$table" -F "$chain" 2>/dev/null || true; done
-      for chain in $chains; do "$ipt" -t "$table" -X "$chain" 2>/dev/null || true; done
-      RN_REMOVED+=("$ipt $table chains $(echo "$chains" | xargs)")
-    done
-  done
-  # iptables-nft made these tables for the kubelet's chains; once they hold no rule (only empty
-  # base chains, policy accept) they filter nothing and go too.
-  local fam t
-  for fam in ip ip6; do
-    for t in filter nat mangle; do
-      local listing
-      listing=$(nft list table "$fam" "$t" 2>/dev/null) || continue
-      if ! grep -vqE '^\s*(table |chain |type .*policy accept;|\}|$)' <<<"$listing"; then
-        nft delete table "$fam" "$t" && RN_REMOVED+=("empty nft table $fam $t")
-      fi
-    done
-  done
 }
 
 # --- status ---------------------------------------------------------------------------------------------
@@ -639,7 +597,7 @@ rn_status() {
     return 0
   }
   local what pid
-  echo "  real node $REAL_NODE_NAME: bridge $REAL_NODE_BRIDGE $REAL_NODE_CIDR, cgroup $REAL_NODE_CGROUP"
+  echo "  real node $REAL_NODE_NAME: netns $REAL_NODE_NETNS, bridge $REAL_NODE_BRIDGE $REAL_NODE_CIDR, host link $RN_HOST_IP, Services $SERVICE_CIDR, cgroup $REAL_NODE_CGROUP"
   for what in containerd kubelet kube-proxy; do
     pid=$(cat "$(rn_dir)/pids/$what.pid" 2>/dev/null || echo "?")
     if rn_pid_alive "$what"; then

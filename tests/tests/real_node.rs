@@ -243,7 +243,7 @@ async fn a_pod_reaches_the_api_server_with_its_service_account() -> anyhow::Resu
     )
     .await?;
     eprintln!(
-        "REAL NODE operator pod: holds its Lease as {holder:?} {:.1}s after create (in-cluster config through 10.0.0.1)",
+        "REAL NODE operator pod: holds its Lease as {holder:?} {:.1}s after create (in-cluster config through the kubernetes Service)",
         t0.elapsed().as_secs_f64()
     );
     ns.cleanup().await?;

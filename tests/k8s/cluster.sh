@@ -41,9 +41,10 @@ A Kubernetes $K8S_VERSION control plane for tests, started by kwokctl $KWOK_VERS
 etcd $ETCD_VERSION, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, all on
 127.0.0.1, with ${#ZONES[@]} Ready fake nodes in zones ${ZONES[*]} (label topology.kubernetes.io/zone),
 and a real node $REAL_NODE_NAME (containerd + kubelet + kube-proxy, label crashfleet.dev/real-node=true,
-taint crashfleet.dev/real-node=true:NoSchedule) on a bridge of its own. With the real node the
-apiserver binds the bridge address (127.0.0.1:PORT is rewritten to it for local processes), so
-pods reach it at \$KUBERNETES_SERVICE_HOST ($KUBERNETES_SERVICE_IP) through kube-proxy.
+taint crashfleet.dev/real-node=true:NoSchedule) in a network namespace of its own. With the real
+node the apiserver binds the host end of the node's link ($RN_HOST_IP; 127.0.0.1:PORT is rewritten
+to it for local processes), so pods reach it at \$KUBERNETES_SERVICE_HOST ($KUBERNETES_SERVICE_IP)
+through kube-proxy.
 
 Commands:
   up      Build missing binaries (first run: 10-30 min, needs Go), start the cluster, wait until
@@ -51,8 +52,9 @@ Commands:
           (everything else goes to stderr). On a running cluster it only prints that line.
           Typical use:  eval "export \$(tests/k8s/cluster.sh up | tail -n 1)"
   down    Stop every process 'up' started, remove what the real node left on the host (containers,
-          shims, mounts, cgroups, iptables chains, nft tables, bridge, veths, IPAM files; each
-          listed) and the cluster's work dir. Safe to repeat.
+          shims, mounts, cgroups, its network namespace with bridge, veths, nft and iptables
+          rules, the host's nft table, CNI cache and IPAM files; each listed) and the cluster's
+          work dir. Safe to repeat.
   status  Say what runs, the real node included (exit 0 when the cluster is ready, 3 when not).
   build   Only build/verify the cached binaries (kubectl and helm there are usable directly).
 

@@ -31,7 +31,7 @@ const REAL_NODE_HINT: &str = "start the cluster with the real node (tests/k8s/cl
 /// The real node, Ready, with the given images loaded.
 #[derive(Debug, Clone)]
 pub struct RealNode {
-    /// The node's InternalIP: the bridge address, where pods reach the host.
+    /// The node's InternalIP: its bridge address, the pods' gateway.
     pub internal_ip: String,
 }
 

@@ -7,6 +7,18 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || need+=(redis-server)
 # nginx: the reverse proxy in front of a node in game-node/tests/proxy.rs (client address behind a proxy).
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+# The real node of tests/k8s/cluster.sh (containerd, runc, CNI plugins, iptables/nft for the
+# kubelet and kube-proxy) and tests/k8s/images.sh (buildah; objcopy from binutils).
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
+command -v runc >/dev/null 2>&1 || need+=(runc)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v buildah >/dev/null 2>&1 || need+=(buildah)
+command -v objcopy >/dev/null 2>&1 || need+=(binutils)
+# The real node's pause image is a static C program (gcc -static needs libc.a).
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "installing: ${need[*]}"

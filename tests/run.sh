@@ -23,7 +23,8 @@ cleanup() {
   if [ "$pg_ours" = 1 ]; then bash "$ROOT/tests/pg/pg.sh" stop >/dev/null 2>&1 || true; fi
   if [ "$redis_ours" = 1 ]; then bash "$ROOT/tests/redis/redis.sh" stop >/dev/null 2>&1 || true; fi
   if [ "$k8s_ours" = 1 ] && [ -f "$ROOT/tests/k8s/cluster.sh" ]; then
-    bash "$ROOT/tests/k8s/cluster.sh" down >/dev/null 2>&1 || true
+    # stderr stays: it lists what the real node left on the host and down removed.
+    bash "$ROOT/tests/k8s/cluster.sh" down >/dev/null || true
   fi
 }
 trap cleanup EXIT
@@ -43,6 +44,15 @@ if [ -x "$ROOT/tests/k8s/cluster.sh" ] || [ -f "$ROOT/tests/k8s/cluster.sh" ]; t
   kc_line=$(bash "$ROOT/tests/k8s/cluster.sh" up | tail -n 1)
   export "${kc_line?}"
   echo "control plane up: $kc_line"
+fi
+
+# --- our images on the real node (tests/k8s/images.sh, issue #14) --------------------------------
+# The suite's own build comes first: the images take the game-node and operator binaries it makes
+# (debug, dependencies optimised), so the workspace is compiled once.
+# (The real node needs root; cluster.sh starts none for another user unless told to.)
+if [ "${CRASHFLEET_REAL_NODE:-1}" != 0 ] && [ "$(id -u)" = 0 ] && [ -f "$ROOT/tests/k8s/images.sh" ]; then
+  cargo test --workspace --no-run
+  CRASHFLEET_IMAGES_CARGO_BUILD=0 bash "$ROOT/tests/k8s/images.sh"
 fi
 
 # --- the suite ----------------------------------------------------------------------------------

@@ -30,21 +30,32 @@ ZONES=(a b c)
 K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
 ALL_BINARIES=("${K8S_BINARIES[@]}" etcd kwok kwokctl helm)
 
+# shellcheck source=real-node.sh
+source "$HERE/real-node.sh"
+
 usage() {
   cat <<EOF
 Usage: tests/k8s/cluster.sh up | down | status | build | --help
 
 A Kubernetes $K8S_VERSION control plane for tests, started by kwokctl $KWOK_VERSION (--runtime binary):
 etcd $ETCD_VERSION, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, all on
-127.0.0.1, with ${#ZONES[@]} Ready fake nodes in zones ${ZONES[*]} (label topology.kubernetes.io/zone).
+127.0.0.1, with ${#ZONES[@]} Ready fake nodes in zones ${ZONES[*]} (label topology.kubernetes.io/zone),
+and a real node $REAL_NODE_NAME (containerd + kubelet + kube-proxy, label crashfleet.dev/real-node=true,
+taint crashfleet.dev/real-node=true:NoSchedule) in a network namespace of its own. With the real
+node the apiserver binds the host end of the node's link ($RN_HOST_IP; 127.0.0.1:PORT is rewritten
+to it for local processes), so pods reach it at \$KUBERNETES_SERVICE_HOST ($KUBERNETES_SERVICE_IP)
+through kube-proxy.
 
 Commands:
-  up      Build missing binaries (first run: ~10 min, needs Go), start the cluster, wait until
+  up      Build missing binaries (first run: 10-30 min, needs Go), start the cluster, wait until
           /readyz is ok and the nodes are Ready, and print KUBECONFIG=<path> as the last line
           (everything else goes to stderr). On a running cluster it only prints that line.
           Typical use:  eval "export \$(tests/k8s/cluster.sh up | tail -n 1)"
-  down    Stop every process 'up' started and remove the cluster's work dir. Safe to repeat.
-  status  Say what runs (exit 0 when the cluster is ready, 3 when it is not).
+  down    Stop every process 'up' started, remove what the real node left on the host (containers,
+          shims, mounts, cgroups, its network namespace with bridge, veths, nft and iptables
+          rules, the host's nft table, CNI cache and IPAM files; each listed) and the cluster's
+          work dir. Safe to repeat.
+  status  Say what runs, the real node included (exit 0 when the cluster is ready, 3 when not).
   build   Only build/verify the cached binaries (kubectl and helm there are usable directly).
 
 Environment:
@@ -54,6 +65,15 @@ Environment:
                                   work dir: \$CRASHFLEET_CACHE_DIR/clusters/<name>
   CRASHFLEET_K8S_APISERVER_PORT   fixed apiserver port (default 0: a free port)
   CRASHFLEET_K8S_READY_TIMEOUT    seconds to wait for readiness (default 180)
+  CRASHFLEET_REAL_NODE            1 (default as root): start the real node; 0 (default otherwise):
+                                  fake nodes only
+  CRASHFLEET_REAL_NODE_BRIDGE     its bridge (default cfreal0 for cluster 'crashfleet', else derived
+                                  from the name; now $REAL_NODE_BRIDGE)
+  CRASHFLEET_REAL_NODE_CIDR       bridge address and pod /24, 10.X.Y.1/24 (default 10.244.0.1/24 for
+                                  'crashfleet', else derived from the name; now $REAL_NODE_CIDR)
+  CRASHFLEET_REAL_NODE_CGROUP     cgroup parent of its pods (default /crashfleet-<name>)
+Each cluster's real node has a network namespace of its own (crashfleet-<name>), so clusters
+on one machine do not meet; give them different bridges and CIDRs (derived from the name).
 Versions are pinned in tests/k8s/versions.env.
 EOF
 }
@@ -150,6 +170,7 @@ cleanup_build_tmp() {
 remove_in_background() {
   # chmod: an interrupted `go` can leave read-only module dirs behind despite -modcacherw.
   # The build lock is not handed down: the next build must not wait for this.
+  # shellcheck disable=SC2016 # $1 is expanded by the inner bash
   if [ -n "$BUILD_LOCK_FD" ]; then
     nohup bash -c 'chmod -R u+w "$1" 2>/dev/null; rm -rf "$1"' _ "$1" </dev/null >/dev/null 2>&1 {BUILD_LOCK_FD}>&- &
   else
@@ -378,6 +399,10 @@ fail_up() {
   mkdir -p "$saved"
   cp -r "$(component_dir)/logs/." "$saved/" 2>/dev/null || true
   cp "$WORK_DIR/kwokctl.log" "$saved/" 2>/dev/null || true
+  if [ -d "$WORK_DIR/$REAL_NODE_NAME/logs" ]; then
+    mkdir -p "$saved/$REAL_NODE_NAME"
+    cp -r "$WORK_DIR/$REAL_NODE_NAME/logs/." "$WORK_DIR/$REAL_NODE_NAME"/*/config.* "$WORK_DIR/$REAL_NODE_NAME"/*.yaml "$saved/$REAL_NODE_NAME/" 2>/dev/null || true
+  fi
   logs_tail
   stop_cluster
   die "$1 (component logs kept in $saved)"
@@ -430,6 +455,9 @@ wait_ready() {
 }
 
 stop_cluster() {
+  # The real node whatever CRASHFLEET_REAL_NODE says now (it may have been started with another
+  # value), and even without a work dir: a bridge or table may outlive a removed directory.
+  if [ "$(id -u)" = 0 ] && rn_present; then rn_down; fi
   [ -d "$WORK_DIR" ] || return 0
   if [ -x "$BIN_DIR/kwokctl" ] && [ -d "$(component_dir)" ]; then
     KWOK_WORKDIR=$(kwok_workdir) "$BIN_DIR/kwokctl" --name "$NAME" delete cluster \
@@ -442,7 +470,7 @@ stop_cluster() {
     [ -n "$pid" ] || continue
     log "stopping leftover $comp (pid $pid)"
     kill "$pid" 2>/dev/null || true
-    for n in $(seq 50); do
+    for _ in $(seq 50); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
@@ -486,7 +514,10 @@ cmd_up() {
   validate_name
   ensure_binaries
   with_cluster_lock
-  if apiserver_ready && [ -n "$(our_pids)" ]; then
+  rn_validate
+  [ -z "$RN_NOTE" ] || log "$RN_NOTE"
+  [ "$REAL_NODE" = 0 ] || rn_require_host
+  if apiserver_ready && [ -n "$(our_pids)" ] && { [ "$REAL_NODE" = 0 ] || rn_pid_alive kubelet; }; then
     log "cluster '$NAME' already running"
     echo "KUBECONFIG=$KUBECONFIG_FILE"
     return 0
@@ -499,23 +530,32 @@ cmd_up() {
     die "port $APISERVER_PORT (CRASHFLEET_K8S_APISERVER_PORT) is in use on 127.0.0.1; free it or unset the variable to use a free port"
   fi
 
-  local t0=$SECONDS
+  local t0=$SECONDS port=$APISERVER_PORT
   mkdir -p "$(kwok_workdir)"
   write_nodes_manifest >"$WORK_DIR/nodes.yaml"
-  # kwokctl binds every component to 0.0.0.0 unless told otherwise; tests stay on loopback.
-  cat >"$WORK_DIR/kwokctl.yaml" <<EOF
+  if [ "$REAL_NODE" = 1 ]; then
+    mkdir -p "$(rn_dir)"
+    rn_create_bridge
+    # The port is needed before the apiserver starts, for the 127.0.0.1 -> bridge rewrite.
+    [ "$port" != 0 ] || port=$(rn_free_port)
+    rn_apiserver_dnat "$port"
+    rn_kwokctl_config >"$WORK_DIR/kwokctl.yaml"
+  else
+    # kwokctl binds every component to 0.0.0.0 unless told otherwise; tests stay on loopback.
+    cat >"$WORK_DIR/kwokctl.yaml" <<EOF
 apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokctlConfiguration
 options:
   runtime: binary
   bindAddress: 127.0.0.1
 EOF
+  fi
   log "starting cluster '$NAME' (Kubernetes $K8S_VERSION) in $WORK_DIR"
   # The lock fd is closed for kwokctl: the components it leaves running would inherit it and hold
   # the lock for the cluster's lifetime.
   if ! KWOK_WORKDIR=$(kwok_workdir) "$BIN_DIR/kwokctl" --name "$NAME" --config "$WORK_DIR/kwokctl.yaml" \
     create cluster --runtime binary \
-    --kube-apiserver-port "$APISERVER_PORT" \
+    --kube-apiserver-port "$port" \
     --etcd-binary "$BIN_DIR/etcd" \
     --kube-apiserver-binary "$BIN_DIR/kube-apiserver" \
     --kube-controller-manager-binary "$BIN_DIR/kube-controller-manager" \
@@ -529,14 +569,15 @@ EOF
     fail_up "kwokctl could not start cluster '$NAME'"
   fi
   wait_ready
-  log "cluster '$NAME' ready in $((SECONDS - t0))s: ${#ZONES[@]} nodes Ready; kubectl and helm: $BIN_DIR"
+  [ "$REAL_NODE" = 0 ] || rn_up
+  log "cluster '$NAME' ready in $((SECONDS - t0))s: ${#ZONES[@]} fake nodes$([ "$REAL_NODE" = 0 ] || echo " and $REAL_NODE_NAME") Ready; kubectl and helm: $BIN_DIR"
   echo "KUBECONFIG=$KUBECONFIG_FILE"
 }
 
 cmd_down() {
   validate_name
   # Checked before the lock too, so `down` after an `up` that failed early needs nothing installed.
-  if [ ! -d "$WORK_DIR" ]; then
+  if [ ! -d "$WORK_DIR" ] && ! rn_present; then
     log "cluster '$NAME' is not running; nothing to stop"
     return 0
   fi
@@ -567,6 +608,7 @@ cmd_status() {
   if apiserver_ready; then
     echo "  apiserver: $(kctl config view --minify -o jsonpath='{.clusters[0].cluster.server}') /readyz ok"
     kctl get nodes -L topology.kubernetes.io/zone 2>/dev/null | sed 's/^/  /'
+    if rn_present; then rn_status; fi
     echo "KUBECONFIG=$KUBECONFIG_FILE"
     return 0
   fi

@@ -8,11 +8,16 @@
 mod cluster;
 mod error;
 mod namespace;
+mod real_node;
 mod token;
 mod wait;
 
 pub use cluster::{Cluster, START_HINT, cluster_or_skip};
 pub use error::{Error, error_chain, expect_status};
 pub use namespace::{TestNamespace, unique_name};
+pub use real_node::{
+    GAME_NODE_IMAGE, OPERATOR_IMAGE, REAL_NODE, REAL_NODE_LABEL, RealNode, place_on_real_node,
+    real_node_or_skip,
+};
 pub use token::ServiceAccountAccess;
 pub use wait::poll;

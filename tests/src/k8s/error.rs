@@ -44,6 +44,11 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    #[error(
+        "{test} needs the real node and CI=true forbids skipping it ({reason}); start the cluster with it (tests/k8s/cluster.sh up) and load the images (tests/k8s/images.sh)"
+    )]
+    NoRealNode { test: String, reason: String },
+
     #[error(transparent)]
     Kube(Box<kube::Error>),
 

@@ -9,7 +9,9 @@
 //!
 //! Properties: no input panics the node or gets a 5xx (a bad input is the client's error); every
 //! error answer is our JSON error with a code, except the router's own 405; and the conservation
-//! audit stays exact (checked every 512 inputs, and on the first).
+//! audit stays exact (checked every 512 inputs, and on the first). A logout with a valid token
+//! uses a fresh session of a third player (logout revokes every session of its player, and the
+//! fuzzer's own token must stay valid for the other routes), and that token is refused afterwards.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -57,7 +59,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/admin/players/{}/debit"),
     ("GET", "/api/v1/admin/audit"),
     ("GET", "/api/v1/{}"),
+    ("POST", "/api/v1/auth/logout"),
 ];
+
+const LOGOUT: &str = "/api/v1/auth/logout";
 
 async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, Vec<u8>) {
     let res = app
@@ -82,14 +87,15 @@ fn json(method: &str, uri: &str, auth: Option<&str>, body: String) -> Request<Bo
 }
 
 async fn register(app: &axum::Router, name: &str) -> String {
+    session(app, "register", name, StatusCode::CREATED).await
+}
+
+/// A session token from `/auth/{how}` (register or login) for `name`.
+async fn session(app: &axum::Router, how: &str, name: &str, want: StatusCode) -> String {
     let body = format!(r#"{{"username":"{name}","password":"fuzz-password-1"}}"#);
-    let (status, body) = call(app, json("POST", "/api/v1/auth/register", None, body)).await;
-    assert_eq!(
-        status,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&body)
-    );
+    let uri = format!("/api/v1/auth/{how}");
+    let (status, body) = call(app, json("POST", &uri, None, body)).await;
+    assert_eq!(status, want, "{}", String::from_utf8_lossy(&body));
     let v: serde_json::Value = serde_json::from_slice(&body).expect("session JSON");
     v["token"].as_str().expect("a token").to_string()
 }
@@ -134,6 +140,7 @@ fn node() -> &'static Node {
             std::mem::forget(started);
             let token = register(&app, "fuzzer").await;
             let other = register(&app, "bystander").await;
+            register(&app, "leaver").await;
             (app, token, other)
         });
         Node {
@@ -186,9 +193,17 @@ fuzz_target!(|data: &[u8]| {
     let mut req = Request::builder()
         .method(Method::from_bytes(method.as_bytes()).expect("a method"))
         .uri(uri);
+    // A logout revokes the sessions of the token's player: it gets a fresh session of its own.
+    let leaver = (path == LOGOUT && (flags >> 2) & 0b11 == 1).then(|| {
+        node.rt
+            .block_on(session(&node.app, "login", "leaver", StatusCode::OK))
+    });
     req = match (flags >> 2) & 0b11 {
         0 => req,
-        1 => req.header(header::AUTHORIZATION, format!("Bearer {}", node.token)),
+        1 => req.header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", leaver.as_deref().unwrap_or(&node.token)),
+        ),
         2 => req.header(header::AUTHORIZATION, format!("Bearer {ADMIN}")),
         _ => req.header(
             header::AUTHORIZATION,
@@ -223,6 +238,21 @@ fuzz_target!(|data: &[u8]| {
         assert!(
             v["code"].as_str().is_some_and(|c| !c.is_empty()),
             "{status} without an error code: {v}"
+        );
+    }
+    if let Some(t) = leaver
+        && status.is_success()
+    {
+        let me = Request::builder()
+            .uri("/api/v1/me")
+            .header(header::AUTHORIZATION, format!("Bearer {t}"))
+            .body(Body::empty())
+            .expect("a request");
+        let (after, _) = node.rt.block_on(call(&node.app, me));
+        assert_eq!(
+            after,
+            StatusCode::UNAUTHORIZED,
+            "a logged-out token still works"
         );
     }
     static CALLS: AtomicU64 = AtomicU64::new(0);

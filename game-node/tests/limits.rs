@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -768,4 +769,330 @@ async fn latest_round(http: &reqwest::Client, base: &str) -> u64 {
         .and_then(|a| a.first())
         .and_then(|r| r["number"].as_u64())
         .unwrap_or(0)
+}
+
+/// A TCP connection to the node from the loopback address `from` (Linux answers on all of
+/// 127.0.0.0/8, so one machine can play many client addresses).
+async fn connect_from(from: std::net::Ipv4Addr, to: &str) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from((from, 0)))?;
+    socket
+        .connect(to.parse().expect("the node's address"))
+        .await
+}
+
+/// What the attackers achieved, so the test can prove the attack really ran.
+#[derive(Default)]
+struct AttackTally {
+    slow_held: std::sync::atomic::AtomicU64,
+    slow_refused: std::sync::atomic::AtomicU64,
+    ws_opened: std::sync::atomic::AtomicU64,
+    ws_refused: std::sync::atomic::AtomicU64,
+    ws_closed_1008: std::sync::atomic::AtomicU64,
+    logins: std::sync::atomic::AtomicU64,
+    login_refused: std::sync::atomic::AtomicU64,
+}
+
+impl AttackTally {
+    fn add(n: &std::sync::atomic::AtomicU64) {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn get(n: &std::sync::atomic::AtomicU64) -> u64 {
+        n.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Times one step of the honest player and fails the test if it took a second or more.
+async fn within_a_second<T>(
+    what: &str,
+    steps: &mut Vec<(String, Duration)>,
+    f: impl Future<Output = T>,
+) -> T {
+    let t0 = Instant::now();
+    let out = f.await;
+    let took = t0.elapsed();
+    steps.push((what.to_string(), took));
+    assert!(
+        took < Duration::from_secs(1),
+        "{what} took {took:?} under attack"
+    );
+    out
+}
+
+/// The round as the node reports it, polled at 10/s: the honest player's REST budget is the
+/// production one (`--rate-limit-ip 50`) and polling must not spend it.
+async fn poll_round(s: &TestServer, until: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..300 {
+        let (status, v) = s.get("/api/v1/round").await;
+        if status == 200 && until(&v["round"]) {
+            return v["round"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the round never reached the awaited state");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_normal_player_plays_through_a_mixed_attack() {
+    // Production limits (the test defaults switch the rate limits off).
+    let s = TestServer::start(&["--rate-limit-ip", "50", "--rate-limit-player", "20"]).await;
+    let _ = rlimit::increase_nofile_limit(4_096);
+    let node = host(&s);
+    let attacker = std::net::Ipv4Addr::new(127, 0, 0, 9);
+    let tally = std::sync::Arc::new(AttackTally::default());
+    let stop = CancellationToken::new();
+    let mut attack = tokio::task::JoinSet::new();
+
+    // 1. A WebSocket flood from the attacker's address: 100 sockets at once (64 may stay), each
+    // sending auth and bet frames as fast as it can and reconnecting when it is closed.
+    for _ in 0..100 {
+        let (node, tally, stop) = (node.clone(), tally.clone(), stop.clone());
+        attack.spawn(async move {
+            while !stop.is_cancelled() {
+                let Ok(tcp) = connect_from(attacker, &node).await else {
+                    AttackTally::add(&tally.ws_refused);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let ws = match tokio_tungstenite::client_async(format!("ws://{node}/ws"), tcp).await
+                {
+                    Ok((ws, _)) => ws,
+                    Err(_) => {
+                        AttackTally::add(&tally.ws_refused);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                AttackTally::add(&tally.ws_opened);
+                let (mut tx, mut rx) = ws.split();
+                let frames = [
+                    json!({"type": "auth", "token": "not-a-token"}).to_string(),
+                    json!({"type": "bet", "stake": 100}).to_string(),
+                ];
+                let flood = async {
+                    for i in 0usize.. {
+                        if tx.send(Message::text(frames[i % 2].clone())).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let closed = async {
+                    while let Some(Ok(m)) = rx.next().await {
+                        if let Message::Close(Some(f)) = m {
+                            return u16::from(f.code) == 1008;
+                        }
+                    }
+                    false
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = flood => {}
+                    by_policy = closed => if by_policy { AttackTally::add(&tally.ws_closed_1008) },
+                }
+            }
+        });
+    }
+    // 2. Slowloris from the same address: 300 sockets that send a request line and trickle one
+    // header byte every 200 ms, reconnecting when closed; the per-address cap (256) refuses the
+    // rest.
+    for _ in 0..300 {
+        let (node, tally, stop) = (node.clone(), tally.clone(), stop.clone());
+        attack.spawn(async move {
+            while !stop.is_cancelled() {
+                let Ok(mut tcp) = connect_from(attacker, &node).await else {
+                    AttackTally::add(&tally.slow_refused);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                if tcp
+                    .write_all(b"GET /api/v1/round HTTP/1.1\r\n")
+                    .await
+                    .is_err()
+                {
+                    AttackTally::add(&tally.slow_refused);
+                    continue;
+                }
+                let mut buf = [0u8; 512];
+                let mut held = false;
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = tcp.read(&mut buf) => match r {
+                            // A refusal (503 busy) or a close: the socket is gone.
+                            Ok(0) | Err(_) | Ok(_) => break,
+                        },
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                            if tcp.write_all(b"x").await.is_err() { break; }
+                            if !held { held = true; AttackTally::add(&tally.slow_held); }
+                        }
+                    }
+                }
+                if !held {
+                    AttackTally::add(&tally.slow_refused);
+                }
+            }
+        });
+    }
+    // 3. A login flood: guesses at other accounts with 128-character passwords (the longest the
+    // node hashes), 6 loops on each of 8 addresses — the attacker's and 7 more.
+    for a in 9..17u8 {
+        let http = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, a]))
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client");
+        for l in 0..6 {
+            let (http, url, tally, stop) =
+                (http.clone(), s.url.clone(), tally.clone(), stop.clone());
+            attack.spawn(async move {
+                let mut i = 0u64;
+                while !stop.is_cancelled() {
+                    i += 1;
+                    let body = json!({"username": format!("victim-{a}-{l}-{}", i % 7), "password": "p".repeat(128)});
+                    let r = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = http.post(format!("{url}/api/v1/auth/login")).json(&body).send() => r,
+                    };
+                    AttackTally::add(&tally.logins);
+                    match r.map(|r| r.status().as_u16()) {
+                        Ok(401) => {}
+                        _ => AttackTally::add(&tally.login_refused),
+                    }
+                }
+            });
+        }
+    }
+    // Let the attack reach its full weight.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The honest player, from 127.0.0.1: every answer within a second, waits for the round's
+    // phases aside.
+    let mut steps = Vec::new();
+    let (_first_token, _) = within_a_second("register", &mut steps, s.register("honest")).await;
+    let (status, v) = within_a_second(
+        "login",
+        &mut steps,
+        s.post(
+            "/api/v1/auth/login",
+            None,
+            None,
+            json!({"username": "honest", "password": "correct-horse"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let token2 = v["token"].as_str().expect("token").to_string();
+    let (ws, _) = within_a_second(
+        "websocket",
+        &mut steps,
+        tokio_tungstenite::connect_async(s.ws_url.clone()),
+    )
+    .await
+    .expect("the honest player's socket");
+    let (mut wtx, mut wrx) = ws.split();
+    within_a_second("websocket auth", &mut steps, async {
+        wtx.send(Message::text(
+            json!({"type": "auth", "token": token2}).to_string(),
+        ))
+        .await
+        .expect("send auth");
+        loop {
+            let m = wrx.next().await.expect("socket open").expect("frame");
+            if let Message::Text(t) = m
+                && serde_json::from_str::<Value>(&t).expect("json")["type"] == "authenticated"
+            {
+                break;
+            }
+        }
+    })
+    .await;
+    // Bet and cash out; a round that crashes before the cash-out (1.00x happens) is played again.
+    let mut cashed = None;
+    for attempt in 0..6 {
+        poll_round(&s, |r| {
+            r["phase"] == "betting"
+                && r["betting_closes_at_ms"].as_i64().unwrap_or(0)
+                    > std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .expect("clock")
+                        .as_millis() as i64
+                        + 700
+        })
+        .await;
+        let (status, bet) = within_a_second(
+            "bet",
+            &mut steps,
+            s.bet(&token2, &format!("honest-bet-{attempt}"), 100, None),
+        )
+        .await;
+        assert_eq!(status, 201, "{bet}");
+        let bet_id = bet["bet_id"].as_str().expect("bet id").to_string();
+        let number = bet["round"].as_u64().expect("round");
+        poll_round(&s, |r| r["phase"] != "betting").await;
+        let (status, c) = within_a_second(
+            "cash out",
+            &mut steps,
+            s.cash_out(&token2, &format!("honest-cash-{attempt}"), &bet_id),
+        )
+        .await;
+        if status == 200 {
+            cashed = Some((number, c));
+            break;
+        }
+        assert_eq!(c["code"], "too_late", "{c}");
+    }
+    let (number, c) = cashed.expect("a cash-out was accepted within 6 rounds");
+    assert!(c["payout"].as_i64().expect("payout") >= 100, "{c}");
+    // Verify the round once it is revealed: its hash chains to the commitment and gives its crash.
+    poll_round(&s, |r| r["number"].as_u64().unwrap_or(0) > number).await;
+    let (round, fair) = within_a_second("verify", &mut steps, async {
+        (
+            s.get(&format!("/api/v1/rounds/{number}")).await,
+            s.get("/api/v1/fairness").await,
+        )
+    })
+    .await;
+    assert_eq!(round.0, 200, "{:?}", round.1);
+    let h =
+        game_node::fairness::parse_hash(round.1["round"]["hash"].as_str().expect("revealed hash"))
+            .expect("hex");
+    let t = game_node::fairness::parse_hash(fair.1["terminating_hash"].as_str().expect("t"))
+        .expect("hex");
+    assert!(game_node::fairness::verify_commitment(&h, &t, number));
+    let calc = game_node::fairness::CrashCalculator::new(
+        fair.1["salt"].as_str().expect("salt"),
+        100,
+        2000,
+    )
+    .expect("calc");
+    assert_eq!(
+        Some(calc.crash_x100(&h)),
+        round.1["round"]["crash_x100"].as_u64()
+    );
+
+    // The attack really ran, and was bounded by the limits rather than by the test.
+    let t = &tally;
+    let figures = format!(
+        "slowloris held {} refused {}; ws opened {} refused {} closed 1008 {}; logins {} refused {}",
+        AttackTally::get(&t.slow_held),
+        AttackTally::get(&t.slow_refused),
+        AttackTally::get(&t.ws_opened),
+        AttackTally::get(&t.ws_refused),
+        AttackTally::get(&t.ws_closed_1008),
+        AttackTally::get(&t.logins),
+        AttackTally::get(&t.login_refused),
+    );
+    stop.cancel();
+    while attack.join_next().await.is_some() {}
+    println!("mixed attack: {figures}");
+    println!("honest player's answers: {steps:?}");
+    assert!(AttackTally::get(&t.slow_held) >= 100, "{figures}");
+    assert!(
+        AttackTally::get(&t.slow_refused) > 0,
+        "the per-address cap refused some: {figures}"
+    );
+    assert!(AttackTally::get(&t.ws_closed_1008) > 0, "{figures}");
+    assert!(AttackTally::get(&t.ws_refused) > 0, "{figures}");
+    assert!(AttackTally::get(&t.login_refused) > 0, "{figures}");
+    s.assert_audit().await;
 }

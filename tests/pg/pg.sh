@@ -25,7 +25,10 @@ Usage: tests/pg/pg.sh start|stop|status|--help
 The test user may create databases (every test gets a fresh one) and, being pg_signal_backend,
 drop them WITH (FORCE) even while an autovacuum worker is inside.
 Environment: CRASHFLEET_PG_DIR (state directory), CRASHFLEET_PG_BIN (server binaries,
-default /usr/lib/postgresql/15/bin).
+default /usr/lib/postgresql/15/bin), CRASHFLEET_PG_EXTRA_LISTEN (one more IPv4 address to listen
+on besides 127.0.0.1, e.g. the host end of a test cluster's node link, so pods reach the server;
+password logins are then accepted from CRASHFLEET_PG_ALLOW, default 10.0.0.0/8, the private range
+the test cluster's pods and node link use). A server keeps the addresses it was created with.
 EOF
 }
 
@@ -41,6 +44,9 @@ DB_NAME=crashfleet
 # Tests run in parallel, each with its own pool (the concurrency test opens three); the default 100
 # connections would be the first thing to run out.
 MAX_CONNECTIONS=400
+EXTRA_LISTEN="${CRASHFLEET_PG_EXTRA_LISTEN:-}"
+ALLOW="${CRASHFLEET_PG_ALLOW:-10.0.0.0/8}"
+LISTEN_FILE="$STATE/extra-listen"
 
 log() { echo "pg.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -110,9 +116,12 @@ launch() {
       fd=${fd##*/}
       if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
     done
+    local listen=127.0.0.1 extra
+    extra=$(cat "$LISTEN_FILE" 2>/dev/null || true)
+    [ -z "$extra" ] || listen="127.0.0.1,$extra"
     # fsync off: a test server's data is disposable, and the suite runs several times faster.
     as_pg "$PG_BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start -o \
-      "-c listen_addresses=127.0.0.1 -p $1 -k $DATA -c max_connections=$MAX_CONNECTIONS -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+      "-c listen_addresses=$listen -p $1 -k $DATA -c max_connections=$MAX_CONNECTIONS -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
       </dev/null >/dev/null
   )
 }
@@ -183,6 +192,15 @@ start() {
   as_pg "$PG_BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
     -E UTF8 --locale=C.UTF-8 >"$STATE/initdb.log" 2>&1 ||
     { cat "$STATE/initdb.log" >&2; die "initdb failed"; }
+  if [ -n "$EXTRA_LISTEN" ]; then
+    [[ $EXTRA_LISTEN =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] ||
+      die "CRASHFLEET_PG_EXTRA_LISTEN='$EXTRA_LISTEN' must be one IPv4 address"
+    [[ $ALLOW =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$ ]] ||
+      die "CRASHFLEET_PG_ALLOW='$ALLOW' must be an IPv4 CIDR like 10.0.0.0/8"
+    echo "$EXTRA_LISTEN" >"$LISTEN_FILE"
+    # Clients from outside loopback (pods) log in with the password, never trusted.
+    echo "host all all $ALLOW scram-sha-256" >>"$DATA/pg_hba.conf"
+  fi
 
   local port attempt
   for attempt in 1 2 3 4 5; do
@@ -203,7 +221,7 @@ start() {
 
   echo "postgres://$DB_USER:$pass@127.0.0.1:$port/$DB_NAME" >"$URL_FILE"
   chmod 600 "$URL_FILE"
-  log "PostgreSQL $(as_pg "$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port, data in $DATA"
+  log "PostgreSQL $(as_pg "$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port${EXTRA_LISTEN:+ and $EXTRA_LISTEN:$port}, data in $DATA"
   print_url
 }
 

@@ -7,6 +7,7 @@
 
 mod cluster;
 mod error;
+mod host;
 mod namespace;
 mod real_node;
 mod token;
@@ -14,6 +15,7 @@ mod wait;
 
 pub use cluster::{Cluster, START_HINT, cluster_or_skip};
 pub use error::{Error, error_chain, expect_status};
+pub use host::{HostPostgres, HostRedis, expose_host_port, host_link_address};
 pub use namespace::{TestNamespace, unique_name};
 pub use real_node::{
     GAME_NODE_IMAGE, OPERATOR_IMAGE, REAL_NODE, REAL_NODE_LABEL, RealNode, place_on_real_node,

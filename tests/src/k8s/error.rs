@@ -72,6 +72,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A server or object a test needs could not be set up (host PostgreSQL or Redis, a Service).
+    #[error("{0}")]
+    Setup(String),
+
     #[error("cannot serialize a kubeconfig")]
     Json(#[from] serde_json::Error),
 }

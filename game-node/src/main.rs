@@ -10,7 +10,15 @@ use tokio_util::sync::CancellationToken;
 /// crashfleet game node: provably fair multiplayer crash rounds, standalone with one command or
 /// as one replica of a fleet.
 #[derive(Parser, Debug)]
-#[command(name = "game-node", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "game-node",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    after_help = "Logs go to stderr: JSON lines in a pod (KUBERNETES_SERVICE_HOST set), text otherwise; \
+                  CRASHFLEET_LOG_FORMAT=json|text overrides, RUST_LOG sets the level (default info)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -46,10 +54,24 @@ enum ChainCommand {
     New(game_node::verify::ChainNewArgs),
 }
 
+/// JSON lines or human text. `CRASHFLEET_LOG_FORMAT` (`json` or `text`) decides; without it a node
+/// in a pod (the kubelet sets `KUBERNETES_SERVICE_HOST` in every container) logs JSON, which log
+/// collectors parse, and a node started by hand logs text for a terminal.
+fn json_logs(format: Option<&str>, in_pod: bool) -> bool {
+    match format {
+        Some(f) if f.eq_ignore_ascii_case("json") => true,
+        Some(f) if f.eq_ignore_ascii_case("text") => false,
+        _ => in_pod,
+    }
+}
+
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("CRASHFLEET_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let json = json_logs(
+        std::env::var("CRASHFLEET_LOG_FORMAT").ok().as_deref(),
+        std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -152,4 +174,21 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_logs;
+
+    #[test]
+    fn pods_log_json_unless_told_otherwise() {
+        assert!(json_logs(None, true));
+        assert!(!json_logs(None, false));
+        assert!(json_logs(Some("json"), false));
+        assert!(json_logs(Some("JSON"), false));
+        assert!(!json_logs(Some("text"), true));
+        // An unknown value falls back to where the node runs rather than failing the start.
+        assert!(json_logs(Some("xml"), true));
+        assert!(!json_logs(Some("xml"), false));
+    }
 }

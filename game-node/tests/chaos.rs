@@ -16,7 +16,7 @@
 
 mod fleet_support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crashfleet_tests::load::{self, LoadArgs, Report};
@@ -25,38 +25,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-
-/// Every code a player may see: the API's stable codes (docs/API.md) and the load generator's own
-/// names for answers that never came (a killed node, a cut socket).
-const STABLE_CODES: &[&str] = &[
-    "bad_request",
-    "invalid_amount",
-    "invalid_multiplier",
-    "missing_idempotency_key",
-    "invalid_idempotency_key",
-    "idempotency_conflict",
-    "unauthorized",
-    "forbidden",
-    "not_found",
-    "unknown_round",
-    "unknown_bet",
-    "betting_closed",
-    "bet_limit",
-    "insufficient_funds",
-    "max_payout",
-    "not_flying",
-    "already_settled",
-    "too_late",
-    "rate_limited",
-    "unavailable",
-    "busy",
-    "outcome_unknown",
-    // transport level, from crashfleet-load
-    "transport",
-    "timeout",
-    "no_answer",
-    "client_backlog",
-];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
@@ -638,158 +606,17 @@ fn seeded() -> (u64, StdRng) {
 
 /// Every invariant; returns the violations in words.
 async fn check(fleet: &Fleet, reports: &[Report]) -> Vec<String> {
-    let mut v = Vec::new();
     // Audit exact, rounds contiguous, crashed rounds verify (the harness's own checks).
     let rounds = fleet.assert_invariants(0).await;
-    let mut ledger_bets: HashMap<String, Value> = HashMap::new();
+    let mut details = Vec::new();
     for r in &rounds {
         let n = r["number"].as_u64().unwrap_or(0);
         let (_, detail) = fleet.get(0, &format!("/api/v1/rounds/{n}"), None).await;
-        let crash = r["crash_x100"].as_u64();
-        for b in detail["bets"].as_array().cloned().unwrap_or_default() {
-            let id = b["bet_id"].as_str().unwrap_or_default().to_string();
-            match b["status"].as_str() {
-                Some("open") => v.push(format!("bet {id} of finished round {n} is still open")),
-                Some("won") => {
-                    let m = b["cashout_x100"].as_u64().unwrap_or(u64::MAX);
-                    // At the crash point only an auto target equal to it wins (the curve reaches
-                    // it at the crash instant); a manual cash-out there is too late.
-                    let auto_at_crash = b["auto_cashout_x100"].as_u64() == crash;
-                    if r["status"] == "crashed"
-                        && crash.is_some_and(|c| m > c || (m == c && !auto_at_crash))
-                    {
-                        v.push(format!(
-                            "bet {id} of round {n} paid at {m} at or above the crash point {crash:?}"
-                        ));
-                    }
-                    let stake = b["stake"].as_i64().unwrap_or(0);
-                    let want = game_node::engine::payout(stake, m, i64::MAX);
-                    if b["payout"].as_i64() != Some(want) {
-                        v.push(format!("bet {id} paid {} for {stake} at {m}", b["payout"]));
-                    }
-                }
-                _ => {}
-            }
-            ledger_bets.insert(id, b);
-        }
+        details.push((r.clone(), detail));
     }
-    for r in reports {
-        for id in &r.accepted_bet_ids {
-            if !ledger_bets.contains_key(id) {
-                v.push(format!("accepted bet {id} is not in the ledger (lost)"));
-            }
-        }
-        for c in &r.accepted_cashouts {
-            match ledger_bets.get(&c.bet_id) {
-                Some(b)
-                    if b["status"] == "won"
-                        && b["cashout_x100"].as_u64() == Some(c.multiplier_x100)
-                        && b["payout"].as_i64() == Some(c.payout) => {}
-                other => v.push(format!(
-                    "cash-out confirmed at {} for {} but the ledger has {other:?}",
-                    c.multiplier_x100, c.payout
-                )),
-            }
-        }
-        v.extend(check_cash_out_answers(
-            &r.cashout_answers,
-            &r.accepted_cashouts,
-            &ledger_bets,
-        ));
-        for code in r.bets.by_code.keys().chain(r.cashouts.by_code.keys()) {
-            if !STABLE_CODES.contains(&code.as_str()) {
-                v.push(format!(
-                    "a player saw an answer without a stable code: {code}"
-                ));
-            }
-        }
-    }
-    v
-}
-
-/// Answers that say the node could not act or answer now: they decide nothing, so they may come
-/// before (and, for transport failures, between) the attempts that do.
-const UNDECIDED: &[&str] = &[
-    "outcome_unknown",
-    "unavailable",
-    "busy",
-    "rate_limited",
-    "transport",
-    "timeout",
-    "no_answer",
-    "client_backlog",
-];
-
-/// Every cash-out request's answers, retries with the same key included: the accepted answers of
-/// one key all agree and no key was both accepted and refused; an `outcome_unknown` resolved to a
-/// real outcome; a refused cash-out left its bet unpaid (unless an auto target or another of the
-/// player's accepted cash-outs paid it, at exactly that multiplier).
-fn check_cash_out_answers(
-    answers: &[crashfleet_tests::load::CashOutAnswer],
-    accepted: &[crashfleet_tests::load::AcceptedCashOut],
-    ledger_bets: &HashMap<String, Value>,
-) -> Vec<String> {
-    let mut v = Vec::new();
-    type Answer = Result<(u64, i64), String>;
-    let mut by_key: BTreeMap<(&str, &str), Vec<&Answer>> = BTreeMap::new();
-    for a in answers {
-        by_key
-            .entry((a.bet_id.as_str(), a.key.as_str()))
-            .or_default()
-            .push(&a.answer);
-    }
-    for ((bet_id, key), answers) in &by_key {
-        let oks: std::collections::BTreeSet<_> =
-            answers.iter().filter_map(|a| a.as_ref().ok()).collect();
-        let refusals: Vec<&str> = answers
-            .iter()
-            .filter_map(|a| a.as_ref().err())
-            .map(String::as_str)
-            .filter(|c| !UNDECIDED.contains(c))
-            .collect();
-        if oks.len() > 1 {
-            v.push(format!(
-                "cash-out {key} of bet {bet_id} was accepted with different outcomes: {oks:?}"
-            ));
-        }
-        if !oks.is_empty() && !refusals.is_empty() {
-            v.push(format!(
-                "cash-out {key} of bet {bet_id} was both accepted {oks:?} and refused {refusals:?}"
-            ));
-        }
-        if answers
-            .iter()
-            .any(|a| a.as_ref().err().is_some_and(|c| c == "outcome_unknown"))
-            && oks.is_empty()
-            && refusals.is_empty()
-            && answers
-                .last()
-                .is_some_and(|a| a.as_ref().err().is_some_and(|c| c == "outcome_unknown"))
-        {
-            v.push(format!(
-                "cash-out {key} of bet {bet_id}: outcome_unknown never resolved ({} attempts)",
-                answers.len()
-            ));
-        }
-        if oks.is_empty() && !refusals.is_empty() {
-            let Some(b) = ledger_bets.get(*bet_id) else {
-                continue;
-            };
-            let paid_at = b["cashout_x100"].as_u64();
-            let explained = b["status"] != "won"
-                || paid_at == b["auto_cashout_x100"].as_u64()
-                || accepted
-                    .iter()
-                    .any(|c| c.bet_id == *bet_id && Some(c.multiplier_x100) == paid_at);
-            if !explained {
-                v.push(format!(
-                    "cash-out {key} of bet {bet_id} was refused {refusals:?} but the bet was paid \
-                     at {paid_at:?}"
-                ));
-            }
-        }
-    }
-    v
+    load::money::check_bets(&details, reports, |stake, m| {
+        game_node::engine::payout(stake, m, i64::MAX)
+    })
 }
 
 async fn print_summary(

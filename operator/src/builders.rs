@@ -405,6 +405,10 @@ pub fn deployment(ct: &CrashTable) -> Deployment {
         ]),
         env: Some(game_env(ct)),
         // Alive while the process answers; ready only while it can take money.
+        // The node listens before it is set up (migrations, Redis, the hash chain: a chain of
+        // 10 million hashes took 17 s on a busy 2-CPU node), and answers nothing until then: the
+        // startup probe gives it 5 minutes before the liveness probe may restart it.
+        startup_probe: Some(probe("/healthz", 2, 150)),
         liveness_probe: Some(probe("/healthz", 10, 3)),
         readiness_probe: Some(probe("/readyz", 2, 2)),
         resources: Some(
@@ -795,6 +799,10 @@ mod tests {
                 .and_then(|h| h.path.as_deref()),
             Some("/healthz")
         );
+        // Setup may take minutes (a long hash chain); liveness must not cut it short.
+        let startup = c.startup_probe.as_ref().expect("a startup probe");
+        let budget = startup.period_seconds.unwrap_or(10) * startup.failure_threshold.unwrap_or(3);
+        assert!(budget >= 300, "startup budget {budget} s");
         let env = env_of(&d);
         let value = |k: &str| env[k].value.clone().unwrap_or_default();
         assert_eq!(value("CRASHFLEET_LEADER_ELECTION"), "kubernetes");

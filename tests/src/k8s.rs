@@ -15,7 +15,7 @@ mod wait;
 
 pub use cluster::{Cluster, START_HINT, cluster_or_skip};
 pub use error::{Error, error_chain, expect_status};
-pub use host::{HostPostgres, HostRedis, expose_host_port, host_link_address};
+pub use host::{HostPostgres, HostRedis, LoopbackRelay, expose_host_port, host_link_address};
 pub use namespace::{TestNamespace, unique_name};
 pub use real_node::{
     GAME_NODE_IMAGE, OPERATOR_IMAGE, REAL_NODE, REAL_NODE_LABEL, RealNode, place_on_real_node,

@@ -42,12 +42,13 @@ pub async fn host_link_address(cluster: &Cluster) -> Result<Ipv4Addr, Error> {
         .ok_or_else(|| Error::Setup("the kubernetes Service has no IPv4 endpoint".into()))
 }
 
-/// Creates Service `name` without a selector and an EndpointSlice sending its `port` to
-/// `address:port`; returns the Service's ClusterIP. What a platform team writes for a database
-/// outside the cluster.
+/// Creates Service `name` without a selector, listening on `service_port`, and an EndpointSlice
+/// sending it to `address:port`; returns the Service's ClusterIP. What a platform team writes for
+/// a database outside the cluster.
 pub async fn expose_host_port(
     ns: &TestNamespace,
     name: &str,
+    service_port: u16,
     address: Ipv4Addr,
     port: u16,
 ) -> Result<String, Error> {
@@ -55,9 +56,12 @@ pub async fn expose_host_port(
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name},
-        "spec": {"ports": [{"name": "tcp", "port": port, "targetPort": port, "protocol": "TCP"}]},
+        "spec": {"ports": [{"name": "tcp", "port": service_port, "targetPort": port, "protocol": "TCP"}]},
     }))?;
-    let svc = ns.api::<Service>().create(&PostParams::default(), &svc).await?;
+    let svc = ns
+        .api::<Service>()
+        .create(&PostParams::default(), &svc)
+        .await?;
     let slice: EndpointSlice = object(json!({
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
@@ -127,8 +131,10 @@ impl HostPostgres {
 
     /// The URL with `host:port` in place of loopback (a pod's view: the Service's ClusterIP).
     pub fn url_via(&self, host: &str, port: u16) -> String {
-        self.url
-            .replace(&format!("@127.0.0.1:{}/", self.port), &format!("@{host}:{port}/"))
+        self.url.replace(
+            &format!("@127.0.0.1:{}/", self.port),
+            &format!("@{host}:{port}/"),
+        )
     }
 }
 
@@ -144,25 +150,33 @@ impl Drop for HostPostgres {
     }
 }
 
-/// A private `redis-server` on loopback and `address` (no persistence); killed on drop.
+/// A private `redis-server` on loopback and `address` (no persistence), with a password as a
+/// managed Redis has (Redis refuses clients from other addresses without one); killed on drop.
 pub struct HostRedis {
     pub port: u16,
+    pub password: String,
     child: Child,
 }
 
 impl HostRedis {
     pub fn start(dir: &Path, address: Ipv4Addr) -> Result<Self, Error> {
         let port = free_port()?;
+        let password = format!("{:032x}", rand::random::<u128>());
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .arg(address.to_string())
+            .args(["--requirepass", &password])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| Error::Setup(format!("cannot start redis-server: {e}")))?;
-        let redis = Self { port, child };
+        let redis = Self {
+            port,
+            password,
+            child,
+        };
         let deadline = Instant::now() + SERVER_START;
         while std::net::TcpStream::connect((address, port)).is_err() {
             if Instant::now() > deadline {
@@ -176,6 +190,13 @@ impl HostRedis {
     }
 }
 
+impl HostRedis {
+    /// `redis://:PASSWORD@host:port`.
+    pub fn url_via(&self, host: &str, port: u16) -> String {
+        format!("redis://:{}@{host}:{port}", self.password)
+    }
+}
+
 impl Drop for HostRedis {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -184,7 +205,8 @@ impl Drop for HostRedis {
 }
 
 fn object<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, Error> {
-    serde_json::from_value(v).map_err(|e| Error::Setup(format!("a test object does not parse: {e}")))
+    serde_json::from_value(v)
+        .map_err(|e| Error::Setup(format!("a test object does not parse: {e}")))
 }
 
 fn free_port() -> Result<u16, Error> {
@@ -192,4 +214,48 @@ fn free_port() -> Result<u16, Error> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| Error::Setup(format!("no free port on 127.0.0.1: {e}")))
+}
+
+/// A loopback TCP port whose every connection is forwarded to `target` (a Service's ClusterIP):
+/// each connection is a new one to the Service, so kube-proxy picks an endpoint for each, as it
+/// would for players. For tools that only target loopback (crashfleet-load); stopped on drop.
+pub struct LoopbackRelay {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LoopbackRelay {
+    pub async fn start(target: std::net::SocketAddr) -> Result<Self, Error> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Error::Setup(format!("relay: cannot listen on loopback: {e}")))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| Error::Setup(format!("relay: {e}")))?
+            .port();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(Ok(mut outbound)) = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        tokio::net::TcpStream::connect(target),
+                    )
+                    .await
+                    else {
+                        return; // dropping `inbound` tells the client the connection failed
+                    };
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+        });
+        Ok(Self { port, task })
+    }
+}
+
+impl Drop for LoopbackRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

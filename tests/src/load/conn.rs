@@ -61,6 +61,41 @@ struct TickMsg {
     server_time_ms: i64,
 }
 
+/// The parts of a `snapshot` that say how current it is.
+#[derive(Deserialize)]
+struct SnapshotMsg {
+    server_time_ms: i64,
+    round: Option<RoundNumber>,
+    #[serde(default)]
+    history: Vec<RoundNumber>,
+}
+
+#[derive(Deserialize)]
+struct RoundNumber {
+    number: u64,
+}
+
+#[derive(Deserialize)]
+struct RoundOpenMsg {
+    round: u64,
+}
+
+/// One socket's view of the player's continuity: the drop it follows (until its first snapshot)
+/// and the newest round heard of.
+struct Resume {
+    dropped: Option<Dropped>,
+    last_round: u64,
+}
+
+/// What a connection knew when its node dropped it: the next socket's first snapshot must be at
+/// least this current, and the time until it arrives is the gap this player saw.
+#[derive(Clone, Copy)]
+struct Dropped {
+    at: Instant,
+    wall_ms: i64,
+    last_round: u64,
+}
+
 #[derive(Deserialize)]
 struct PongMsg {
     nonce: u64,
@@ -104,6 +139,9 @@ impl Conn {
     ) {
         let mut attempt = self.index;
         let mut first = true;
+        // The newest round this player has heard of, and when its last socket dropped.
+        let mut last_round = 0u64;
+        let mut dropped: Option<Dropped> = None;
         while !self.cancel.is_cancelled() {
             let url = format!(
                 "{}?token={}",
@@ -138,11 +176,23 @@ impl Conn {
                 first = false;
                 let _ = ready.send(()).await;
             }
-            let clean = self.serve(ws, &mut commands).await;
+            let mut resume = Resume {
+                dropped: dropped.take(),
+                last_round,
+            };
+            let clean = self.serve(ws, &mut commands, &mut resume).await;
             self.shared.open.fetch_sub(1, Ordering::Relaxed);
             if clean {
                 return;
             }
+            last_round = resume.last_round;
+            // A socket that dropped before its first snapshot keeps the earlier drop's instant:
+            // the player has seen nothing since.
+            dropped = Some(resume.dropped.unwrap_or(Dropped {
+                at: Instant::now(),
+                wall_ms: now_us() / 1000,
+                last_round,
+            }));
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -154,6 +204,7 @@ impl Conn {
             tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
         >,
         commands: &mut mpsc::Receiver<Command>,
+        resume: &mut Resume,
     ) -> bool {
         let (mut tx, mut rx) = ws.split();
         let mut pending: HashMap<String, Pending> = HashMap::new();
@@ -210,7 +261,7 @@ impl Conn {
                     let Some(Ok(msg)) = msg else { break false };
                     let Message::Text(text) = msg else { continue };
                     self.shared.messages.fetch_add(1, Ordering::Relaxed);
-                    let resend = self.handle(text.as_str(), shard, &mut pending, &mut pings, &mut snapshots).await;
+                    let resend = self.handle(text.as_str(), shard, &mut pending, &mut pings, &mut snapshots, resume).await;
                     if let Some(frame) = resend
                         && tx.send(Message::text(frame)).await.is_err()
                     {
@@ -237,13 +288,15 @@ impl Conn {
         pending: &mut HashMap<String, Pending>,
         pings: &mut HashMap<u64, Instant>,
         snapshots: &mut u64,
+        resume: &mut Resume,
     ) -> Option<String> {
         // Most frames are broadcasts this connection only counts (`bets_placed`, `cashed_out`,
         // round events): skip parsing them, so the generator spends its CPU on the node, not on
         // itself. The node writes the tag first (`{"type":"…`).
-        const WANTED: [&str; 6] = [
+        const WANTED: [&str; 7] = [
             "tick",
             "snapshot",
+            "round_open",
             "pong",
             "bet_accepted",
             "cash_out_accepted",
@@ -273,6 +326,26 @@ impl Conn {
                 *snapshots += 1;
                 if *snapshots > 1 {
                     self.shared.resyncs.fetch_add(1, Ordering::Relaxed);
+                }
+                let snap = serde_json::from_str::<SnapshotMsg>(text).ok();
+                let newest = snap
+                    .as_ref()
+                    .and_then(|s| s.round.as_ref().or(s.history.first()).map(|r| r.number));
+                if let Some(d) = resume.dropped.take() {
+                    self.shared.reconnect_gaps.record(shard, d.at.elapsed());
+                    // Fresh: written after the drop (one machine, one clock) and no older than
+                    // the newest round the player had already heard of.
+                    let fresh = snap.as_ref().is_some_and(|s| s.server_time_ms >= d.wall_ms)
+                        && newest.unwrap_or(0) >= d.last_round;
+                    if !fresh {
+                        self.shared.stale_snapshots.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                resume.last_round = resume.last_round.max(newest.unwrap_or(0));
+            }
+            "round_open" => {
+                if let Ok(m) = serde_json::from_str::<RoundOpenMsg>(text) {
+                    resume.last_round = resume.last_round.max(m.round);
                 }
             }
             "pong" => {

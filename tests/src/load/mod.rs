@@ -15,6 +15,7 @@
 
 pub mod args;
 mod conn;
+pub mod money;
 pub mod stats;
 
 use std::collections::HashMap;
@@ -102,6 +103,10 @@ pub(crate) struct Shared {
     pub pings: Latency,
     pub messages: AtomicU64,
     pub resyncs: AtomicU64,
+    /// From a socket's drop to the first snapshot on the next one, per reconnect.
+    pub reconnect_gaps: Latency,
+    /// Reconnect snapshots older than what the player had already seen.
+    pub stale_snapshots: AtomicU64,
     pub open: AtomicU64,
     pub connect_errors: AtomicU64,
     pub dropped: AtomicU64,
@@ -149,6 +154,8 @@ impl Shared {
             pings: Latency::new(),
             messages: AtomicU64::new(0),
             resyncs: AtomicU64::new(0),
+            reconnect_gaps: Latency::new(),
+            stale_snapshots: AtomicU64::new(0),
             open: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -576,6 +583,8 @@ pub async fn execute_until(
     let ticks_n = shared.ticks.merged().len();
     let pings = shared.pings.merged();
     let ping = stats::Percentiles::of(&pings);
+    let gaps = shared.reconnect_gaps.merged();
+    let gap = stats::Percentiles::of(&gaps);
     Ok(Report {
         targets: targets.iter().map(|t| t.base.clone()).collect(),
         duration_s: (duration_s * 10.0).round() / 10.0,
@@ -601,6 +610,10 @@ pub async fn execute_until(
             ping_p99_ms: ping.p99_ms,
             pings: pings.len(),
             resyncs: shared.resyncs.load(Ordering::Relaxed),
+            reconnects: gaps.len(),
+            reconnect_gap_p50_ms: gap.p50_ms,
+            reconnect_gap_max_ms: gap.max_ms,
+            stale_snapshots: shared.stale_snapshots.load(Ordering::Relaxed),
         },
         server,
         accepted_bet_ids,

@@ -202,6 +202,13 @@ pub struct WsReport {
     pub pings: u64,
     /// Full-picture `snapshot` messages after the first (resyncs after a bus gap or reconnect).
     pub resyncs: u64,
+    /// Sockets a node dropped that reconnected and got their first snapshot again.
+    pub reconnects: u64,
+    /// From a drop to the next socket's first snapshot: the gap a player saw in the game.
+    pub reconnect_gap_p50_ms: f64,
+    pub reconnect_gap_max_ms: f64,
+    /// Reconnect snapshots written before the drop or older than a round the player had seen.
+    pub stale_snapshots: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -286,6 +293,13 @@ impl Report {
             "websocket  {} connection(s) open (ramp {:.1} s, {} failed, {} dropped), {} messages, {} resync(s)",
             w.connections, w.ramp_s, w.connect_errors, w.dropped, w.messages, w.resyncs
         );
+        if w.reconnects > 0 {
+            let _ = writeln!(
+                s,
+                "           {} reconnect(s): drop to fresh snapshot p50 {:.0} ms, max {:.0} ms; {} stale snapshot(s)",
+                w.reconnects, w.reconnect_gap_p50_ms, w.reconnect_gap_max_ms, w.stale_snapshots
+            );
+        }
         let _ = writeln!(
             s,
             "           tick lag p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms over {} ticks; ping p50 {:.2} ms, p99 {:.2} ms over {}",

@@ -1,0 +1,901 @@
+//! The platform team's path on real pods, the way the README's kind walkthrough runs it: the
+//! operator is installed by `helm install` with `ci/kind-values.yaml` and runs as pods with its
+//! chart's ServiceAccount (in-cluster config); Secrets name the databases; the chart's example
+//! tables (one per election backend) are applied with `kubectl apply`; their game-node pods run in
+//! containerd on the real node `real-0`, answer the kubelet's probes, elect their leader with
+//! their mounted token and serve players through the table's Service (kube-proxy ClusterIP).
+//!
+//! The one difference from a kind cluster: PostgreSQL and Redis run on this machine (Debian's
+//! binaries, already here for the rest of the suite) at the host end of the real node's link,
+//! behind selectorless Services named like the Bitnami charts' (`postgres-postgresql`,
+//! `redis-master`). The test cluster has no cluster DNS, so the Secrets hold the Services'
+//! ClusterIPs where a kind user writes their names.
+//!
+//! The lifecycle test then plays a 3-replica table under load through its Service and takes it
+//! through what a cluster does to pods: the leader's pod deleted (the kubelet's SIGTERM), a
+//! rolling update, evictions against the PodDisruptionBudget and kill -9 of the leader's
+//! container; it measures each and checks the money afterwards.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crashfleet_operator::crd::CrashTable;
+use crashfleet_tests::k8s::{
+    Cluster, GAME_NODE_IMAGE, HostPostgres, HostRedis, LoopbackRelay, OPERATOR_IMAGE, REAL_NODE,
+    TestNamespace, cluster_or_skip, expose_host_port, host_link_address, poll, real_node_or_skip,
+};
+use crashfleet_tests::load;
+use futures_util::{SinkExt, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::{EvictParams, ListParams};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+mod support;
+
+/// One at a time: each test runs five or more pods on a 2-CPU node.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Pods of a fresh table pass their readiness probes (database migrations, leader election) and a
+/// first round is played within this.
+const TABLE_READY: Duration = Duration::from_secs(180);
+
+fn chart_file(rel: &str) -> PathBuf {
+    support::chart().join(rel)
+}
+
+/// Runs kubectl (or helm) against the test cluster; its stdout, or an error with its stderr.
+fn run(tool: &str, cluster: &Cluster, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(support::tool(tool))
+        .args(args)
+        .env("KUBECONFIG", cluster.kubeconfig_source())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{tool} {}: {}\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// What a platform team has before it applies a table: the operator running from its chart, the
+/// databases reachable from pods, the Secrets naming them.
+struct Platform {
+    cluster: Cluster,
+    ns: TestNamespace,
+    release: String,
+    _pg: HostPostgres,
+    _redis: HostRedis,
+    _dir: tempfile::TempDir,
+}
+
+impl Platform {
+    async fn install(test: &str) -> anyhow::Result<Option<Platform>> {
+        let Some(cluster) = cluster_or_skip(test).await? else {
+            return Ok(None);
+        };
+        if real_node_or_skip(&cluster, test, &[GAME_NODE_IMAGE, OPERATOR_IMAGE])
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let ns = cluster.namespace("pods").await?;
+        let link = host_link_address(&cluster).await?;
+        let dir = tempfile::tempdir()?;
+        let (pg_dir, redis_dir) = (dir.path().join("pg"), dir.path().join("redis"));
+        std::fs::create_dir_all(&redis_dir)?;
+        let (pg, redis) = tokio::task::block_in_place(|| {
+            Ok::<_, crashfleet_tests::k8s::Error>((
+                HostPostgres::start(&pg_dir, link)?,
+                HostRedis::start(&redis_dir, link)?,
+            ))
+        })?;
+        let pg_ip = expose_host_port(&ns, "postgres-postgresql", 5432, link, pg.port).await?;
+        let redis_ip = expose_host_port(&ns, "redis-master", 6379, link, redis.port).await?;
+        let name = ns.name().to_string();
+        // The walkthrough's steps from here on, in its order.
+        run(
+            "kubectl",
+            &cluster,
+            &[
+                "create",
+                "secret",
+                "generic",
+                "redis",
+                "-n",
+                &name,
+                &format!("--from-literal=url={}", redis.url_via(&redis_ip, 6379)),
+            ],
+        )?;
+        run(
+            "kubectl",
+            &cluster,
+            &[
+                "create",
+                "secret",
+                "generic",
+                "postgres",
+                "-n",
+                &name,
+                &format!("--from-literal=url={}", pg.url_via(&pg_ip, 5432)),
+            ],
+        )?;
+        let release = format!("cf-{}", &name[name.len().saturating_sub(8)..]);
+        let installed = Instant::now();
+        let chart = support::chart();
+        let values = chart_file("ci/kind-values.yaml");
+        run(
+            "helm",
+            &cluster,
+            &[
+                "install",
+                &release,
+                chart.to_str().expect("a UTF-8 path"),
+                "-n",
+                &name,
+                "-f",
+                values.to_str().expect("a UTF-8 path"),
+                "--set",
+                &format!("watchNamespace={name}"),
+                "--wait",
+                "--timeout",
+                "180s",
+            ],
+        )?;
+        println!(
+            "REAL PODS helm install --wait (operator pods Ready): {:.1} s",
+            installed.elapsed().as_secs_f64()
+        );
+        let platform = Platform {
+            cluster,
+            ns,
+            release,
+            _pg: pg,
+            _redis: redis,
+            _dir: dir,
+        };
+        // The operator runs as pods on the real node, with its chart's ServiceAccount and no
+        // kubeconfig: the in-cluster config from its mounted token.
+        let pods = platform
+            .pods("app.kubernetes.io/name=crashfleet-operator")
+            .await?;
+        anyhow::ensure!(!pods.is_empty(), "no operator pods");
+        for p in &pods {
+            let spec = p.spec.as_ref().expect("spec");
+            assert_eq!(spec.node_name.as_deref(), Some(REAL_NODE));
+            assert_eq!(
+                spec.service_account_name.as_deref(),
+                Some("crashfleet-operator")
+            );
+        }
+        Ok(Some(platform))
+    }
+
+    fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut all = vec!["-n", self.ns.name()];
+        all.extend_from_slice(args);
+        run("kubectl", &self.cluster, &all)
+    }
+
+    async fn pods(&self, selector: &str) -> Result<Vec<Pod>, kube::Error> {
+        Ok(self
+            .ns
+            .api::<Pod>()
+            .list(&ListParams::default().labels(selector))
+            .await?
+            .items)
+    }
+
+    /// The table's pods that are Ready and not terminating.
+    async fn ready_pods(&self, table: &str) -> Result<Vec<Pod>, kube::Error> {
+        let pods = self.pods(&format!("crashfleet.dev/table={table}")).await?;
+        Ok(pods
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
+            .collect())
+    }
+
+    /// Waits until status shows the table Ready with a leader other than `not` and at least one
+    /// round played; returns the leader.
+    async fn ready_with_leader(&self, name: &str, not: Option<&str>) -> anyhow::Result<String> {
+        let tables = self.ns.api::<CrashTable>();
+        let st = poll("the table Ready with its leader", TABLE_READY, || {
+            let t = tables.clone();
+            async move {
+                Ok(t.get(name).await?.status.filter(|s| {
+                    s.leader.is_some()
+                        && s.leader.as_deref() != not
+                        && s.fairness
+                            .as_ref()
+                            .and_then(|f| f.rounds_played)
+                            .is_some_and(|n| n >= 1)
+                        && s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                }))
+            }
+        })
+        .await;
+        match st {
+            Ok(st) => Ok(st.leader.expect("a leader")),
+            Err(e) => {
+                let status = tables.get(name).await.ok().and_then(|t| t.status);
+                let pods = self
+                    .kubectl(&["get", "pods", "-o", "wide"])
+                    .unwrap_or_default();
+                let logs = self
+                    .kubectl(&[
+                        "logs",
+                        "-l",
+                        &format!("crashfleet.dev/table={name}"),
+                        "--tail",
+                        "30",
+                    ])
+                    .unwrap_or_default();
+                anyhow::bail!("{e}\nstatus: {status:?}\n{pods}\n{logs}")
+            }
+        }
+    }
+
+    /// The table's Service address (ClusterIP, port 80).
+    async fn service(&self, table: &str) -> anyhow::Result<SocketAddr> {
+        let svc = self.ns.api::<Service>().get(table).await?;
+        let ip = svc
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .ok_or_else(|| anyhow::anyhow!("Service {table} has no ClusterIP"))?;
+        Ok(SocketAddr::new(ip.parse()?, 80))
+    }
+
+    async fn admin_token(&self, table: &str) -> anyhow::Result<String> {
+        let s = self
+            .ns
+            .api::<Secret>()
+            .get(&crashfleet_operator::builders::auth_secret(table))
+            .await?;
+        let v = s
+            .data
+            .unwrap_or_default()
+            .remove(crashfleet_operator::builders::ADMIN_KEY)
+            .ok_or_else(|| anyhow::anyhow!("no admin token"))?;
+        Ok(String::from_utf8(v.0)?)
+    }
+
+    async fn uninstall(self) -> anyhow::Result<()> {
+        // Tables first, so the operator is still there to see them go.
+        let _ = self.kubectl(&[
+            "delete",
+            "crashtables",
+            "--all",
+            "--wait=true",
+            "--timeout=60s",
+        ]);
+        let _ = run(
+            "helm",
+            &self.cluster,
+            &["uninstall", &self.release, "-n", self.ns.name(), "--wait"],
+        );
+        self.ns.cleanup().await?;
+        Ok(())
+    }
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+/// A player's whole visit through `base` (a Service): register, get credit, open the WebSocket
+/// and authenticate with the first frame, bet over REST during a betting window, cash out while
+/// the round flies (a round that crashes first is played again), see the crash on the socket,
+/// then verify the revealed round against the commitment and the crash formula.
+async fn play_a_round(base: &str, admin: &str, name: &str) -> anyhow::Result<String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let r = http
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&json!({"username": name, "password": "correct-horse"}))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 201, "register: {}", r.status());
+    let token = r.json::<Value>().await?["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let r = http
+        .post(format!("{base}/api/v1/admin/players/{name}/credit"))
+        .bearer_auth(admin)
+        .header("Idempotency-Key", format!("credit-{name}"))
+        .json(&json!({"amount": 10_000}))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "credit: {}", r.status());
+    let ws_url = format!("ws{}/ws", &base["http".len()..]);
+    let (ws, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await?;
+    let (mut tx, mut rx) = ws.split();
+    tx.send(Message::text(
+        json!({"type": "auth", "token": token}).to_string(),
+    ))
+    .await?;
+    let mut next = async || -> anyhow::Result<Value> {
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(120), rx.next())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the socket closed"))??;
+            if let Message::Text(t) = m {
+                return Ok(serde_json::from_str(&t)?);
+            }
+        }
+    };
+    loop {
+        if next().await?["type"] == "authenticated" {
+            break;
+        }
+    }
+    for attempt in 0..6 {
+        // A betting window with time left for the bet to arrive.
+        let round = loop {
+            let m = next().await?;
+            if m["type"] == "round_open"
+                && m["betting_closes_at_ms"].as_i64() > Some(now_ms() + 700)
+            {
+                break m["round"].as_u64().expect("round");
+            }
+        };
+        let r = http
+            .post(format!("{base}/api/v1/bets"))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", format!("{name}-bet-{attempt}"))
+            .json(&json!({"stake": 100}))
+            .send()
+            .await?;
+        let status = r.status();
+        let bet: Value = r.json().await?;
+        anyhow::ensure!(status == 201, "bet: {status} {bet}");
+        assert_eq!(bet["round"].as_u64(), Some(round), "{bet}");
+        let bet_id = bet["bet_id"].as_str().expect("bet id").to_string();
+        // Cash out once the multiplier has passed 1.10x (the round may crash before that).
+        let flying = loop {
+            let m = next().await?;
+            anyhow::ensure!(m["type"] != "round_voided", "round {round} voided: {m}");
+            if m["round"].as_u64() != Some(round) {
+                continue;
+            }
+            if m["type"] == "tick" && m["multiplier_x100"].as_u64() >= Some(110) {
+                break true;
+            }
+            if m["type"] == "crashed" {
+                break false;
+            }
+        };
+        if !flying {
+            continue;
+        }
+        let r = http
+            .post(format!("{base}/api/v1/bets/{bet_id}/cashout"))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", format!("{name}-cash-{attempt}"))
+            .json(&json!({}))
+            .send()
+            .await?;
+        let status = r.status();
+        let cash: Value = r.json().await?;
+        let crash = loop {
+            let m = next().await?;
+            if m["type"] == "crashed" && m["round"].as_u64() == Some(round) {
+                break m;
+            }
+        };
+        if status != 200 {
+            assert_eq!(cash["code"], "too_late", "{cash}");
+            continue;
+        }
+        assert!(cash["payout"].as_i64() >= Some(110), "{cash}");
+        let paid_at = cash["multiplier_x100"].as_u64().expect("multiplier");
+        assert!(paid_at < crash["crash_x100"].as_u64().expect("crash"));
+        // Verify: the revealed hash chains to the commitment and gives the crash point.
+        let detail: Value = http
+            .get(format!("{base}/api/v1/rounds/{round}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let fairness: Value = http
+            .get(format!("{base}/api/v1/fairness"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let h = game_node::fairness::parse_hash(detail["round"]["hash"].as_str().expect("hash"))?;
+        assert_eq!(detail["round"]["hash"], crash["hash"]);
+        let t = game_node::fairness::parse_hash(
+            fairness["terminating_hash"].as_str().expect("commitment"),
+        )?;
+        assert!(
+            game_node::fairness::verify_commitment(&h, &t, round),
+            "round {round} does not chain to the commitment"
+        );
+        let calc = game_node::fairness::CrashCalculator::new(
+            fairness["salt"].as_str().expect("salt"),
+            fairness["house_edge_bp"].as_u64().expect("edge") as u32,
+            fairness["max_x100"].as_u64().expect("max"),
+        )?;
+        assert_eq!(Some(calc.crash_x100(&h)), crash["crash_x100"].as_u64());
+        let mine = detail["bets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|b| b["bet_id"] == bet_id.as_str())
+            .cloned()
+            .expect("the bet in the round's detail");
+        assert_eq!(mine["status"], "won", "{mine}");
+        assert_eq!(mine["payout"], cash["payout"], "{mine}");
+        return Ok(format!(
+            "round {round}: bet 100, cashed out at {paid_at} for {}, crash {}; verified",
+            cash["payout"], crash["crash_x100"]
+        ));
+    }
+    anyhow::bail!("every round crashed before the cash-out")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_tables_run_as_real_pods_with_both_election_backends() -> anyhow::Result<()> {
+    let test = "the_example_tables_run_as_real_pods_with_both_election_backends";
+    let _serial = SERIAL.lock().await;
+    let Some(p) = Platform::install(test).await? else {
+        return Ok(());
+    };
+    let main = chart_file("examples/crashtable.yaml");
+    let side = chart_file("examples/crashtable-redis.yaml");
+    let applied = Instant::now();
+    p.kubectl(&[
+        "apply",
+        "-f",
+        main.to_str().expect("path"),
+        "-f",
+        side.to_str().expect("path"),
+    ])?;
+    // Pods Ready through the kubelet's real probes, on the real node.
+    let deployments = p.ns.api::<Deployment>();
+    for (table, replicas) in [("main", 3), ("side", 2)] {
+        let d = deployments.clone();
+        poll("the pods Ready", TABLE_READY, || {
+            let d = d.clone();
+            async move {
+                Ok(d.get_opt(table).await?.and_then(|d| d.status).filter(|s| {
+                    s.ready_replicas == Some(replicas) && s.updated_replicas == Some(replicas)
+                }))
+            }
+        })
+        .await?;
+        println!(
+            "REAL PODS {table}: {replicas} pods Ready {:.1} s after kubectl apply",
+            applied.elapsed().as_secs_f64()
+        );
+        for pod in p.ready_pods(table).await? {
+            assert_eq!(
+                pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+                Some(REAL_NODE)
+            );
+        }
+    }
+    let leader = p.ready_with_leader("main", None).await?;
+    println!(
+        "REAL PODS apply -> first round played (main, status roundsPlayed >= 1): {:.1} s",
+        applied.elapsed().as_secs_f64()
+    );
+    let side_leader = p.ready_with_leader("side", None).await?;
+    let listed = p.kubectl(&["get", "ct"])?;
+    println!("REAL PODS kubectl get ct:\n{listed}");
+    assert!(
+        listed.contains(&leader) && listed.contains(&side_leader),
+        "{listed}"
+    );
+    // Lease backend: a game-node pod wrote the Lease with its mounted token. Redis backend: no
+    // Lease at all, and the leader in status comes from the Redis lock.
+    let leases = p.ns.api::<Lease>();
+    let holder = leases
+        .get("main-leader")
+        .await?
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(holder.as_deref(), Some(leader.as_str()));
+    assert!(leases.get_opt("side-leader").await?.is_none());
+    for (table, leader) in [("main", &leader), ("side", &side_leader)] {
+        let names: Vec<String> = p
+            .ready_pods(table)
+            .await?
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        assert!(
+            names.contains(leader),
+            "{leader} is not a pod of {table}: {names:?}"
+        );
+    }
+    // A pod logs JSON lines without being told to.
+    let logs = p.kubectl(&["logs", &leader, "--tail", "20"])?;
+    let line = logs.lines().next().expect("the leader logged");
+    let parsed: Value = serde_json::from_str(line)
+        .map_err(|e| anyhow::anyhow!("a pod's log line is not JSON ({e}): {line}"))?;
+    assert!(parsed["level"].is_string(), "{parsed}");
+    // Players through each table's Service, both at once.
+    let (main_base, side_base) = (
+        format!("http://{}", p.service("main").await?),
+        format!("http://{}", p.service("side").await?),
+    );
+    let (main_admin, side_admin) = (p.admin_token("main").await?, p.admin_token("side").await?);
+    let (a, b) = tokio::join!(
+        play_a_round(&main_base, &main_admin, "alice"),
+        play_a_round(&side_base, &side_admin, "bob"),
+    );
+    println!(
+        "REAL PODS a player through Service main (Lease backend): {}",
+        a?
+    );
+    println!(
+        "REAL PODS a player through Service side (Redis backend): {}",
+        b?
+    );
+    for (base, admin) in [(&main_base, &main_admin), (&side_base, &side_admin)] {
+        let audit: Value = reqwest::Client::new()
+            .get(format!("{base}/api/v1/admin/audit"))
+            .bearer_auth(admin)
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert_eq!(audit["balanced"], true, "{audit}");
+    }
+    p.uninstall().await
+}
+
+/// The rounds the fleet played, oldest first, each with its detail; panics unless the numbers
+/// are contiguous from 1, and every crashed round verifies against the commitment.
+async fn rounds_with_detail(
+    http: &reqwest::Client,
+    base: &str,
+) -> anyhow::Result<Vec<(Value, Value)>> {
+    let fairness: Value = http
+        .get(format!("{base}/api/v1/fairness"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let terminating = game_node::fairness::parse_hash(
+        fairness["terminating_hash"].as_str().expect("commitment"),
+    )?;
+    let list: Value = http
+        .get(format!("{base}/api/v1/rounds?limit=500"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut rounds: Vec<Value> = list.as_array().cloned().unwrap_or_default();
+    rounds.sort_by_key(|r| r["number"].as_u64());
+    let mut out = Vec::new();
+    for (k, r) in rounds.into_iter().enumerate() {
+        let n = r["number"].as_u64().expect("number");
+        assert_eq!(n, k as u64 + 1, "round numbers must be contiguous from 1");
+        if r["status"] == "crashed" {
+            let h = game_node::fairness::parse_hash(r["hash"].as_str().expect("hash"))?;
+            assert!(game_node::fairness::verify_commitment(&h, &terminating, n));
+        }
+        let detail: Value = http
+            .get(format!("{base}/api/v1/rounds/{n}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        out.push((r, detail));
+    }
+    Ok(out)
+}
+
+fn voided(rounds: &[(Value, Value)]) -> Vec<u64> {
+    rounds
+        .iter()
+        .filter(|(r, _)| r["status"] == "voided")
+        .filter_map(|(r, _)| r["number"].as_u64())
+        .collect()
+}
+
+/// The term the fleet reports (a new leader has a higher one).
+async fn fleet_term(http: &reqwest::Client, base: &str) -> Option<u64> {
+    let v: Value = http
+        .get(format!("{base}/api/v1/fleet"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    v["term"].as_u64()
+}
+
+/// Waits (polling every 100 ms through the Service) until the fleet has a leader with a newer
+/// term than `term`; returns its name.
+async fn next_leader(
+    http: &reqwest::Client,
+    base: &str,
+    term: Option<u64>,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/api/v1/fleet")).send().await
+            && let Ok(v) = r.json::<Value>().await
+            && v["term"].as_u64() > term
+            && let Some(l) = v["leader"].as_str()
+        {
+            return Ok(l.to_string());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no new leader within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_losing_money()
+-> anyhow::Result<()> {
+    let test = "a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_losing_money";
+    let _serial = SERIAL.lock().await;
+    let Some(p) = Platform::install(test).await? else {
+        return Ok(());
+    };
+    let main = chart_file("examples/crashtable.yaml");
+    p.kubectl(&["apply", "-f", main.to_str().expect("path")])?;
+    let mut leader = p.ready_with_leader("main", None).await?;
+    // Shorter rounds than the example's so the run sees many (a change of game settings: the
+    // first rolling update, before the players arrive).
+    p.kubectl(&[
+        "patch",
+        "crashtable",
+        "main",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"game":{"bettingWindowMs":2500,"pauseMs":1000,"doublingMs":3000}}}"#,
+    ])?;
+    p.kubectl(&["rollout", "status", "deployment/main", "--timeout", "240s"])?;
+    leader = p.ready_with_leader("main", None).await.unwrap_or(leader);
+
+    // Players through the Service (a loopback relay: crashfleet-load only targets this machine),
+    // betting over REST with idempotency keys, watching over WebSockets that reconnect.
+    let svc = p.service("main").await?;
+    let relay = LoopbackRelay::start(svc).await?;
+    let base = format!("http://127.0.0.1:{}", relay.port);
+    let admin = p.admin_token("main").await?;
+    let args = <load::LoadArgs as clap::Parser>::try_parse_from([
+        "crashfleet-load",
+        "--url",
+        &base,
+        "--connections",
+        "24",
+        "--players",
+        "24",
+        "--bet-rate",
+        "12",
+        "--duration",
+        "20m",
+        "--credit",
+        "1000000",
+        "--admin-token",
+        &admin,
+        "--ping-interval",
+        "2s",
+        "--quiet",
+    ])?;
+    let prepared = load::prepare(args).await?;
+    let stop = CancellationToken::new();
+    let players = tokio::spawn(load::execute_until(prepared, false, stop.clone()));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let svc_base = format!("http://{svc}");
+    // Let the players settle into a few rounds.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mut figures: BTreeMap<&str, String> = BTreeMap::new();
+
+    // 1. `kubectl delete pod` of the leader: the kubelet's SIGTERM; the round is handed over.
+    let term = fleet_term(&http, &svc_base).await;
+    let deleted = Instant::now();
+    p.kubectl(&["delete", "pod", &leader, "--wait=false"])?;
+    let next = next_leader(&http, &svc_base, term).await?;
+    let to_leader = deleted.elapsed();
+    let gone = poll("the deleted pod gone", Duration::from_secs(90), || {
+        let api = p.ns.api::<Pod>();
+        let name = leader.clone();
+        async move {
+            Ok(api
+                .get_opt(&name)
+                .await?
+                .is_none()
+                .then_some(deleted.elapsed()))
+        }
+    })
+    .await?;
+    figures.insert(
+        "leader pod deleted",
+        format!(
+            "new leader {next} {:.2} s after kubectl delete pod {leader}; the pod was gone after {:.1} s",
+            to_leader.as_secs_f64(),
+            gone.as_secs_f64()
+        ),
+    );
+    assert_ne!(next, leader);
+    p.kubectl(&["rollout", "status", "deployment/main", "--timeout", "120s"])?;
+
+    // 2. A rolling update of the 3 replicas (a changed game setting) with the players on.
+    let rolled = Instant::now();
+    p.kubectl(&[
+        "patch",
+        "crashtable",
+        "main",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"game":{"bettingWindowMs":3000}}}"#,
+    ])?;
+    // The Deployment takes the new template, then the rollout runs to the end.
+    let deployments = p.ns.api::<Deployment>();
+    poll("the new template", Duration::from_secs(60), || {
+        let d = deployments.clone();
+        async move {
+            let d = d.get("main").await?;
+            let changed = d.spec.template.spec.as_ref().is_some_and(|s| {
+                serde_json::to_string(&s.containers[0])
+                    .unwrap_or_default()
+                    .contains("3000")
+            });
+            Ok(changed.then_some(()))
+        }
+    })
+    .await?;
+    p.kubectl(&["rollout", "status", "deployment/main", "--timeout", "300s"])?;
+    let next = p.ready_with_leader("main", None).await?;
+    figures.insert(
+        "rolling update",
+        format!(
+            "3 replicas replaced in {:.1} s, leader now {next}",
+            rolled.elapsed().as_secs_f64()
+        ),
+    );
+    leader = next;
+    // Voided rounds so far: none, whatever the pods went through.
+    let so_far = rounds_with_detail(&http, &svc_base).await?;
+    let voided_graceful = voided(&so_far);
+
+    // 3. Evictions honour the PodDisruptionBudget (at most one pod unavailable).
+    let pods = p.ready_pods("main").await?;
+    assert_eq!(pods.len(), 3);
+    let api = p.ns.api::<Pod>();
+    let first = pods[0].metadata.name.clone().expect("name");
+    let second = pods[1].metadata.name.clone().expect("name");
+    api.evict(&first, &EvictParams::default()).await?;
+    let refused = api.evict(&second, &EvictParams::default()).await;
+    match refused {
+        Err(kube::Error::Api(e)) if e.code == 429 => {}
+        other => panic!("a second eviction while one pod is down was not refused: {other:?}"),
+    }
+    figures.insert(
+        "eviction",
+        format!("{first} evicted; {second} refused with 429 while one pod was down"),
+    );
+    p.kubectl(&["rollout", "status", "deployment/main", "--timeout", "120s"])?;
+    poll("3 pods Ready again", Duration::from_secs(120), || async {
+        Ok((p.ready_pods("main").await?.len() == 3).then_some(()))
+    })
+    .await?;
+    leader = p.ready_with_leader("main", None).await.unwrap_or(leader);
+
+    // 4. kill -9 of the leader's container: no goodbye, the Lease runs out.
+    let pod = api.get(&leader).await?;
+    let container = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| c.container_id.clone())
+        .expect("the leader's container id");
+    let id = container
+        .strip_prefix("containerd://")
+        .expect("a containerd container");
+    let sock = PathBuf::from(p.cluster.kubeconfig_source())
+        .with_file_name(REAL_NODE)
+        .join("containerd/containerd.sock");
+    let term = fleet_term(&http, &svc_base).await;
+    let killed = Instant::now();
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(&sock)
+        .args(["-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", id])
+        .output()?;
+    assert!(out.status.success(), "ctr kill: {out:?}");
+    let next = next_leader(&http, &svc_base, term).await?;
+    figures.insert(
+        "leader container kill -9",
+        format!(
+            "new leader {next} {:.2} s after the kill of {leader}'s container",
+            killed.elapsed().as_secs_f64()
+        ),
+    );
+    poll("3 pods Ready again", Duration::from_secs(120), || async {
+        Ok((p.ready_pods("main").await?.len() == 3).then_some(()))
+    })
+    .await?;
+
+    // The players stop; the last rounds finish; then the money is checked.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.cancel();
+    let report = players.await??;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let rounds = rounds_with_detail(&http, &svc_base).await?;
+    let audit: Value = http
+        .get(format!("{svc_base}/api/v1/admin/audit"))
+        .bearer_auth(&admin)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let violations = load::money::check_bets(&rounds, std::slice::from_ref(&report), |stake, m| {
+        game_node::engine::payout(stake, m, i64::MAX)
+    });
+    println!("{}", report.table());
+    for (k, v) in &figures {
+        println!("REAL PODS {k}: {v}");
+    }
+    let ws = &report.ws;
+    println!(
+        "REAL PODS players: {} rounds, {} bets accepted, {} cash-outs confirmed; voided during \
+         delete + rollout: {voided_graceful:?}, in all: {:?}; {} WebSocket reconnects, longest \
+         gap {:.0} ms (p50 {:.0} ms), {} stale snapshots; audit balanced {}",
+        rounds.len(),
+        report.accepted_bet_ids.len(),
+        report.accepted_cashouts.len(),
+        voided(&rounds),
+        ws.reconnects,
+        ws.reconnect_gap_max_ms,
+        ws.reconnect_gap_p50_ms,
+        ws.stale_snapshots,
+        audit["balanced"]
+    );
+    assert_eq!(audit["balanced"], true, "{audit}");
+    assert_eq!(audit["violations"], json!([]), "{audit}");
+    assert!(violations.is_empty(), "{violations:#?}");
+    assert_eq!(
+        voided_graceful,
+        Vec::<u64>::new(),
+        "rounds voided by a graceful handover"
+    );
+    assert!(
+        report.accepted_bet_ids.len() >= 20,
+        "the players hardly bet"
+    );
+    // Every socket a node closed came back on a live node with a fresh snapshot.
+    assert!(
+        ws.reconnects >= 1,
+        "no socket was moved: the test did not test it"
+    );
+    assert_eq!(ws.stale_snapshots, 0);
+    drop(relay);
+    p.uninstall().await
+}

@@ -219,6 +219,16 @@ pub struct ServeConfig {
     #[arg(long, env = "CRASHFLEET_REQUEST_TIMEOUT_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub request_timeout_ms: u64,
 
+    /// Drain window after SIGTERM (or Ctrl-C), ms: `/readyz` answers 503 at once and the node
+    /// keeps serving players for this long, then stops accepting, closes its WebSockets with 1001
+    /// (going away) and hands its round over. Load balancers and kube-proxy learn that a pod is
+    /// going only after its endpoint change has travelled (endpoints controller, API server,
+    /// every node's proxy sync; or a failed readiness probe where nothing else tells them), and
+    /// until then they still send it new requests: the window makes sure those are answered.
+    /// A second signal ends it early. 0 (the default: a node on a laptop) stops at once.
+    #[arg(long, env = "CRASHFLEET_DRAIN_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=300_000))]
+    pub drain_delay_ms: u64,
+
     /// Open TCP connections (HTTP and WebSocket) per client address (IPv6: per /64); more are
     /// answered 503 `busy` and closed (0 = no cap). A browser opens at most 6 HTTP connections
     /// plus one WebSocket per tab; 256 leaves room for a household, office or carrier NAT full of

@@ -98,29 +98,53 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
-    let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
+    // The first SIGTERM or Ctrl-C begins the drain window, a second one ends it.
+    let (begin, hurry) = (CancellationToken::new(), CancellationToken::new());
+    {
+        let (begin, hurry) = (begin.clone(), hurry.clone());
+        tokio::spawn(async move {
+            let mut signals = Signals::new();
+            signals.next().await;
+            tracing::info!("shutting down");
+            begin.cancel();
+            signals.next().await;
+            hurry.cancel();
+        });
+    }
+    game_node::node::run(listener, cfg, begin, hurry).await
+}
+
+/// SIGTERM (what the kubelet sends) and Ctrl-C, one at a time.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    async fn next(&mut self) {
         #[cfg(unix)]
         let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
+            match &mut self.term {
+                Some(s) => {
                     s.recv().await;
                 }
-                Err(_) => std::future::pending::<()>().await,
+                None => std::future::pending::<()>().await,
             }
         };
         #[cfg(not(unix))]
         let term = std::future::pending::<()>();
         tokio::select! {
-            _ = ctrl_c => {},
-            _ = term => {},
+            _ = tokio::signal::ctrl_c() => {},
+            () = term => {},
         }
-        tracing::info!("shutting down");
-        signal.cancel();
-    });
-    game_node::node::run(listener, cfg, shutdown).await
+    }
 }
 
 fn main() -> ExitCode {

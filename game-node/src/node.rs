@@ -240,12 +240,40 @@ impl Started {
 /// curl; a stuck scraper must not take descriptors from players.
 const METRICS_MAX_CONNECTIONS: usize = 16;
 
-/// Runs a node on `listener` until `shutdown` is cancelled, then drains and returns.
+/// Runs a node on `listener` until `begin` is cancelled (the first SIGTERM or Ctrl-C), then:
+/// `/readyz` turns 503 at once, players are still served for `--drain-delay-ms` (cut short when
+/// `hurry` is cancelled: a second signal), and only then the node stops accepting, closes its
+/// sockets, hands its round over and returns. A signal during start-up stops at once: there is
+/// nobody to drain.
 pub async fn run(
     listener: TcpListener,
     cfg: ServeConfig,
-    shutdown: CancellationToken,
+    begin: CancellationToken,
+    hurry: CancellationToken,
 ) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let started: Arc<std::sync::OnceLock<Arc<AppState>>> = Arc::default();
+    let window = Duration::from_millis(cfg.drain_delay_ms);
+    let drain = {
+        let (started, shutdown) = (started.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            begin.cancelled().await;
+            if let Some(state) = started.get() {
+                state.draining.store(true, Ordering::SeqCst);
+                if !window.is_zero() {
+                    info!(
+                        window_ms = window.as_millis() as u64,
+                        "draining: /readyz answers 503, still serving until the window ends"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(window) => {}
+                        () = hurry.cancelled() => info!("second signal: drain window cut short"),
+                    }
+                }
+            }
+            shutdown.cancel();
+        })
+    };
     // Bound before the node starts, so a taken address fails the start and not later.
     let metrics_listener = match cfg.metrics_listen {
         Some(a) => Some(
@@ -260,6 +288,11 @@ pub async fn run(
         crate::listener::RequestTimeout(Duration::from_millis(cfg.request_timeout_ms));
     let node = start(cfg, shutdown.clone()).await?;
     let state = node.state.clone();
+    let _ = started.set(state.clone());
+    // The signal may have come while the node started: nobody was served yet, stop now.
+    if shutdown.is_cancelled() {
+        state.draining.store(true, Ordering::SeqCst);
+    }
     let addr = listener.local_addr()?;
     info!(
         %addr,
@@ -271,15 +304,6 @@ pub async fn run(
         request_timeout,
         crate::listener::request_timeout,
     ));
-    // `/readyz` turns 503 as soon as shutdown begins, so load balancers drain the node while the
-    // connections in flight finish.
-    let drain = {
-        let (state, shutdown) = (state.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            state.draining.store(true, Ordering::SeqCst);
-        })
-    };
     let metrics = metrics_listener.map(|l| {
         if let Ok(a) = l.local_addr() {
             info!(addr = %a, "metrics listening");

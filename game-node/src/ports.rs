@@ -458,4 +458,12 @@ pub trait LeaderElector: Send + Sync + 'static {
     /// The leader finished round `number`: electors that publish progress (the Lease, for the
     /// operator's status and chain-exhaustion warnings) record it.
     fn report_round(&self, _number: u64) {}
+    /// Whether the table's operator has paused it, as this node last read it with its election
+    /// record (the Lease's `crashfleet.dev/paused` annotation, or the Redis key
+    /// `crashfleet:{<table>}:paused`): re-read with every renewal, so pausing or resuming a fleet
+    /// reaches its leader within a retry period and rolls no pod. A paused leader finishes the
+    /// round in progress and opens no new one until the flag is cleared.
+    fn paused(&self) -> bool {
+        false
+    }
 }

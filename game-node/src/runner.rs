@@ -17,6 +17,9 @@ use crate::protocol::ServerMessage;
 
 /// How long the leader backs off after a failed round (ledger or bus unavailable) before retrying.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// How often a paused leader looks at the pause flag again (the elector refreshes it with each
+/// renewal; this only bounds how long a resume waits on top).
+const PAUSE_RECHECK: Duration = Duration::from_millis(200);
 
 /// What the leader needs to know about its table.
 #[derive(Clone)]
@@ -284,10 +287,17 @@ impl Leader<'_> {
                 .await?
                 .map_or(0, |r| r.number)
                 + 1;
-            if spec.paused {
+            if spec.paused || self.ports.elector.paused() {
                 info!(table = %spec.id, "the table is paused: no new rounds until it is resumed");
-                self.lost.cancelled().await;
-                return Ok(());
+                // `--paused` holds for this process's life; the fleet's flag may be cleared.
+                while spec.paused || self.ports.elector.paused() {
+                    tokio::select! {
+                        () = self.lost.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(PAUSE_RECHECK) => {}
+                    }
+                }
+                info!(table = %spec.id, "the table is resumed");
+                continue;
             }
             if number > spec.chain.length() {
                 error!(

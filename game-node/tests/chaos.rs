@@ -23,7 +23,6 @@ use crashfleet_tests::load::{self, LoadArgs, Report};
 use fleet_support::{ADMIN, Fleet, FleetOpts, OwnPg, Proxy, free_port, wait_ready_url};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -1,6 +1,8 @@
 //! Kill -9 of a standalone node in the middle of a round: on restart the interrupted round is
 //! voided with every open stake refunded, the commitment is unchanged, round numbers continue
-//! without reuse, and the audit is exact. Uses the real `game-node` binary as a child process.
+//! without reuse, and the audit is exact. And SIGTERM (what a kubelet sends): the drain window
+//! keeps players served while `/readyz` already says 503, then WebSockets close with 1001. Uses
+//! the real `game-node` binary as a child process.
 
 mod common;
 
@@ -26,6 +28,10 @@ fn free_port() -> u16 {
 }
 
 fn spawn(dir: &std::path::Path, port: u16) -> Proc {
+    spawn_with(dir, port, &[])
+}
+
+fn spawn_with(dir: &std::path::Path, port: u16, extra: &[&str]) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_game-node"))
         .args([
             "serve",
@@ -50,6 +56,7 @@ fn spawn(dir: &std::path::Path, port: u16) -> Proc {
             "--rate-limit-ip",
             "0",
         ])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -171,4 +178,131 @@ async fn kill_9_mid_round_refunds_the_open_stakes_on_restart() {
     .await;
     assert_eq!(audit["balanced"], true, "{audit:#}");
     drop(node);
+}
+
+fn signal(node: &Proc, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &node.0.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{name}");
+}
+
+async fn status(http: &reqwest::Client, url: String) -> Option<u16> {
+    http.get(url).send().await.ok().map(|r| r.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_before_the_node_stops_serving() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    const WINDOW: Duration = Duration::from_millis(3000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let mut node = spawn_with(
+        dir.path(),
+        port,
+        &["--drain-delay-ms", &WINDOW.as_millis().to_string()],
+    );
+    wait_ready(&http, &base).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
+        .await
+        .expect("ws");
+    let first = ws.next().await.expect("snapshot").expect("frame");
+    assert!(
+        first.to_text().expect("text").contains("snapshot"),
+        "{first:?}"
+    );
+
+    let term = std::time::Instant::now();
+    signal(&node, "TERM");
+    // Ready no more, at once: the load balancer is told first.
+    let mut turned = None;
+    while term.elapsed() < Duration::from_secs(1) {
+        if status(&http, format!("{base}/readyz")).await == Some(503) {
+            turned = Some(term.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let turned = turned.expect("/readyz still 200 a second after SIGTERM");
+    // ... while players are still served, REST and WebSocket, until the window ends.
+    let mut served = 0;
+    while term.elapsed() < WINDOW - Duration::from_millis(500) {
+        assert_eq!(
+            status(&http, format!("{base}/api/v1/fairness")).await,
+            Some(200),
+            "a request {:?} after SIGTERM, inside the drain window",
+            term.elapsed()
+        );
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served >= 10, "{served}");
+    let mut ticks = 0;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Close(c)))) => break c,
+            Ok(Some(Ok(_))) => ticks += 1,
+            other => panic!("the socket ended without a close frame: {other:?}"),
+        }
+    };
+    let closed = term.elapsed();
+    let close = close.expect("a close frame with a code");
+    assert_eq!(close.code, CloseCode::Away, "{close:?}");
+    assert!(
+        closed >= WINDOW,
+        "the socket was closed {closed:?} after SIGTERM, inside the {WINDOW:?} window"
+    );
+    assert!(ticks > 0, "the socket got nothing during the window");
+    let exit = tokio::task::spawn_blocking(move || node.0.wait())
+        .await
+        .expect("wait")
+        .expect("exit status");
+    assert!(exit.success(), "{exit:?}");
+    println!(
+        "drain: /readyz 503 after {turned:?}, {served} requests served in the window, socket \
+         closed 1001 after {closed:?} ({ticks} frames meanwhile)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_ends_the_drain_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let mut node = spawn_with(dir.path(), port, &["--drain-delay-ms", "60000"]);
+    wait_ready(&http, &base).await;
+    signal(&node, "TERM");
+    while status(&http, format!("{base}/readyz")).await != Some(503) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = std::time::Instant::now();
+    signal(&node, "INT");
+    let exited = tokio::task::spawn_blocking(move || {
+        for _ in 0..200 {
+            if let Ok(Some(s)) = node.0.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    })
+    .await
+    .expect("wait");
+    let exited = exited.expect("still running 10 s after the second signal (window: 60 s)");
+    assert!(exited.success(), "{exited:?}");
+    println!("second signal: exited {:?} after it", second.elapsed());
 }

@@ -96,7 +96,12 @@ impl Setup {
         let reply = r::run(
             &self.conn.client,
             &self.scripts.acquire,
-            vec![self.keys.leader(), self.keys.term(), self.keys.fence()],
+            vec![
+                self.keys.leader(),
+                self.keys.term(),
+                self.keys.fence(),
+                self.keys.paused(),
+            ],
             vec![node.into(), "60000".into(), "1".into()],
         )
         .await

@@ -212,9 +212,14 @@ async fn the_salt_is_fixed_after_the_commitment_and_before_round_one() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let err = game_node::node::run(listener, cfg, tokio_util::sync::CancellationToken::new())
-        .await
-        .expect_err("a changed salt after rounds");
+    let err = game_node::node::run(
+        listener,
+        cfg,
+        tokio_util::sync::CancellationToken::new(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect_err("a changed salt after rounds");
     assert!(err.to_string().contains("rounds have been played"), "{err}");
 }
 

@@ -88,9 +88,14 @@ async fn a_ledger_other_users_can_read_is_refused() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let err = game_node::node::run(listener, cfg, tokio_util::sync::CancellationToken::new())
-        .await
-        .expect_err("a world-readable ledger must be refused");
+    let err = game_node::node::run(
+        listener,
+        cfg,
+        tokio_util::sync::CancellationToken::new(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect_err("a world-readable ledger must be refused");
     let text = format!("{err:#}");
     assert!(
         text.contains("mode 0644") && text.contains("chmod 600"),

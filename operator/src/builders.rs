@@ -49,9 +49,16 @@ pub const SEED_KEY: &str = "seed";
 /// Keys of Secret `<table>-auth`.
 pub const JWT_KEY: &str = "jwt-secret";
 pub const ADMIN_KEY: &str = "admin-token";
-/// A leader handing over needs its current round's remaining flight at most (the next leader
-/// adopts it at once); 30 s also covers draining WebSockets.
+/// After the kubelet's SIGTERM a pod keeps serving this long while `/readyz` answers 503: the
+/// pod's endpoint turns terminating at once, but every node's kube-proxy (and any ingress or
+/// gateway) applies the change only after its own sync, and a drain that removes a pod without
+/// deleting it is noticed only when the readiness probe fails (2 failures 2 s apart: 4 s). 5 s
+/// covers both, so no player request is sent to a pod that stopped listening.
+pub const DRAIN_DELAY_MS: u64 = 5_000;
+/// The drain window, then a leader's hand-over, which needs its current round's remaining flight
+/// at most (the next leader adopts it at once), and closing WebSockets: 30 s covers them all.
 pub const TERMINATION_GRACE_SECONDS: i64 = 30;
+const _: () = assert!(DRAIN_DELAY_MS < TERMINATION_GRACE_SECONDS as u64 * 1_000 / 2);
 
 /// Names of a table's children.
 pub fn lease_name(table: &str) -> String {
@@ -327,6 +334,7 @@ pub fn game_env(ct: &CrashTable) -> Vec<EnvVar> {
             "CRASHFLEET_METRICS_LISTEN",
             format!("0.0.0.0:{METRICS_PORT}"),
         ),
+        env("CRASHFLEET_DRAIN_DELAY_MS", DRAIN_DELAY_MS.to_string()),
         env("RUST_LOG", "info"),
     ];
     let proxies = trusted_proxies(ct);
@@ -343,11 +351,9 @@ pub fn game_env(ct: &CrashTable) -> Vec<EnvVar> {
     if !s.fairness.salt.is_empty() {
         v.push(env("CRASHFLEET_SALT", s.fairness.salt.clone()));
     }
-    if s.paused {
-        // Read at start: changing it rolls the pods one at a time, each leader handing its
-        // round over, and the new ones open no rounds (or open them again, on resume).
-        v.push(env("CRASHFLEET_PAUSED", "true"));
-    }
+    // `spec.paused` is not in the template: the operator writes it where the leader reads it
+    // with its election record (the Lease's annotation, or a Redis key), so pausing or resuming
+    // rolls no pod.
     v
 }
 
@@ -776,6 +782,15 @@ mod tests {
         assert_eq!(ru.max_unavailable, Some(IntOrString::Int(0)));
         let pod = spec.template.spec.as_ref().expect("pod");
         assert_eq!(pod.termination_grace_period_seconds, Some(30));
+        // The drain window fits in the grace period with room for the hand-over.
+        let drain = pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "CRASHFLEET_DRAIN_DELAY_MS")
+            .and_then(|e| e.value.as_deref())
+            .expect("CRASHFLEET_DRAIN_DELAY_MS");
+        assert_eq!(drain, "5000");
         assert_eq!(pod.service_account_name.as_deref(), Some("alpha"));
         let c = &pod.containers[0];
         let sc = c.security_context.as_ref().expect("sc");

@@ -229,6 +229,48 @@ async fn redis_published(
     ctx.redis.read(&url, &ct.name_any()).await
 }
 
+/// Where a table's leader reads `spec.paused`: the Lease's [`PAUSED_ANNOTATION`] (kubernetes
+/// backend) or the Redis key `crashfleet:{<table>}:paused` (redis backend). The leader re-reads
+/// it with every renewal of its election record, so pausing finishes the round in progress and
+/// resuming opens the next one without restarting a pod. Written only when it differs (a table
+/// never paused never gets the annotation); `Ok(true)` when this pass changed it.
+///
+/// [`PAUSED_ANNOTATION`]: game_node::fleet::lease::PAUSED_ANNOTATION
+async fn write_paused(ctx: &Context, ct: &CrashTable) -> Result<bool, String> {
+    let (name, ns) = (ct.name_any(), ct.namespace().unwrap_or_default());
+    let want = ct.spec.paused;
+    match ct.spec.leader_election.backend {
+        ElectionBackend::Kubernetes => {
+            use game_node::fleet::lease::{PAUSED_ANNOTATION, lease_paused};
+            let api = Api::<Lease>::namespaced(ctx.client.clone(), &ns);
+            let lease_name = builders::lease_name(&name);
+            let current = api.get_opt(&lease_name).await.map_err(|e| e.to_string())?;
+            if current.as_ref().is_some_and(lease_paused) == want || (!want && current.is_none()) {
+                return Ok(false);
+            }
+            // Server-side apply of the one annotation: the holder's renewals carry the record they
+            // read, so it stays; created here if no leader has written the Lease yet.
+            let patch = serde_json::json!({
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": lease_name, "annotations": {PAUSED_ANNOTATION: want.to_string()}},
+            });
+            api.patch(&lease_name, &apply_params(), &Patch::Apply(&patch))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(true)
+        }
+        ElectionBackend::Redis => {
+            let r = &ct.spec.redis.url_secret_ref;
+            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+            let secret = api.get(&r.name).await.map_err(|e| e.to_string())?;
+            let url = secret_text(&secret, &r.key)
+                .ok_or_else(|| format!("no key {} in Secret {}", r.key, r.name))?;
+            ctx.redis.write_paused(&url, &name, want).await
+        }
+    }
+}
+
 /// A condition, keeping its transition time when its status did not change.
 pub fn condition(
     old: &[Condition],
@@ -408,6 +450,23 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
     let desired = builders::deployment(ct);
     apply(client, &ns, &desired).await?;
     deployment_events(ctx, ct, before.as_ref(), &desired).await;
+    let mut paused_note = String::new();
+    match write_paused(ctx, ct).await {
+        Ok(false) => {}
+        Ok(true) if ct.spec.paused => {
+            let note =
+                "the current round finishes, then no new rounds until resumed (no pod restarts)";
+            publish(ctx, ct, EventType::Normal, "Paused", note.into()).await;
+        }
+        Ok(true) => {
+            let note = "the leader opens the next round (no pod restarts)";
+            publish(ctx, ct, EventType::Normal, "Resumed", note.into()).await;
+        }
+        Err(e) => {
+            warn!(table = %name, error = %e, "could not write the pause flag");
+            paused_note = format!(" (pause flag not written: {e})");
+        }
+    }
     apply(client, &ns, &builders::service(ct)).await?;
     apply(client, &ns, &builders::pod_disruption_budget(ct)).await?;
     match builders::ingress(ct) {
@@ -554,7 +613,7 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
                     "NoLeader"
                 },
                 format!(
-                    "{ready}/{want} replicas ready, leader {}{leader_note}",
+                    "{ready}/{want} replicas ready, leader {}{leader_note}{paused_note}",
                     leader.as_deref().unwrap_or("none")
                 ),
                 gen_,
@@ -671,22 +730,13 @@ impl ChainHealth {
 }
 
 /// Failed reconciles retry with a short, fixed back-off (the controller's own queue dedups).
-/// Events for what a pass did to the fleet: created, scaled, paused, resumed, rolled out.
+/// Events for what a pass did to the Deployment: created, scaled, rolled out.
 async fn deployment_events(
     ctx: &Context,
     ct: &CrashTable,
     before: Option<&Deployment>,
     desired: &Deployment,
 ) {
-    let paused = |d: &Deployment| {
-        d.spec
-            .template
-            .spec
-            .as_ref()
-            .and_then(|p| p.containers.first())
-            .and_then(|c| c.env.as_ref())
-            .is_some_and(|e| e.iter().any(|v| v.name == "CRASHFLEET_PAUSED"))
-    };
     let image = |d: &Deployment| {
         d.spec
             .template
@@ -724,29 +774,6 @@ async fn deployment_events(
             ),
         )
         .await;
-    }
-    match (paused(before), paused(desired)) {
-        (false, true) => {
-            publish(
-                ctx,
-                ct,
-                EventType::Normal,
-                "Paused",
-                "rolling the fleet paused: the current round finishes, no new rounds".into(),
-            )
-            .await
-        }
-        (true, false) => {
-            publish(
-                ctx,
-                ct,
-                EventType::Normal,
-                "Resumed",
-                "rolling the fleet to play again".into(),
-            )
-            .await
-        }
-        _ => {}
     }
     if image(before) != image(desired) {
         publish(

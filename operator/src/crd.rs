@@ -80,7 +80,9 @@ pub struct CrashTableSpec {
     pub autoscaling: Option<AutoscalingSpec>,
 
     /// `true`: the leader stops opening rounds after the current one; nodes keep serving history
-    /// and verification. `false` resumes play.
+    /// and verification. `false` resumes play. No pod restarts: the operator sets the flag
+    /// where the leader reads it with each renewal (the Lease's `crashfleet.dev/paused`
+    /// annotation, or the Redis key `crashfleet:{<table>}:paused`).
     #[serde(default)]
     pub paused: bool,
 

@@ -1,5 +1,6 @@
 //! Leader, term and rounds played of a table whose replicas elect through Redis
-//! (`leaderElection.backend: redis`), read where that fleet already publishes them: the lock
+//! (`leaderElection.backend: redis`), read where that fleet already publishes them (and its
+//! pause key `crashfleet:{<table>}:paused`, written from `spec.paused`): the lock
 //! `crashfleet:{<table>}:leader` (`"<node id> <term>"`, expiring with the lease, so a dead
 //! leader disappears by itself) and the round hash `crashfleet:{<table>}:round`.
 //!
@@ -77,6 +78,26 @@ impl RedisStatus {
             .map_err(|e| format!("connecting to Redis: {e}"))?;
         clients.insert(url.to_string(), client.clone());
         Ok(client)
+    }
+
+    /// Sets (or clears) table `table`'s pause key in the Redis at `url`; `Ok(true)` when it
+    /// changed.
+    pub async fn write_paused(&self, url: &str, table: &str, paused: bool) -> Result<bool, String> {
+        let client = self.client(url).await?;
+        let key = Keys::new(table).paused();
+        let now: Option<String> = client.get(&key).await.map_err(|e| e.to_string())?;
+        if (now.as_deref() == Some("1")) == paused {
+            return Ok(false);
+        }
+        if paused {
+            let () = client
+                .set(&key, "1", None, None, false)
+                .await
+                .map_err(|e| e.to_string())?;
+        } else {
+            let _: i64 = client.del(&key).await.map_err(|e| e.to_string())?;
+        }
+        Ok(true)
     }
 
     /// Reads table `table`'s leader, term and rounds played from the Redis at `url`.

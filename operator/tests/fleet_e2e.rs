@@ -405,8 +405,12 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
         .await?;
     assert_eq!(fleet["leader"], leader.as_str(), "{fleet}");
 
-    // Pause: the template gains CRASHFLEET_PAUSED; the pods roll (here: restarted from the new
-    // template); the new leader finishes at most the round in progress and opens no more.
+    // Pause: the operator sets the Lease's pause annotation; the leader reads it with its next
+    // renewal, finishes at most the round in progress and opens no more. No pod is rolled: the
+    // Deployment's template stays as it was, and the same processes keep serving.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), ns.name());
+    let template_before = deployments.get("play").await?.spec.template;
     let pp_merge = kube::api::PatchParams::default();
     tables
         .patch(
@@ -415,34 +419,26 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
             &kube::api::Patch::Merge(json!({"spec": {"paused": true}})),
         )
         .await?;
-    let paused_deployment = poll("the paused template", Duration::from_secs(60), || {
-        let d = deployments.clone();
-        async move {
-            let dep = d.get("play").await?;
-            let paused = dep
-                .spec
-                .template
-                .spec
-                .as_ref()
-                .and_then(|p| p.containers[0].env.as_ref())
-                .is_some_and(|e| {
-                    e.iter().any(|v| {
-                        v.name == "CRASHFLEET_PAUSED" && v.value.as_deref() == Some("true")
-                    })
-                });
-            Ok(paused.then_some(dep))
+    let annotation = |want: &'static str| {
+        let leases = leases.clone();
+        move || {
+            let leases = leases.clone();
+            async move {
+                let l = leases.get("play-leader").await?;
+                let v = l
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(game_node::fleet::lease::PAUSED_ANNOTATION))
+                    .cloned();
+                Ok((v.as_deref() == Some(want)).then_some(()))
+            }
         }
-    })
-    .await?;
-    drop(nodes);
-    let (paused_nodes, paused_urls) = start_pods(
-        &paused_deployment,
-        &game_node,
-        dir.path(),
-        ns.name(),
-        &secrets,
-        access.kubeconfig_path(),
-        1,
+    };
+    poll(
+        "the pause annotation",
+        Duration::from_secs(60),
+        annotation("true"),
     )
     .await?;
     let last_round = |url: String, http: reqwest::Client| async move {
@@ -456,7 +452,6 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
             .ok()?;
         r[0]["number"].as_u64()
     };
-    // Let a leader be elected and any adopted round finish, then watch: no new rounds.
     let st = poll("phase Paused", Duration::from_secs(60), || {
         let t = tables.clone();
         async move {
@@ -468,15 +463,19 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
     })
     .await?;
     assert!(st.phase.is_some());
-    // A round the new leader adopted may still finish (on a loaded machine it can outlast one
-    // window): the history may grow by that one round, then must stand still for a whole window.
-    let first = last_round(paused_urls[0].clone(), http.clone()).await;
-    assert!(first.is_some(), "the paused pods do not serve the history");
+    // The round in progress when the leader read the flag may still finish (on a loaded machine
+    // it can outlast one window): the history may grow by that one round, then must stand still
+    // for a whole window.
+    let first = last_round(urls[0].clone(), http.clone()).await;
+    assert!(
+        first.is_some(),
+        "the paused fleet does not serve the history"
+    );
     let mut before = first;
     let mut after = None;
     for i in 0..3 {
         tokio::time::sleep(Duration::from_secs(4)).await;
-        after = last_round(paused_urls[(i + 1) % 2].clone(), http.clone()).await;
+        after = last_round(urls[(i + 1) % 2].clone(), http.clone()).await;
         if after == before {
             break;
         }
@@ -485,21 +484,24 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
     assert_eq!(before, after, "a paused table kept playing rounds");
     assert!(
         after.unwrap_or(0) <= first.unwrap_or(0) + 1,
-        "a paused table played more than the adopted round: {first:?} -> {after:?}"
+        "a paused table played more than the round in progress: {first:?} -> {after:?}"
     );
-    // The paused pods did elect a leader (a newer term than before the pause).
+    // Same leader, same term: nothing was restarted or handed over.
     let paused_fleet: Value = http
-        .get(format!("{}/api/v1/fleet", paused_urls[0]))
+        .get(format!("{}/api/v1/fleet", urls[0]))
         .send()
         .await?
         .json()
         .await?;
-    assert!(
-        paused_fleet["term"].as_u64() > fleet["term"].as_u64(),
-        "no new leader among the paused pods: {paused_fleet} (before: {fleet})"
+    assert_eq!(paused_fleet["leader"], fleet["leader"], "{paused_fleet}");
+    assert_eq!(paused_fleet["term"], fleet["term"], "{paused_fleet}");
+    let template_after = deployments.get("play").await?.spec.template;
+    assert_eq!(
+        template_before, template_after,
+        "pausing changed the pod template (a roll)"
     );
     let current: Value = http
-        .get(format!("{}/api/v1/round", paused_urls[2]))
+        .get(format!("{}/api/v1/round", urls[2]))
         .send()
         .await?
         .json()
@@ -509,7 +511,7 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
         "{current}"
     );
 
-    // Resume: the template loses the flag; the next pods play again.
+    // Resume: the annotation turns "false"; the same leader opens the next round.
     tables
         .patch(
             "play",
@@ -517,33 +519,13 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
             &kube::api::Patch::Merge(json!({"spec": {"paused": false}})),
         )
         .await?;
-    let resumed_deployment = poll("the resumed template", Duration::from_secs(60), || {
-        let d = deployments.clone();
-        async move {
-            let dep = d.get("play").await?;
-            let paused = dep
-                .spec
-                .template
-                .spec
-                .as_ref()
-                .and_then(|p| p.containers[0].env.as_ref())
-                .is_some_and(|e| e.iter().any(|v| v.name == "CRASHFLEET_PAUSED"));
-            Ok((!paused).then_some(dep))
-        }
-    })
-    .await?;
-    drop(paused_nodes);
-    let (nodes, resumed_urls) = start_pods(
-        &resumed_deployment,
-        &game_node,
-        dir.path(),
-        ns.name(),
-        &secrets,
-        access.kubeconfig_path(),
-        2,
+    poll(
+        "the resume annotation",
+        Duration::from_secs(60),
+        annotation("false"),
     )
     .await?;
-    let url = resumed_urls[0].clone();
+    let url = urls[1].clone();
     poll("rounds to resume", Duration::from_secs(60), || {
         let (url, http) = (url.clone(), http.clone());
         async move {
@@ -552,6 +534,11 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
         }
     })
     .await?;
+    let template_after = deployments.get("play").await?.spec.template;
+    assert_eq!(
+        template_before, template_after,
+        "resuming changed the pod template (a roll)"
+    );
     drop(nodes);
     let _ = Command::new(&helm)
         .args(["uninstall", &release, "-n", ns.name()])

@@ -2,7 +2,8 @@
 //! pulled. What can be checked is checked: `kind-config.yaml` is a kind `Cluster` config with the
 //! fields kind requires, and the walkthrough's manifests (the chart's examples, applied after
 //! `helm install`) are accepted by the real API server with the generated CRD (server-side apply,
-//! dry run). Not checked: that kind boots the nodes, the images, and ingress-nginx.
+//! dry run). The walkthrough's steps themselves run on real pods in `real_pods.rs`. Not checked:
+//! that kind boots its node image and `kind load`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -58,9 +59,18 @@ fn kind_config_is_a_kind_cluster_config() {
             assert!(patch["kind"].as_str().is_some(), "{patch:?}");
         }
     }
+    // Game pods select `crashfleet.dev/real-node=true` (the examples, ci/kind-values.yaml):
+    // without a worker so labelled nothing would schedule.
+    let labelled = nodes
+        .iter()
+        .filter(|n| n["role"].as_str() == Some("worker"))
+        .filter(|n| n["labels"]["crashfleet.dev/real-node"].as_str() == Some("true"))
+        .count();
+    assert!(labelled >= 2, "workers labelled for game pods: {labelled}");
     // The README walks through this file and these manifests (one source of truth).
     let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
     assert!(readme.contains("--config kind-config.yaml"));
+    assert!(readme.contains("-f charts/crashfleet-operator/ci/kind-values.yaml"));
     for m in walkthrough_manifests() {
         let rel = m.strip_prefix(repo()).expect("in the repository");
         let rel = rel.display().to_string();

@@ -32,6 +32,7 @@ use futures_util::{SinkExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{EvictParams, ListParams};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -287,6 +288,22 @@ impl Platform {
         self.ns.cleanup().await?;
         Ok(())
     }
+}
+
+/// Waits until the table has exactly `n` pods, all Ready and none terminating (a rollout's old
+/// pods gone); returns them.
+async fn settled(p: &Platform, table: &str, n: usize) -> anyhow::Result<Vec<Pod>> {
+    Ok(
+        poll("the pods settled", Duration::from_secs(180), || async {
+            let all = p.pods(&format!("crashfleet.dev/table={table}")).await?;
+            let ok = all.len() == n
+                && all
+                    .iter()
+                    .all(|q| q.metadata.deletion_timestamp.is_none() && pod_ready(q));
+            Ok(ok.then_some(all))
+        })
+        .await?,
+    )
 }
 
 fn pod_ready(p: &Pod) -> bool {
@@ -566,6 +583,128 @@ async fn the_example_tables_run_as_real_pods_with_both_election_backends() -> an
             .await?;
         assert_eq!(audit["balanced"], true, "{audit}");
     }
+    // `paused` reaches the leader without a roll (Redis backend: the operator, in its pod, sets
+    // the table's pause key): the round in progress ends, no new one opens, the same pods keep
+    // serving; on resume the same leader plays on.
+    let pr = &p;
+    let pods_of = |table: &'static str| async move {
+        let mut v: Vec<(String, i32)> = pr
+            .ready_pods(table)
+            .await?
+            .into_iter()
+            .map(|q| {
+                let restarts = q
+                    .status
+                    .and_then(|s| s.container_statuses)
+                    .map_or(0, |c| c.iter().map(|c| c.restart_count).sum());
+                (q.metadata.name.unwrap_or_default(), restarts)
+            })
+            .collect();
+        v.sort();
+        anyhow::Ok(v)
+    };
+    let side_pods = pods_of("side").await?;
+    let http = reqwest::Client::new();
+    let last_round = |http: reqwest::Client, base: String| async move {
+        let r: Value = http
+            .get(format!("{base}/api/v1/rounds?limit=1"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        anyhow::Ok(r[0]["number"].as_u64().unwrap_or(0))
+    };
+    let pause = |on: bool| {
+        p.kubectl(&[
+            "patch",
+            "ct",
+            "side",
+            "--type",
+            "merge",
+            "-p",
+            &format!(r#"{{"spec":{{"paused":{on}}}}}"#),
+        ])
+    };
+    let paused_at = Instant::now();
+    pause(true)?;
+    let tables = p.ns.api::<CrashTable>();
+    poll("phase Paused", Duration::from_secs(60), || {
+        let t = tables.clone();
+        async move {
+            Ok(t.get("side")
+                .await?
+                .status
+                .filter(|s| s.phase.as_deref() == Some("Paused")))
+        }
+    })
+    .await?;
+    // The round in progress may finish (a betting window and a flight). Then no round opens:
+    // unpaused, the next one would be taking bets within the pause between rounds (1 s).
+    let current = |http: reqwest::Client, base: String| async move {
+        let v: Value = http
+            .get(format!("{base}/api/v1/round"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let live = v["round"]["phase"] == "betting" || v["round"]["phase"] == "flying";
+        anyhow::Ok(live)
+    };
+    poll(
+        "the round in progress to end",
+        Duration::from_secs(60),
+        || {
+            let (http, base) = (http.clone(), side_base.clone());
+            async move {
+                Ok(current(http, base)
+                    .await
+                    .ok()
+                    .filter(|live| !live)
+                    .map(|_| ()))
+            }
+        },
+    )
+    .await?;
+    let still = last_round(http.clone(), side_base.clone()).await?;
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(8) {
+        assert!(
+            !current(http.clone(), side_base.clone()).await?,
+            "a paused table opened a round"
+        );
+        assert_eq!(last_round(http.clone(), side_base.clone()).await?, still);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let stood = paused_at.elapsed();
+    assert_eq!(
+        pods_of("side").await?,
+        side_pods,
+        "pausing restarted or replaced pods"
+    );
+    let resumed = Instant::now();
+    pause(false)?;
+    poll("rounds to resume", Duration::from_secs(60), || {
+        let (http, base) = (http.clone(), side_base.clone());
+        async move {
+            Ok(last_round(http, base)
+                .await
+                .ok()
+                .filter(|n| *n > still)
+                .map(|_| ()))
+        }
+    })
+    .await?;
+    println!(
+        "REAL PODS pause (Redis backend): history still at round {still} {:.1} s after kubectl \
+         patch paused=true; resumed {:.1} s after paused=false; pods unchanged",
+        stood.as_secs_f64(),
+        resumed.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        pods_of("side").await?,
+        side_pods,
+        "resuming restarted or replaced pods"
+    );
     p.uninstall().await
 }
 
@@ -619,17 +758,33 @@ fn voided(rounds: &[(Value, Value)]) -> Vec<u64> {
         .collect()
 }
 
-/// The term the fleet reports (a new leader has a higher one).
-async fn fleet_term(http: &reqwest::Client, base: &str) -> Option<u64> {
-    let v: Value = http
-        .get(format!("{base}/api/v1/fleet"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    v["term"].as_u64()
+/// Once the table has its 3 pods settled: the leader the fleet reports (one of them) and its
+/// term (a new leader has a higher one).
+async fn live_leader(
+    p: &Platform,
+    http: &reqwest::Client,
+    base: &str,
+) -> anyhow::Result<(String, Option<u64>)> {
+    let names: Vec<String> = settled(p, "main", 3)
+        .await?
+        .into_iter()
+        .filter_map(|q| q.metadata.name)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/api/v1/fleet")).send().await
+            && let Ok(v) = r.json::<Value>().await
+            && let Some(l) = v["leader"].as_str()
+            && names.iter().any(|n| n == l)
+        {
+            return Ok((l.to_string(), v["term"].as_u64()));
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no leader among {names:?} within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits (polling every 100 ms through the Service) until the fleet has a leader with a newer
@@ -653,6 +808,79 @@ async fn next_leader(
     }
 }
 
+/// What a deleted pod did between the kubelet's SIGTERM and its last answer, in time since the
+/// deletion: when its `/readyz` turned 503, when the table's EndpointSlice stopped offering it
+/// as ready, and the last time (and the first time it failed) it answered a player's request on
+/// its pod IP.
+#[derive(Debug, Default)]
+struct Drain {
+    unready: Option<Duration>,
+    left_endpoints: Option<Duration>,
+    last_served: Option<Duration>,
+    stopped: Option<Duration>,
+}
+
+/// Watches pod `name` (at `ip`) of table `table` every 50 ms from `since` until it stops
+/// answering (or 60 s).
+fn watch_drain(
+    p: &Platform,
+    table: &str,
+    name: &str,
+    ip: &str,
+    since: Instant,
+) -> tokio::task::JoinHandle<Drain> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let slices = p.ns.api::<EndpointSlice>();
+    let selector = format!("kubernetes.io/service-name={table}");
+    let (name, base) = (
+        name.to_string(),
+        format!("http://{ip}:{}", crashfleet_operator::builders::HTTP_PORT),
+    );
+    tokio::spawn(async move {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .expect("client");
+        let mut d = Drain::default();
+        while since.elapsed() < Duration::from_secs(60) && d.stopped.is_none() {
+            let ready = http
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            if d.unready.is_none() && ready.as_ref().is_ok_and(|c| *c == 503) {
+                d.unready = Some(since.elapsed());
+            }
+            let served = http
+                .get(format!("{base}/api/v1/fairness"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            match served {
+                true => d.last_served = Some(since.elapsed()),
+                false => d.stopped = Some(since.elapsed()),
+            }
+            if d.left_endpoints.is_none()
+                && let Ok(list) = slices.list(&ListParams::default().labels(&selector)).await
+            {
+                let offered = list
+                    .items
+                    .iter()
+                    .flat_map(|s| s.endpoints.iter().flatten())
+                    .any(|e| {
+                        e.target_ref.as_ref().and_then(|t| t.name.as_deref()) == Some(name.as_str())
+                            && e.conditions.as_ref().and_then(|c| c.ready) == Some(true)
+                    });
+                if !offered {
+                    d.left_endpoints = Some(since.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        d
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_losing_money()
 -> anyhow::Result<()> {
@@ -663,7 +891,12 @@ async fn a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_lo
     };
     let main = chart_file("examples/crashtable.yaml");
     p.kubectl(&["apply", "-f", main.to_str().expect("path")])?;
-    let mut leader = p.ready_with_leader("main", None).await?;
+    p.ready_with_leader("main", None).await?;
+    let svc = p.service("main").await?;
+    let svc_base = format!("http://{svc}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
     // Shorter rounds than the example's so the run sees many (a change of game settings: the
     // first rolling update, before the players arrive).
     p.kubectl(&[
@@ -676,11 +909,25 @@ async fn a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_lo
         r#"{"spec":{"game":{"bettingWindowMs":2500,"pauseMs":1000,"doublingMs":3000}}}"#,
     ])?;
     p.kubectl(&["rollout", "status", "deployment/main", "--timeout", "240s"])?;
-    leader = p.ready_with_leader("main", None).await.unwrap_or(leader);
 
     // Players through the Service (a loopback relay: crashfleet-load only targets this machine),
     // betting over REST with idempotency keys, watching over WebSockets that reconnect.
-    let svc = p.service("main").await?;
+    // kube-proxy follows the rollout's endpoint changes within its sync period: until then a
+    // connection may still go to a pod that is gone.
+    poll("the Service answering", Duration::from_secs(60), || {
+        let (http, url) = (http.clone(), format!("{svc_base}/api/v1/fairness"));
+        async move {
+            Ok::<_, kube::Error>(
+                http.get(url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ()),
+            )
+        }
+    })
+    .await?;
     let relay = LoopbackRelay::start(svc).await?;
     let base = format!("http://127.0.0.1:{}", relay.port);
     let admin = p.admin_token("main").await?;
@@ -707,20 +954,29 @@ async fn a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_lo
     let prepared = load::prepare(args).await?;
     let stop = CancellationToken::new();
     let players = tokio::spawn(load::execute_until(prepared, false, stop.clone()));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let svc_base = format!("http://{svc}");
     // Let the players settle into a few rounds.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let mut figures: BTreeMap<&str, String> = BTreeMap::new();
+    let mut figure = |k: &'static str, v: String| {
+        println!("REAL PODS {k}: {v}");
+        figures.insert(k, v);
+    };
 
     // 1. `kubectl delete pod` of the leader: the kubelet's SIGTERM; the round is handed over.
-    let term = fleet_term(&http, &svc_base).await;
+    let (leader, term) = live_leader(&p, &http, &svc_base).await?;
+    let ip =
+        p.ns.api::<Pod>()
+            .get(&leader)
+            .await?
+            .status
+            .and_then(|s| s.pod_ip)
+            .expect("the leader's pod IP");
     let deleted = Instant::now();
+    let drain = watch_drain(&p, "main", &leader, &ip, deleted);
     p.kubectl(&["delete", "pod", &leader, "--wait=false"])?;
     let next = next_leader(&http, &svc_base, term).await?;
     let to_leader = deleted.elapsed();
+    let drain = drain.await?;
     let gone = poll("the deleted pod gone", Duration::from_secs(90), || {
         let api = p.ns.api::<Pod>();
         let name = leader.clone();
@@ -733,7 +989,7 @@ async fn a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_lo
         }
     })
     .await?;
-    figures.insert(
+    figure(
         "leader pod deleted",
         format!(
             "new leader {next} {:.2} s after kubectl delete pod {leader}; the pod was gone after {:.1} s",
@@ -742,9 +998,39 @@ async fn a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_lo
         ),
     );
     assert_ne!(next, leader);
+    figure(
+        "drain window",
+        format!("{drain:?} (since kubectl delete pod)"),
+    );
+    // The pod was taken out of the Service, and said it was not ready, while it still answered
+    // players; it stopped answering only after its drain window.
+    let (unready, left, last, stopped) = (
+        drain
+            .unready
+            .expect("/readyz never answered 503 while the pod drained"),
+        drain
+            .left_endpoints
+            .expect("the pod never left the Service's endpoints"),
+        drain
+            .last_served
+            .expect("the pod never answered after SIGTERM"),
+        drain
+            .stopped
+            .expect("the pod still answered 60 s after kubectl delete pod"),
+    );
+    assert!(unready < last && left < last, "{drain:?}");
+    let window = Duration::from_millis(crashfleet_operator::builders::DRAIN_DELAY_MS);
+    assert!(last + Duration::from_millis(500) >= window, "{drain:?}");
+    assert!(stopped < window + Duration::from_secs(20), "{drain:?}");
     p.kubectl(&["rollout", "status", "deployment/main", "--timeout", "120s"])?;
 
     // 2. A rolling update of the 3 replicas (a changed game setting) with the players on.
+    let before =
+        p.ns.api::<Deployment>()
+            .get("main")
+            .await?
+            .metadata
+            .generation;
     let rolled = Instant::now();
     p.kubectl(&[
         "patch",
@@ -755,38 +1041,48 @@ async fn a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_lo
         "-p",
         r#"{"spec":{"game":{"bettingWindowMs":3000}}}"#,
     ])?;
-    // The Deployment takes the new template, then the rollout runs to the end.
+    // The Deployment takes the new template (a new generation), then the rollout runs to its end.
     let deployments = p.ns.api::<Deployment>();
     poll("the new template", Duration::from_secs(60), || {
         let d = deployments.clone();
         async move {
             let d = d.get("main").await?;
-            let changed = d.spec.template.spec.as_ref().is_some_and(|s| {
-                serde_json::to_string(&s.containers[0])
-                    .unwrap_or_default()
-                    .contains("3000")
-            });
-            Ok(changed.then_some(()))
+            Ok((d.metadata.generation > before).then_some(()))
         }
     })
     .await?;
     p.kubectl(&["rollout", "status", "deployment/main", "--timeout", "300s"])?;
-    let next = p.ready_with_leader("main", None).await?;
-    figures.insert(
+    let (next, _) = live_leader(&p, &http, &svc_base).await?;
+    figure(
         "rolling update",
         format!(
             "3 replicas replaced in {:.1} s, leader now {next}",
             rolled.elapsed().as_secs_f64()
         ),
     );
-    leader = next;
     // Voided rounds so far: none, whatever the pods went through.
     let so_far = rounds_with_detail(&http, &svc_base).await?;
     let voided_graceful = voided(&so_far);
 
     // 3. Evictions honour the PodDisruptionBudget (at most one pod unavailable).
-    let pods = p.ready_pods("main").await?;
-    assert_eq!(pods.len(), 3);
+    let pods = settled(&p, "main", 3).await?;
+    // The disruption controller has counted the settled pods: 3 healthy, 1 disruption allowed.
+    let pdbs = p.ns.api::<PodDisruptionBudget>();
+    poll(
+        "the PodDisruptionBudget's count",
+        Duration::from_secs(60),
+        || {
+            let pdbs = pdbs.clone();
+            async move {
+                Ok(pdbs.get("main").await?.status.filter(|s| {
+                    s.current_healthy == Some(3)
+                        && s.disruptions_allowed == Some(1)
+                        && s.disrupted_pods.as_ref().is_none_or(|d| d.is_empty())
+                }))
+            }
+        },
+    )
+    .await?;
     let api = p.ns.api::<Pod>();
     let first = pods[0].metadata.name.clone().expect("name");
     let second = pods[1].metadata.name.clone().expect("name");
@@ -796,16 +1092,12 @@ async fn a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_lo
         Err(kube::Error::Api(e)) if e.code == 429 => {}
         other => panic!("a second eviction while one pod is down was not refused: {other:?}"),
     }
-    figures.insert(
+    figure(
         "eviction",
         format!("{first} evicted; {second} refused with 429 while one pod was down"),
     );
     p.kubectl(&["rollout", "status", "deployment/main", "--timeout", "120s"])?;
-    poll("3 pods Ready again", Duration::from_secs(120), || async {
-        Ok((p.ready_pods("main").await?.len() == 3).then_some(()))
-    })
-    .await?;
-    leader = p.ready_with_leader("main", None).await.unwrap_or(leader);
+    let (leader, term) = live_leader(&p, &http, &svc_base).await?;
 
     // 4. kill -9 of the leader's container: no goodbye, the Lease runs out.
     let pod = api.get(&leader).await?;
@@ -822,7 +1114,6 @@ async fn a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_lo
     let sock = PathBuf::from(p.cluster.kubeconfig_source())
         .with_file_name(REAL_NODE)
         .join("containerd/containerd.sock");
-    let term = fleet_term(&http, &svc_base).await;
     let killed = Instant::now();
     let out = Command::new("ctr")
         .arg("--address")
@@ -831,17 +1122,14 @@ async fn a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_lo
         .output()?;
     assert!(out.status.success(), "ctr kill: {out:?}");
     let next = next_leader(&http, &svc_base, term).await?;
-    figures.insert(
+    figure(
         "leader container kill -9",
         format!(
             "new leader {next} {:.2} s after the kill of {leader}'s container",
             killed.elapsed().as_secs_f64()
         ),
     );
-    poll("3 pods Ready again", Duration::from_secs(120), || async {
-        Ok((p.ready_pods("main").await?.len() == 3).then_some(()))
-    })
-    .await?;
+    settled(&p, "main", 3).await?;
 
     // The players stop; the last rounds finish; then the money is checked.
     tokio::time::sleep(Duration::from_secs(5)).await;

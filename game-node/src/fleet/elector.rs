@@ -8,6 +8,7 @@
 //! wakes up deposed; its writes carry its old term and both stores refuse them (fencing).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,6 +32,8 @@ pub struct RedisElector {
     ledger: Arc<dyn Ledger>,
     /// The lock value ("<node> <term>") and the renewal task's token while leading.
     held: Mutex<Option<(String, CancellationToken)>>,
+    /// The table's pause key as last read with the lock.
+    paused: Arc<AtomicBool>,
 }
 
 impl RedisElector {
@@ -50,6 +53,7 @@ impl RedisElector {
             timings,
             ledger,
             held: Mutex::new(None),
+            paused: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -60,7 +64,12 @@ impl RedisElector {
         let reply = r::run(
             &self.client,
             &self.scripts.acquire,
-            vec![self.keys.leader(), self.keys.term(), self.keys.fence()],
+            vec![
+                self.keys.leader(),
+                self.keys.term(),
+                self.keys.fence(),
+                self.keys.paused(),
+            ],
             vec![
                 self.node_id.clone(),
                 self.timings.lease_duration.as_millis().to_string(),
@@ -68,7 +77,11 @@ impl RedisElector {
             ],
         )
         .await?;
-        Ok((int(reply.first()) == r::status::OK).then(|| int(reply.get(1)).max(0) as u64))
+        if int(reply.first()) != r::status::OK {
+            return Ok(None);
+        }
+        self.paused.store(int(reply.get(2)) == 1, Ordering::Relaxed);
+        Ok(Some(int(reply.get(1)).max(0) as u64))
     }
 }
 
@@ -81,6 +94,7 @@ async fn renew(
     timings: ElectionTimings,
     mut last_ok: Instant,
     lost: CancellationToken,
+    paused: Arc<AtomicBool>,
 ) {
     let lease_ms = timings.lease_duration.as_millis().to_string();
     loop {
@@ -93,12 +107,15 @@ async fn renew(
         let attempt = r::run(
             &client,
             &scripts.renew,
-            vec![keys.leader()],
+            vec![keys.leader(), keys.paused()],
             vec![value.clone(), lease_ms.clone()],
         );
         // A renewal still in flight at the deadline counts as failed.
         match tokio::time::timeout_at(deadline, attempt).await {
-            Ok(Ok(reply)) if int(reply.first()) == r::status::OK => last_ok = sent,
+            Ok(Ok(reply)) if int(reply.first()) == r::status::OK => {
+                paused.store(int(reply.get(1)) == 1, Ordering::Relaxed);
+                last_ok = sent;
+            }
             Ok(Ok(reply)) => {
                 warn!(holder = ?text(reply.get(1)), "the leader lock is held by someone else; stepping down");
                 lost.cancel();
@@ -135,6 +152,7 @@ impl LeaderElector for RedisElector {
                         self.timings,
                         sent,
                         lost.clone(),
+                        self.paused.clone(),
                     ));
                     info!(table = %self.keys.table(), term, "acquired the leader lock");
                     return Ok(Some(Leadership { term, lost }));
@@ -176,5 +194,9 @@ impl LeaderElector for RedisElector {
 
     fn hands_off(&self) -> bool {
         true
+    }
+
+    fn paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
     }
 }

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,11 +46,26 @@ pub struct LeaseElector {
     held: Mutex<Option<CancellationToken>>,
     /// The newest round the leader finished, published on the Lease with each renewal.
     rounds_played: Arc<AtomicU64>,
+    /// [`PAUSED_ANNOTATION`] as last read with the Lease.
+    paused: Arc<AtomicBool>,
 }
 
 /// Annotation on the Lease with the newest finished round (read by the operator for
 /// `status.fairness.roundsPlayed` and chain-exhaustion warnings).
 pub const ROUNDS_PLAYED_ANNOTATION: &str = "crashfleet.dev/rounds-played";
+/// Annotation on the Lease that pauses the table when `"true"` (written by the operator from
+/// `spec.paused`; the holder keeps it, since every write carries the record it read).
+pub const PAUSED_ANNOTATION: &str = "crashfleet.dev/paused";
+
+/// Whether `lease` carries [`PAUSED_ANNOTATION`] `"true"`.
+pub fn lease_paused(lease: &Lease) -> bool {
+    lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PAUSED_ANNOTATION))
+        .is_some_and(|v| v == "true")
+}
 
 /// The namespace of the Lease when `--lease-namespace` is not given: `$POD_NAMESPACE`, else the
 /// in-cluster service account's namespace, else the client's default (kubeconfig context).
@@ -101,6 +116,7 @@ impl LeaseElector {
             observed: Mutex::new(None),
             held: Mutex::new(None),
             rounds_played: Arc::new(AtomicU64::new(0)),
+            paused: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -122,6 +138,7 @@ impl LeaseElector {
             observed: Mutex::new(None),
             held: Mutex::new(None),
             rounds_played: Arc::new(AtomicU64::new(0)),
+            paused: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -220,6 +237,7 @@ async fn renew(
     mut last_ok: Instant,
     lost: CancellationToken,
     rounds_played: Arc<AtomicU64>,
+    paused: Arc<AtomicBool>,
 ) {
     loop {
         tokio::select! {
@@ -243,6 +261,7 @@ async fn renew(
         let attempt = api.replace(&name, &pp, &next);
         match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(l)) => {
+                paused.store(lease_paused(&l), Ordering::Relaxed);
                 lease = l;
                 last_ok = sent;
             }
@@ -256,6 +275,7 @@ async fn renew(
                             lost.cancel();
                             return;
                         }
+                        paused.store(lease_paused(&l), Ordering::Relaxed);
                         lease = l;
                     }
                     Err(e) => warn!(error = %e, "reading the Lease failed"),
@@ -281,6 +301,7 @@ impl LeaderElector for LeaseElector {
             let sent = Instant::now();
             match self.try_acquire().await {
                 Ok(Some((term, lease))) => {
+                    self.paused.store(lease_paused(&lease), Ordering::Relaxed);
                     let lost = shutdown.child_token();
                     *self.held.lock().await = Some(lost.clone());
                     tokio::spawn(renew(
@@ -292,6 +313,7 @@ impl LeaderElector for LeaseElector {
                         sent,
                         lost.clone(),
                         self.rounds_played.clone(),
+                        self.paused.clone(),
                     ));
                     info!(lease = %self.name, term, "acquired the Lease");
                     return Ok(Some(Leadership { term, lost }));
@@ -342,5 +364,9 @@ impl LeaderElector for LeaseElector {
 
     fn report_round(&self, number: u64) {
         self.rounds_played.fetch_max(number, Ordering::Relaxed);
+    }
+
+    fn paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
     }
 }

@@ -65,6 +65,11 @@ impl Keys {
     pub fn leader(&self) -> String {
         self.key("leader")
     }
+    /// `"1"` while the table's operator has it paused (redis election backend; the Lease's
+    /// annotation for the other): read by the leader with every renewal of its lock.
+    pub fn paused(&self) -> String {
+        self.key("paused")
+    }
     /// The term counter (`INCR` on every acquisition).
     pub fn term(&self) -> String {
         self.key("term")
@@ -328,9 +333,10 @@ pub mod status {
 impl Scripts {
     pub fn new() -> Scripts {
         Scripts {
-            // KEYS: leader, term, fence. ARGV: node id, lease ms, term floor.
+            // KEYS: leader, term, fence, paused. ARGV: node id, lease ms, term floor.
             // The term comes from INCR, raised to the floor (the ledger's newest term + 1) so a
             // Redis that lost its data never hands out a term PostgreSQL has already seen.
+            // Answers {1, term, paused}.
             acquire: script(
                 r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, redis.call('GET', KEYS[1])} end
@@ -339,7 +345,7 @@ local floor = tonumber(ARGV[3])
 if t < floor then redis.call('SET', KEYS[2], floor); t = floor end
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. t, 'PX', ARGV[2])
 redis.call('SET', KEYS[3], t)
-return {1, t}
+return {1, t, redis.call('GET', KEYS[4]) == '1' and 1 or 0}
 "#,
             ),
             // KEYS: fence, leader-info. ARGV: term, node id. A new leader (whatever elected it)
@@ -353,12 +359,13 @@ redis.call('SET', KEYS[2], ARGV[2] .. ' ' .. ARGV[1])
 return {1}
 "#,
             ),
-            // KEYS: leader. ARGV: "<node> <term>", lease ms. Renews only the holder's own lock.
+            // KEYS: leader, paused. ARGV: "<node> <term>", lease ms. Renews only the holder's
+            // own lock; answers {1, paused}.
             renew: script(
                 r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {1}
+  return {1, redis.call('GET', KEYS[2]) == '1' and 1 or 0}
 end
 return {0, redis.call('GET', KEYS[1]) or ''}
 "#,

@@ -83,7 +83,12 @@ impl TestServer {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(game_node::node::run(listener, cfg, shutdown.clone()));
+        let task = tokio::spawn(game_node::node::run(
+            listener,
+            cfg,
+            shutdown.clone(),
+            tokio_util::sync::CancellationToken::new(),
+        ));
         let s = TestServer {
             url: format!("http://{addr}"),
             ws_url: format!("ws://{addr}/ws"),

@@ -71,7 +71,9 @@ pub struct ServeConfig {
 
     /// Open no new rounds. A round in progress (or one adopted from a previous leader) is
     /// finished; nodes keep serving players' history, verification and the fleet view. Start
-    /// without it to resume (the operator rolls the fleet when `spec.paused` changes).
+    /// without it to resume. A fleet is also paused, without a restart, by its shared flag: the
+    /// Lease's `crashfleet.dev/paused` annotation or the Redis key `crashfleet:{<table>}:paused`
+    /// (what the operator writes from `spec.paused`).
     #[arg(long, env = "CRASHFLEET_PAUSED")]
     pub paused: bool,
 

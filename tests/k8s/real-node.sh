@@ -145,6 +145,17 @@ rn_create_bridge() {
   # the machine. Forwarding inside the namespace carries the host's ClusterIP traffic to pods.
   ip -n "$REAL_NODE_NETNS" route add default via "$RN_HOST_IP"
   rn_in_ns sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward'
+  # The host may also talk to a pod's own IP (tests watch one pod drain): pods have no route back
+  # to the host end of the link, so such traffic leaves the bridge with the node IP as source.
+  # Inside the namespace: removed with it.
+  rn_in_ns nft -f - <<EOF
+table ip crashfleet-host-to-pods {
+  chain postrouting {
+    type nat hook postrouting priority 100; policy accept;
+    ip saddr $RN_HOST_IP oifname "$REAL_NODE_BRIDGE" masquerade
+  }
+}
+EOF
   # The host reaches the node IP, the pods and the Services through the link.
   ip route replace "${REAL_NODE_IP%.1}.0/24" via "$RN_LINK_IP" dev "$RN_VETH_HOST"
   ip route replace "$SERVICE_CIDR" via "$RN_LINK_IP" dev "$RN_VETH_HOST" src "$RN_HOST_IP"

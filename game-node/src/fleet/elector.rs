@@ -86,6 +86,7 @@ impl RedisElector {
 }
 
 /// Renews every retry period; cancels `lost` on a lost lock or a missed renew deadline.
+#[allow(clippy::too_many_arguments)]
 async fn renew(
     client: Client,
     keys: Keys,

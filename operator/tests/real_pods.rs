@@ -1145,7 +1145,33 @@ async fn a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_lo
     tokio::time::sleep(Duration::from_secs(5)).await;
     stop.cancel();
     let report = players.await??;
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // `GET /api/v1/rounds` lists finished rounds only: wait until the round that took the last
+    // bets has crashed (a flight can outlast any fixed wait: 10x takes 10 s at this doubling
+    // time). A round opened after the players stopped holds no bets.
+    poll(
+        "the players' last round to finish",
+        Duration::from_secs(120),
+        || {
+            let (http, url) = (http.clone(), format!("{svc_base}/api/v1/round"));
+            async move {
+                let Ok(r) = http.get(url).send().await else {
+                    return Ok(None);
+                };
+                let Ok(v) = r.json::<Value>().await else {
+                    return Ok(None);
+                };
+                let phase = &v["round"]["phase"];
+                let empty = v["bets"].as_array().is_none_or(|b| b.is_empty());
+                let done = v["round"].is_null()
+                    || phase == "crashed"
+                    || phase == "idle"
+                    || (phase == "betting" && empty);
+                Ok(done.then_some(()))
+            }
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let rounds = rounds_with_detail(&http, &svc_base).await?;
     let audit: Value = http
         .get(format!("{svc_base}/api/v1/admin/audit"))

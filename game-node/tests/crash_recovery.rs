@@ -180,6 +180,23 @@ async fn kill_9_mid_round_refunds_the_open_stakes_on_restart() {
     drop(node);
 }
 
+/// A ready node with a drain window of `window`: its data dir, port, base URL, a client, and it.
+async fn ready_with_drain(
+    window: Duration,
+) -> (tempfile::TempDir, u16, String, reqwest::Client, Proc) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let millis = window.as_millis().to_string();
+    let node = spawn_with(dir.path(), port, &["--drain-delay-ms", &millis]);
+    wait_ready(&http, &base).await;
+    (dir, port, base, http, node)
+}
+
 fn signal(node: &Proc, name: &str) {
     let ok = Command::new("kill")
         .args([&format!("-{name}"), &node.0.id().to_string()])
@@ -200,19 +217,7 @@ async fn sigterm_drains_before_the_node_stops_serving() {
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
     const WINDOW: Duration = Duration::from_millis(3000);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
-    let mut node = spawn_with(
-        dir.path(),
-        port,
-        &["--drain-delay-ms", &WINDOW.as_millis().to_string()],
-    );
-    wait_ready(&http, &base).await;
+    let (_dir, port, base, http, mut node) = ready_with_drain(WINDOW).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws"))
         .await
         .expect("ws");
@@ -276,15 +281,7 @@ async fn sigterm_drains_before_the_node_stops_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_ends_the_drain_window() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
-    let mut node = spawn_with(dir.path(), port, &["--drain-delay-ms", "60000"]);
-    wait_ready(&http, &base).await;
+    let (_dir, _port, base, http, mut node) = ready_with_drain(Duration::from_secs(60)).await;
     signal(&node, "TERM");
     while status(&http, format!("{base}/readyz")).await != Some(503) {
         tokio::time::sleep(Duration::from_millis(20)).await;

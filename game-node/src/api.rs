@@ -22,7 +22,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::auth::{self, Session};
 use crate::client_ip::ClientIp;
-use crate::error::Error;
+use crate::error::{ApiError, Error, ErrorBody, Result};
 use crate::node::AppState;
 use crate::ports::{Audit, LeaderboardRow, PlayerRecord, TableStats};
 use crate::protocol::{BetView, FairnessView, PlayerView, RoundView};
@@ -40,68 +40,42 @@ const CORS_MAX_AGE: Duration = Duration::from_secs(600);
 /// what else runs under its domain.
 const HSTS: &str = "max-age=31536000";
 
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Stable machine-readable code (docs/API.md lists them).
-    code: String,
-    message: String,
-}
-
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        if let Error::Internal(detail) = &self {
-            tracing::error!(%detail, "internal error");
-        }
-        let body = ErrorBody {
-            code: self.code().to_string(),
-            message: self.public_message(),
-        };
-        let mut response = (self.status(), Json(body)).into_response();
-        if let Some(secs) = self.retry_after_secs() {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
-}
-
-impl From<JsonRejection> for Error {
+impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError(if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Error::PayloadTooLarge
         } else {
             Error::BadRequest(r.body_text())
-        }
+        })
     }
 }
 
-impl From<PathRejection> for Error {
+impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
-        Error::BadRequest(r.body_text())
+        ApiError(Error::BadRequest(r.body_text()))
     }
 }
 
-impl From<QueryRejection> for Error {
+impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        Error::BadRequest(r.body_text())
+        ApiError(Error::BadRequest(r.body_text()))
     }
 }
 
 /// `Json` whose rejections are our JSON errors.
 #[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(Error))]
+#[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
 #[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(Error))]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
 #[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(Error))]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
-type ApiResult<T> = Result<T, Error>;
+type ApiResult<T> = Result<T, ApiError>;
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -114,13 +88,13 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The bearer token's player, resolved against the ledger (crate::auth): `unauthorized` for a
 /// missing, bad, expired or revoked token and for a player who no longer exists.
-async fn authenticated(state: &AppState, headers: &HeaderMap) -> ApiResult<PlayerRecord> {
+async fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<PlayerRecord> {
     let token =
         bearer(headers).ok_or_else(|| Error::Unauthorized("a bearer token is required".into()))?;
     state.auth.resolve(state.ledger.as_ref(), token).await
 }
 
-async fn session(state: &AppState, headers: &HeaderMap) -> ApiResult<Session> {
+async fn session(state: &AppState, headers: &HeaderMap) -> Result<Session> {
     Ok(Session::of(&authenticated(state, headers).await?))
 }
 
@@ -136,7 +110,7 @@ fn peer_ip(peer: &Peer) -> IpAddr {
     )
 }
 
-fn require_admin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<()> {
     let Some(expected) = &state.admin_token else {
         return Err(Error::Forbidden(
             "admin endpoints are disabled (no --admin-token)".into(),
@@ -158,7 +132,7 @@ fn require_admin(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
+fn idempotency_key(headers: &HeaderMap) -> Result<String> {
     let v = headers
         .get("idempotency-key")
         .ok_or(Error::MissingIdempotencyKey)?
@@ -170,7 +144,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
 
 /// A list's `limit`: the default when absent, refused (400) outside 1–[`MAX_LIMIT`] — the
 /// document promises that range, so a larger value is an error rather than silently clamped.
-fn limit(l: Option<u32>, default: u32) -> ApiResult<u32> {
+fn limit(l: Option<u32>, default: u32) -> Result<u32> {
     match l {
         None => Ok(default),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
@@ -306,7 +280,7 @@ async fn register(
     auth::validate_password(&c.password)?;
     let slot = s.passwords.admit(peer_ip(&peer))?;
     if s.ledger.player_by_name(&c.username).await?.is_some() {
-        return Err(Error::UsernameTaken);
+        return Err(Error::UsernameTaken.into());
     }
     let hash = slot.hash(c.password).await?;
     let p = s
@@ -344,7 +318,8 @@ async fn login(
     {
         return Err(Error::LoginThrottled {
             retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-        });
+        }
+        .into());
     }
     let slot = s.passwords.admit(peer_ip(&peer))?;
     let p = s.ledger.player_by_name(&c.username).await?;
@@ -353,7 +328,7 @@ async fn login(
     let Some(p) = p.filter(|_| ok) else {
         s.login_throttle
             .failed(&c.username, std::time::Instant::now());
-        return Err(Error::InvalidCredentials);
+        return Err(Error::InvalidCredentials.into());
     };
     s.login_throttle.succeeded(&c.username);
     let token = s.auth.issue(&p)?;
@@ -621,9 +596,9 @@ async fn adjust(
     require_admin(s, headers)?;
     let key = idempotency_key(headers)?;
     if amount <= 0 || amount > 1_000_000_000_000 {
-        return Err(Error::InvalidAmount(
-            "the amount must be between 1 and 1000000000000".into(),
-        ));
+        return Err(
+            Error::InvalidAmount("the amount must be between 1 and 1000000000000".into()).into(),
+        );
     }
     let balance = s
         .ledger
@@ -848,8 +823,8 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
 }
 
-async fn not_found() -> Error {
-    Error::NotFound("no such endpoint".into())
+async fn not_found() -> ApiError {
+    ApiError(Error::NotFound("no such endpoint".into()))
 }
 
 macro_rules! asset {

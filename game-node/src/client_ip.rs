@@ -11,7 +11,6 @@
 //! for: the client as far as we can know. An untrusted peer's headers are never read, so a spoofed
 //! header sent straight to the node changes nothing.
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -25,95 +24,9 @@ use tower_governor::GovernorError;
 use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
 use tower_governor::key_extractor::KeyExtractor;
 
-use crate::error::Error;
+use crate::error::{ApiError, Error};
 
-/// An IP network, `ADDR/PREFIX` (a bare address is a single host).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                mask_v4(u32::from(ip), self.prefix) == u32::from(net)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                mask_v6(u128::from(ip), self.prefix) == u128::from(net)
-            }
-            _ => false,
-        }
-    }
-}
-
-fn mask_v4(ip: u32, prefix: u8) -> u32 {
-    ip & u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
-}
-
-fn mask_v6(ip: u128, prefix: u8) -> u128 {
-    ip & u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-
-    /// Strict: host bits set after the prefix (`10.1.2.3/8`) are refused rather than masked, since
-    /// a typo in a trust list would otherwise silently trust a whole network.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let network = IpAddr::from_str(addr)
-            .map_err(|_| format!("{s:?} is not an IP address or CIDR (e.g. 10.0.0.0/8)"))?
-            .to_canonical();
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{s:?}: the prefix length must be 0-{max}"))?,
-        };
-        let masked = match network {
-            IpAddr::V4(ip) => IpAddr::V4(mask_v4(u32::from(ip), prefix).into()),
-            IpAddr::V6(ip) => IpAddr::V6(mask_v6(u128::from(ip), prefix).into()),
-        };
-        if masked != network {
-            return Err(format!(
-                "{s:?} has bits set after its /{prefix} prefix; did you mean {masked}/{prefix}?"
-            ));
-        }
-        Ok(Cidr { network, prefix })
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
-}
-
-/// A comma-separated list of [`Cidr`]s, as `--trusted-proxies` takes it. Empty items are skipped,
-/// so an empty value (`CRASHFLEET_TRUSTED_PROXIES=`) means none.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CidrList(pub Vec<Cidr>);
-
-impl FromStr for CidrList {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.split(',')
-            .filter(|c| !c.trim().is_empty())
-            .map(Cidr::from_str)
-            .collect::<Result<Vec<_>, _>>()
-            .map(CidrList)
-    }
-}
+pub use crashfleet_core::net::{Cidr, CidrList};
 
 /// Which header the trusted proxies write. Only one is read: a proxy that manages one of them
 /// passes the other through from the client untouched, so reading both would let the client
@@ -227,14 +140,14 @@ impl ClientIp {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<ClientIp>()
-            .copied()
-            .ok_or_else(|| Error::Internal("the client address was not recorded".into()))
+        parts.extensions.get::<ClientIp>().copied().ok_or_else(|| {
+            ApiError(Error::Internal(
+                "the client address was not recorded".into(),
+            ))
+        })
     }
 }
 
@@ -310,17 +223,18 @@ fn rate_limit_error(e: GovernorError) -> axum::response::Response {
     use axum::response::IntoResponse;
     match e {
         GovernorError::TooManyRequests { wait_time, .. } => {
-            let mut response = Error::RateLimited.into_response();
+            let mut response = ApiError(Error::RateLimited).into_response();
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 axum::http::HeaderValue::from(wait_time.saturating_add(1)),
             );
             response
         }
-        GovernorError::UnableToExtractKey => {
-            Error::Internal("the rate limiter found no client address".into()).into_response()
-        }
-        other => Error::BadRequest(format!("{other}")).into_response(),
+        GovernorError::UnableToExtractKey => ApiError(Error::Internal(
+            "the rate limiter found no client address".into(),
+        ))
+        .into_response(),
+        other => ApiError(Error::BadRequest(format!("{other}"))).into_response(),
     }
 }
 
@@ -349,33 +263,6 @@ mod tests {
             );
         }
         h
-    }
-
-    #[test]
-    fn cidrs_parse_strictly_and_match() {
-        let c: Cidr = "10.0.0.0/8".parse().expect("cidr");
-        assert!(c.contains(ip("10.255.1.2")));
-        assert!(!c.contains(ip("11.0.0.1")));
-        assert!(!c.contains(ip("::1")));
-        // An IPv4-mapped IPv6 peer (a dual-stack listener) is its IPv4 address.
-        assert!(c.contains(ip("::ffff:10.1.2.3")));
-        let host: Cidr = "127.0.0.1".parse().expect("host");
-        assert_eq!(host.to_string(), "127.0.0.1/32");
-        assert!(host.contains(ip("127.0.0.1")) && !host.contains(ip("127.0.0.2")));
-        let v6: Cidr = "fd00::/8".parse().expect("v6");
-        assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
-        let all: Cidr = "0.0.0.0/0".parse().expect("all");
-        assert!(all.contains(ip("203.0.113.9")));
-        for bad in [
-            "10.1.2.3/8",
-            "10.0.0.0/33",
-            "::/129",
-            "example.com",
-            "10.0.0.0/x",
-            "",
-        ] {
-            assert!(bad.parse::<Cidr>().is_err(), "{bad:?} must be refused");
-        }
     }
 
     #[test]

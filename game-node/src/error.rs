@@ -1,124 +1,22 @@
-//! One error type for everything a player or operator can be told, each with a stable `code`
-//! (documented in docs/API.md) and an HTTP status. The engine, the ledger and the API share it so a
-//! refusal reads the same over REST and WebSocket.
+//! The domain error ([`crashfleet_core::error::Error`]) as the node's adapters need it: the HTTP
+//! status of every code (the edge's business, so the core knows no HTTP) and the mapping of
+//! database errors (the ledger's business, so the core knows no SQL).
 
-use axum::http::StatusCode;
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum Error {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    InvalidAmount(String),
-    #[error("{0}")]
-    InvalidMultiplier(String),
-    #[error("{0}")]
-    InvalidUsername(String),
-    #[error("{0}")]
-    InvalidPassword(String),
-    #[error("an Idempotency-Key header (1-64 printable ASCII characters) is required")]
-    MissingIdempotencyKey,
-    #[error("the idempotency key must be 1-64 printable ASCII characters")]
-    InvalidIdempotencyKey,
-    #[error("this idempotency key was already used for a different request")]
-    IdempotencyConflict,
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("that username is taken")]
-    UsernameTaken,
-    #[error("wrong username or password")]
-    InvalidCredentials,
-    #[error("{0}")]
-    NotFound(String),
-    #[error("round {0} is unknown")]
-    UnknownRound(u64),
-    #[error("bet {0} is unknown")]
-    UnknownBet(String),
-    #[error("betting is closed for this round")]
-    BettingClosed,
-    #[error("at most {0} bets per player per round")]
-    BetLimit(u32),
-    #[error("insufficient funds")]
-    InsufficientFunds,
-    #[error("stake × auto-cash-out would exceed the table's maximum payout of {0}")]
-    MaxPayout(i64),
-    #[error("the round is not flying")]
-    NotFlying,
-    #[error("this bet is already settled")]
-    AlreadySettled,
-    #[error("too late: the round crashed")]
-    TooLate,
-    #[error("too many requests, slow down")]
-    RateLimited,
-    /// Too many failed logins for one username (code `rate_limited`): refused without checking
-    /// the password until the delay passes.
-    #[error("too many failed logins for this username; retry in {retry_after_secs} s")]
-    LoginThrottled { retry_after_secs: u64 },
-    #[error("payload too large")]
-    PayloadTooLarge,
-    #[error("{0}")]
-    Unavailable(String),
-    /// A bounded queue or a per-client cap is full: nothing was done; retry after the given
-    /// seconds (sent as `Retry-After`).
-    #[error("{what} is busy; retry in {retry_after_secs} s")]
-    Busy {
-        what: &'static str,
-        retry_after_secs: u64,
-    },
-    /// The node asked for a money decision and lost the answer (a reply that never came back).
-    /// Money may have moved: a retry with the same idempotency key returns the real first outcome.
-    #[error("the outcome of this request is not known yet; retry with the same idempotency key")]
-    OutcomeUnknown,
-    /// The idempotency key already placed a bet in an earlier round: every bet needs a new key.
-    #[error("this idempotency key already placed bet {bet_id} in round {round}; use a new key")]
-    KeyUsed { bet_id: String, round: u64 },
-    /// A newer leader holds the table: this node's leader write was refused (fencing).
-    #[error("stale leadership term {stale} (the table is at term {current})")]
-    Fenced { stale: u64, current: u64 },
-    #[error("internal error")]
-    Internal(String),
+pub use crashfleet_core::error::{Error, Result};
+
+/// The HTTP status each error is answered with.
+pub trait HttpStatus {
+    fn status(&self) -> StatusCode;
 }
 
-impl Error {
-    /// The stable machine-readable code clients switch on.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Error::BadRequest(_) => "bad_request",
-            Error::InvalidAmount(_) => "invalid_amount",
-            Error::InvalidMultiplier(_) => "invalid_multiplier",
-            Error::InvalidUsername(_) => "invalid_username",
-            Error::InvalidPassword(_) => "invalid_password",
-            Error::MissingIdempotencyKey => "missing_idempotency_key",
-            Error::InvalidIdempotencyKey => "invalid_idempotency_key",
-            Error::IdempotencyConflict => "idempotency_conflict",
-            Error::Unauthorized(_) => "unauthorized",
-            Error::Forbidden(_) => "forbidden",
-            Error::UsernameTaken => "username_taken",
-            Error::InvalidCredentials => "invalid_credentials",
-            Error::NotFound(_) => "not_found",
-            Error::UnknownRound(_) => "unknown_round",
-            Error::UnknownBet(_) => "unknown_bet",
-            Error::BettingClosed => "betting_closed",
-            Error::BetLimit(_) => "bet_limit",
-            Error::InsufficientFunds => "insufficient_funds",
-            Error::MaxPayout(_) => "max_payout",
-            Error::NotFlying => "not_flying",
-            Error::AlreadySettled => "already_settled",
-            Error::TooLate => "too_late",
-            Error::RateLimited | Error::LoginThrottled { .. } => "rate_limited",
-            Error::PayloadTooLarge => "payload_too_large",
-            Error::Unavailable(_) => "unavailable",
-            Error::Busy { .. } => "busy",
-            Error::OutcomeUnknown => "outcome_unknown",
-            Error::KeyUsed { .. } => "idempotency_key_used",
-            Error::Fenced { .. } => "fenced",
-            Error::Internal(_) => "internal",
-        }
-    }
-
-    pub fn status(&self) -> StatusCode {
+impl HttpStatus for Error {
+    fn status(&self) -> StatusCode {
         match self {
             Error::BadRequest(_)
             | Error::InvalidAmount(_)
@@ -151,31 +49,7 @@ impl Error {
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
-
-    /// Seconds a client should wait before retrying (the `Retry-After` header), for the errors
-    /// that mean "not now": every 429 and 503 carries one.
-    pub fn retry_after_secs(&self) -> Option<u64> {
-        match self {
-            Error::RateLimited => Some(1),
-            Error::Busy {
-                retry_after_secs, ..
-            }
-            | Error::LoginThrottled { retry_after_secs } => Some((*retry_after_secs).max(1)),
-            Error::Unavailable(_) | Error::OutcomeUnknown => Some(1),
-            _ => None,
-        }
-    }
-
-    /// The text shown to clients. Internal details stay in the logs.
-    pub fn public_message(&self) -> String {
-        match self {
-            Error::Internal(_) => "internal error".to_string(),
-            other => other.to_string(),
-        }
-    }
 }
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Whether a database error means "the ledger is unreachable or busy, try again" rather than a
 /// bug: PostgreSQL SQLSTATE classes 08 (connection), 53 (resources), 57P0x (the server shutting
@@ -188,23 +62,72 @@ fn transient_sqlstate(code: &str) -> bool {
         || matches!(code, "57014" | "40001" | "40P01")
 }
 
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        let transient = match &e {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::Io(_)
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::WorkerCrashed => true,
-            sqlx::Error::Database(d) => d.code().is_some_and(|c| transient_sqlstate(&c)),
-            _ => false,
-        };
-        if transient {
-            Error::Unavailable(format!("ledger unavailable: {e}"))
-        } else {
-            Error::Internal(format!("ledger: {e}"))
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code (docs/API.md lists them).
+    code: String,
+    message: String,
+}
+
+/// An [`Error`] as the HTTP edge answers it: the status of its code, a JSON [`ErrorBody`] and
+/// `Retry-After` on the errors that mean "not now". (The domain error knows no HTTP.)
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let ApiError(e) = self;
+        if let Error::Internal(detail) = &e {
+            tracing::error!(%detail, "internal error");
         }
+        let body = ErrorBody {
+            code: e.code().to_string(),
+            message: e.public_message(),
+        };
+        let mut response = (e.status(), Json(body)).into_response();
+        if let Some(secs) = e.retry_after_secs() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// A database error as the ledger reports it: [`Error::Unavailable`] when it means "the ledger
+/// is unreachable or busy, try again", else [`Error::Internal`].
+pub fn db(e: sqlx::Error) -> Error {
+    let transient = match &e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::Io(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| transient_sqlstate(&c)),
+        _ => false,
+    };
+    if transient {
+        Error::Unavailable(format!("ledger unavailable: {e}"))
+    } else {
+        Error::Internal(format!("ledger: {e}"))
+    }
+}
+
+/// `.db()?` on a database result: its error as [`db`] maps it.
+pub trait DbResult<T> {
+    fn db(self) -> Result<T>;
+}
+
+impl<T> DbResult<T> for std::result::Result<T, sqlx::Error> {
+    fn db(self) -> Result<T> {
+        self.map_err(db)
     }
 }
 

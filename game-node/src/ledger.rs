@@ -31,7 +31,7 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::engine::{CashOut, Outcome, RoundPlan, Settlement};
-use crate::error::{Error, Result};
+use crate::error::{DbResult, Error, Result, db};
 use crate::ports::{
     Audit, BetRecord, Commitment, LeaderboardRow, Ledger, PlayerRecord, Reveal, RoundRecord,
     TableStats,
@@ -206,11 +206,12 @@ impl SqlLedger {
         let seen = sqlx::query("SELECT player_id, amount FROM entries WHERE idempotency_key = $1")
             .bind(key)
             .fetch_optional(&self.pool)
-            .await?;
+            .await
+            .db()?;
         let Some(r) = seen else {
             return Ok(None);
         };
-        let (pid, amt): (String, i64) = (r.try_get(0)?, r.try_get(1)?);
+        let (pid, amt): (String, i64) = (r.try_get(0).db()?, r.try_get(1).db()?);
         if pid != player_id || amt != amount {
             return Err(Error::IdempotencyConflict);
         }
@@ -218,18 +219,22 @@ impl SqlLedger {
     }
 
     async fn scalar_i64(&self, sql: &'static str, bind: &str) -> Result<i64> {
-        let row = sqlx::query(sql).bind(bind).fetch_one(&self.pool).await?;
-        Ok(row.try_get::<i64, _>(0)?)
+        let row = sqlx::query(sql)
+            .bind(bind)
+            .fetch_one(&self.pool)
+            .await
+            .db()?;
+        row.try_get::<i64, _>(0).db()
     }
 }
 
 fn player_row(r: &AnyRow) -> Result<PlayerRecord> {
     Ok(PlayerRecord {
-        id: r.try_get("id")?,
-        username: r.try_get("username")?,
-        password_hash: r.try_get("password_hash")?,
-        balance: r.try_get("balance")?,
-        token_version: u(r.try_get("token_version")?),
+        id: r.try_get("id").db()?,
+        username: r.try_get("username").db()?,
+        password_hash: r.try_get("password_hash").db()?,
+        balance: r.try_get("balance").db()?,
+        token_version: u(r.try_get("token_version").db()?),
     })
 }
 
@@ -246,19 +251,22 @@ const BET_COLUMNS: &str = "b.id, b.table_id, b.round_number, b.player_id, p.user
 
 fn bet_row(r: &AnyRow) -> Result<BetRecord> {
     Ok(BetRecord {
-        bet_id: r.try_get("id")?,
-        table: r.try_get("table_id")?,
-        round: u(r.try_get("round_number")?),
-        player_id: r.try_get("player_id")?,
-        username: r.try_get("username")?,
-        stake: r.try_get("stake")?,
-        auto_cashout_x100: r.try_get::<Option<i64>, _>("auto_cashout_x100")?.map(u),
-        status: r.try_get("status")?,
-        cashout_x100: r.try_get::<Option<i64>, _>("cashout_x100")?.map(u),
-        payout: r.try_get("payout")?,
-        placed_at_ms: r.try_get("placed_at_ms")?,
-        idempotency_key: r.try_get("idempotency_key")?,
-        cashout_key: r.try_get("cashout_key")?,
+        bet_id: r.try_get("id").db()?,
+        table: r.try_get("table_id").db()?,
+        round: u(r.try_get("round_number").db()?),
+        player_id: r.try_get("player_id").db()?,
+        username: r.try_get("username").db()?,
+        stake: r.try_get("stake").db()?,
+        auto_cashout_x100: r
+            .try_get::<Option<i64>, _>("auto_cashout_x100")
+            .db()?
+            .map(u),
+        status: r.try_get("status").db()?,
+        cashout_x100: r.try_get::<Option<i64>, _>("cashout_x100").db()?.map(u),
+        payout: r.try_get("payout").db()?,
+        placed_at_ms: r.try_get("placed_at_ms").db()?,
+        idempotency_key: r.try_get("idempotency_key").db()?,
+        cashout_key: r.try_get("cashout_key").db()?,
     })
 }
 
@@ -267,16 +275,19 @@ const ROUND_COLUMNS: &str = "table_id, number, status, hash, crash_x100, opened_
 
 fn round_row(r: &AnyRow) -> Result<RoundRecord> {
     Ok(RoundRecord {
-        table: r.try_get("table_id")?,
-        number: u(r.try_get("number")?),
-        status: r.try_get("status")?,
+        table: r.try_get("table_id").db()?,
+        number: u(r.try_get("number").db()?),
+        status: r.try_get("status").db()?,
         // Both are NULL while the round is open (never at rest before the crash).
-        hash: r.try_get::<Option<String>, _>("hash")?.unwrap_or_default(),
-        crash_x100: r.try_get::<Option<i64>, _>("crash_x100")?.map_or(0, u),
-        opened_at_ms: r.try_get("opened_at_ms")?,
-        started_at_ms: r.try_get("started_at_ms")?,
-        crashed_at_ms: r.try_get("crashed_at_ms")?,
-        term: u(r.try_get("term")?),
+        hash: r
+            .try_get::<Option<String>, _>("hash")
+            .db()?
+            .unwrap_or_default(),
+        crash_x100: r.try_get::<Option<i64>, _>("crash_x100").db()?.map_or(0, u),
+        opened_at_ms: r.try_get("opened_at_ms").db()?,
+        started_at_ms: r.try_get("started_at_ms").db()?,
+        crashed_at_ms: r.try_get("crashed_at_ms").db()?,
+        term: u(r.try_get("term").db()?),
     })
 }
 
@@ -290,7 +301,8 @@ async fn check_term(conn: &mut AnyConnection, table: &str, term: u64) -> Result<
             .bind(table)
             .bind(i(term))
             .execute(&mut *conn)
-            .await?
+            .await
+            .db()?
             .rows_affected();
     if updated == 1 {
         return Ok(());
@@ -298,9 +310,11 @@ async fn check_term(conn: &mut AnyConnection, table: &str, term: u64) -> Result<
     let current: Option<i64> = sqlx::query("SELECT term FROM leadership WHERE table_id = $1")
         .bind(table)
         .fetch_optional(&mut *conn)
-        .await?
+        .await
+        .db()?
         .map(|r| r.try_get(0))
-        .transpose()?;
+        .transpose()
+        .db()?;
     Err(Error::Fenced {
         stale: term,
         current: current.map(u).unwrap_or(0),
@@ -324,7 +338,8 @@ async fn move_money(
             .bind(amount)
             .bind(player_id)
             .fetch_optional(&mut *conn)
-            .await?
+            .await
+            .db()?
     } else {
         sqlx::query(
             "UPDATE players SET balance = balance + $1 WHERE id = $2 AND balance >= -$1 \
@@ -333,10 +348,12 @@ async fn move_money(
         .bind(amount)
         .bind(player_id)
         .fetch_optional(&mut *conn)
-        .await?
+        .await
+        .db()?
     }
     .map(|row| row.try_get(0))
-    .transpose()?;
+    .transpose()
+    .db()?;
     let Some(balance) = balance else {
         return Err(Error::InsufficientFunds);
     };
@@ -351,7 +368,8 @@ async fn move_money(
     .bind(key)
     .bind(now_ms)
     .execute(&mut *conn)
-    .await?;
+    .await
+    .db()?;
     Ok(balance)
 }
 
@@ -375,7 +393,8 @@ async fn pay_win(
     .bind(bet_id)
     .bind(key)
     .execute(&mut *conn)
-    .await?
+    .await
+    .db()?
     .rows_affected();
     if updated == 0 {
         return Ok(None);
@@ -402,7 +421,8 @@ async fn insert_bet(conn: &mut AnyConnection, bet: &BetRecord) -> Result<Option<
     .bind(&bet.table)
     .bind(i(bet.round))
     .execute(&mut *conn)
-    .await?
+    .await
+    .db()?
     .rows_affected();
     if open == 0 {
         return Err(Error::BettingClosed);
@@ -424,7 +444,7 @@ async fn insert_bet(conn: &mut AnyConnection, bet: &BetRecord) -> Result<Option<
     match inserted {
         Ok(_) => {}
         Err(e) if is_unique_violation(&e) => return Ok(None),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(db(e)),
     }
     let balance = move_money(
         conn,
@@ -594,7 +614,8 @@ async fn lock_open_bets(tx: &mut Tx, table: &str, number: u64) -> Result<()> {
     .bind(table)
     .bind(i(number))
     .execute(&mut **tx)
-    .await?;
+    .await
+    .db()?;
     Ok(())
 }
 
@@ -622,7 +643,8 @@ async fn close_round(
     .bind(table)
     .bind(i(number))
     .execute(&mut **tx)
-    .await?
+    .await
+    .db()?
     .rows_affected();
     if closed == 0 {
         return Ok(false);
@@ -651,7 +673,7 @@ impl Ledger for SqlLedger {
         match inserted {
             Ok(_) => {}
             Err(e) if is_unique_violation(&e) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(db(e)),
         }
         self.commitment(&c.table)
             .await?
@@ -669,7 +691,8 @@ impl Ledger for SqlLedger {
         .bind(table)
         .bind(table)
         .execute(&self.pool)
-        .await?
+        .await
+        .db()?
         .rows_affected();
         Ok(changed == 1)
     }
@@ -681,24 +704,25 @@ impl Ledger for SqlLedger {
         )
         .bind(table)
         .fetch_optional(&self.pool)
-        .await?
+        .await
+        .db()?
         else {
             return Ok(None);
         };
         Ok(Some(Commitment {
-            table: r.try_get("table_id")?,
-            terminating_hash: r.try_get("terminating_hash")?,
-            salt: r.try_get("salt")?,
-            chain_length: u(r.try_get("chain_length")?),
-            house_edge_bp: u32::try_from(r.try_get::<i64, _>("house_edge_bp")?).unwrap_or(0),
-            max_x100: u(r.try_get("max_x100")?),
-            created_at_ms: r.try_get("created_at_ms")?,
+            table: r.try_get("table_id").db()?,
+            terminating_hash: r.try_get("terminating_hash").db()?,
+            salt: r.try_get("salt").db()?,
+            chain_length: u(r.try_get("chain_length").db()?),
+            house_edge_bp: u32::try_from(r.try_get::<i64, _>("house_edge_bp").db()?).unwrap_or(0),
+            max_x100: u(r.try_get("max_x100").db()?),
+            created_at_ms: r.try_get("created_at_ms").db()?,
         }))
     }
 
     async fn claim_term(&self, table: &str, term: u64) -> Result<()> {
         let _w = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.db()?;
         // One statement for "first claim" and "newer claim": with a separate UPDATE-then-INSERT,
         // two replicas making a table's first claims at once could see the newer term lose the
         // INSERT race and be refused in favour of an older one.
@@ -710,20 +734,23 @@ impl Ledger for SqlLedger {
         .bind(table)
         .bind(i(term))
         .execute(&mut *tx)
-        .await?
+        .await
+        .db()?
         .rows_affected();
         if claimed == 0 {
             let current: i64 = sqlx::query("SELECT term FROM leadership WHERE table_id = $1")
                 .bind(table)
                 .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
+                .await
+                .db()?
+                .try_get(0)
+                .db()?;
             return Err(Error::Fenced {
                 stale: term,
                 current: u(current),
             });
         }
-        tx.commit().await?;
+        tx.commit().await.db()?;
         Ok(())
     }
 
@@ -731,9 +758,10 @@ impl Ledger for SqlLedger {
         let row = sqlx::query("SELECT term FROM leadership WHERE table_id = $1")
             .bind(table)
             .fetch_optional(&self.pool)
-            .await?;
+            .await
+            .db()?;
         Ok(match row {
-            Some(r) => u(r.try_get(0)?),
+            Some(r) => u(r.try_get(0).db()?),
             None => 0,
         })
     }
@@ -747,7 +775,7 @@ impl Ledger for SqlLedger {
     ) -> Result<PlayerRecord> {
         let _w = self.write_guard().await;
         let id = uuid::Uuid::new_v4().to_string();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.db()?;
         let inserted = sqlx::query(
             "INSERT INTO players (id, username, password_hash, balance, created_at_ms) \
              VALUES ($1, $2, $3, 0, $4)",
@@ -761,7 +789,7 @@ impl Ledger for SqlLedger {
         match inserted {
             Ok(_) => {}
             Err(e) if is_unique_violation(&e) => return Err(Error::UsernameTaken),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(db(e)),
         }
         let mut balance = 0;
         if initial_credit > 0 {
@@ -777,7 +805,7 @@ impl Ledger for SqlLedger {
             )
             .await?;
         }
-        tx.commit().await?;
+        tx.commit().await.db()?;
         Ok(PlayerRecord {
             id,
             username: username.to_string(),
@@ -795,7 +823,8 @@ impl Ledger for SqlLedger {
         ))
         .bind(username)
         .fetch_optional(&self.pool)
-        .await?
+        .await
+        .db()?
         .as_ref()
         .map(player_row)
         .transpose()
@@ -809,7 +838,8 @@ impl Ledger for SqlLedger {
         ))
         .bind(id)
         .fetch_optional(&self.pool)
-        .await?
+        .await
+        .db()?
         .as_ref()
         .map(player_row)
         .transpose()
@@ -823,8 +853,9 @@ impl Ledger for SqlLedger {
         )
         .bind(player_id)
         .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| Ok(u(r.try_get(0)?))).transpose()
+        .await
+        .db()?;
+        row.map(|r| Ok(u(r.try_get(0).db()?))).transpose()
     }
 
     async fn adjust(&self, username: &str, amount: i64, key: &str, now_ms: i64) -> Result<i64> {
@@ -842,7 +873,7 @@ impl Ledger for SqlLedger {
             return Ok(balance);
         }
         let w = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.db()?;
         let balance =
             match move_money(&mut tx, &player.id, kind, amount, None, Some(&key), now_ms).await {
                 Ok(b) => b,
@@ -857,7 +888,7 @@ impl Ledger for SqlLedger {
                 }
                 Err(e) => return Err(e),
             };
-        tx.commit().await?;
+        tx.commit().await.db()?;
         Ok(balance)
     }
 
@@ -867,7 +898,8 @@ impl Ledger for SqlLedger {
         )))
         .bind(table)
         .fetch_optional(&self.pool)
-        .await?
+        .await
+        .db()?
         .as_ref()
         .map(round_row)
         .transpose()
@@ -879,7 +911,7 @@ impl Ledger for SqlLedger {
         )))
         .bind(table)
         .fetch_all(&self.pool)
-        .await?
+        .await.db()?
         .iter()
         .map(round_row)
         .collect()
@@ -887,7 +919,7 @@ impl Ledger for SqlLedger {
 
     async fn open_round(&self, table: &str, term: u64, plan: &RoundPlan) -> Result<()> {
         let _w = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.db()?;
         check_term(&mut tx, table, term).await?;
         // The hash and crash point stay out of the row until the round ends: whoever can read the
         // database file or a backup must not learn a live round's outcome. A leader that resumes
@@ -912,9 +944,9 @@ impl Ledger for SqlLedger {
                     plan.number
                 )));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(db(e)),
         }
-        tx.commit().await?;
+        tx.commit().await.db()?;
         Ok(())
     }
 
@@ -926,7 +958,8 @@ impl Ledger for SqlLedger {
         .bind(player_id)
         .bind(key)
         .fetch_optional(&self.pool)
-        .await?
+        .await
+        .db()?
         .as_ref()
         .map(bet_row)
         .transpose()
@@ -936,10 +969,10 @@ impl Ledger for SqlLedger {
         let placed = match &self.group {
             Some(group) => grouped(group, |reply| GroupOp::Bet(bet.clone(), reply)).await?,
             None => {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin().await.db()?;
                 let placed = insert_bet(&mut tx, bet).await?;
                 if placed.is_some() {
-                    tx.commit().await?;
+                    tx.commit().await.db()?;
                 }
                 placed
             }
@@ -978,7 +1011,7 @@ impl Ledger for SqlLedger {
             })
             .await;
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.db()?;
         let balance = pay_win(
             &mut tx,
             &c.bet_id,
@@ -989,7 +1022,7 @@ impl Ledger for SqlLedger {
             now_ms,
         )
         .await?;
-        tx.commit().await?;
+        tx.commit().await.db()?;
         Ok(balance)
     }
 
@@ -1010,7 +1043,7 @@ impl Ledger for SqlLedger {
             })
             .await;
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.db()?;
         check_term(&mut tx, table, term).await?;
         let balance = pay_win(
             &mut tx,
@@ -1022,7 +1055,7 @@ impl Ledger for SqlLedger {
             now_ms,
         )
         .await?;
-        tx.commit().await?;
+        tx.commit().await.db()?;
         Ok(balance)
     }
 
@@ -1036,7 +1069,7 @@ impl Ledger for SqlLedger {
         settlements: &[Settlement],
     ) -> Result<Vec<(String, i64)>> {
         let _w = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.db()?;
         if !close_round(
             &mut tx,
             table,
@@ -1078,8 +1111,9 @@ impl Ledger for SqlLedger {
         .bind(table)
         .bind(i(number))
         .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        .await
+        .db()?;
+        tx.commit().await.db()?;
         Ok(balances)
     }
 
@@ -1092,7 +1126,7 @@ impl Ledger for SqlLedger {
         now_ms: i64,
     ) -> Result<Vec<(String, i64)>> {
         let _w = self.write_guard().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin().await.db()?;
         if !close_round(&mut tx, table, term, number, reveal, "voided", now_ms).await? {
             return Ok(Vec::new());
         }
@@ -1103,9 +1137,10 @@ impl Ledger for SqlLedger {
         .bind(table)
         .bind(i(number))
         .fetch_all(&mut *tx)
-        .await?
+        .await
+        .db()?
         .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .map(|r| Ok((r.try_get(0).db()?, r.try_get(1).db()?, r.try_get(2).db()?)))
         .collect::<Result<_>>()?;
         let mut balances = Vec::new();
         for (bet_id, player_id, stake) in open {
@@ -1117,7 +1152,8 @@ impl Ledger for SqlLedger {
             .bind(now_ms)
             .bind(&bet_id)
             .execute(&mut *tx)
-            .await?
+            .await
+            .db()?
             .rows_affected();
             // Only a bet this transaction moved from open to refunded is refunded: a bet a
             // concurrent cash-out won is settled, and refunding it too would pay it twice.
@@ -1136,7 +1172,7 @@ impl Ledger for SqlLedger {
             .await?;
             balances.push((player_id, b));
         }
-        tx.commit().await?;
+        tx.commit().await.db()?;
         Ok(balances)
     }
 
@@ -1146,7 +1182,8 @@ impl Ledger for SqlLedger {
         )))
         .bind(bet_id)
         .fetch_optional(&self.pool)
-        .await?
+        .await
+        .db()?
         .as_ref()
         .map(bet_row)
         .transpose()
@@ -1159,7 +1196,8 @@ impl Ledger for SqlLedger {
         .bind(table)
         .bind(i(number))
         .fetch_optional(&self.pool)
-        .await?
+        .await
+        .db()?
         .as_ref()
         .map(round_row)
         .transpose()
@@ -1173,7 +1211,8 @@ impl Ledger for SqlLedger {
         .bind(table)
         .bind(i(number))
         .fetch_all(&self.pool)
-        .await?
+        .await
+        .db()?
         .iter()
         .map(bet_row)
         .collect()
@@ -1187,7 +1226,8 @@ impl Ledger for SqlLedger {
         .bind(table)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
-        .await?
+        .await
+        .db()?
         .iter()
         .map(round_row)
         .collect()
@@ -1201,7 +1241,8 @@ impl Ledger for SqlLedger {
         .bind(player_id)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
-        .await?
+        .await
+        .db()?
         .iter()
         .map(bet_row)
         .collect()
@@ -1220,14 +1261,14 @@ impl Ledger for SqlLedger {
         )
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
-        .await?
+        .await.db()?
         .iter()
         .map(|r| {
             Ok(LeaderboardRow {
-                username: r.try_get("username")?,
-                profit: r.try_get("profit")?,
-                wagered: r.try_get("wagered")?,
-                bets: r.try_get("bets")?,
+                username: r.try_get("username").db()?,
+                profit: r.try_get("profit").db()?,
+                wagered: r.try_get("wagered").db()?,
+                bets: r.try_get("bets").db()?,
             })
         })
         .collect()
@@ -1246,20 +1287,20 @@ impl Ledger for SqlLedger {
         )
         .bind(table)
         .fetch_one(&self.pool)
-        .await?;
-        let wagered: i64 = r.try_get("wagered")?;
-        let paid: i64 = r.try_get("paid")?;
-        let refunded: i64 = r.try_get("refunded")?;
+        .await.db()?;
+        let wagered: i64 = r.try_get("wagered").db()?;
+        let paid: i64 = r.try_get("paid").db()?;
+        let refunded: i64 = r.try_get("refunded").db()?;
         Ok(TableStats {
             table: table.to_string(),
-            rounds: r.try_get("rounds")?,
-            voided_rounds: r.try_get("voided")?,
-            bets: r.try_get("bets")?,
+            rounds: r.try_get("rounds").db()?,
+            voided_rounds: r.try_get("voided").db()?,
+            bets: r.try_get("bets").db()?,
             wagered,
             paid_out: paid,
             refunded,
             house_result: wagered - paid - refunded,
-            players: r.try_get("players")?,
+            players: r.try_get("players").db()?,
         })
     }
 
@@ -1276,13 +1317,13 @@ impl Ledger for SqlLedger {
                (SELECT COUNT(*) FROM bets) AS bets",
         )
         .fetch_one(&self.pool)
-        .await?;
-        let balances: i64 = r.try_get("balances")?;
-        let credits: i64 = r.try_get("credits")?;
-        let withdrawals: i64 = r.try_get("withdrawals")?;
-        let stakes: i64 = r.try_get("stakes")?;
-        let payouts: i64 = r.try_get("payouts")?;
-        let refunds: i64 = r.try_get("refunds")?;
+        .await.db()?;
+        let balances: i64 = r.try_get("balances").db()?;
+        let credits: i64 = r.try_get("credits").db()?;
+        let withdrawals: i64 = r.try_get("withdrawals").db()?;
+        let stakes: i64 = r.try_get("stakes").db()?;
+        let payouts: i64 = r.try_get("payouts").db()?;
+        let refunds: i64 = r.try_get("refunds").db()?;
         let house_result = stakes - payouts - refunds;
         let mut violations = Vec::new();
         if balances + house_result != credits - withdrawals {
@@ -1340,7 +1381,12 @@ impl Ledger for SqlLedger {
             ),
         ];
         for (what, sql) in rules {
-            let n: i64 = sqlx::query(sql).fetch_one(&self.pool).await?.try_get(0)?;
+            let n: i64 = sqlx::query(sql)
+                .fetch_one(&self.pool)
+                .await
+                .db()?
+                .try_get(0)
+                .db()?;
             if n != 0 {
                 violations.push(format!("{what}: {n}"));
             }
@@ -1354,8 +1400,8 @@ impl Ledger for SqlLedger {
             payouts,
             refunds,
             house_result,
-            players: r.try_get("players")?,
-            bets: r.try_get("bets")?,
+            players: r.try_get("players").db()?,
+            bets: r.try_get("bets").db()?,
             violations,
         })
     }

@@ -17,13 +17,14 @@
 //! - [`node`]: assembles all of it; `main.rs` is a thin CLI over [`node::run`] and [`verify`].
 #![forbid(unsafe_code)]
 
+// The pure core, under the paths the node has always used.
+pub use crashfleet_core::{engine, fairness, protocol};
+
 pub mod api;
 pub mod auth;
 pub mod client_ip;
 pub mod config;
-pub mod engine;
 pub mod error;
-pub mod fairness;
 pub mod feed;
 pub mod fleet;
 pub mod hub;
@@ -34,7 +35,6 @@ pub mod login_throttle;
 pub mod node;
 pub mod password;
 pub mod ports;
-pub mod protocol;
 pub mod runner;
 pub mod service;
 pub mod standalone;

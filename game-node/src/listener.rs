@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
-use crate::error::Error;
+use crate::error::{ApiError, Error};
 use crate::limits::{self, Admission, Gate, Refused};
 
 /// How one listener admits and times its connections.
@@ -204,13 +204,13 @@ pub async fn request_timeout(
         Err(_) => {
             metrics::counter!("crashfleet_request_timeouts_total").increment(1);
             if reads_only {
-                Error::Busy {
+                ApiError(Error::Busy {
                     what: "this node",
                     retry_after_secs: 1,
-                }
+                })
                 .into_response()
             } else {
-                Error::OutcomeUnknown.into_response()
+                ApiError(Error::OutcomeUnknown).into_response()
             }
         }
     }

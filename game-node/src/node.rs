@@ -110,7 +110,8 @@ fn load_or_create_seed(path: &Path) -> anyhow::Result<(fairness::Hash32, bool)> 
     {
         create_private_dir(dir)?;
     }
-    let (_, seed) = Chain::generate(1).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (_, seed) =
+        Chain::generate(1, &mut rand::rngs::OsRng).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -712,7 +713,7 @@ async fn kubernetes_elector(
         &name,
         node_id,
         cfg.election_timings(),
-        ledger,
+        Arc::new(crate::fleet::LedgerTerms(ledger)),
         &table.id,
     )))
 }

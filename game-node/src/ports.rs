@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio_util::sync::CancellationToken;
 
 use crate::engine::{BetRequest, CashOut, RoundPlan, Settlement};
 use crate::error::Result;
@@ -436,34 +435,4 @@ pub trait Arbiter: Send + Sync + 'static {
     fn clock(&self) -> Arc<dyn Clock>;
 }
 
-/// This node's leadership of its table for one term.
-#[derive(Debug, Clone)]
-pub struct Leadership {
-    pub term: u64,
-    /// Cancelled when leadership is lost (or about to be: electors step down early).
-    pub lost: CancellationToken,
-}
-
-#[async_trait]
-pub trait LeaderElector: Send + Sync + 'static {
-    /// Waits until this node leads (or shutdown). `None` on shutdown.
-    async fn acquire(&self, shutdown: &CancellationToken) -> Result<Option<Leadership>>;
-    /// Gives leadership up promptly (graceful shutdown hand-over).
-    async fn release(&self);
-    /// Whether another replica can take over this node's round when its leadership ends (a fleet),
-    /// rather than the round being voided at once (standalone).
-    fn hands_off(&self) -> bool {
-        false
-    }
-    /// The leader finished round `number`: electors that publish progress (the Lease, for the
-    /// operator's status and chain-exhaustion warnings) record it.
-    fn report_round(&self, _number: u64) {}
-    /// Whether the table's operator has paused it, as this node last read it with its election
-    /// record (the Lease's `crashfleet.dev/paused` annotation, or the Redis key
-    /// `crashfleet:{<table>}:paused`): re-read with every renewal, so pausing or resuming a fleet
-    /// reaches its leader within a retry period and rolls no pod. A paused leader finishes the
-    /// round in progress and opens no new one until the flag is cleared.
-    fn paused(&self) -> bool {
-        false
-    }
-}
+pub use crashfleet_lease::{LeaderElector, Leadership};

@@ -213,7 +213,7 @@ pub fn run_chain_new(args: &ChainNewArgs, out: &mut dyn Write) -> anyhow::Result
     }
     let path = &args.out;
     let chain = if args.force {
-        let (chain, seed) = Chain::generate(args.length)?;
+        let (chain, seed) = Chain::generate(args.length, &mut rand::rngs::OsRng)?;
         replace_seed_file(path, &seed)?;
         chain
     } else {
@@ -229,7 +229,7 @@ pub fn run_chain_new(args: &ChainNewArgs, out: &mut dyn Write) -> anyhow::Result
                 anyhow::Error::new(err).context(format!("cannot create {}", path.display()))
             }
         })?;
-        let written = Chain::generate(args.length)
+        let written = Chain::generate(args.length, &mut rand::rngs::OsRng)
             .map_err(anyhow::Error::from)
             .and_then(|(chain, seed)| {
                 write_seed(file, &seed).with_context(|| format!("writing {}", path.display()))?;

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::auth::Session;
-use crate::error::Error;
+use crate::error::{ApiError, Error};
 use crate::limits::{FrameBudget, PerClient, PerClientPermit};
 use crate::listener::ConnectionSlot;
 use crate::node::AppState;
@@ -145,14 +145,14 @@ pub async fn upgrade(
     let peer = client.map(|Extension(c)| SocketAddr::new(c.0, 0));
     let permit = match WsPermit::acquire(&state, peer, tcp.map(|t| t.0)) {
         Ok(p) => p,
-        Err(e) => return e.into_response(),
+        Err(e) => return ApiError(e).into_response(),
     };
     // `?token=` is for tools; the page authenticates with its first frame (`auth`), so the token
     // stays out of URLs (proxy logs, browser history).
     let session = match &q.token {
         Some(t) => match state.auth.resolve(state.ledger.as_ref(), t).await {
             Ok(p) => Some(Session::of(&p)),
-            Err(e) => return e.into_response(),
+            Err(e) => return ApiError(e).into_response(),
         },
         None => None,
     };

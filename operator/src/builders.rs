@@ -215,7 +215,7 @@ pub fn trusted_proxies(ct: &CrashTable) -> Vec<String> {
 /// trusted proxy must parse as the game-node parses it.
 pub fn check_spec(ct: &CrashTable) -> Result<(), String> {
     for c in trusted_proxies(ct) {
-        c.parse::<game_node::client_ip::Cidr>()
+        c.parse::<crashfleet_core::net::Cidr>()
             .map_err(|e| format!("spec.trustedProxies: {e}"))?;
     }
     Ok(())

@@ -163,17 +163,18 @@ async fn ensure_fairness(client: &Client, ct: &CrashTable) -> Result<(Secret, bo
     let length = ct.spec.fairness.chain_length.max(1) as u64;
     // One SHA-256 per link: ~1 s for 10 million, done once per table, off the async threads.
     let (terminating, seed) = tokio::task::spawn_blocking(move || {
-        game_node::fairness::Chain::generate(length)
+        crashfleet_core::fairness::Chain::generate(length, &mut rand::rngs::OsRng)
             .map(|(chain, seed)| (chain.terminating_hash(), seed))
             .map_err(|e| Error::Fairness(e.to_string()))
     })
     .await
     .map_err(|e| Error::Fairness(e.to_string()))??;
-    let mut secret = builders::fairness_secret_object(ct, &game_node::fairness::to_hex(&seed));
+    let mut secret =
+        builders::fairness_secret_object(ct, &crashfleet_core::fairness::to_hex(&seed));
     if let Some(data) = secret.data.as_mut() {
         data.insert(
             TERMINATING_KEY.into(),
-            ByteString(game_node::fairness::to_hex(&terminating).into_bytes()),
+            ByteString(crashfleet_core::fairness::to_hex(&terminating).into_bytes()),
         );
         data.insert(
             CHAIN_LENGTH_KEY.into(),
@@ -235,13 +236,13 @@ async fn redis_published(
 /// resuming opens the next one without restarting a pod. Written only when it differs (a table
 /// never paused never gets the annotation); `Ok(true)` when this pass changed it.
 ///
-/// [`PAUSED_ANNOTATION`]: game_node::fleet::lease::PAUSED_ANNOTATION
+/// [`PAUSED_ANNOTATION`]: crashfleet_lease::PAUSED_ANNOTATION
 async fn write_paused(ctx: &Context, ct: &CrashTable) -> Result<bool, String> {
     let (name, ns) = (ct.name_any(), ct.namespace().unwrap_or_default());
     let want = ct.spec.paused;
     match ct.spec.leader_election.backend {
         ElectionBackend::Kubernetes => {
-            use game_node::fleet::lease::{PAUSED_ANNOTATION, lease_paused};
+            use crashfleet_lease::{PAUSED_ANNOTATION, lease_paused};
             let api = Api::<Lease>::namespaced(ctx.client.clone(), &ns);
             let lease_name = builders::lease_name(&name);
             let current = api.get_opt(&lease_name).await.map_err(|e| e.to_string())?;
@@ -506,7 +507,7 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
     let rounds_played: Option<i64> = lease_obj
         .as_ref()
         .and_then(|l| l.metadata.annotations.as_ref())
-        .and_then(|a| a.get(game_node::fleet::lease::ROUNDS_PLAYED_ANNOTATION))
+        .and_then(|a| a.get(crashfleet_lease::ROUNDS_PLAYED_ANNOTATION))
         .and_then(|v| v.parse().ok());
     let lease = lease_obj.and_then(|l| l.spec);
     let leader = lease

@@ -135,18 +135,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let stop = tokio_util::sync::CancellationToken::new();
     let mut elector = None;
     if let Some(ns) = &args.lease_namespace {
-        use game_node::ports::LeaderElector;
+        use crashfleet_lease::LeaderElector;
         let identity = args
             .identity
             .clone()
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| "crashfleet-operator".into());
-        let e = game_node::fleet::lease::LeaseElector::without_ledger(
+        let e = crashfleet_lease::LeaseElector::without_ledger(
             client.clone(),
             ns,
             OPERATOR_LEASE,
             &identity,
-            game_node::fleet::ElectionTimings {
+            crashfleet_lease::ElectionTimings {
                 lease_duration: std::time::Duration::from_secs(15),
                 renew_deadline: std::time::Duration::from_secs(10),
                 retry_period: std::time::Duration::from_secs(2),
@@ -189,7 +189,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         })
         .await;
     if let Some(e) = elector {
-        use game_node::ports::LeaderElector;
+        use crashfleet_lease::LeaderElector;
         let lost = stop.is_cancelled();
         e.release().await;
         if lost {

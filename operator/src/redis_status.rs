@@ -14,10 +14,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crashfleet_core::keys::Keys;
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, HashesInterface, KeysInterface};
 use fred::prelude::{Builder, Config};
-use game_node::fleet::redis::Keys;
 use tokio::sync::Mutex;
 
 /// A status read must not hold a reconcile up for long.

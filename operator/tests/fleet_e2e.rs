@@ -389,9 +389,9 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
         .await?;
     let published = status.fairness.expect("fairness").terminating_hash;
     assert_eq!(fairness_view["terminating_hash"], published.as_str());
-    let terminating = game_node::fairness::parse_hash(&published)?;
-    let hash = game_node::fairness::parse_hash(first["hash"].as_str().expect("hash"))?;
-    assert!(game_node::fairness::verify_commitment(
+    let terminating = crashfleet_core::fairness::parse_hash(&published)?;
+    let hash = crashfleet_core::fairness::parse_hash(first["hash"].as_str().expect("hash"))?;
+    assert!(crashfleet_core::fairness::verify_commitment(
         &hash,
         &terminating,
         first["number"].as_u64().expect("number")
@@ -429,7 +429,7 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
                     .metadata
                     .annotations
                     .as_ref()
-                    .and_then(|a| a.get(game_node::fleet::lease::PAUSED_ANNOTATION))
+                    .and_then(|a| a.get(crashfleet_lease::PAUSED_ANNOTATION))
                     .cloned();
                 Ok((v.as_deref() == Some(want)).then_some(()))
             }

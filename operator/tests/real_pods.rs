@@ -424,16 +424,17 @@ async fn play_a_round(base: &str, admin: &str, name: &str) -> anyhow::Result<Str
             .await?
             .json()
             .await?;
-        let h = game_node::fairness::parse_hash(detail["round"]["hash"].as_str().expect("hash"))?;
+        let h =
+            crashfleet_core::fairness::parse_hash(detail["round"]["hash"].as_str().expect("hash"))?;
         assert_eq!(detail["round"]["hash"], crash["hash"]);
-        let t = game_node::fairness::parse_hash(
+        let t = crashfleet_core::fairness::parse_hash(
             fairness["terminating_hash"].as_str().expect("commitment"),
         )?;
         assert!(
-            game_node::fairness::verify_commitment(&h, &t, round),
+            crashfleet_core::fairness::verify_commitment(&h, &t, round),
             "round {round} does not chain to the commitment"
         );
-        let calc = game_node::fairness::CrashCalculator::new(
+        let calc = crashfleet_core::fairness::CrashCalculator::new(
             fairness["salt"].as_str().expect("salt"),
             fairness["house_edge_bp"].as_u64().expect("edge") as u32,
             fairness["max_x100"].as_u64().expect("max"),
@@ -702,7 +703,7 @@ async fn rounds_with_detail(
         .await?
         .json()
         .await?;
-    let terminating = game_node::fairness::parse_hash(
+    let terminating = crashfleet_core::fairness::parse_hash(
         fairness["terminating_hash"].as_str().expect("commitment"),
     )?;
     let list: Value = http
@@ -718,8 +719,12 @@ async fn rounds_with_detail(
         let n = r["number"].as_u64().expect("number");
         assert_eq!(n, k as u64 + 1, "round numbers must be contiguous from 1");
         if r["status"] == "crashed" {
-            let h = game_node::fairness::parse_hash(r["hash"].as_str().expect("hash"))?;
-            assert!(game_node::fairness::verify_commitment(&h, &terminating, n));
+            let h = crashfleet_core::fairness::parse_hash(r["hash"].as_str().expect("hash"))?;
+            assert!(crashfleet_core::fairness::verify_commitment(
+                &h,
+                &terminating,
+                n
+            ));
         }
         let detail: Value = http
             .get(format!("{base}/api/v1/rounds/{n}"))
@@ -1181,7 +1186,7 @@ async fn a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_lo
         .json()
         .await?;
     let violations = load::money::check_bets(&rounds, std::slice::from_ref(&report), |stake, m| {
-        game_node::engine::payout(stake, m, i64::MAX)
+        crashfleet_core::engine::payout(stake, m, i64::MAX)
     });
     println!("{}", report.table());
     for (k, v) in &figures {

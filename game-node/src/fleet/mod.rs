@@ -9,63 +9,23 @@
 //! Money never lives here: PostgreSQL holds it, and every leader write to either store carries
 //! the leader's term so a deposed leader's late writes are refused (fencing).
 
-use std::time::Duration;
-
 pub mod arbiter;
 pub mod bus;
 pub mod elector;
-pub mod lease;
+/// The Lease elector, from its own crate (the operator shares it).
+pub use crashfleet_lease::lease;
 pub mod presence;
 pub mod redis;
 
-/// Timings shared by both electors (see `game-node serve --help`).
-///
-/// Invariant (checked by `ServeConfig::validate`): `retry_period < renew_deadline < lease_duration`.
-/// The leader renews every `retry_period`; if it has not renewed successfully for
-/// `renew_deadline` (measured from when the last successful renewal was *sent*) it steps down,
-/// which is before the lease can expire for anyone else, so two leaders never act at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ElectionTimings {
-    pub lease_duration: Duration,
-    pub renew_deadline: Duration,
-    pub retry_period: Duration,
-}
+pub use crashfleet_lease::{ElectionTimings, renew_deadline_missed, retry_or_shutdown};
 
-impl Default for ElectionTimings {
-    fn default() -> Self {
-        ElectionTimings {
-            lease_duration: Duration::from_millis(1_200),
-            renew_deadline: Duration::from_millis(800),
-            retry_period: Duration::from_millis(200),
-        }
-    }
-}
+/// The ledger as the Lease elector's term floor: new terms stay above the newest term the
+/// ledger recorded for the table.
+pub struct LedgerTerms(pub std::sync::Arc<dyn crate::ports::Ledger>);
 
-/// The renewal deadline rule both electors follow: `true` (and logged) when no renewal has
-/// succeeded for the renew deadline, counted from when the last successful one was sent, so the
-/// holder steps down before its lease can expire for anyone else.
-pub(crate) fn renew_deadline_missed(
-    last_ok: tokio::time::Instant,
-    timings: &ElectionTimings,
-    what: &str,
-) -> bool {
-    let missed = tokio::time::Instant::now() >= last_ok + timings.renew_deadline;
-    if missed {
-        tracing::warn!(
-            deadline_ms = timings.renew_deadline.as_millis() as u64,
-            "no renewal of the {what} within the deadline; stepping down before it can expire"
-        );
-    }
-    missed
-}
-
-/// Waits one retry period between acquisition attempts; `true` if shutdown came first.
-pub(crate) async fn retry_or_shutdown(
-    timings: &ElectionTimings,
-    shutdown: &tokio_util::sync::CancellationToken,
-) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(timings.retry_period) => false,
-        _ = shutdown.cancelled() => true,
+#[async_trait::async_trait]
+impl crashfleet_lease::TermFloor for LedgerTerms {
+    async fn newest_term(&self, table: &str) -> crate::error::Result<u64> {
+        self.0.current_term(table).await
     }
 }

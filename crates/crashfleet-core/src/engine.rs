@@ -94,7 +94,8 @@ pub struct Rules {
     pub pause_ms: u64,
 }
 
-/// `floor(stake × multiplier_x100 / 100)`, exact, capped at `max_payout` (MISSION.md invariant 1).
+/// `floor(stake × multiplier_x100 / 100)`, exact, capped at `max_payout`: a
+/// payout never rounds up and never exceeds the table's maximum.
 pub fn payout(stake: i64, multiplier_x100: u64, max_payout: i64) -> i64 {
     let p = (stake.max(0) as u128 * multiplier_x100 as u128) / 100;
     i64::try_from(p).unwrap_or(i64::MAX).min(max_payout)
@@ -130,7 +131,8 @@ impl RoundPlan {
 }
 
 impl std::fmt::Debug for RoundPlan {
-    // The hash and crash point must never reach a log before the round ends (seed 000 logged it).
+    // The hash and crash point must never reach a log before the round ends: anyone who
+    // read it could cash out knowing the crash point.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RoundPlan")
             .field("number", &self.number)
@@ -390,7 +392,7 @@ impl ActiveRound {
             return Err(Error::AlreadySettled);
         }
         // An auto-cash-out whose instant has passed already won: it pays its target, and the
-        // manual request is a duplicate (seed 000 paid both).
+        // manual request is a duplicate (paying both would pay one bet twice).
         if let Some(target) = bet.auto_cashout_x100
             && let Some(at) = self.auto_instant(target)
             && at <= now_ms

@@ -5,10 +5,10 @@
 
 use std::hint::black_box;
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use game_node::fairness::{
+use crashfleet_core::fairness::{
     CHECKPOINT_EVERY, Chain, CrashCalculator, Hash32, crash_x100_from_r, r_from_hmac, sha256,
 };
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 

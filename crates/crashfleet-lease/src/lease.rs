@@ -27,9 +27,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::ElectionTimings;
-use crate::error::{Error, Result};
-use crate::ports::{LeaderElector, Leadership, Ledger};
+use crashfleet_core::error::{Error, Result};
+
+use crate::{ElectionTimings, LeaderElector, Leadership, TermFloor};
 
 pub struct LeaseElector {
     api: Api<Lease>,
@@ -38,7 +38,7 @@ pub struct LeaseElector {
     timings: ElectionTimings,
     /// Where fencing terms must stay above (the table's ledger); `None` for leases that fence
     /// nothing (the operator's own).
-    ledger: Option<Arc<dyn Ledger>>,
+    ledger: Option<Arc<dyn TermFloor>>,
     table: String,
     /// The last record seen and when this node first saw it (for expiry).
     observed: Mutex<Option<(String, Instant)>>,
@@ -103,7 +103,7 @@ impl LeaseElector {
         name: &str,
         node_id: &str,
         timings: ElectionTimings,
-        ledger: Arc<dyn Ledger>,
+        ledger: Arc<dyn TermFloor>,
         table: &str,
     ) -> LeaseElector {
         LeaseElector {
@@ -165,7 +165,7 @@ impl LeaseElector {
     /// One attempt; `Some((term, lease))` when this node now holds the Lease.
     async fn try_acquire(&self) -> Result<Option<(u64, Lease)>> {
         let ledger_term = match &self.ledger {
-            Some(l) => l.current_term(&self.table).await?,
+            Some(l) => l.newest_term(&self.table).await?,
             None => 0,
         };
         let floor = i32::try_from(ledger_term + 1)
@@ -284,7 +284,7 @@ async fn renew(
             Ok(Err(e)) => warn!(error = %e, "renewing the Lease failed"),
             Err(_) => {}
         }
-        if super::renew_deadline_missed(last_ok, &timings, "Lease") {
+        if crate::renew_deadline_missed(last_ok, &timings, "Lease") {
             lost.cancel();
             return;
         }
@@ -321,7 +321,7 @@ impl LeaderElector for LeaseElector {
                 Ok(None) => {}
                 Err(e) => warn!(error = %e, "trying the Lease failed"),
             }
-            if super::retry_or_shutdown(&self.timings, shutdown).await {
+            if crate::retry_or_shutdown(&self.timings, shutdown).await {
                 return Ok(None);
             }
         }

@@ -13,13 +13,13 @@
 //!   idempotency key: a retry with the same id returns the first outcome and never moves money twice.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// Largest text frame a client may send. Commands are tiny; anything bigger is abuse.
 pub const MAX_CLIENT_FRAME_BYTES: usize = 4 * 1024;
 
 /// The phase of the table's current round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Bets are accepted until `betting_closes_at_ms`.
@@ -34,7 +34,8 @@ pub enum Phase {
 
 /// What everyone may know about the current round. Never holds the hash or crash point while the
 /// round runs: `crash_x100` and `hash` are `None` until `phase == crashed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoundView {
     pub number: u64,
     pub phase: Phase,
@@ -51,7 +52,8 @@ pub struct RoundView {
 }
 
 /// A bet as every player sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BetView {
     pub bet_id: String,
     pub round: u64,
@@ -65,7 +67,8 @@ pub struct BetView {
 }
 
 /// The logged-in player, as sent to that player only.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlayerView {
     pub id: String,
     pub username: String,
@@ -73,7 +76,8 @@ pub struct PlayerView {
 }
 
 /// The table's public fairness commitment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FairnessView {
     /// h(L), published before round 1.
     pub terminating_hash: String,
@@ -84,7 +88,8 @@ pub struct FairnessView {
 }
 
 /// Messages a client sends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
     /// Authenticate this socket, as its first frame (what the page does: tokens stay out of URLs);
@@ -107,7 +112,8 @@ pub enum ClientMessage {
 }
 
 /// Messages a node sends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// First message on every connection: the whole picture.

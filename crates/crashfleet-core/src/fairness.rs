@@ -1,6 +1,6 @@
 //! Provable fairness: the secret hash chain a table commits to, and the crash point of a round.
 //!
-//! The scheme (MISSION.md, "Provable fairness"):
+//! The scheme:
 //! - h0 is 32 secret random bytes; h(i+1) = SHA-256(h(i)) over the raw 32 bytes, up to h(L).
 //!   h(L), the *terminating hash*, is published before the first round.
 //! - Round k (1..=L) uses h(L-k). Revealing a round's hash reveals nothing about later rounds
@@ -9,14 +9,15 @@
 //!   crash_x100 = max(100, floor((10000 - edge_bp) * 2^52 / ((2^52 - r) * 100))), exact in u128,
 //!   then capped at the table's maximum.
 //!
-//! This module is pure: no I/O and no clock. The one exception is [`Chain::generate`], which asks
-//! the operating system for the secret seed, because a seed from anywhere weaker would void the
-//! whole scheme. Known answers computed outside the project live in `tests/fairness_vectors.rs`.
+//! This module is pure: no I/O and no clock. [`Chain::generate`] takes the random number generator
+//! the secret seed comes from; callers pass the operating system's (`rand::rngs::OsRng`), since a
+//! seed from anywhere weaker would void the whole scheme, and the `TryCryptoRng` bound keeps
+//! non-cryptographic generators out. Known answers computed outside the project live in `tests/fairness_vectors.rs`.
 
 use std::fmt;
 
 use hmac::{Hmac, Mac};
-use rand::TryRngCore;
+use rand::TryCryptoRng;
 use sha2::{Digest, Sha256};
 
 /// A SHA-256 output, or a chain seed: always exactly 32 raw bytes.
@@ -171,16 +172,19 @@ impl Chain {
         })
     }
 
-    /// Builds a chain from a fresh seed from the operating system's random number generator.
-    /// The caller must store the returned seed secretly (see `verify::run_chain_new`).
-    pub fn generate(length: u64) -> Result<(Chain, Hash32), FairnessError> {
+    /// Builds a chain from a fresh 32-byte seed drawn from `rng` (in production the operating
+    /// system's, `rand::rngs::OsRng`). The caller must store the returned seed secretly: it is
+    /// the table's whole future.
+    pub fn generate<R: TryCryptoRng + ?Sized>(
+        length: u64,
+        rng: &mut R,
+    ) -> Result<(Chain, Hash32), FairnessError> {
         // Validate first so a bad length does not consume entropy or report an RNG problem.
         if length == 0 || length > MAX_CHAIN_LENGTH {
             return Err(FairnessError::InvalidLength { length });
         }
         let mut seed = [0u8; 32];
-        rand::rngs::OsRng
-            .try_fill_bytes(&mut seed)
+        rng.try_fill_bytes(&mut seed)
             .map_err(|err| FairnessError::Entropy {
                 reason: err.to_string(),
             })?;
@@ -508,16 +512,31 @@ mod tests {
                 Err(FairnessError::InvalidLength { length })
             );
             assert_eq!(
-                Chain::generate(length).map(|_| ()),
+                Chain::generate(length, &mut rand::rngs::OsRng).map(|_| ()),
                 Err(FairnessError::InvalidLength { length })
             );
         }
     }
 
     #[test]
+    fn generate_draws_the_seed_from_the_rng_it_is_given() {
+        use rand::SeedableRng;
+        let (a, seed_a) =
+            Chain::generate(7, &mut rand::rngs::StdRng::seed_from_u64(42)).expect("chain");
+        let (b, seed_b) =
+            Chain::generate(7, &mut rand::rngs::StdRng::seed_from_u64(42)).expect("chain");
+        assert_eq!(seed_a, seed_b);
+        assert_eq!(a.terminating_hash(), b.terminating_hash());
+        assert_eq!(
+            Chain::new(seed_a, 7).expect("chain").terminating_hash(),
+            a.terminating_hash()
+        );
+    }
+
+    #[test]
     fn generate_uses_a_fresh_seed() {
-        let (chain, seed) = Chain::generate(5).expect("OS RNG works");
-        let (_, other) = Chain::generate(5).expect("OS RNG works");
+        let (chain, seed) = Chain::generate(5, &mut rand::rngs::OsRng).expect("OS RNG works");
+        let (_, other) = Chain::generate(5, &mut rand::rngs::OsRng).expect("OS RNG works");
         assert_ne!(seed, other);
         assert_eq!(chain.round_hash(5), Ok(seed));
         assert!(verify_commitment(&seed, &chain.terminating_hash(), 5));

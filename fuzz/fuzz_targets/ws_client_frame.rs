@@ -45,12 +45,12 @@ fuzz_target!(|data: &[u8]| {
             stake,
             auto_cashout_x100,
         } => {
-            let _ = game_node::service::check_key(request_id);
+            let _ = game_node::game::check_key(request_id);
             let _ = validate_bet(&rules, *stake, *auto_cashout_x100);
         }
         ClientMessage::CashOut { request_id, bet_id } => {
-            let _ = game_node::service::check_key(request_id);
-            let _ = game_node::service::check_key(bet_id);
+            let _ = game_node::game::check_key(request_id);
+            let _ = game_node::game::check_key(bet_id);
         }
         ClientMessage::Auth { .. } | ClientMessage::Ping { .. } => {}
     }

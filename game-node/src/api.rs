@@ -23,10 +23,10 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::auth::{self, Session};
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, Error, ErrorBody, Result};
-use crate::node::AppState;
+use crate::game;
 use crate::ports::{Audit, LeaderboardRow, PlayerRecord, TableStats};
-use crate::protocol::{BetView, FairnessView, PlayerView, RoundView};
-use crate::service;
+use crate::protocol::{BetView, FairnessView, LobbyTable, NodeInfo, PlayerView, RoundView};
+use crate::state::AppState;
 
 /// Largest request body. Every request we accept is a few hundred bytes.
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -91,7 +91,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 async fn authenticated(state: &AppState, headers: &HeaderMap) -> Result<PlayerRecord> {
     let token =
         bearer(headers).ok_or_else(|| Error::Unauthorized("a bearer token is required".into()))?;
-    state.auth.resolve(state.ledger.as_ref(), token).await
+    state.auth.resolve(state.game.ledger.as_ref(), token).await
 }
 
 async fn session(state: &AppState, headers: &HeaderMap) -> Result<Session> {
@@ -138,7 +138,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String> {
         .ok_or(Error::MissingIdempotencyKey)?
         .to_str()
         .map_err(|_| Error::InvalidIdempotencyKey)?;
-    service::check_key(v)?;
+    game::check_key(v)?;
     Ok(v.to_string())
 }
 
@@ -225,30 +225,12 @@ pub struct FairnessBody {
     algorithm: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct NodeInfo {
-    pub node_id: String,
-    pub region: String,
-    pub connections: usize,
-    pub version: String,
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct FleetBody {
     table: String,
     leader: Option<String>,
     term: u64,
     nodes: Vec<NodeInfo>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct LobbyTable {
-    pub table: String,
-    pub region: String,
-    pub phase: crate::protocol::Phase,
-    pub round: Option<u64>,
-    pub multiplier_x100: Option<u64>,
-    pub players_online: usize,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -279,13 +261,14 @@ async fn register(
     auth::validate_username(&c.username)?;
     auth::validate_password(&c.password)?;
     let slot = s.passwords.admit(peer_ip(&peer))?;
-    if s.ledger.player_by_name(&c.username).await?.is_some() {
+    if s.game.ledger.player_by_name(&c.username).await?.is_some() {
         return Err(Error::UsernameTaken.into());
     }
     let hash = slot.hash(c.password).await?;
     let p = s
+        .game
         .ledger
-        .register(&c.username, &hash, s.demo_credit, s.clock.now_ms())
+        .register(&c.username, &hash, s.demo_credit, s.game.clock.now_ms())
         .await?;
     let token = s.auth.issue(&p)?;
     Ok((
@@ -322,7 +305,7 @@ async fn login(
         .into());
     }
     let slot = s.passwords.admit(peer_ip(&peer))?;
-    let p = s.ledger.player_by_name(&c.username).await?;
+    let p = s.game.ledger.player_by_name(&c.username).await?;
     let hash = p.as_ref().map(|p| p.password_hash.clone());
     let ok = slot.verify(c.password, hash).await?;
     let Some(p) = p.filter(|_| ok) else {
@@ -344,7 +327,8 @@ async fn login(
         (status = 503, description = "`unavailable`: the ledger cannot be reached; nothing changed", body = ErrorBody)))]
 async fn logout(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<StatusCode> {
     let p = authenticated(&s, &headers).await?;
-    s.ledger
+    s.game
+        .ledger
         .revoke_tokens(&p.id)
         .await?
         .ok_or_else(|| Error::Unauthorized("this session's player no longer exists".into()))?;
@@ -374,6 +358,7 @@ async fn my_bets(
 ) -> ApiResult<Json<Vec<BetView>>> {
     let session = session(&s, &headers).await?;
     let bets = s
+        .game
         .ledger
         .player_bets(&session.player_id, limit(q.limit, 50)?)
         .await?;
@@ -396,7 +381,10 @@ async fn place_bet(
 ) -> ApiResult<(StatusCode, Json<BetView>)> {
     let session = session(&s, &headers).await?;
     let key = idempotency_key(&headers)?;
-    let (bet, _) = service::place_bet(&s, &session, &key, b.stake, b.auto_cashout_x100).await?;
+    let (bet, _) = s
+        .game
+        .place_bet(session.player(), &key, b.stake, b.auto_cashout_x100)
+        .await?;
     Ok((StatusCode::CREATED, Json(bet.view())))
 }
 
@@ -417,7 +405,7 @@ async fn cash_out(
 ) -> ApiResult<Json<CashOutBody>> {
     let session = session(&s, &headers).await?;
     let key = idempotency_key(&headers)?;
-    let c = service::cash_out(&s, &session, &key, &bet_id).await?;
+    let c = s.game.cash_out(session.player(), &key, &bet_id).await?;
     Ok(Json(CashOutBody {
         bet_id: c.bet_id,
         multiplier_x100: c.multiplier_x100,
@@ -428,7 +416,7 @@ async fn cash_out(
 #[utoipa::path(get, path = "/api/v1/round", tag = "rounds", responses(
         (status = 200, description = "the current round (null between rounds) and its bets", body = CurrentRound)))]
 async fn current_round(State(s): State<Arc<AppState>>) -> Json<CurrentRound> {
-    let (round, bets) = match s.arbiter.current().await {
+    let (round, bets) = match s.game.arbiter.current().await {
         Some((r, b)) => (Some(r), b),
         None => (None, Vec::new()),
     };
@@ -444,7 +432,11 @@ async fn rounds(
     State(s): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> ApiResult<Json<Vec<crate::ports::PublicRound>>> {
-    let rows = s.ledger.rounds(&s.table.id, limit(q.limit, 20)?).await?;
+    let rows = s
+        .game
+        .ledger
+        .rounds(&s.game.table.id, limit(q.limit, 20)?)
+        .await?;
     Ok(Json(rows.iter().filter_map(|r| r.public()).collect()))
 }
 
@@ -459,20 +451,21 @@ async fn round(
     ApiPath(number): ApiPath<u64>,
 ) -> ApiResult<Json<RoundDetail>> {
     let r = s
+        .game
         .ledger
-        .round(&s.table.id, number)
+        .round(&s.game.table.id, number)
         .await?
         .ok_or(Error::UnknownRound(number))?;
     // An open round is described by /round (with its live phase), never with its secrets.
     let round = if r.status == "open" {
-        match s.arbiter.current().await {
+        match s.game.arbiter.current().await {
             Some((view, _)) if view.number == number => view,
             _ => r.view(),
         }
     } else {
         r.view()
     };
-    let bets = s.ledger.round_bets(&s.table.id, number).await?;
+    let bets = s.game.ledger.round_bets(&s.game.table.id, number).await?;
     Ok(Json(RoundDetail {
         round,
         bets: bets.iter().map(|b| b.view()).collect(),
@@ -484,8 +477,9 @@ async fn round(
         (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn fairness(State(s): State<Arc<AppState>>) -> ApiResult<Json<FairnessBody>> {
     let played = s
+        .game
         .ledger
-        .last_round(&s.table.id)
+        .last_round(&s.game.table.id)
         .await?
         .map_or(0, |r| r.number);
     Ok(Json(FairnessBody {
@@ -507,48 +501,31 @@ async fn leaderboard(
     State(s): State<Arc<AppState>>,
     ApiQuery(q): ApiQuery<LimitQuery>,
 ) -> ApiResult<Json<Vec<LeaderboardRow>>> {
-    Ok(Json(s.ledger.leaderboard(limit(q.limit, 20)?).await?))
+    Ok(Json(s.game.ledger.leaderboard(limit(q.limit, 20)?).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/stats", tag = "table", responses(
         (status = 200, description = "table statistics", body = TableStats),
         (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn stats(State(s): State<Arc<AppState>>) -> ApiResult<Json<TableStats>> {
-    Ok(Json(s.ledger.stats(&s.table.id).await?))
-}
-
-pub fn this_node(s: &AppState) -> NodeInfo {
-    NodeInfo {
-        node_id: s.node_id.clone(),
-        region: s.region.clone(),
-        connections: s.connections.load(Ordering::Relaxed),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-    }
+    Ok(Json(s.game.ledger.stats(&s.game.table.id).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/fleet", tag = "table", responses(
         (status = 200, description = "the fleet: leader, term, live nodes", body = FleetBody),
         (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn fleet(State(s): State<Arc<AppState>>) -> ApiResult<Json<FleetBody>> {
-    if let Some(f) = &s.fleet {
-        let (leader, nodes) = f.presence.fleet().await?;
-        let term = match &leader {
-            Some(l) => l.term,
-            None => s.ledger.current_term(&s.table.id).await?,
-        };
-        return Ok(Json(FleetBody {
-            table: s.table.id.clone(),
-            leader: leader.map(|l| l.node_id),
-            term,
-            nodes,
-        }));
-    }
-    // Standalone: this node is the whole fleet and always the leader.
+    let (leader, nodes) = s.fleet.fleet().await?;
+    let term = match &leader {
+        Some(l) => l.term,
+        // Between leaders: the newest term the ledger recorded.
+        None => s.game.ledger.current_term(&s.game.table.id).await?,
+    };
     Ok(Json(FleetBody {
-        table: s.table.id.clone(),
-        leader: Some(s.node_id.clone()),
-        term: s.ledger.current_term(&s.table.id).await?,
-        nodes: vec![this_node(&s)],
+        table: s.game.table.id.clone(),
+        leader: leader.map(|l| l.node_id),
+        term,
+        nodes,
     }))
 }
 
@@ -556,33 +533,8 @@ async fn fleet(State(s): State<Arc<AppState>>) -> ApiResult<Json<FleetBody>> {
         (status = 200, description = "every live table", body = LobbyBody),
         (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn lobby(State(s): State<Arc<AppState>>) -> ApiResult<Json<LobbyBody>> {
-    if let Some(f) = &s.fleet {
-        return Ok(Json(LobbyBody {
-            tables: f.presence.lobby().await?,
-        }));
-    }
-    let now = s.clock.now_ms();
-    let current = s.arbiter.current().await;
-    let (phase, round, multiplier) = match &current {
-        Some((r, _)) => {
-            let m = (r.phase == crate::protocol::Phase::Flying).then(|| {
-                s.table
-                    .curve
-                    .multiplier_x100((now - r.started_at_ms).max(0) as u64)
-            });
-            (r.phase, Some(r.number), m)
-        }
-        None => (crate::protocol::Phase::Idle, None, None),
-    };
     Ok(Json(LobbyBody {
-        tables: vec![LobbyTable {
-            table: s.table.id.clone(),
-            region: s.region.clone(),
-            phase,
-            round,
-            multiplier_x100: multiplier,
-            players_online: s.connections.load(Ordering::Relaxed),
-        }],
+        tables: s.fleet.lobby().await?,
     }))
 }
 
@@ -601,11 +553,13 @@ async fn adjust(
         );
     }
     let balance = s
+        .game
         .ledger
-        .adjust(username, sign * amount, &key, s.clock.now_ms())
+        .adjust(username, sign * amount, &key, s.game.clock.now_ms())
         .await?;
-    if let Some(p) = s.ledger.player_by_name(username).await? {
+    if let Some(p) = s.game.ledger.player_by_name(username).await? {
         let _ = s
+            .game
             .bus
             .publish_private(&p.id, &crate::protocol::ServerMessage::Balance { balance })
             .await;
@@ -661,7 +615,7 @@ async fn debit(
         (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; nothing moved", body = ErrorBody)))]
 async fn audit(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<Audit>> {
     require_admin(&s, &headers)?;
-    Ok(Json(s.ledger.audit().await?))
+    Ok(Json(s.game.ledger.audit().await?))
 }
 
 async fn healthz() -> &'static str {
@@ -672,15 +626,11 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     if s.draining.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
-    if let Err(e) = s.ledger.ping().await {
+    if let Err(e) = s.game.ledger.ping().await {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("ledger: {e}")).into_response();
     }
-    if let Some(f) = &s.fleet {
-        use fred::interfaces::ClientLike;
-        let ping: Result<String, _> = f.redis.ping(None).await;
-        if let Err(e) = ping {
-            return (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}")).into_response();
-        }
+    if let Err(e) = s.fleet.ready().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response();
     }
     "ready".into_response()
 }
@@ -731,7 +681,7 @@ fn process_metrics() {
 #[openapi(
     info(title = "crashfleet game-node", description = "Provably fair multiplayer crash game. \
         Amounts are integers in minor units; multipliers integers in hundredths. The WebSocket \
-        protocol at /ws is documented in game-node/src/protocol.rs."),
+        protocol at /ws is documented in crates/crashfleet-core/src/protocol.rs."),
     paths(register, login, logout, me, my_bets, place_bet, cash_out, current_round, rounds, round,
           fairness, leaderboard, stats, fleet, lobby, credit, debit, audit),
     modifiers(&SecuritySchemes, &CommonResponses),
@@ -851,35 +801,6 @@ async fn index() -> Html<&'static str> {
 
 async fn verify_page() -> Html<&'static str> {
     Html(include_str!("../web/verify.html"))
-}
-
-/// `--cors-origin` values: `*` alone, or origins as browsers send them (`https://host[:port]`,
-/// lower-case, no path).
-pub fn check_cors_origin(origin: &str, count: usize) -> Result<(), String> {
-    if origin == "*" {
-        return if count == 1 {
-            Ok(())
-        } else {
-            Err("--cors-origin '*' allows every origin and cannot be combined with others".into())
-        };
-    }
-    let rest = origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"));
-    let ok = rest.is_some_and(|r| {
-        !r.is_empty()
-            && r.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.:[]".contains(&b))
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "--cors-origin {origin:?} is not an origin: write it as a browser sends it, \
-             e.g. https://crash.example.com or http://localhost:3000 (lower-case, no path or \
-             trailing slash), or '*'"
-        ))
-    }
 }
 
 /// CORS for the configured origins; `None` (no CORS headers: same origin only) without any.

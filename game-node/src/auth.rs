@@ -54,6 +54,14 @@ pub struct Session {
 }
 
 impl Session {
+    /// The player as the game service takes it.
+    pub fn player(&self) -> crate::game::Player<'_> {
+        crate::game::Player {
+            id: &self.player_id,
+            username: &self.username,
+        }
+    }
+
     pub fn of(p: &PlayerRecord) -> Session {
         Session {
             player_id: p.id.clone(),

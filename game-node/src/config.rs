@@ -308,8 +308,8 @@ impl ServeConfig {
     }
 
     /// The election timings, as one value the electors share.
-    pub fn election_timings(&self) -> crate::fleet::ElectionTimings {
-        crate::fleet::ElectionTimings {
+    pub fn election_timings(&self) -> crashfleet_lease::ElectionTimings {
+        crashfleet_lease::ElectionTimings {
             lease_duration: std::time::Duration::from_millis(self.lease_duration_ms),
             renew_deadline: std::time::Duration::from_millis(self.renew_deadline_ms),
             retry_period: std::time::Duration::from_millis(self.retry_period_ms),
@@ -428,7 +428,7 @@ impl ServeConfig {
             ));
         }
         for o in self.cors_origins() {
-            crate::api::check_cors_origin(&o, self.cors_origins().len())?;
+            check_cors_origin(&o, self.cors_origins().len())?;
         }
         let id = self.node_id();
         if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
@@ -451,4 +451,33 @@ fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// `--cors-origin` values: `*` alone, or origins as browsers send them (`https://host[:port]`,
+/// lower-case, no path).
+pub fn check_cors_origin(origin: &str, count: usize) -> Result<(), String> {
+    if origin == "*" {
+        return if count == 1 {
+            Ok(())
+        } else {
+            Err("--cors-origin '*' allows every origin and cannot be combined with others".into())
+        };
+    }
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    let ok = rest.is_some_and(|r| {
+        !r.is_empty()
+            && r.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.:[]".contains(&b))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--cors-origin {origin:?} is not an origin: write it as a browser sends it, \
+             e.g. https://crash.example.com or http://localhost:3000 (lower-case, no path or \
+             trailing slash), or '*'"
+        ))
+    }
 }

@@ -1,20 +1,22 @@
 //! crashfleet game node: provably fair multiplayer crash rounds.
 //!
 //! Layout (ports and adapters):
-//! - [`fairness`]: the hash chain and the crash-point formula (pure).
-//! - [`engine`]: one round's timeline and its bet/cash-out decisions (pure, clock passed in).
+//! - [`fairness`], [`engine`], [`protocol`]: the pure core (the `crashfleet-core` crate).
 //! - [`ports`]: the traits the node is built on: [`ports::Ledger`], [`ports::Bus`],
-//!   [`ports::Arbiter`], [`ports::LeaderElector`], [`ports::Clock`].
+//!   [`ports::Arbiter`], [`ports::LeaderElector`], [`ports::FleetView`], [`ports::Clock`].
+//! - [`game`]: the game service, bet and cash-out as players ask for them (no HTTP);
+//!   [`runner`]: the round leader loop.
 //! - Adapters: [`ledger`] (SQL ledger for SQLite and PostgreSQL), [`standalone`] (in-process bus
-//!   and arbiter, always-leader).
-//! - [`runner`]: the round leader loop; [`service`]: bet and cash-out as players ask for them.
-//! - [`api`] (REST, OpenAPI, pages), [`ws`] (WebSocket), [`hub`] (per-player event routing),
-//!   [`protocol`] (the wire messages), [`client_ip`] (the client address behind trusted proxies).
+//!   and arbiter, always-leader, a fleet of one), [`fleet`] (Redis bus, arbiter, lock, presence;
+//!   the Lease elector).
+//! - The edge: [`api`] (REST, OpenAPI, pages), [`ws`] (WebSocket), [`state`] (what handlers
+//!   hold), [`hub`] (per-player event routing), [`client_ip`] (the client address behind trusted
+//!   proxies), [`listener`] (the accept loop, timeouts), [`limits`] (connection caps, frame
+//!   budget, descriptor reserve).
 //! - [`auth`] (tokens, sessions, argon2), [`password`] (the bounded password threads),
 //!   [`login_throttle`] (per-username backoff after failed logins).
-//! - [`listener`] (the accept loop, timeouts) and [`limits`] (connection caps, frame budget,
-//!   descriptor reserve).
-//! - [`node`]: assembles all of it; `main.rs` is a thin CLI over [`node::run`] and [`verify`].
+//! - [`node`]: assembles all of it (the only module that names both adapter sets); `main.rs` is
+//!   a thin CLI over [`node::run`] and [`verify`].
 #![forbid(unsafe_code)]
 
 // The pure core, under the paths the node has always used.
@@ -27,6 +29,7 @@ pub mod config;
 pub mod error;
 pub mod feed;
 pub mod fleet;
+pub mod game;
 pub mod hub;
 pub mod ledger;
 pub mod limits;
@@ -36,7 +39,8 @@ pub mod node;
 pub mod password;
 pub mod ports;
 pub mod runner;
-pub mod service;
+
 pub mod standalone;
+pub mod state;
 pub mod verify;
 pub mod ws;

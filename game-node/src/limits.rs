@@ -245,6 +245,19 @@ pub const SOCKET_SEND_BUFFER: usize = 64 * 1024;
 pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(100);
 
+/// The WebSocket connection limits (flags in config.rs say why each value).
+#[derive(Debug)]
+pub struct WsLimits {
+    /// Open WebSocket connections per client address.
+    pub per_client: Arc<PerClient>,
+    /// The server pings this often.
+    pub ping_interval: Duration,
+    /// Closed after this long without hearing anything from the client.
+    pub idle_timeout: Duration,
+    /// Closed when a frame cannot be written (or flushed) within this.
+    pub write_timeout: Duration,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

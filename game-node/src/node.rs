@@ -21,67 +21,21 @@ use crate::fleet::bus::RedisBus;
 use crate::fleet::elector::RedisElector;
 use crate::fleet::presence::Presence;
 use crate::fleet::redis::{Keys, RedisClock, Scripts};
+use crate::game::{Game, PlayerLimiter};
 use crate::ledger::SqlLedger;
-use crate::ports::{Arbiter, Bus, Clock, Commitment, LeaderElector, Ledger, TokioClock};
-use crate::protocol::FairnessView;
+use crate::ports::{
+    Arbiter, Bus, Clock, Commitment, FleetView, LeaderElector, Ledger, NodeReport, TokioClock,
+};
+use crate::protocol::{FairnessView, NodeInfo};
 use crate::runner::{Ports, TableSpec};
-use crate::service::PlayerLimiter;
-use crate::standalone::{AlwaysLeader, LocalArbiter, LocalBus};
+use crate::standalone::{AlwaysLeader, LocalArbiter, LocalBus, LocalFleet};
+use crate::state::AppState;
 
 /// How often the per-player and per-IP rate limiters forget idle keys. A key is dropped once its
 /// bucket has refilled (a few seconds after its last request), so a minute bounds the maps by the
 /// clients seen in the last minute; each prune is one pass over the map (measured: 100,000
 /// addresses pruned in 15 ms in a debug build).
 const LIMITER_PRUNE_EVERY: Duration = Duration::from_secs(60);
-
-/// Everything a request handler may touch.
-pub struct AppState {
-    pub table: TableSpec,
-    pub fairness: FairnessView,
-    pub ledger: Arc<dyn Ledger>,
-    pub arbiter: Arc<dyn Arbiter>,
-    pub bus: Arc<dyn Bus>,
-    pub clock: Arc<dyn Clock>,
-    pub auth: Auth,
-    /// Every argon2 hash and check: bounded, shared fairly between clients (password.rs).
-    pub passwords: crate::password::PasswordPool,
-    /// Failed logins per username, for exponential backoff (login_throttle.rs; per node).
-    pub login_throttle: crate::login_throttle::LoginThrottle,
-    pub admin_token: Option<String>,
-    pub demo_credit: i64,
-    pub player_limiter: PlayerLimiter,
-    /// Serialises requests that share a (player, idempotency key) on this node.
-    pub key_locks: crate::service::KeyLocks,
-    /// Announces accepted bets to every player, batched (feed.rs).
-    pub bet_feed: crate::feed::BetFeed,
-    /// Routes each player's private events to their sockets on this node.
-    pub routes: Arc<crate::hub::PlayerRoutes>,
-    pub node_id: String,
-    /// Redis and the fleet view, in fleet mode.
-    pub fleet: Option<FleetLinks>,
-    pub region: String,
-    pub started_at_ms: i64,
-    /// Open WebSocket connections on this node.
-    pub connections: AtomicUsize,
-    pub max_connections: usize,
-    pub rate_limit_ip: u32,
-    /// Proxies whose forwarding headers name the client (`--trusted-proxies`).
-    pub trusted_proxies: Arc<crate::client_ip::TrustedProxies>,
-    /// The per-IP REST limit (`--rate-limit-ip`), pruned every minute; `None` when off.
-    pub ip_limiter: Option<crate::client_ip::IpLimiter>,
-    /// Origins allowed cross-origin calls (`--cors-origin`); empty: same origin only.
-    pub cors_origin: Vec<String>,
-    /// Served over HTTPS: answers carry `Strict-Transport-Security` (`--hsts`).
-    pub hsts: bool,
-    pub metrics: PrometheusHandle,
-    /// Set once shutdown begins: `/readyz` turns 503 so load balancers drain the node.
-    pub draining: AtomicBool,
-    pub shutdown: CancellationToken,
-    /// WebSocket caps and timeouts (ws.rs).
-    pub ws_limits: crate::ws::WsLimits,
-    /// Set when `/metrics` is served on its own address (`--metrics-listen`), not on `--listen`.
-    pub metrics_listen: Option<std::net::SocketAddr>,
-}
 
 /// The process-wide Prometheus recorder (metrics macros use one global recorder; tests that
 /// start several nodes in one process share it).
@@ -467,24 +421,43 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         paused: cfg.paused,
     };
     let node_id = cfg.node_id();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let report: NodeReport = {
+        let (node_id, region, connections) =
+            (node_id.clone(), cfg.region.clone(), connections.clone());
+        Arc::new(move || NodeInfo {
+            node_id: node_id.clone(),
+            region: region.clone(),
+            connections: connections.load(Ordering::Relaxed),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+    };
     let adapters = match cfg.leader_election {
         LeaderElection::Standalone => {
             let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
             let term = ledger.current_term(&cfg.table).await? + 1;
+            let arbiter: Arc<dyn Arbiter> = Arc::new(LocalArbiter::new(
+                clock.clone(),
+                table.curve,
+                table.rules.clone(),
+            ));
             Adapters {
                 bus: Arc::new(LocalBus::new()),
-                arbiter: Arc::new(LocalArbiter::new(
-                    clock.clone(),
-                    table.curve,
-                    table.rules.clone(),
-                )),
+                fleet: Arc::new(LocalFleet {
+                    table: table.id.clone(),
+                    node: report,
+                    ledger: ledger.clone(),
+                    arbiter: arbiter.clone(),
+                    clock: clock.clone(),
+                    curve: table.curve,
+                }),
+                arbiter,
                 elector: Arc::new(AlwaysLeader::new(term)),
                 clock,
-                fleet: None,
             }
         }
         LeaderElection::Redis | LeaderElection::Kubernetes => {
-            fleet_adapters(&cfg, &node_id, &table, ledger.clone(), &shutdown).await?
+            fleet_adapters(&cfg, &node_id, &table, ledger.clone(), report, &shutdown).await?
         }
     };
     let Adapters {
@@ -505,8 +478,18 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         cfg.trusted_proxies.0.clone(),
         cfg.client_ip_header,
     ));
+    let game = Arc::new(Game {
+        table: table.clone(),
+        ledger: ledger.clone(),
+        arbiter,
+        bus,
+        clock: clock.clone(),
+        limiter: PlayerLimiter::new(cfg.rate_limit_player),
+        key_locks: Default::default(),
+        feed: bet_feed,
+    });
     let state = Arc::new(AppState {
-        bet_feed,
+        game,
         fairness: FairnessView {
             terminating_hash: commitment.terminating_hash.clone(),
             salt: commitment.salt.clone(),
@@ -514,24 +497,17 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
             house_edge_bp: commitment.house_edge_bp,
             max_x100: commitment.max_x100,
         },
-        table: table.clone(),
-        ledger: ledger.clone(),
-        arbiter,
-        bus,
-        clock: clock.clone(),
         auth: Auth::new(&jwt_secret, cfg.token_ttl_secs),
         passwords: crate::password::PasswordPool::start(),
         login_throttle: crate::login_throttle::LoginThrottle::new(),
         admin_token: cfg.admin_token.clone(),
         demo_credit: cfg.demo_credit,
-        player_limiter: PlayerLimiter::new(cfg.rate_limit_player),
-        key_locks: Default::default(),
         routes: Arc::new(crate::hub::PlayerRoutes::default()),
         node_id,
         fleet,
         region: cfg.region.clone(),
         started_at_ms: clock.now_ms(),
-        connections: AtomicUsize::new(0),
+        connections,
         max_connections: cfg.max_connections,
         rate_limit_ip: cfg.rate_limit_ip,
         ip_limiter: crate::client_ip::IpLimiter::new(cfg.rate_limit_ip, trusted_proxies.clone()),
@@ -541,7 +517,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         metrics: metrics_handle()?,
         draining: AtomicBool::new(false),
         shutdown: shutdown.clone(),
-        ws_limits: crate::ws::WsLimits {
+        ws_limits: crate::limits::WsLimits {
             per_client: crate::limits::PerClient::new(cfg.max_ws_per_ip),
             ping_interval: Duration::from_millis(cfg.ws_ping_interval_ms),
             idle_timeout: Duration::from_millis(cfg.ws_idle_timeout_ms),
@@ -569,7 +545,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
     metrics::gauge!("crashfleet_leader_term").increment(0.0);
     let leader = tokio::spawn(crate::runner::run(table, ports, shutdown.clone()));
     let router = tokio::spawn(crate::hub::route(
-        state.bus.clone(),
+        state.game.bus.clone(),
         state.routes.clone(),
         shutdown.clone(),
     ));
@@ -581,7 +557,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
             loop {
                 tokio::select! {
                     _ = every.tick() => {
-                        state.player_limiter.prune();
+                        state.game.limiter.prune();
                         if let Some(l) = &state.ip_limiter {
                             l.prune();
                         }
@@ -592,12 +568,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         })
     };
 
-    if let Some(f) = &state.fleet {
-        let st = state.clone();
-        f.presence
-            .clone()
-            .spawn(move || crate::api::this_node(&st), shutdown.clone());
-    }
+    state.fleet.clone().announce(shutdown.clone());
 
     Ok(Started {
         state,
@@ -615,13 +586,7 @@ struct Adapters {
     arbiter: Arc<dyn Arbiter>,
     elector: Arc<dyn LeaderElector>,
     clock: Arc<dyn Clock>,
-    fleet: Option<FleetLinks>,
-}
-
-/// What a fleet node keeps for its fleet endpoints and readiness.
-pub struct FleetLinks {
-    pub redis: fred::clients::Client,
-    pub presence: Arc<Presence>,
+    fleet: Arc<dyn FleetView>,
 }
 
 async fn fleet_adapters(
@@ -629,6 +594,7 @@ async fn fleet_adapters(
     node_id: &str,
     table: &TableSpec,
     ledger: Arc<dyn Ledger>,
+    report: NodeReport,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Adapters> {
     let url = cfg.redis_url.clone().unwrap_or_default();
@@ -677,6 +643,7 @@ async fn fleet_adapters(
         keys,
         clock.clone(),
         Duration::from_millis(cfg.heartbeat_ms),
+        report,
     ));
     info!(table = %table.id, node = node_id, election = ?cfg.leader_election, "fleet mode: Redis bus and arbiter");
     Ok(Adapters {
@@ -684,10 +651,7 @@ async fn fleet_adapters(
         arbiter,
         elector,
         clock,
-        fleet: Some(FleetLinks {
-            redis: conn.client,
-            presence,
-        }),
+        fleet: presence,
     })
 }
 

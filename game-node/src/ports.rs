@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 
 use crate::engine::{BetRequest, CashOut, RoundPlan, Settlement};
-use crate::error::Result;
-use crate::protocol::{BetView, RoundView};
+use crate::error::{Error, Result};
+use crate::protocol::{BetView, LobbyTable, NodeInfo, RoundView, ServerMessage};
 
 /// The authoritative clock, in Unix milliseconds.
 pub trait Clock: Send + Sync + 'static {
@@ -339,6 +340,16 @@ pub trait Ledger: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 }
 
+/// Events buffered per receiver. A socket that falls this far behind (about 10 s of ticks plus a
+/// burst of bets) is resynchronised from a fresh snapshot instead of holding memory.
+pub const BUS_CAPACITY: usize = 1024;
+
+pub fn to_json(msg: &ServerMessage) -> Result<axum::extract::ws::Utf8Bytes> {
+    serde_json::to_string(msg)
+        .map(Into::into)
+        .map_err(|e| Error::Internal(format!("serialising an event: {e}")))
+}
+
 /// An event for every player of the table, serialised once and shared by every socket.
 #[derive(Debug, Clone)]
 pub struct PublicEvent {
@@ -436,3 +447,33 @@ pub trait Arbiter: Send + Sync + 'static {
 }
 
 pub use crashfleet_lease::{LeaderElector, Leadership};
+
+/// Who leads the table, as the fleet view reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderInfo {
+    pub node_id: String,
+    pub term: u64,
+}
+
+/// This node's figures, fresh at every call: what its heartbeats and the single-node views report.
+pub type NodeReport = Arc<dyn Fn() -> NodeInfo + Send + Sync>;
+
+/// What the node knows of its fleet: `GET /api/v1/fleet`, `GET /api/v1/lobby`, the part of
+/// readiness that depends on the fleet's shared store, and this node's own heartbeat. The Redis
+/// presence implements it for a fleet; a single node is its own fleet
+/// ([`crate::standalone::LocalFleet`]). The HTTP edge only ever sees this port.
+#[async_trait]
+pub trait FleetView: Send + Sync + 'static {
+    /// The table's leader (`None` while nobody holds it) and its live nodes, sorted by id.
+    async fn fleet(&self) -> Result<(Option<LeaderInfo>, Vec<NodeInfo>)>;
+    /// Every live table with its phase, multiplier and players online, sorted by region, table.
+    async fn lobby(&self) -> Result<Vec<LobbyTable>>;
+    /// `Err` when the store the view is read from cannot be reached: the node is not ready.
+    async fn ready(&self) -> Result<()>;
+    /// Announces this node until `shutdown`, then withdraws it at once rather than after its
+    /// heartbeat expires. `None` when there is nobody to announce to.
+    fn announce(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>>;
+}

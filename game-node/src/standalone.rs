@@ -1,5 +1,5 @@
 //! The standalone adapters: an in-process event bus, an in-process arbiter (a mutex around the
-//! pure [`ActiveRound`]) and an always-leader elector. Together with the SQLite ledger they make a
+//! pure [`ActiveRound`]), an always-leader elector and a fleet view of one node. Together with the SQLite ledger they make a
 //! one-process game node; the fleet swaps each for a Redis or Kubernetes backed one.
 
 use std::sync::Arc;
@@ -11,12 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{ActiveRound, BetRequest, CashOut, Curve, RoundPlan, Rules, Settlement};
 use crate::error::{Error, Result};
-use crate::ports::{Arbiter, Bus, Clock, LeaderElector, Leadership, PrivateEvent, PublicEvent};
-use crate::protocol::{BetView, Phase, RoundView, ServerMessage};
-
-/// Events buffered per receiver. A socket that falls this far behind (about 10 s of ticks plus a
-/// burst of bets) is resynchronised from a fresh snapshot instead of holding memory.
-pub const BUS_CAPACITY: usize = 1024;
+use crate::ports::{
+    Arbiter, BUS_CAPACITY, Bus, Clock, FleetView, LeaderElector, LeaderInfo, Leadership, Ledger,
+    NodeReport, PrivateEvent, PublicEvent, to_json,
+};
+use crate::protocol::{BetView, LobbyTable, NodeInfo, Phase, RoundView, ServerMessage};
 
 /// The in-process bus: a broadcast channel for the table and one for per-player messages.
 pub struct LocalBus {
@@ -39,12 +38,6 @@ impl Default for LocalBus {
     fn default() -> Self {
         LocalBus::new()
     }
-}
-
-pub(crate) fn to_json(msg: &ServerMessage) -> Result<axum::extract::ws::Utf8Bytes> {
-    serde_json::to_string(msg)
-        .map(Into::into)
-        .map_err(|e| Error::Internal(format!("serialising an event: {e}")))
 }
 
 #[async_trait]
@@ -95,22 +88,6 @@ impl LocalArbiter {
     }
 }
 
-/// The public view of a round at `now`; the secrets appear only once it has crashed.
-pub fn public_view(plan: &RoundPlan, now_ms: i64) -> RoundView {
-    let phase = plan.phase(now_ms);
-    let crashed = phase == Phase::Crashed;
-    RoundView {
-        number: plan.number,
-        phase,
-        opened_at_ms: plan.opened_at_ms,
-        betting_closes_at_ms: plan.started_at_ms,
-        started_at_ms: plan.started_at_ms,
-        crashed_at_ms: crashed.then_some(plan.crash_at_ms),
-        crash_x100: crashed.then_some(plan.crash_x100),
-        hash: crashed.then(|| crate::fairness::to_hex(&plan.hash)),
-    }
-}
-
 #[async_trait]
 impl Arbiter for LocalArbiter {
     async fn open_round(&self, _term: u64, plan: RoundPlan) -> Result<()> {
@@ -121,7 +98,7 @@ impl Arbiter for LocalArbiter {
     async fn current(&self) -> Option<(RoundView, Vec<BetView>)> {
         let guard = self.round.lock().await;
         let r = guard.as_ref()?;
-        let view = public_view(&r.plan, self.clock.now_ms());
+        let view = r.plan.public_view(self.clock.now_ms());
         let bets = r
             .bets()
             .iter()
@@ -149,7 +126,7 @@ impl Arbiter for LocalArbiter {
         let guard = self.round.lock().await;
         Ok(guard
             .as_ref()
-            .map(|r| public_view(&r.plan, self.clock.now_ms()))
+            .map(|r| r.plan.public_view(self.clock.now_ms()))
             .filter(|v| v.phase == crate::protocol::Phase::Betting)
             .map(|v| v.number))
     }
@@ -248,4 +225,61 @@ impl LeaderElector for AlwaysLeader {
     }
 
     async fn release(&self) {}
+}
+
+/// A single node is its whole fleet: it always leads (at the ledger's newest term), it is the only
+/// live node, and the lobby is its one table.
+pub struct LocalFleet {
+    pub table: String,
+    pub node: NodeReport,
+    pub ledger: Arc<dyn Ledger>,
+    pub arbiter: Arc<dyn Arbiter>,
+    pub clock: Arc<dyn Clock>,
+    pub curve: Curve,
+}
+
+#[async_trait]
+impl FleetView for LocalFleet {
+    async fn fleet(&self) -> Result<(Option<LeaderInfo>, Vec<NodeInfo>)> {
+        let me = (self.node)();
+        let leader = LeaderInfo {
+            node_id: me.node_id.clone(),
+            term: self.ledger.current_term(&self.table).await?,
+        };
+        Ok((Some(leader), vec![me]))
+    }
+
+    async fn lobby(&self) -> Result<Vec<LobbyTable>> {
+        let now = self.clock.now_ms();
+        let (phase, round, multiplier_x100) = match self.arbiter.current().await {
+            Some((r, _)) => {
+                let m = (r.phase == Phase::Flying).then(|| {
+                    self.curve
+                        .multiplier_x100((now - r.started_at_ms).max(0) as u64)
+                });
+                (r.phase, Some(r.number), m)
+            }
+            None => (Phase::Idle, None, None),
+        };
+        let me = (self.node)();
+        Ok(vec![LobbyTable {
+            table: self.table.clone(),
+            region: me.region,
+            phase,
+            round,
+            multiplier_x100,
+            players_online: me.connections,
+        }])
+    }
+
+    async fn ready(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn announce(
+        self: Arc<Self>,
+        _shutdown: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
 }

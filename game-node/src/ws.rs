@@ -16,12 +16,11 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::auth::Session;
 use crate::error::{ApiError, Error};
-use crate::limits::{FrameBudget, PerClient, PerClientPermit};
+use crate::limits::{FrameBudget, PerClientPermit};
 use crate::listener::ConnectionSlot;
-use crate::node::AppState;
+use crate::ports::to_json;
 use crate::protocol::{BetView, ClientMessage, MAX_CLIENT_FRAME_BYTES, PlayerView, ServerMessage};
-use crate::service;
-use crate::standalone::to_json;
+use crate::state::AppState;
 
 /// Socket buffers, chosen deliberately: tungstenite's defaults (128 KiB read buffer, 128 KiB write
 /// buffer) cost ~100 KB+ per connection, which caps a node at a few thousand players. Our frames
@@ -61,19 +60,6 @@ fn latest_bets(mut bets: Vec<BetView>, username: Option<&str>, keep: usize) -> V
     };
     out.extend(tail);
     out
-}
-
-/// The WebSocket connection limits (flags in config.rs say why each value).
-#[derive(Debug)]
-pub struct WsLimits {
-    /// Open WebSocket connections per client address.
-    pub per_client: Arc<PerClient>,
-    /// The server pings this often.
-    pub ping_interval: Duration,
-    /// Closed after this long without hearing anything from the client.
-    pub idle_timeout: Duration,
-    /// Closed when a frame cannot be written (or flushed) within this.
-    pub write_timeout: Duration,
 }
 
 /// The key a WebSocket's per-client cap counts under: its TCP peer's address today (one
@@ -150,7 +136,7 @@ pub async fn upgrade(
     // `?token=` is for tools; the page authenticates with its first frame (`auth`), so the token
     // stays out of URLs (proxy logs, browser history).
     let session = match &q.token {
-        Some(t) => match state.auth.resolve(state.ledger.as_ref(), t).await {
+        Some(t) => match state.auth.resolve(state.game.ledger.as_ref(), t).await {
             Ok(p) => Some(Session::of(&p)),
             Err(e) => return ApiError(e).into_response(),
         },
@@ -165,7 +151,7 @@ pub async fn upgrade(
 }
 
 async fn snapshot(state: &AppState, session: Option<&Session>) -> Result<Utf8Bytes, Error> {
-    let (round, bets) = match state.arbiter.current().await {
+    let (round, bets) = match state.game.arbiter.current().await {
         Some((r, b)) => (Some(r), b),
         None => (None, Vec::new()),
     };
@@ -173,14 +159,16 @@ async fn snapshot(state: &AppState, session: Option<&Session>) -> Result<Utf8Byt
     let bets_wagered = bets.iter().map(|b| b.stake).sum();
     let bets = latest_bets(bets, session.map(|s| s.username.as_str()), SNAPSHOT_BETS);
     let history = state
+        .game
         .ledger
-        .rounds(&state.table.id, SNAPSHOT_HISTORY)
+        .rounds(&state.game.table.id, SNAPSHOT_HISTORY)
         .await?
         .iter()
         .map(|r| r.view())
         .collect();
     let you = match session {
         Some(s) => state
+            .game
             .ledger
             .player(&s.player_id)
             .await?
@@ -192,11 +180,11 @@ async fn snapshot(state: &AppState, session: Option<&Session>) -> Result<Utf8Byt
         None => None,
     };
     to_json(&ServerMessage::Snapshot {
-        table: state.table.id.clone(),
-        server_time_ms: state.clock.now_ms(),
+        table: state.game.table.id.clone(),
+        server_time_ms: state.game.clock.now_ms(),
         round,
-        growth_per_ms: state.table.curve.growth_per_ms(),
-        tick_interval_ms: state.table.tick_ms,
+        growth_per_ms: state.game.table.curve.growth_per_ms(),
+        tick_interval_ms: state.game.table.tick_ms,
         bets,
         bets_total,
         bets_wagered,
@@ -265,7 +253,7 @@ async fn connection(
     let limits = &state.ws_limits;
     let write_timeout = limits.write_timeout;
     // Subscribe before the snapshot so no event between the two is missed.
-    let mut public = state.bus.subscribe();
+    let mut public = state.game.bus.subscribe();
     let mut private = session
         .as_ref()
         .map(|s| state.routes.register(&s.player_id));
@@ -432,7 +420,7 @@ async fn current_session(
     let Some(s) = session.as_ref() else {
         return Err(Error::Unauthorized("log in first".into()));
     };
-    match s.still_valid(state.ledger.as_ref()).await {
+    match s.still_valid(state.game.ledger.as_ref()).await {
         Ok(now) => Ok(now),
         Err(e @ Error::Unauthorized(_)) => {
             *session = None;
@@ -457,10 +445,10 @@ async fn handle(
     let reply = match msg {
         ClientMessage::Ping { nonce } => Ok(ServerMessage::Pong {
             nonce,
-            server_time_ms: state.clock.now_ms(),
+            server_time_ms: state.game.clock.now_ms(),
         }),
         ClientMessage::Auth { token } => {
-            match state.auth.resolve(state.ledger.as_ref(), &token).await {
+            match state.auth.resolve(state.game.ledger.as_ref(), &token).await {
                 Ok(p) => {
                     *session = Some(Session::of(&p));
                     Ok(ServerMessage::Authenticated {
@@ -481,7 +469,11 @@ async fn handle(
         } => match current_session(state, session).await {
             Err(e) => Err((Some(request_id), e)),
             Ok(s) => {
-                match service::place_bet(state, &s, &request_id, stake, auto_cashout_x100).await {
+                match state
+                    .game
+                    .place_bet(s.player(), &request_id, stake, auto_cashout_x100)
+                    .await
+                {
                     Ok((bet, _)) => Ok(ServerMessage::BetAccepted {
                         request_id,
                         bet: bet.view(),
@@ -493,7 +485,7 @@ async fn handle(
         ClientMessage::CashOut { request_id, bet_id } => {
             match current_session(state, session).await {
                 Err(e) => Err((Some(request_id), e)),
-                Ok(s) => match service::cash_out(state, &s, &request_id, &bet_id).await {
+                Ok(s) => match state.game.cash_out(s.player(), &request_id, &bet_id).await {
                     Ok(c) => Ok(ServerMessage::CashOutAccepted {
                         request_id,
                         bet_id: c.bet_id,

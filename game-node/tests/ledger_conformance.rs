@@ -270,7 +270,7 @@ fn reveal(number: u64, crash_x100: u64) -> Reveal {
     Reveal::of(&plan(number, crash_x100))
 }
 
-/// A bet as `service::place_bet` records it (fresh id, status `open`, nothing settled).
+/// A bet as `Game::place_bet` records it (fresh id, status `open`, nothing settled).
 fn bet(p: &PlayerRecord, round: u64, key: &str, stake: i64, auto: Option<u64>) -> BetRecord {
     BetRecord {
         bet_id: uuid::Uuid::new_v4().to_string(),

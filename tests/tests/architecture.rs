@@ -92,3 +92,187 @@ fn the_operator_builds_on_core_and_lease_not_on_the_game_node() {
         &["game-node", "sqlx", "argon2", "jsonwebtoken"],
     );
 }
+
+/// The game node's modules and the modules each one names (`crate::x`, `super::x` from a
+/// submodule, and `use crate::{x, …}`), read from the source with comments removed. Submodules
+/// of a folder (`fleet/…`) count as the folder.
+fn module_graph() -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../game-node/src");
+    let mut files = Vec::new();
+    let mut dirs = vec![src.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).expect("game-node/src") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    let mut graph = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+    for f in files {
+        let rel = f.strip_prefix(&src).expect("under src");
+        let module = match rel.components().next() {
+            Some(c) => c
+                .as_os_str()
+                .to_string_lossy()
+                .trim_end_matches(".rs")
+                .to_string(),
+            None => continue,
+        };
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        let nested = rel.components().count() > 1;
+        let text: String = std::fs::read_to_string(&f)
+            .expect("source")
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut names = BTreeSet::new();
+        let mut grab = |rest: &str| {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                names.insert(name);
+            }
+        };
+        for (i, _) in text.match_indices("crate::") {
+            let rest = &text[i + "crate::".len()..];
+            if let Some(list) = rest.strip_prefix('{') {
+                for item in list.split('}').next().unwrap_or("").split(',') {
+                    grab(item.trim());
+                }
+            } else {
+                grab(rest);
+            }
+        }
+        if nested {
+            // Inside a folder, `super::x` is a sibling: still the same top-level module.
+            names.insert(module.clone());
+        }
+        names.remove(&module);
+        graph.entry(module).or_default().extend(names);
+    }
+    // Only edges between the crate's own modules (not `crate::Result` and the like).
+    let modules: BTreeSet<String> = graph.keys().cloned().collect();
+    for deps in graph.values_mut() {
+        deps.retain(|d| modules.contains(d));
+    }
+    graph
+}
+
+/// A cycle in `graph`, if there is one (depth-first search).
+fn find_cycle(graph: &std::collections::BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        graph: &std::collections::BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| p == n) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(n.to_string());
+            return Some(cycle);
+        }
+        if done.contains(n) {
+            return None;
+        }
+        path.push(n.to_string());
+        for d in graph.get(n).into_iter().flatten() {
+            if let Some(c) = visit(d, graph, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(n.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn the_cycle_finder_finds_a_cycle() {
+    let mut g = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
+    g.entry("a".into()).or_default().insert("b".into());
+    g.entry("b".into()).or_default().insert("c".into());
+    g.entry("c".into()).or_default();
+    assert_eq!(find_cycle(&g), None);
+    g.entry("c".into()).or_default().insert("a".into());
+    assert_eq!(
+        find_cycle(&g),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+}
+
+#[test]
+fn the_game_nodes_modules_form_no_cycle_and_keep_their_layers() {
+    let graph = module_graph();
+    for m in [
+        "api",
+        "ws",
+        "state",
+        "game",
+        "node",
+        "fleet",
+        "standalone",
+        "ledger",
+        "ports",
+    ] {
+        assert!(graph.contains_key(m), "module {m} is read ({graph:?})");
+    }
+    assert!(graph["node"].contains("api") && graph["api"].contains("state"));
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!(
+            "the game node's modules import each other in a cycle: {}",
+            cycle.join(" → ")
+        );
+    }
+    let names = |m: &str, other: &str| graph.get(m).is_some_and(|d| d.contains(other));
+    // The HTTP/WebSocket edge sees ports and the game service, never an adapter.
+    for edge in ["api", "ws", "state", "listener", "client_ip", "limits"] {
+        for adapter in ["fleet", "standalone", "ledger", "node"] {
+            assert!(
+                !names(edge, adapter),
+                "the edge module {edge} must not use {adapter}"
+            );
+        }
+    }
+    // The game service knows no edge.
+    for edge in ["api", "ws", "state", "listener", "client_ip", "node"] {
+        assert!(!names("game", edge), "the game service must not use {edge}");
+    }
+    // Each adapter set stands alone; only node.rs names both.
+    assert!(!names("fleet", "standalone") && !names("standalone", "fleet"));
+    let both: Vec<&String> = graph
+        .iter()
+        .filter(|(_, d)| d.contains("fleet") && d.contains("standalone"))
+        .map(|(m, _)| m)
+        .collect();
+    assert_eq!(both, vec!["node"], "only node.rs assembles the adapters");
+    // Adapters never reach back into the edge or the service.
+    for adapter in ["fleet", "standalone", "ledger"] {
+        for upper in ["api", "ws", "state", "game", "node"] {
+            assert!(
+                !names(adapter, upper),
+                "the adapter {adapter} must not use {upper}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_game_service_carries_no_http() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../game-node/src");
+    let game = std::fs::read_to_string(src.join("game.rs")).expect("game.rs");
+    for word in ["axum", "hyper", "StatusCode", "HeaderMap", "tower"] {
+        assert!(!game.contains(word), "game.rs mentions {word}");
+    }
+}

@@ -114,6 +114,23 @@ pub struct RoundPlan {
 }
 
 impl RoundPlan {
+    /// The public view of the round at `now_ms`: the hash and the crash point appear only once
+    /// it has crashed.
+    pub fn public_view(&self, now_ms: i64) -> crate::protocol::RoundView {
+        let phase = self.phase(now_ms);
+        let crashed = phase == Phase::Crashed;
+        crate::protocol::RoundView {
+            number: self.number,
+            phase,
+            opened_at_ms: self.opened_at_ms,
+            betting_closes_at_ms: self.started_at_ms,
+            started_at_ms: self.started_at_ms,
+            crashed_at_ms: crashed.then_some(self.crash_at_ms),
+            crash_x100: crashed.then_some(self.crash_x100),
+            hash: crashed.then(|| crate::fairness::to_hex(&self.hash)),
+        }
+    }
+
     /// The instant an auto-cash-out target is reached, if the round gets there (a target equal to
     /// the crash point pays: the multiplier reaches it at the crash instant itself). Both arbiters
     /// decide auto-cash-outs with this one rule.

@@ -87,6 +87,28 @@ pub struct FairnessView {
     pub max_x100: u64,
 }
 
+/// One live node of a table, as its heartbeat reports it (`GET /api/v1/fleet`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeInfo {
+    pub node_id: String,
+    pub region: String,
+    pub connections: usize,
+    pub version: String,
+}
+
+/// One live table (`GET /api/v1/lobby`): its phase and multiplier now and its players online.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LobbyTable {
+    pub table: String,
+    pub region: String,
+    pub phase: Phase,
+    pub round: Option<u64>,
+    pub multiplier_x100: Option<u64>,
+    pub players_online: usize,
+}
+
 /// Messages a client sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -237,10 +237,10 @@ impl Arbiter for RedisArbiter {
             return None;
         }
         let now = self.clock.now_ms();
-        let mut view = crate::standalone::public_view(&plan, now);
+        let mut view = plan.public_view(now);
         if state == "crashed" && view.phase != Phase::Crashed {
             // Closed by the leader a hair before this node's clock reached the instant.
-            view = crate::standalone::public_view(&plan, plan.crash_at_ms);
+            view = plan.public_view(plan.crash_at_ms);
         }
         let bets: HashMap<String, String> = self
             .client

@@ -19,9 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::redis::{self as r, Keys, PRIVATE_CHANNEL, Scripts, int};
 use crate::error::{Error, Result};
-use crate::ports::{Bus, Clock, PrivateEvent, PublicEvent};
+use crate::ports::{BUS_CAPACITY, Bus, Clock, PrivateEvent, PublicEvent, to_json};
 use crate::protocol::ServerMessage;
-use crate::standalone::{BUS_CAPACITY, to_json};
 
 pub struct RedisBus {
     client: Client,

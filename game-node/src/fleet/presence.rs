@@ -15,34 +15,38 @@ use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
 use fred::types::Expiration;
 use tokio_util::sync::CancellationToken;
 
+use async_trait::async_trait;
+use fred::interfaces::ClientLike;
+
 use super::redis::{self as r, Keys, TABLES_KEY};
-use crate::api::{LobbyTable, NodeInfo};
 use crate::engine::Curve;
-use crate::error::Result;
-use crate::ports::Clock;
-use crate::protocol::Phase;
+use crate::error::{Error, Result};
+use crate::ports::{Clock, FleetView, LeaderInfo, NodeReport};
+use crate::protocol::{LobbyTable, NodeInfo, Phase};
 
 pub struct Presence {
     client: Client,
     keys: Keys,
     clock: Arc<dyn Clock>,
     heartbeat: Duration,
-}
-
-/// Who leads the table, from the lock.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaderInfo {
-    pub node_id: String,
-    pub term: u64,
+    /// This node, as each heartbeat reports it.
+    node: NodeReport,
 }
 
 impl Presence {
-    pub fn new(client: Client, keys: Keys, clock: Arc<dyn Clock>, heartbeat: Duration) -> Presence {
+    pub fn new(
+        client: Client,
+        keys: Keys,
+        clock: Arc<dyn Clock>,
+        heartbeat: Duration,
+        node: NodeReport,
+    ) -> Presence {
         Presence {
             client,
             keys,
             clock,
             heartbeat,
+            node,
         }
     }
 
@@ -54,8 +58,7 @@ impl Presence {
     pub async fn beat(&self, node: &NodeInfo) -> Result<()> {
         let now = self.clock.now_ms();
         let expiry = now + self.ttl_ms();
-        let json = serde_json::to_string(node)
-            .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
+        let json = serde_json::to_string(node).map_err(|e| Error::Internal(e.to_string()))?;
         let c = &self.client;
         let _: () = c
             .set(
@@ -101,34 +104,6 @@ impl Presence {
         Ok(())
     }
 
-    /// Heartbeats until shutdown; `node` is called for fresh figures each time.
-    pub fn spawn(
-        self: Arc<Self>,
-        node: impl Fn() -> NodeInfo + Send + Sync + 'static,
-        shutdown: CancellationToken,
-    ) {
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(self.heartbeat);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = every.tick() => {
-                        if let Err(e) = self.beat(&node()).await {
-                            tracing::debug!(error = %e, "heartbeat failed");
-                        }
-                    }
-                    _ = shutdown.cancelled() => {
-                        // Leave the fleet view at once rather than after the TTL.
-                        let id = node().node_id;
-                        let _: std::result::Result<i64, _> = self.client.del(self.keys.node(&id)).await;
-                        let _: std::result::Result<i64, _> = self.client.zrem(self.keys.nodes(), id).await;
-                        return;
-                    }
-                }
-            }
-        });
-    }
-
     /// The live nodes of `keys`'s table.
     async fn live_nodes(&self, keys: &Keys) -> Result<Vec<NodeInfo>> {
         let now = self.clock.now_ms();
@@ -155,7 +130,7 @@ impl Presence {
     }
 
     /// This table's leader (from the lock) and live nodes.
-    pub async fn fleet(&self) -> Result<(Option<LeaderInfo>, Vec<NodeInfo>)> {
+    async fn leader_and_nodes(&self) -> Result<(Option<LeaderInfo>, Vec<NodeInfo>)> {
         // The Redis lock when that backend elects; otherwise the newest claimed leadership.
         let mut lock: Option<String> = self
             .client
@@ -180,7 +155,7 @@ impl Presence {
     }
 
     /// Every live table, with its phase and multiplier now and its players online.
-    pub async fn lobby(&self) -> Result<Vec<LobbyTable>> {
+    async fn live_tables(&self) -> Result<Vec<LobbyTable>> {
         let now = self.clock.now_ms();
         let tables: Vec<String> = self
             .client
@@ -225,5 +200,52 @@ impl Presence {
             (a.region.as_str(), a.table.as_str()).cmp(&(b.region.as_str(), b.table.as_str()))
         });
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl FleetView for Presence {
+    async fn fleet(&self) -> Result<(Option<LeaderInfo>, Vec<NodeInfo>)> {
+        self.leader_and_nodes().await
+    }
+
+    async fn lobby(&self) -> Result<Vec<LobbyTable>> {
+        self.live_tables().await
+    }
+
+    async fn ready(&self) -> Result<()> {
+        let _: String = self
+            .client
+            .ping(None)
+            .await
+            .map_err(|e| Error::Unavailable(format!("redis: {e}")))?;
+        Ok(())
+    }
+
+    /// Heartbeats every interval (fresh figures each time) until shutdown.
+    fn announce(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        Some(tokio::spawn(async move {
+            let mut every = tokio::time::interval(self.heartbeat);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {
+                        if let Err(e) = self.beat(&(self.node)()).await {
+                            tracing::debug!(error = %e, "heartbeat failed");
+                        }
+                    }
+                    _ = shutdown.cancelled() => {
+                        // Leave the fleet view at once rather than after the TTL.
+                        let id = (self.node)().node_id;
+                        let _: std::result::Result<i64, _> = self.client.del(self.keys.node(&id)).await;
+                        let _: std::result::Result<i64, _> = self.client.zrem(self.keys.nodes(), id).await;
+                        return;
+                    }
+                }
+            }
+        }))
     }
 }

@@ -38,9 +38,10 @@ impl BetFeed {
     pub fn start(
         bus: Arc<dyn Bus>,
         shutdown: CancellationToken,
+        tasks: &tokio_util::task::TaskTracker,
     ) -> (BetFeed, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (BetFeed { tx }, tokio::spawn(run(rx, bus, shutdown)))
+        (BetFeed { tx }, tasks.spawn(run(rx, bus, shutdown)))
     }
 
     /// Queues a bet for the next announcement.

@@ -413,7 +413,11 @@ mod tests {
         ledger.claim_term(TABLE, 1).await.expect("term");
         let arbiter: Arc<dyn Arbiter> = Arc::new(LocalArbiter::new(clock.clone(), curve, rules()));
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
-        let (feed, _task) = BetFeed::start(bus.clone(), tokio_util::sync::CancellationToken::new());
+        let (feed, _task) = BetFeed::start(
+            bus.clone(),
+            tokio_util::sync::CancellationToken::new(),
+            &tokio_util::task::TaskTracker::new(),
+        );
         let game = Game {
             table: TableSpec {
                 id: TABLE.into(),

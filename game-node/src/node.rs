@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::auth::Auth;
@@ -168,9 +169,6 @@ fn random_hex32() -> String {
 pub struct Started {
     pub state: Arc<AppState>,
     leader: tokio::task::JoinHandle<()>,
-    feed_task: tokio::task::JoinHandle<()>,
-    router: tokio::task::JoinHandle<()>,
-    pruner: tokio::task::JoinHandle<()>,
     ledger: Arc<SqlLedger>,
 }
 
@@ -180,16 +178,35 @@ impl Started {
         crate::api::router(self.state.clone())
     }
 
-    /// After `shutdown` was cancelled: lets the leader void or finish its round, then closes the
-    /// ledger.
+    /// After `shutdown` was cancelled: lets the leader void or hand over its round (however long
+    /// its own timeouts take: money is being settled), then waits at most
+    /// [`TASKS_STOP_WITHIN`] for every other task of the node — WebSocket connections closing
+    /// with 1001, the bet feed's last flush, the heartbeat withdrawing this node, the bus relay,
+    /// the electors' renewals, the pruner — and then closes the ledger.
     pub async fn finish(self) {
         let _ = self.leader.await;
-        let _ = self.feed_task.await;
-        self.pruner.abort();
-        self.router.abort();
+        let tasks = &self.state.tasks;
+        tasks.close();
+        if tokio::time::timeout(TASKS_STOP_WITHIN, tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                left = tasks.len(),
+                "tasks still running {} s after shutdown; stopping without them",
+                TASKS_STOP_WITHIN.as_secs()
+            );
+        }
         self.ledger.close().await;
     }
 }
+
+/// How long a stopping node waits for its tasks once the leader is done. Each one ends on the
+/// shutdown signal by itself within milliseconds; only a socket whose client stopped reading can
+/// hold its close frame for up to `--ws-write-timeout-ms`, and such a client is not worth
+/// keeping a pod in `Terminating` for (its drain window and hand-over already took ~6 s of the
+/// 30 s grace period the operator gives).
+pub const TASKS_STOP_WITHIN: Duration = Duration::from_secs(5);
 
 /// Connections the `--metrics-listen` address holds at once: a scraper or two and an operator's
 /// curl; a stuck scraper must not take descriptors from players.
@@ -421,6 +438,8 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         paused: cfg.paused,
     };
     let node_id = cfg.node_id();
+    // Every task the node starts, so its stop can wait for them (Started::finish).
+    let tasks = TaskTracker::new();
     let connections = Arc::new(AtomicUsize::new(0));
     let report: NodeReport = {
         let (node_id, region, connections) =
@@ -457,7 +476,16 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
             }
         }
         LeaderElection::Redis | LeaderElection::Kubernetes => {
-            fleet_adapters(&cfg, &node_id, &table, ledger.clone(), report, &shutdown).await?
+            fleet_adapters(
+                &cfg,
+                &node_id,
+                &table,
+                ledger.clone(),
+                report,
+                &shutdown,
+                &tasks,
+            )
+            .await?
         }
     };
     let Adapters {
@@ -473,7 +501,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         bus: bus.clone(),
         elector,
     };
-    let (bet_feed, feed_task) = crate::feed::BetFeed::start(bus.clone(), shutdown.clone());
+    let (bet_feed, _) = crate::feed::BetFeed::start(bus.clone(), shutdown.clone(), &tasks);
     let trusted_proxies = Arc::new(crate::client_ip::TrustedProxies::new(
         cfg.trusted_proxies.0.clone(),
         cfg.client_ip_header,
@@ -517,6 +545,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         metrics: metrics_handle()?,
         draining: AtomicBool::new(false),
         shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
         ws_limits: crate::limits::WsLimits {
             per_client: crate::limits::PerClient::new(cfg.max_ws_per_ip),
             ping_interval: Duration::from_millis(cfg.ws_ping_interval_ms),
@@ -543,16 +572,16 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
     metrics::gauge!("crashfleet_bus_lag_ms").increment(0.0);
     metrics::gauge!("crashfleet_leader").increment(0.0);
     metrics::gauge!("crashfleet_leader_term").increment(0.0);
-    let leader = tokio::spawn(crate::runner::run(table, ports, shutdown.clone()));
-    let router = tokio::spawn(crate::hub::route(
+    let leader = tasks.spawn(crate::runner::run(table, ports, shutdown.clone()));
+    tasks.spawn(crate::hub::route(
         state.game.bus.clone(),
         state.routes.clone(),
         shutdown.clone(),
     ));
-    let pruner = {
+    {
         let state = state.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut every = tokio::time::interval(LIMITER_PRUNE_EVERY);
             loop {
                 tokio::select! {
@@ -568,14 +597,11 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         })
     };
 
-    state.fleet.clone().announce(shutdown.clone());
+    state.fleet.clone().announce(&tasks, shutdown.clone());
 
     Ok(Started {
         state,
         leader,
-        feed_task,
-        router,
-        pruner,
         ledger,
     })
 }
@@ -596,6 +622,7 @@ async fn fleet_adapters(
     ledger: Arc<dyn Ledger>,
     report: NodeReport,
     shutdown: &CancellationToken,
+    tasks: &TaskTracker,
 ) -> anyhow::Result<Adapters> {
     let url = cfg.redis_url.clone().unwrap_or_default();
     let conn = crate::fleet::redis::connect(&url)
@@ -608,7 +635,7 @@ async fn fleet_adapters(
         .calibrate(&conn.client)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    redis_clock.spawn_calibration(conn.client.clone(), shutdown.clone());
+    redis_clock.spawn_calibration(conn.client.clone(), shutdown.clone(), tasks);
     let clock: Arc<dyn Clock> = redis_clock.clone();
     let bus = RedisBus::start(
         conn.client.clone(),
@@ -617,6 +644,7 @@ async fn fleet_adapters(
         scripts.clone(),
         clock.clone(),
         shutdown.clone(),
+        tasks,
     )
     .await?;
     let arbiter = Arc::new(RedisArbiter::new(
@@ -628,7 +656,9 @@ async fn fleet_adapters(
         cfg.doubling_ms,
     ));
     let elector: Arc<dyn LeaderElector> = match cfg.leader_election {
-        LeaderElection::Kubernetes => kubernetes_elector(cfg, node_id, table, ledger).await?,
+        LeaderElection::Kubernetes => {
+            kubernetes_elector(cfg, node_id, table, ledger, tasks).await?
+        }
         _ => Arc::new(RedisElector::new(
             conn.client.clone(),
             keys.clone(),
@@ -636,6 +666,7 @@ async fn fleet_adapters(
             node_id,
             cfg.election_timings(),
             ledger,
+            tasks.clone(),
         )),
     };
     let presence = Arc::new(Presence::new(
@@ -661,6 +692,7 @@ async fn kubernetes_elector(
     node_id: &str,
     table: &TableSpec,
     ledger: Arc<dyn Ledger>,
+    tasks: &TaskTracker,
 ) -> anyhow::Result<Arc<dyn LeaderElector>> {
     let client = kube::Client::try_default()
         .await
@@ -671,15 +703,18 @@ async fn kubernetes_elector(
         .unwrap_or_else(|| crate::fleet::lease::default_namespace(&client));
     let name = cfg.lease_name();
     info!(lease = %name, %namespace, "leader election through a Kubernetes Lease");
-    Ok(Arc::new(crate::fleet::lease::LeaseElector::new(
-        client,
-        &namespace,
-        &name,
-        node_id,
-        cfg.election_timings(),
-        Arc::new(crate::fleet::LedgerTerms(ledger)),
-        &table.id,
-    )))
+    Ok(Arc::new(
+        crate::fleet::lease::LeaseElector::new(
+            client,
+            &namespace,
+            &name,
+            node_id,
+            cfg.election_timings(),
+            Arc::new(crate::fleet::LedgerTerms(ledger)),
+            &table.id,
+        )
+        .tracked_by(tasks.clone()),
+    ))
 }
 
 /// A database URL without its password, for logs and errors.

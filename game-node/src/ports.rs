@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::engine::{BetRequest, CashOut, RoundPlan, Settlement};
 use crate::error::{Error, Result};
@@ -471,9 +472,6 @@ pub trait FleetView: Send + Sync + 'static {
     /// `Err` when the store the view is read from cannot be reached: the node is not ready.
     async fn ready(&self) -> Result<()>;
     /// Announces this node until `shutdown`, then withdraws it at once rather than after its
-    /// heartbeat expires. `None` when there is nobody to announce to.
-    fn announce(
-        self: Arc<Self>,
-        shutdown: CancellationToken,
-    ) -> Option<tokio::task::JoinHandle<()>>;
+    /// heartbeat expires, on a task of `tasks` (nothing for a single node).
+    fn announce(self: Arc<Self>, tasks: &TaskTracker, shutdown: CancellationToken);
 }

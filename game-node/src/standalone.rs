@@ -276,10 +276,5 @@ impl FleetView for LocalFleet {
         Ok(())
     }
 
-    fn announce(
-        self: Arc<Self>,
-        _shutdown: CancellationToken,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        None
-    }
+    fn announce(self: Arc<Self>, _tasks: &tokio_util::task::TaskTracker, _: CancellationToken) {}
 }

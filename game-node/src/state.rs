@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::game::Game;
@@ -49,6 +50,8 @@ pub struct AppState {
     /// Set once shutdown begins: `/readyz` turns 503 so load balancers drain the node.
     pub draining: AtomicBool,
     pub shutdown: CancellationToken,
+    /// Every task the node started, WebSocket connections included: its stop waits for them.
+    pub tasks: TaskTracker,
     /// WebSocket caps and timeouts (ws.rs).
     pub ws_limits: crate::limits::WsLimits,
     /// Set when `/metrics` is served on its own address (`--metrics-listen`), not on `--listen`.

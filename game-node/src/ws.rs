@@ -147,7 +147,11 @@ pub async fn upgrade(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(MAX_CLIENT_FRAME_BYTES)
         .max_frame_size(MAX_CLIENT_FRAME_BYTES)
-        .on_upgrade(move |socket| connection(socket, state, session, permit))
+        .on_upgrade(move |socket| {
+            // Tracked: the node's stop waits for the socket's close (Started::finish).
+            let tasks = state.tasks.clone();
+            tasks.track_future(connection(socket, state, session, permit))
+        })
 }
 
 async fn snapshot(state: &AppState, session: Option<&Session>) -> Result<Utf8Bytes, Error> {

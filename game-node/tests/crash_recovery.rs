@@ -303,3 +303,86 @@ async fn a_second_signal_ends_the_drain_window() {
     assert!(exited.success(), "{exited:?}");
     println!("second signal: exited {:?} after it", second.elapsed());
 }
+
+/// Every task a node starts is tracked, WebSocket connections included, and its stop waits for
+/// them: a connected socket counts among the node's tasks, a slow task is waited for, and one
+/// that ignores the shutdown signal holds the stop no longer than `TASKS_STOP_WITHIN`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stop_waits_for_every_task_of_the_node_within_a_bound() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use futures_util::StreamExt;
+    use game_node::node::TASKS_STOP_WITHIN;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let started = game_node::node::start(common::fast_config(dir.path(), &[]), shutdown.clone())
+        .await
+        .expect("node starts");
+    let state = started.state.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let serving = tokio::spawn(game_node::listener::serve(
+        listener,
+        started.router(),
+        game_node::listener::ListenerLimits {
+            header_read_timeout: Duration::from_secs(5),
+            gate: game_node::limits::Gate::new(0, 64),
+            proxies: Arc::new(game_node::client_ip::TrustedProxies::default()),
+        },
+        shutdown.clone(),
+    ));
+    let before = state.tasks.len();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .expect("connect");
+    ws.next().await.expect("snapshot").expect("frame");
+    assert_eq!(
+        state.tasks.len(),
+        before + 1,
+        "the socket is one of the node's tasks"
+    );
+
+    // A task that needs a moment after the signal is waited for...
+    let finished_late = Arc::new(AtomicBool::new(false));
+    {
+        let (done, shutdown) = (finished_late.clone(), shutdown.clone());
+        state.tasks.spawn(async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            done.store(true, Ordering::SeqCst);
+        });
+    }
+    // ...and one that never ends holds the stop only for the bound.
+    state.tasks.spawn(std::future::pending::<()>());
+    shutdown.cancel();
+    let _ = serving.await;
+    let t = std::time::Instant::now();
+    started.finish().await;
+    let took = t.elapsed();
+    assert!(
+        finished_late.load(Ordering::SeqCst),
+        "the stop waited for the slow task"
+    );
+    assert!(
+        took >= TASKS_STOP_WITHIN && took < TASKS_STOP_WITHIN + Duration::from_secs(3),
+        "the stop waited {took:?} for a task that never ends (bound {TASKS_STOP_WITHIN:?})"
+    );
+    assert_eq!(
+        state.tasks.len(),
+        1,
+        "only the task that ignores the signal is left"
+    );
+    // The socket's task ended on the signal: the client got the close.
+    let mut closed = false;
+    while let Some(Ok(m)) = ws.next().await {
+        if m.is_close() {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the socket was closed by the stopping node");
+}

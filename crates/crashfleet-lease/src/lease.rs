@@ -25,6 +25,7 @@ use kube::api::{Api, PostParams};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crashfleet_core::error::{Error, Result};
@@ -48,6 +49,8 @@ pub struct LeaseElector {
     rounds_played: Arc<AtomicU64>,
     /// [`PAUSED_ANNOTATION`] as last read with the Lease.
     paused: Arc<AtomicBool>,
+    /// Where the renewal task runs, so the owner's shutdown can wait for it.
+    tasks: TaskTracker,
 }
 
 /// Annotation on the Lease with the newest finished round (read by the operator for
@@ -117,6 +120,7 @@ impl LeaseElector {
             held: Mutex::new(None),
             rounds_played: Arc::new(AtomicU64::new(0)),
             paused: Arc::new(AtomicBool::new(false)),
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -139,7 +143,15 @@ impl LeaseElector {
             held: Mutex::new(None),
             rounds_played: Arc::new(AtomicU64::new(0)),
             paused: Arc::new(AtomicBool::new(false)),
+            tasks: TaskTracker::new(),
         }
+    }
+
+    /// Runs the renewal task on `tasks` (the owner's), so its shutdown waits for the renewals to
+    /// stop.
+    pub fn tracked_by(mut self, tasks: TaskTracker) -> LeaseElector {
+        self.tasks = tasks;
+        self
     }
 
     /// `leaseDurationSeconds`: whole seconds, rounded up.
@@ -304,7 +316,7 @@ impl LeaderElector for LeaseElector {
                     self.paused.store(lease_paused(&lease), Ordering::Relaxed);
                     let lost = shutdown.child_token();
                     *self.held.lock().await = Some(lost.clone());
-                    tokio::spawn(renew(
+                    self.tasks.spawn(renew(
                         self.api.clone(),
                         self.name.clone(),
                         self.node_id.clone(),

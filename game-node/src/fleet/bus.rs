@@ -16,6 +16,7 @@ use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::redis::{self as r, Keys, PRIVATE_CHANNEL, Scripts, int};
 use crate::error::{Error, Result};
@@ -39,6 +40,7 @@ impl RedisBus {
         scripts: Arc<Scripts>,
         clock: Arc<dyn Clock>,
         shutdown: CancellationToken,
+        tasks: &TaskTracker,
     ) -> anyhow::Result<Arc<RedisBus>> {
         let bus = Arc::new(RedisBus {
             client,
@@ -56,7 +58,7 @@ impl RedisBus {
             .subscribe(vec![keys.events(), PRIVATE_CHANNEL.to_string()])
             .await
             .map_err(|e| anyhow::anyhow!("subscribing to the table's events: {e}"))?;
-        tokio::spawn(relay(
+        tasks.spawn(relay(
             bus.clone(),
             subscriber,
             messages,

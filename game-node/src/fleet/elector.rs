@@ -16,6 +16,7 @@ use fred::clients::Client;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::ElectionTimings;
@@ -34,6 +35,8 @@ pub struct RedisElector {
     held: Mutex<Option<(String, CancellationToken)>>,
     /// The table's pause key as last read with the lock.
     paused: Arc<AtomicBool>,
+    /// Where the renewal task runs, so the node's shutdown waits for it.
+    tasks: TaskTracker,
 }
 
 impl RedisElector {
@@ -44,6 +47,7 @@ impl RedisElector {
         node_id: &str,
         timings: ElectionTimings,
         ledger: Arc<dyn Ledger>,
+        tasks: TaskTracker,
     ) -> RedisElector {
         RedisElector {
             client,
@@ -54,6 +58,7 @@ impl RedisElector {
             ledger,
             held: Mutex::new(None),
             paused: Arc::new(AtomicBool::new(false)),
+            tasks,
         }
     }
 
@@ -145,7 +150,7 @@ impl LeaderElector for RedisElector {
                     let value = format!("{} {term}", self.node_id);
                     let lost = shutdown.child_token();
                     *self.held.lock().await = Some((value.clone(), lost.clone()));
-                    tokio::spawn(renew(
+                    self.tasks.spawn(renew(
                         self.client.clone(),
                         self.keys.clone(),
                         self.scripts.clone(),

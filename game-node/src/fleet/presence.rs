@@ -225,9 +225,10 @@ impl FleetView for Presence {
     /// Heartbeats every interval (fresh figures each time) until shutdown.
     fn announce(
         self: Arc<Self>,
+        tasks: &tokio_util::task::TaskTracker,
         shutdown: CancellationToken,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        Some(tokio::spawn(async move {
+    ) {
+        tasks.spawn(async move {
             let mut every = tokio::time::interval(self.heartbeat);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -246,6 +247,6 @@ impl FleetView for Presence {
                     }
                 }
             }
-        }))
+        });
     }
 }

@@ -171,9 +171,10 @@ impl RedisClock {
         self: &Arc<Self>,
         client: Client,
         shutdown: tokio_util::sync::CancellationToken,
+        tasks: &tokio_util::task::TaskTracker,
     ) {
         let clock = self.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tokio::select! {

@@ -25,7 +25,9 @@ use crate::client_ip::ClientIp;
 use crate::error::{ApiError, Error, ErrorBody, Result};
 use crate::game;
 use crate::ports::{Audit, LeaderboardRow, PlayerRecord, TableStats};
-use crate::protocol::{BetView, FairnessView, LobbyTable, NodeInfo, PlayerView, RoundView};
+use crate::protocol::{
+    BetView, FairnessView, LobbyTable, NodeInfo, PlayerView, RoundStatus, RoundView,
+};
 use crate::state::AppState;
 
 /// Largest request body. Every request we accept is a few hundred bytes.
@@ -457,7 +459,7 @@ async fn round(
         .await?
         .ok_or(Error::UnknownRound(number))?;
     // An open round is described by /round (with its live phase), never with its secrets.
-    let round = if r.status == "open" {
+    let round = if r.status == RoundStatus::Open {
         match s.game.arbiter.current().await {
             Some((view, _)) if view.number == number => view,
             _ => r.view(),

@@ -28,7 +28,7 @@ use crate::engine::{BetRequest, CashOut, validate_bet};
 use crate::error::{Error, Result};
 use crate::feed::BetFeed;
 use crate::ports::{Arbiter, BetRecord, Bus, Clock, Ledger};
-use crate::protocol::ServerMessage;
+use crate::protocol::{BetStatus, RoundStatus, ServerMessage};
 use crate::runner::TableSpec;
 
 /// Per-player limit on money requests, shared by REST and WebSocket.
@@ -191,7 +191,7 @@ impl Game {
             username: player.username.to_string(),
             stake,
             auto_cashout_x100: auto,
-            status: "open".into(),
+            status: BetStatus::Open,
             cashout_x100: None,
             payout: None,
             placed_at_ms,
@@ -259,7 +259,7 @@ impl Game {
             .ledger
             .round(&first.table, first.round)
             .await?
-            .is_some_and(|r| r.status == "open");
+            .is_some_and(|r| r.status == RoundStatus::Open);
         if !round_open {
             return Err(Error::KeyUsed {
                 bet_id: first.bet_id,
@@ -289,7 +289,7 @@ impl Game {
         if bet.player_id != player.id {
             return Err(Error::Forbidden("this is not your bet".into()));
         }
-        if bet.status == "won" && bet.cashout_key.as_deref() == Some(key) {
+        if bet.status == BetStatus::Won && bet.cashout_key.as_deref() == Some(key) {
             // A retry of the cash-out that won: the first outcome again, no money moves.
             return Ok(CashOut {
                 round: bet.round,
@@ -304,11 +304,11 @@ impl Game {
                 key: bet.cashout_key,
             });
         }
-        match bet.status.as_str() {
-            "open" => {}
+        match bet.status {
+            BetStatus::Open => {}
             // The round crashed (and was settled) before this cash-out arrived.
-            "lost" => return Err(Error::TooLate),
-            _ => return Err(Error::AlreadySettled),
+            BetStatus::Lost => return Err(Error::TooLate),
+            BetStatus::Won | BetStatus::Refunded => return Err(Error::AlreadySettled),
         }
         let decision = match self.arbiter.cash_out(bet_id, player.id, key).await {
             Ok(d) => d,

@@ -36,6 +36,7 @@ use crate::ports::{
     Audit, BetRecord, Commitment, LeaderboardRow, Ledger, PlayerRecord, Reveal, RoundRecord,
     TableStats,
 };
+use crate::protocol::{BetStatus, RoundStatus};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -261,13 +262,20 @@ fn bet_row(r: &AnyRow) -> Result<BetRecord> {
             .try_get::<Option<i64>, _>("auto_cashout_x100")
             .db()?
             .map(u),
-        status: r.try_get("status").db()?,
+        status: status(r)?,
         cashout_x100: r.try_get::<Option<i64>, _>("cashout_x100").db()?.map(u),
         payout: r.try_get("payout").db()?,
         placed_at_ms: r.try_get("placed_at_ms").db()?,
         idempotency_key: r.try_get("idempotency_key").db()?,
         cashout_key: r.try_get("cashout_key").db()?,
     })
+}
+
+/// A row's `status` column as its enum; a name the code does not know is a bug, not input.
+fn status<S: std::str::FromStr<Err = String>>(r: &AnyRow) -> Result<S> {
+    let name: String = r.try_get("status").db()?;
+    name.parse()
+        .map_err(|e| Error::Internal(format!("ledger: {e}")))
 }
 
 const ROUND_COLUMNS: &str = "table_id, number, status, hash, crash_x100, opened_at_ms, \
@@ -277,7 +285,7 @@ fn round_row(r: &AnyRow) -> Result<RoundRecord> {
     Ok(RoundRecord {
         table: r.try_get("table_id").db()?,
         number: u(r.try_get("number").db()?),
-        status: r.try_get("status").db()?,
+        status: status(r)?,
         // Both are NULL while the round is open (never at rest before the crash).
         hash: r
             .try_get::<Option<String>, _>("hash")
@@ -628,7 +636,7 @@ async fn close_round(
     term: u64,
     number: u64,
     reveal: &Reveal,
-    status: &'static str,
+    status: RoundStatus,
     at_ms: i64,
 ) -> Result<bool> {
     check_term(tx, table, term).await?;
@@ -636,7 +644,7 @@ async fn close_round(
         "UPDATE rounds SET status = $1, crashed_at_ms = $2, hash = $3, crash_x100 = $4 \
          WHERE table_id = $5 AND number = $6 AND status = 'open'",
     )
-    .bind(status)
+    .bind(status.as_str())
     .bind(at_ms)
     .bind(&reveal.hash)
     .bind(i(reveal.crash_x100))
@@ -980,7 +988,7 @@ impl Ledger for SqlLedger {
         match placed {
             Some(balance) => {
                 let mut stored = bet.clone();
-                stored.status = "open".into();
+                stored.status = BetStatus::Open;
                 Ok((stored, balance))
             }
             None => {
@@ -1076,7 +1084,7 @@ impl Ledger for SqlLedger {
             term,
             number,
             reveal,
-            "crashed",
+            RoundStatus::Crashed,
             crashed_at_ms,
         )
         .await?
@@ -1127,7 +1135,17 @@ impl Ledger for SqlLedger {
     ) -> Result<Vec<(String, i64)>> {
         let _w = self.write_guard().await;
         let mut tx = self.pool.begin().await.db()?;
-        if !close_round(&mut tx, table, term, number, reveal, "voided", now_ms).await? {
+        if !close_round(
+            &mut tx,
+            table,
+            term,
+            number,
+            reveal,
+            RoundStatus::Voided,
+            now_ms,
+        )
+        .await?
+        {
             return Ok(Vec::new());
         }
         let open: Vec<(String, String, i64)> = sqlx::query(

@@ -10,7 +10,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::engine::{BetRequest, CashOut, RoundPlan, Settlement};
 use crate::error::{Error, Result};
-use crate::protocol::{BetView, LobbyTable, NodeInfo, RoundView, ServerMessage};
+use crate::protocol::{
+    BetStatus, BetView, LobbyTable, NodeInfo, RoundStatus, RoundView, ServerMessage,
+};
 
 /// The authoritative clock, in Unix milliseconds.
 pub trait Clock: Send + Sync + 'static {
@@ -86,8 +88,7 @@ pub struct BetRecord {
     pub username: String,
     pub stake: i64,
     pub auto_cashout_x100: Option<u64>,
-    /// `open`, `won`, `lost`, `refunded`.
-    pub status: String,
+    pub status: BetStatus,
     pub cashout_x100: Option<u64>,
     pub payout: Option<i64>,
     pub placed_at_ms: i64,
@@ -104,7 +105,7 @@ impl BetRecord {
             username: self.username.clone(),
             stake: self.stake,
             auto_cashout_x100: self.auto_cashout_x100,
-            status: self.status.clone(),
+            status: self.status,
             cashout_x100: self.cashout_x100,
             payout: self.payout,
         }
@@ -117,8 +118,7 @@ impl BetRecord {
 pub struct RoundRecord {
     pub table: String,
     pub number: u64,
-    /// `open`, `crashed`, `voided`.
-    pub status: String,
+    pub status: RoundStatus,
     /// Empty while the round is open: the ledger stores it only when the round ends.
     pub hash: String,
     /// 0 while the round is open, like `hash`.
@@ -132,7 +132,7 @@ pub struct RoundRecord {
 impl RoundRecord {
     /// The public view; secrets stay hidden while the round is open.
     pub fn view(&self) -> RoundView {
-        let finished = self.status != "open";
+        let finished = self.status != RoundStatus::Open;
         RoundView {
             number: self.number,
             phase: if finished {
@@ -173,7 +173,7 @@ impl Reveal {
 pub struct PublicRound {
     pub number: u64,
     /// `crashed` or `voided`.
-    pub status: String,
+    pub status: RoundStatus,
     pub hash: String,
     pub crash_x100: u64,
     pub opened_at_ms: i64,
@@ -184,9 +184,9 @@ pub struct PublicRound {
 impl RoundRecord {
     /// `None` while the round is open: its secrets are not public yet.
     pub fn public(&self) -> Option<PublicRound> {
-        (self.status != "open").then(|| PublicRound {
+        (self.status != RoundStatus::Open).then(|| PublicRound {
             number: self.number,
-            status: self.status.clone(),
+            status: self.status,
             hash: self.hash.clone(),
             crash_x100: self.crash_x100,
             opened_at_ms: self.opened_at_ms,

@@ -15,7 +15,7 @@ use crate::ports::{
     Arbiter, BUS_CAPACITY, Bus, Clock, FleetView, LeaderElector, LeaderInfo, Leadership, Ledger,
     NodeReport, PrivateEvent, PublicEvent, to_json,
 };
-use crate::protocol::{BetView, LobbyTable, NodeInfo, Phase, RoundView, ServerMessage};
+use crate::protocol::{BetStatus, BetView, LobbyTable, NodeInfo, Phase, RoundView, ServerMessage};
 
 /// The in-process bus: a broadcast channel for the table and one for per-player messages.
 pub struct LocalBus {
@@ -108,7 +108,11 @@ impl Arbiter for LocalArbiter {
                 username: b.username.clone(),
                 stake: b.stake,
                 auto_cashout_x100: b.auto_cashout_x100,
-                status: if b.announced { "won" } else { "open" }.to_string(),
+                status: if b.announced {
+                    BetStatus::Won
+                } else {
+                    BetStatus::Open
+                },
                 cashout_x100: b.cashed_out.filter(|_| b.announced).map(|(m, _)| m),
                 payout: b
                     .cashed_out

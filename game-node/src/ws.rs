@@ -510,6 +510,7 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::BetStatus;
 
     fn bet(n: usize, user: &str) -> BetView {
         BetView {
@@ -518,7 +519,7 @@ mod tests {
             username: user.into(),
             stake: 10,
             auto_cashout_x100: None,
-            status: "open".into(),
+            status: BetStatus::Open,
             cashout_x100: None,
             payout: None,
         }

@@ -561,7 +561,7 @@ async fn the_settlement_closes_the_windows_between_redis_and_the_ledger() {
         username: p.username.clone(),
         stake,
         auto_cashout_x100: None,
-        status: "open".into(),
+        status: game_node::protocol::BetStatus::Open,
         cashout_x100: None,
         payout: None,
         placed_at_ms: at,

@@ -24,6 +24,7 @@ use game_node::engine::{CashOut, Curve, Outcome, RoundPlan, Rules, Settlement, p
 use game_node::error::Error;
 use game_node::ledger::SqlLedger;
 use game_node::ports::{BetRecord, Commitment, Ledger, PlayerRecord, Reveal};
+use game_node::protocol::{BetStatus, RoundStatus};
 use sqlx::Connection as _;
 
 const URL_ENV: &str = "CRASHFLEET_TEST_DATABASE_URL";
@@ -280,7 +281,7 @@ fn bet(p: &PlayerRecord, round: u64, key: &str, stake: i64, auto: Option<u64>) -
         username: p.username.clone(),
         stake,
         auto_cashout_x100: auto,
-        status: "open".into(),
+        status: BetStatus::Open,
         cashout_x100: None,
         payout: None,
         placed_at_ms: T0 + round as i64 * 60_000 + 1_000,
@@ -690,7 +691,7 @@ async fn claim_term_fences_stale_leaders(t: &Ctx) {
             .expect("ledger call")
             .expect("stored")
             .status,
-        "open"
+        BetStatus::Open
     );
     assert_eq!(balance(&t.ledger, &p.id).await, 900);
 
@@ -706,7 +707,7 @@ async fn claim_term_fences_stale_leaders(t: &Ctx) {
             .expect("ledger call")
             .expect("stored")
             .status,
-        "crashed"
+        RoundStatus::Crashed
     );
     assert_balanced(t).await;
 }
@@ -794,7 +795,7 @@ async fn place_bet_debits_once(t: &Ctx) {
     let (stored, bal) = t.place_bet(&first).await.expect("ledger call");
     assert_eq!(bal, 700);
     assert_eq!(stored.bet_id, first.bet_id);
-    assert_eq!(stored.status, "open");
+    assert_eq!(stored.status, BetStatus::Open);
     let read = t
         .bet(&first.bet_id)
         .await
@@ -876,7 +877,7 @@ async fn settle_cash_out_pays_once(t: &Ctx) {
         .await
         .expect("ledger call")
         .expect("stored");
-    assert_eq!(stored.status, "won");
+    assert_eq!(stored.status, BetStatus::Won);
     assert_eq!(stored.cashout_x100, Some(250));
     assert_eq!(stored.payout, Some(250));
     assert_eq!(stored.cashout_key.as_deref(), Some("co-1"));
@@ -894,7 +895,7 @@ async fn settle_cash_out_pays_once(t: &Ctx) {
             .expect("ledger call")
             .expect("stored")
             .status,
-        "won"
+        BetStatus::Won
     );
     let a = assert_balanced(t).await;
     assert_eq!((a.stakes, a.payouts, a.house_result), (100, 250, -150));
@@ -1122,7 +1123,7 @@ async fn history_reads(t: &Ctx) {
         .await
         .expect("ledger call")
         .expect("stored");
-    assert_eq!(open4.status, "open");
+    assert_eq!(open4.status, RoundStatus::Open);
     assert!(
         open4.public().is_none(),
         "an open round's secrets stay hidden"
@@ -1153,7 +1154,7 @@ async fn history_reads(t: &Ctx) {
         pa.iter().map(|x| x.bet_id.clone()).collect::<Vec<_>>(),
         vec![a3.bet_id.clone(), a2.bet_id.clone(), a1.bet_id.clone()]
     );
-    assert_eq!(pa[0].status, "refunded");
+    assert_eq!(pa[0].status, BetStatus::Refunded);
     assert_eq!(t.player_bets(&a.id, 1).await.expect("ledger call").len(), 1);
     assert_eq!(
         t.player_bets(&idle.id, 10).await.expect("ledger call"),
@@ -1577,8 +1578,14 @@ async fn settle_during_cash_outs(t: &Ctx, void: bool) {
             .unwrap_or_else(|e| panic!("[{}] {e:?}", t.backend));
     }
     let settled = t.round_bets(TABLE, 1).await.expect("ledger call");
-    let won = settled.iter().filter(|b| b.status == "won").count();
-    let refunded = settled.iter().filter(|b| b.status == "refunded").count();
+    let won = settled
+        .iter()
+        .filter(|b| b.status == BetStatus::Won)
+        .count();
+    let refunded = settled
+        .iter()
+        .filter(|b| b.status == BetStatus::Refunded)
+        .count();
     assert_eq!(won + refunded, BETS, "{settled:#?}");
     if !void {
         assert_eq!(won, BETS);
@@ -1589,7 +1596,11 @@ async fn settle_during_cash_outs(t: &Ctx, void: bool) {
         "[{}] {won} won, {refunded} refunded",
         t.backend
     );
-    let status = if void { "voided" } else { "crashed" };
+    let status = if void {
+        RoundStatus::Voided
+    } else {
+        RoundStatus::Crashed
+    };
     assert_eq!(
         t.round(TABLE, 1)
             .await

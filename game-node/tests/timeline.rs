@@ -17,6 +17,7 @@ use game_node::engine::{BetRequest, CashOut, Curve, Outcome, RoundPlan, Rules, S
 use game_node::error::{Error, Result};
 use game_node::fairness::{Chain, CrashCalculator, parse_hash};
 use game_node::ports::*;
+use game_node::protocol::RoundStatus;
 use game_node::runner::{self, Ports, TableSpec};
 use game_node::standalone::{AlwaysLeader, LocalArbiter, LocalBus};
 use serde_json::Value;
@@ -108,7 +109,7 @@ impl Ledger for MemoryLedger {
             .lock()
             .rounds
             .values()
-            .filter(|r| r.status == "open")
+            .filter(|r| r.status == RoundStatus::Open)
             .cloned()
             .collect())
     }
@@ -123,7 +124,7 @@ impl Ledger for MemoryLedger {
             RoundRecord {
                 table: table.into(),
                 number: plan.number,
-                status: "open".into(),
+                status: RoundStatus::Open,
                 hash: game_node::fairness::to_hex(&plan.hash),
                 crash_x100: plan.crash_x100,
                 opened_at_ms: plan.opened_at_ms,
@@ -177,7 +178,7 @@ impl Ledger for MemoryLedger {
         self.fence(term)?;
         let mut m = self.lock();
         if let Some(r) = m.rounds.get_mut(&number) {
-            r.status = "crashed".into();
+            r.status = RoundStatus::Crashed;
             r.crashed_at_ms = Some(crashed_at_ms);
         }
         for s in settlements {
@@ -204,7 +205,7 @@ impl Ledger for MemoryLedger {
     ) -> Result<Vec<(String, i64)>> {
         self.fence(term)?;
         if let Some(r) = self.lock().rounds.get_mut(&number) {
-            r.status = "voided".into();
+            r.status = RoundStatus::Voided;
         }
         Ok(Vec::new())
     }
@@ -414,8 +415,8 @@ async fn a_whole_round_happens_at_exact_instants_and_pays_exact_multipliers() {
     shutdown.cancel();
     leader.await.expect("leader ends");
     // Shutting down mid-round voids it; round 1 stays crashed.
-    assert_eq!(ledger.lock().rounds[&1].status, "crashed");
-    assert_eq!(ledger.lock().rounds[&2].status, "voided");
+    assert_eq!(ledger.lock().rounds[&1].status, RoundStatus::Crashed);
+    assert_eq!(ledger.lock().rounds[&2].status, RoundStatus::Voided);
 }
 
 #[tokio::test(start_paused = true)]

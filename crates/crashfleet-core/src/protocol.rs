@@ -60,11 +60,71 @@ pub struct BetView {
     pub username: String,
     pub stake: i64,
     pub auto_cashout_x100: Option<u64>,
-    /// `open`, `won`, `lost` or `refunded`.
-    pub status: String,
+    pub status: BetStatus,
     pub cashout_x100: Option<u64>,
     pub payout: Option<i64>,
 }
+
+/// Where a bet stands. Stored and sent as its lower-case name; a bet leaves `open` exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum BetStatus {
+    /// Accepted and in play.
+    Open,
+    /// Cashed out (manually or automatically) before the crash and paid.
+    Won,
+    /// Still in play at the crash.
+    Lost,
+    /// Its round was voided and the stake returned.
+    Refunded,
+}
+
+/// Where a round stands. Stored and sent as its lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RoundStatus {
+    /// Betting or flying: its hash and crash point are still secret.
+    Open,
+    /// Crashed and settled: its hash and crash point are public.
+    Crashed,
+    /// Ended without a crash (a leader lost it); every open bet was refunded.
+    Voided,
+}
+
+macro_rules! named_status {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The stored and wire name.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($name => Ok($ty::$variant),)+
+                    other => Err(format!(concat!("unknown ", stringify!($ty), " {:?}"), other)),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named_status!(BetStatus { Open => "open", Won => "won", Lost => "lost", Refunded => "refunded" });
+named_status!(RoundStatus { Open => "open", Crashed => "crashed", Voided => "voided" });
 
 /// The logged-in player, as sent to that player only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +299,24 @@ pub enum ServerMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_keep_their_stored_and_wire_names() {
+        for s in [
+            BetStatus::Open,
+            BetStatus::Won,
+            BetStatus::Lost,
+            BetStatus::Refunded,
+        ] {
+            assert_eq!(s.as_str().parse::<BetStatus>(), Ok(s));
+            assert_eq!(serde_json::to_string(&s).expect("json"), format!("\"{s}\""));
+        }
+        for s in [RoundStatus::Open, RoundStatus::Crashed, RoundStatus::Voided] {
+            assert_eq!(s.as_str().parse::<RoundStatus>(), Ok(s));
+            assert_eq!(serde_json::to_string(&s).expect("json"), format!("\"{s}\""));
+        }
+        assert!("Won".parse::<BetStatus>().is_err() && "".parse::<RoundStatus>().is_err());
+    }
 
     #[test]
     fn client_messages_parse_from_documented_json() {

@@ -19,7 +19,7 @@ use super::redis::{self as r, Keys, ROUND_KEYS_TTL_MS, RedisClock, Scripts, int,
 use crate::engine::{BetRequest, CashOut, Curve, Outcome, RoundPlan, Rules, Settlement, payout};
 use crate::error::{Error, Result};
 use crate::ports::{Arbiter, Clock};
-use crate::protocol::{BetView, Phase, RoundView};
+use crate::protocol::{BetStatus, BetView, Phase, RoundView};
 
 /// A bet as the arbiter stores it (immutable once placed; its cash-out lives beside it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -266,7 +266,11 @@ impl Arbiter for RedisArbiter {
                     username: b.username.clone(),
                     stake: b.stake,
                     auto_cashout_x100: b.auto_x100,
-                    status: if won.is_some() { "won" } else { "open" }.to_string(),
+                    status: if won.is_some() {
+                        BetStatus::Won
+                    } else {
+                        BetStatus::Open
+                    },
                     cashout_x100: won.as_ref().map(|c| c.multiplier_x100),
                     payout: won.as_ref().map(|c| c.payout),
                 }

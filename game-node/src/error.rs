@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use crashfleet_core::error::{Error, Result};
+pub use crashfleet_core::error::{Error, PLAYER_TEXT, Result};
 
 /// The HTTP status each error is answered with.
 pub trait HttpStatus {

@@ -101,37 +101,10 @@
     return 'web-' + Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
   }
 
-  const ERROR_TEXT = {
-    bad_request: 'The request was not understood',
-    invalid_amount: 'That stake is not allowed',
-    invalid_multiplier: 'That auto cash-out is not allowed',
-    invalid_username: 'Usernames are 3–32 letters, digits, "_", "." or "-"',
-    invalid_password: 'Passwords are 8–128 characters',
-    missing_idempotency_key: 'The request had no idempotency key',
-    invalid_idempotency_key: 'The request had an invalid idempotency key',
-    idempotency_conflict: 'That request id was already used for something else',
-    unauthorized: 'Please log in again',
-    forbidden: 'That is not yours',
-    username_taken: 'That username is taken',
-    invalid_credentials: 'Wrong username or password',
-    not_found: 'Not found',
-    unknown_round: 'Unknown round',
-    unknown_bet: 'Unknown bet',
-    betting_closed: 'Betting is closed for this round',
-    bet_limit: 'You already have the most bets allowed this round',
-    insufficient_funds: 'Not enough credits',
-    max_payout: 'Stake × auto cash-out is above the table’s maximum payout',
-    not_flying: 'You can only cash out while the multiplier is flying',
-    already_settled: 'That bet is already settled',
-    too_late: 'Too late — the round had already crashed',
-    rate_limited: 'Slow down a little',
-    payload_too_large: 'The request was too large',
-    unavailable: 'The table is unavailable right now',
-    busy: 'The server is busy — try again in a moment',
-    outcome_unknown: 'Still confirming your request — checking again',
-    idempotency_key_used: 'That request was already used for an earlier bet',
-    internal: 'Something went wrong on the server',
-  };
+  // Player-facing text per error code, served by the node from its error table (/errors.js),
+  // so the page and the server never disagree on the codes.
+  const ERROR_TEXT = window.CRASHFLEET_ERROR_TEXT || {};
+
   function errorTitle(code) {
     return ERROR_TEXT[code] || (code ? code.replace(/_/g, ' ') : 'Error');
   }

@@ -142,3 +142,189 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a player is shown for each code: short, in the player's terms (the message says what
+/// happened in detail). The game page gets this table from the node, so the two never disagree.
+pub const PLAYER_TEXT: &[(&str, &str)] = &[
+    ("bad_request", "The request was not understood"),
+    ("invalid_amount", "That stake is not allowed"),
+    ("invalid_multiplier", "That auto cash-out is not allowed"),
+    (
+        "invalid_username",
+        r#"Usernames are 3–32 letters, digits, "_", "." or "-""#,
+    ),
+    ("invalid_password", "Passwords are 8–128 characters"),
+    (
+        "missing_idempotency_key",
+        "The request had no idempotency key",
+    ),
+    (
+        "invalid_idempotency_key",
+        "The request had an invalid idempotency key",
+    ),
+    (
+        "idempotency_conflict",
+        "That request id was already used for something else",
+    ),
+    ("unauthorized", "Please log in again"),
+    ("forbidden", "That is not yours"),
+    ("username_taken", "That username is taken"),
+    ("invalid_credentials", "Wrong username or password"),
+    ("not_found", "Not found"),
+    ("unknown_round", "Unknown round"),
+    ("unknown_bet", "Unknown bet"),
+    ("betting_closed", "Betting is closed for this round"),
+    (
+        "bet_limit",
+        "You already have the most bets allowed this round",
+    ),
+    ("insufficient_funds", "Not enough credits"),
+    (
+        "max_payout",
+        "Stake × auto cash-out is above the table’s maximum payout",
+    ),
+    (
+        "not_flying",
+        "You can only cash out while the multiplier is flying",
+    ),
+    ("already_settled", "That bet is already settled"),
+    ("too_late", "Too late — the round had already crashed"),
+    ("rate_limited", "Slow down a little"),
+    ("payload_too_large", "The request was too large"),
+    ("unavailable", "The table is unavailable right now"),
+    ("busy", "The server is busy — try again in a moment"),
+    (
+        "outcome_unknown",
+        "Still confirming your request — checking again",
+    ),
+    (
+        "idempotency_key_used",
+        "That request was already used for an earlier bet",
+    ),
+    ("internal", "Something went wrong on the server"),
+];
+
+impl Error {
+    /// The player-facing text of this error's code.
+    pub fn player_text(&self) -> &'static str {
+        let code = self.code();
+        PLAYER_TEXT
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or("Something went wrong", |(_, t)| t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of every variant: the `match` below stops compiling when a variant is added, so the
+    /// list (and with it the table check) cannot fall behind.
+    fn every_error() -> Vec<Error> {
+        let all = vec![
+            Error::BadRequest(String::new()),
+            Error::InvalidAmount(String::new()),
+            Error::InvalidMultiplier(String::new()),
+            Error::InvalidUsername(String::new()),
+            Error::InvalidPassword(String::new()),
+            Error::MissingIdempotencyKey,
+            Error::InvalidIdempotencyKey,
+            Error::IdempotencyConflict,
+            Error::Unauthorized(String::new()),
+            Error::Forbidden(String::new()),
+            Error::UsernameTaken,
+            Error::InvalidCredentials,
+            Error::NotFound(String::new()),
+            Error::UnknownRound(1),
+            Error::UnknownBet(String::new()),
+            Error::BettingClosed,
+            Error::BetLimit(1),
+            Error::InsufficientFunds,
+            Error::MaxPayout(1),
+            Error::NotFlying,
+            Error::AlreadySettled,
+            Error::TooLate,
+            Error::RateLimited,
+            Error::LoginThrottled {
+                retry_after_secs: 1,
+            },
+            Error::PayloadTooLarge,
+            Error::Unavailable(String::new()),
+            Error::Busy {
+                what: "x",
+                retry_after_secs: 1,
+            },
+            Error::OutcomeUnknown,
+            Error::KeyUsed {
+                bet_id: String::new(),
+                round: 1,
+            },
+            Error::Fenced {
+                stale: 1,
+                current: 2,
+            },
+            Error::Internal(String::new()),
+        ];
+        for e in &all {
+            match e {
+                Error::BadRequest(_)
+                | Error::InvalidAmount(_)
+                | Error::InvalidMultiplier(_)
+                | Error::InvalidUsername(_)
+                | Error::InvalidPassword(_)
+                | Error::MissingIdempotencyKey
+                | Error::InvalidIdempotencyKey
+                | Error::IdempotencyConflict
+                | Error::Unauthorized(_)
+                | Error::Forbidden(_)
+                | Error::UsernameTaken
+                | Error::InvalidCredentials
+                | Error::NotFound(_)
+                | Error::UnknownRound(_)
+                | Error::UnknownBet(_)
+                | Error::BettingClosed
+                | Error::BetLimit(_)
+                | Error::InsufficientFunds
+                | Error::MaxPayout(_)
+                | Error::NotFlying
+                | Error::AlreadySettled
+                | Error::TooLate
+                | Error::RateLimited
+                | Error::LoginThrottled { .. }
+                | Error::PayloadTooLarge
+                | Error::Unavailable(_)
+                | Error::Busy { .. }
+                | Error::OutcomeUnknown
+                | Error::KeyUsed { .. }
+                | Error::Fenced { .. }
+                | Error::Internal(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_code_a_player_can_get_has_a_text_and_the_table_has_no_stale_code() {
+        let codes: std::collections::BTreeSet<&str> =
+            every_error().iter().map(Error::code).collect();
+        // `fenced` is between nodes (a deposed leader's write); no player request ends with it.
+        for code in &codes {
+            let listed = PLAYER_TEXT.iter().any(|(c, _)| c == code);
+            assert_eq!(listed, *code != "fenced", "{code}");
+        }
+        for (code, text) in PLAYER_TEXT {
+            assert!(codes.contains(code), "{code} is no error's code");
+            assert!(!text.is_empty(), "{code}");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        assert!(
+            PLAYER_TEXT.iter().all(|(c, _)| seen.insert(*c)),
+            "a code is listed twice"
+        );
+        assert_eq!(
+            Error::TooLate.player_text(),
+            "Too late — the round had already crashed"
+        );
+    }
+}

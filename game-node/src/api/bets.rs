@@ -1,0 +1,51 @@
+//! Betting: placing a bet and cashing it out, through the game service.
+
+use super::*;
+
+#[utoipa::path(post, path = "/api/v1/bets", request_body = BetBody, tag = "betting", security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "1-64 printable ASCII characters")),
+    responses(
+        (status = 201, description = "the bet, debited (or the first answer to this Idempotency-Key)", body = BetView),
+        (status = 400, description = "`bad_request`, `invalid_amount`, `invalid_multiplier`, `max_payout`, `missing_idempotency_key`, `invalid_idempotency_key`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, expired or forged bearer token, or a player that no longer exists", body = ErrorBody),
+        (status = 409, description = "`betting_closed`, `bet_limit`, `insufficient_funds`, `idempotency_conflict`, `idempotency_key_used`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 16 KiB", body = ErrorBody),
+        (status = 503, description = "`unavailable` (ledger or Redis unreachable, or the table is paused): nothing moved; `outcome_unknown`: the answer to a money decision was lost, money may have moved — retry with the same Idempotency-Key", body = ErrorBody)))]
+pub(super) async fn place_bet(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<BetBody>,
+) -> ApiResult<(StatusCode, Json<BetView>)> {
+    let session = session(&s, &headers).await?;
+    let key = idempotency_key(&headers)?;
+    let (bet, _) = s
+        .game
+        .place_bet(session.player(), &key, b.stake, b.auto_cashout_x100)
+        .await?;
+    Ok((StatusCode::CREATED, Json(bet.view())))
+}
+
+#[utoipa::path(post, path = "/api/v1/bets/{bet_id}/cashout", tag = "betting", security(("bearer" = [])),
+    params(("bet_id" = String, Path), ("Idempotency-Key" = String, Header, description = "1-64 printable ASCII characters")),
+    responses(
+        (status = 200, description = "cashed out (or the first answer to this Idempotency-Key)", body = CashOutBody),
+        (status = 400, description = "`missing_idempotency_key`, `invalid_idempotency_key`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing, expired or forged bearer token, or a player that no longer exists", body = ErrorBody),
+        (status = 403, description = "`forbidden`: not your bet", body = ErrorBody),
+        (status = 404, description = "`unknown_bet`", body = ErrorBody),
+        (status = 409, description = "`not_flying`, `too_late`, `already_settled`, `idempotency_conflict`", body = ErrorBody),
+        (status = 503, description = "`unavailable` (ledger or Redis unreachable, or the table is paused): nothing moved; `outcome_unknown`: the answer to a money decision was lost, money may have moved — retry with the same Idempotency-Key", body = ErrorBody)))]
+pub(super) async fn cash_out(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiPath(bet_id): ApiPath<String>,
+) -> ApiResult<Json<CashOutBody>> {
+    let session = session(&s, &headers).await?;
+    let key = idempotency_key(&headers)?;
+    let c = s.game.cash_out(session.player(), &key, &bet_id).await?;
+    Ok(Json(CashOutBody {
+        bet_id: c.bet_id,
+        multiplier_x100: c.multiplier_x100,
+        payout: c.payout,
+    }))
+}

@@ -4,7 +4,7 @@
 //! player's *token version*. Every authenticated request resolves it against the ledger (one read
 //! of the player's row by primary key): a token whose player no longer exists, or whose version is
 //! older than the player's current one, is refused (`unauthorized`). Logout bumps the version
-//! ([`crate::ports::Ledger::revoke_tokens`]), so every token of that player stops working at once
+//! ([`crate::ports::Accounts::revoke_tokens`]), so every token of that player stops working at once
 //! on every node, because the ledger is what the fleet shares.
 //!
 //! Why a token version rather than short-lived tokens with refresh tokens: a short-lived token

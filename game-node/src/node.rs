@@ -25,7 +25,8 @@ use crate::fleet::redis::{Keys, RedisClock, Scripts};
 use crate::game::{Game, PlayerLimiter};
 use crate::ledger::SqlLedger;
 use crate::ports::{
-    Arbiter, Bus, Clock, Commitment, FleetView, LeaderElector, Ledger, NodeReport, TokioClock,
+    Arbiter, Bus, Clock, Commitment, Commitments, FleetView, LeaderElector, Ledger, NodeReport,
+    RoundBook, TokioClock,
 };
 use crate::protocol::{FairnessView, NodeInfo};
 use crate::runner::{Ports, TableSpec};

@@ -247,57 +247,51 @@ pub struct TableStats {
     pub players: i64,
 }
 
-/// Money and history. Every money movement happens in one transaction and is idempotent.
+/// Money and history, in six parts so a caller (or a test double) takes only the part it uses.
+/// Every money movement happens in one transaction and is idempotent.
+pub trait Ledger: Commitments + RoundBook + Accounts + Wagers + History + Auditing {}
+
+impl<T: Commitments + RoundBook + Accounts + Wagers + History + Auditing> Ledger for T {}
+
+/// Every part of the [`Ledger`], to call their methods on a concrete ledger
+/// (`use game_node::ports::ledger_parts::*`; on `dyn Ledger` they need no import).
+pub mod ledger_parts {
+    pub use super::{Accounts, Auditing, Commitments, History, RoundBook, Wagers};
+}
+
+/// The table's fairness commitment, stored once before round 1.
 #[async_trait]
-pub trait Ledger: Send + Sync + 'static {
+pub trait Commitments: Send + Sync + 'static {
     /// Stores the table's commitment if none exists; returns the stored one (callers refuse to
     /// start when it differs from their chain: a commitment is never silently replaced).
     async fn commit_fairness(&self, c: &Commitment) -> Result<Commitment>;
+
     async fn commitment(&self, table: &str) -> Result<Option<Commitment>>;
+
     /// Sets the salt of `table`'s commitment if no round has been played yet (a salt no round
     /// used can still be chosen — e.g. a public value announced after the terminating hash).
     /// `false` once any round exists: from then on the salt is final.
     async fn fix_salt(&self, table: &str, salt: &str) -> Result<bool>;
+}
 
+/// What the round leader writes: leadership terms, rounds and their settlement. Every write
+/// is fenced by the writer's term: refused with `Fenced` once a newer term holds the table.
+#[async_trait]
+pub trait RoundBook: Send + Sync + 'static {
     /// Records `term` as the table's newest leadership term; refuses an older one (fencing).
     async fn claim_term(&self, table: &str, term: u64) -> Result<()>;
+
     async fn current_term(&self, table: &str) -> Result<u64>;
 
-    async fn register(
-        &self,
-        username: &str,
-        password_hash: &str,
-        initial_credit: i64,
-        now_ms: i64,
-    ) -> Result<PlayerRecord>;
-    async fn player_by_name(&self, username: &str) -> Result<Option<PlayerRecord>>;
-    /// One read by primary key: what every authenticated request resolves its token against.
-    async fn player(&self, id: &str) -> Result<Option<PlayerRecord>>;
-    /// Ends every session of the player: bumps its token version, so every token issued before
-    /// is refused on every node. Returns the new version; `None` if there is no such player.
-    async fn revoke_tokens(&self, player_id: &str) -> Result<Option<u64>>;
-    /// Credits (positive) or debits (negative) a player; idempotent by `key`. Returns the balance.
-    async fn adjust(&self, username: &str, amount: i64, key: &str, now_ms: i64) -> Result<i64>;
-
     async fn last_round(&self, table: &str) -> Result<Option<RoundRecord>>;
+
     async fn open_rounds(&self, table: &str) -> Result<Vec<RoundRecord>>;
+
     /// Persists a round before any bet can reference it (fenced by `term`).
     async fn open_round(&self, table: &str, term: u64, plan: &RoundPlan) -> Result<()>;
 
-    /// The bet with this idempotency key, if the player already placed it.
-    async fn bet_by_key(&self, player_id: &str, key: &str) -> Result<Option<BetRecord>>;
-    /// Debits the stake and stores the bet, once per (player, key). Refused unless the round is open.
-    async fn place_bet(&self, bet: &BetRecord) -> Result<(BetRecord, i64)>;
-    /// Pays a decided cash-out (recording the request's idempotency key); a no-op returning
-    /// `None` if the bet is already settled.
-    async fn settle_cash_out(
-        &self,
-        c: &CashOut,
-        key: Option<&str>,
-        now_ms: i64,
-    ) -> Result<Option<i64>>;
     /// A leader's payout of a decided cash-out (an auto-cash-out, or one a void honours): like
-    /// [`Ledger::settle_cash_out`] with the cash-out's own key, and fenced like every leader
+    /// [`Wagers::settle_cash_out`] with the cash-out's own key, and fenced like every leader
     /// write: refused with `Fenced` once a newer term holds the table.
     async fn settle_leader_cash_out(
         &self,
@@ -306,6 +300,7 @@ pub trait Ledger: Send + Sync + 'static {
         c: &CashOut,
         now_ms: i64,
     ) -> Result<Option<i64>>;
+
     /// Settles every open bet of the round (winners paid, the rest lost) and reveals the round
     /// (its hash and crash point are stored only now). Returns (player_id, balance) of players
     /// whose balance changed.
@@ -318,6 +313,7 @@ pub trait Ledger: Send + Sync + 'static {
         crashed_at_ms: i64,
         settlements: &[Settlement],
     ) -> Result<Vec<(String, i64)>>;
+
     /// Voids a round: every open bet refunded; bets already won stay won. Returns changed balances.
     async fn void_round(
         &self,
@@ -327,16 +323,75 @@ pub trait Ledger: Send + Sync + 'static {
         reveal: &Reveal,
         now_ms: i64,
     ) -> Result<Vec<(String, i64)>>;
+}
+
+/// Players and their balances.
+#[async_trait]
+pub trait Accounts: Send + Sync + 'static {
+    async fn register(
+        &self,
+        username: &str,
+        password_hash: &str,
+        initial_credit: i64,
+        now_ms: i64,
+    ) -> Result<PlayerRecord>;
+
+    async fn player_by_name(&self, username: &str) -> Result<Option<PlayerRecord>>;
+
+    /// One read by primary key: what every authenticated request resolves its token against.
+    async fn player(&self, id: &str) -> Result<Option<PlayerRecord>>;
+
+    /// Ends every session of the player: bumps its token version, so every token issued before
+    /// is refused on every node. Returns the new version; `None` if there is no such player.
+    async fn revoke_tokens(&self, player_id: &str) -> Result<Option<u64>>;
+
+    /// Credits (positive) or debits (negative) a player; idempotent by `key`. Returns the balance.
+    async fn adjust(&self, username: &str, amount: i64, key: &str, now_ms: i64) -> Result<i64>;
+}
+
+/// Bets as players place and cash them out.
+#[async_trait]
+pub trait Wagers: Send + Sync + 'static {
+    /// The bet with this idempotency key, if the player already placed it.
+    async fn bet_by_key(&self, player_id: &str, key: &str) -> Result<Option<BetRecord>>;
+
+    /// Debits the stake and stores the bet, once per (player, key). Refused unless the round is open.
+    async fn place_bet(&self, bet: &BetRecord) -> Result<(BetRecord, i64)>;
+
+    /// Pays a decided cash-out (recording the request's idempotency key); a no-op returning
+    /// `None` if the bet is already settled.
+    async fn settle_cash_out(
+        &self,
+        c: &CashOut,
+        key: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Option<i64>>;
 
     async fn bet(&self, bet_id: &str) -> Result<Option<BetRecord>>;
+}
+
+/// What the API reads back: rounds, bets, the leaderboard and the table's figures.
+#[async_trait]
+pub trait History: Send + Sync + 'static {
     async fn round(&self, table: &str, number: u64) -> Result<Option<RoundRecord>>;
+
     async fn round_bets(&self, table: &str, number: u64) -> Result<Vec<BetRecord>>;
+
     /// Finished rounds, newest first.
     async fn rounds(&self, table: &str, limit: u32) -> Result<Vec<RoundRecord>>;
+
     async fn player_bets(&self, player_id: &str, limit: u32) -> Result<Vec<BetRecord>>;
+
     async fn leaderboard(&self, limit: u32) -> Result<Vec<LeaderboardRow>>;
+
     async fn stats(&self, table: &str) -> Result<TableStats>;
+}
+
+/// The conservation audit and a liveness probe.
+#[async_trait]
+pub trait Auditing: Send + Sync + 'static {
     async fn audit(&self) -> Result<Audit>;
+
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> Result<()>;
 }

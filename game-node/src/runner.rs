@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 use crate::engine::{CashOut, Curve, RoundPlan, Rules};
 use crate::error::{Error, Result};
 use crate::fairness::{Chain, CrashCalculator};
-use crate::ports::{Arbiter, Bus, LeaderElector, Ledger, Reveal};
+use crate::ports::{Arbiter, Bus, LeaderElector, Reveal, RoundBook};
 use crate::protocol::ServerMessage;
 
 /// How long the leader backs off after a failed round (ledger or bus unavailable) before retrying.
@@ -39,7 +39,8 @@ pub struct TableSpec {
 /// The ports the leader drives.
 #[derive(Clone)]
 pub struct Ports {
-    pub ledger: Arc<dyn Ledger>,
+    /// What the leader writes: terms, rounds, settlements (the rest of the ledger it never uses).
+    pub ledger: Arc<dyn RoundBook>,
     pub arbiter: Arc<dyn Arbiter>,
     pub bus: Arc<dyn Bus>,
     pub elector: Arc<dyn LeaderElector>,

@@ -713,7 +713,7 @@ async fn paused_leader_is_fenced_when_it_wakes() {
             .join(" | ")
     );
     // Whatever the woken process did, any write with the old term is refused by both stores.
-    use game_node::ports::Ledger;
+    use game_node::ports::RoundBook;
     let ledger = game_node::ledger::SqlLedger::connect(&fleet.db.url, 2)
         .await
         .expect("ledger");

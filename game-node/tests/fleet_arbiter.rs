@@ -524,7 +524,8 @@ async fn a_void_honours_accepted_cash_outs_and_then_refuses_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_settlement_closes_the_windows_between_redis_and_the_ledger() {
     use game_node::ledger::SqlLedger;
-    use game_node::ports::{BetRecord, Ledger};
+    use game_node::ports::BetRecord;
+    use game_node::ports::ledger_parts::*;
     let Some(s) = Setup::new("windows", 2, 300).await else {
         return;
     };

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use game_node::engine::{CashOut, Curve, Outcome, RoundPlan, Rules, Settlement, payout};
 use game_node::error::Error;
 use game_node::ledger::SqlLedger;
+use game_node::ports::ledger_parts::*;
 use game_node::ports::{BetRecord, Commitment, Ledger, PlayerRecord, Reveal};
 use game_node::protocol::{BetStatus, RoundStatus};
 use sqlx::Connection as _;

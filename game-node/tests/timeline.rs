@@ -2,7 +2,8 @@
 //! in-process arbiter and bus, and the fairness chain from the known-answer vectors, so every
 //! event's instant and every payout is checked to the millisecond and the hundredth.
 //!
-//! The ledger here is an in-memory implementation of the `Ledger` port: paused time and real
+//! The ledger here is an in-memory implementation of the leader's part of the ledger (the
+//! `RoundBook` port, all the runner uses): paused time and real
 //! database I/O cannot be combined (tokio auto-advances the paused clock while a query waits on
 //! SQLite's worker thread, firing the pool's timeouts), and the money rules themselves are proven
 //! against the real SQLite ledger in `money.rs`, `bad_input.rs` and `websocket.rs`. This fake keeps
@@ -34,12 +35,6 @@ struct Mem {
 #[derive(Default)]
 struct MemoryLedger(Mutex<Mem>);
 
-fn unused<T>(what: &str) -> Result<T> {
-    Err(Error::Unavailable(format!(
-        "{what} is not part of the timeline test"
-    )))
-}
-
 impl MemoryLedger {
     fn lock(&self) -> std::sync::MutexGuard<'_, Mem> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
@@ -55,6 +50,18 @@ impl MemoryLedger {
         self.lock().bets.get(id).cloned().unwrap_or_default()
     }
 
+    /// A decided cash-out paid once: `open → won`, a no-op (`None`) on a settled bet.
+    fn settle_cash_out(&self, c: &CashOut, now_ms: i64) -> Option<i64> {
+        let mut m = self.lock();
+        match m.bets.get_mut(&c.bet_id) {
+            Some(b) if b.0 == "open" => {
+                *b = ("won".into(), Some(c.multiplier_x100), Some(now_ms));
+                Some(0)
+            }
+            _ => None,
+        }
+    }
+
     fn fence(&self, term: u64) -> Result<()> {
         let m = self.lock();
         if term < m.term {
@@ -68,42 +75,21 @@ impl MemoryLedger {
 }
 
 #[async_trait]
-impl Ledger for MemoryLedger {
-    async fn commit_fairness(&self, c: &Commitment) -> Result<Commitment> {
-        Ok(c.clone())
-    }
-    async fn fix_salt(&self, _: &str, _: &str) -> Result<bool> {
-        Ok(false)
-    }
-    async fn commitment(&self, _: &str) -> Result<Option<Commitment>> {
-        Ok(None)
-    }
+impl RoundBook for MemoryLedger {
     async fn claim_term(&self, _: &str, term: u64) -> Result<()> {
         self.fence(term)?;
         self.lock().term = term;
         Ok(())
     }
+
     async fn current_term(&self, _: &str) -> Result<u64> {
         Ok(self.lock().term)
     }
-    async fn register(&self, _: &str, _: &str, _: i64, _: i64) -> Result<PlayerRecord> {
-        unused("register")
-    }
-    async fn player_by_name(&self, _: &str) -> Result<Option<PlayerRecord>> {
-        unused("player_by_name")
-    }
-    async fn player(&self, _: &str) -> Result<Option<PlayerRecord>> {
-        unused("player")
-    }
-    async fn revoke_tokens(&self, _: &str) -> Result<Option<u64>> {
-        unused("revoke_tokens")
-    }
-    async fn adjust(&self, _: &str, _: i64, _: &str, _: i64) -> Result<i64> {
-        unused("adjust")
-    }
+
     async fn last_round(&self, _: &str) -> Result<Option<RoundRecord>> {
         Ok(self.lock().rounds.values().next_back().cloned())
     }
+
     async fn open_rounds(&self, _: &str) -> Result<Vec<RoundRecord>> {
         Ok(self
             .lock()
@@ -113,6 +99,7 @@ impl Ledger for MemoryLedger {
             .cloned()
             .collect())
     }
+
     async fn open_round(&self, table: &str, term: u64, plan: &RoundPlan) -> Result<()> {
         self.fence(term)?;
         let mut m = self.lock();
@@ -135,27 +122,7 @@ impl Ledger for MemoryLedger {
         );
         Ok(())
     }
-    async fn bet_by_key(&self, _: &str, _: &str) -> Result<Option<BetRecord>> {
-        unused("bet_by_key")
-    }
-    async fn place_bet(&self, _: &BetRecord) -> Result<(BetRecord, i64)> {
-        unused("place_bet")
-    }
-    async fn settle_cash_out(
-        &self,
-        c: &CashOut,
-        _: Option<&str>,
-        now_ms: i64,
-    ) -> Result<Option<i64>> {
-        let mut m = self.lock();
-        match m.bets.get_mut(&c.bet_id) {
-            Some(b) if b.0 == "open" => {
-                *b = ("won".into(), Some(c.multiplier_x100), Some(now_ms));
-                Ok(Some(0))
-            }
-            _ => Ok(None),
-        }
-    }
+
     async fn settle_leader_cash_out(
         &self,
         _: &str,
@@ -164,8 +131,9 @@ impl Ledger for MemoryLedger {
         now_ms: i64,
     ) -> Result<Option<i64>> {
         self.fence(term)?;
-        self.settle_cash_out(c, c.key.as_deref(), now_ms).await
+        Ok(self.settle_cash_out(c, now_ms))
     }
+
     async fn finish_round(
         &self,
         _: &str,
@@ -195,6 +163,7 @@ impl Ledger for MemoryLedger {
         }
         Ok(Vec::new())
     }
+
     async fn void_round(
         &self,
         _: &str,
@@ -208,33 +177,6 @@ impl Ledger for MemoryLedger {
             r.status = RoundStatus::Voided;
         }
         Ok(Vec::new())
-    }
-    async fn bet(&self, _: &str) -> Result<Option<BetRecord>> {
-        unused("bet")
-    }
-    async fn round(&self, _: &str, n: u64) -> Result<Option<RoundRecord>> {
-        Ok(self.lock().rounds.get(&n).cloned())
-    }
-    async fn round_bets(&self, _: &str, _: u64) -> Result<Vec<BetRecord>> {
-        unused("round_bets")
-    }
-    async fn rounds(&self, _: &str, _: u32) -> Result<Vec<RoundRecord>> {
-        unused("rounds")
-    }
-    async fn player_bets(&self, _: &str, _: u32) -> Result<Vec<BetRecord>> {
-        unused("player_bets")
-    }
-    async fn leaderboard(&self, _: u32) -> Result<Vec<LeaderboardRow>> {
-        unused("leaderboard")
-    }
-    async fn stats(&self, _: &str) -> Result<TableStats> {
-        unused("stats")
-    }
-    async fn audit(&self) -> Result<Audit> {
-        unused("audit")
-    }
-    async fn ping(&self) -> Result<()> {
-        Ok(())
     }
 }
 
@@ -358,10 +300,7 @@ async fn a_whole_round_happens_at_exact_instants_and_pays_exact_multipliers() {
                         (c.at_ms, c.multiplier_x100),
                         (t, curve.multiplier_x100(1_300))
                     );
-                    ledger
-                        .settle_cash_out(&c, None, c.at_ms)
-                        .await
-                        .expect("pay");
+                    assert!(ledger.settle_cash_out(&c, c.at_ms).is_some(), "paid");
                     manual_done = true;
                 }
             }

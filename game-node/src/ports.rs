@@ -208,7 +208,8 @@ pub struct Commitment {
     pub created_at_ms: i64,
 }
 
-/// The conservation audit (MISSION.md invariant 2) with the sums it compared.
+/// The conservation audit — sum(player balances) + house result = credits − withdrawals,
+/// exactly — with the sums it compared.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Audit {
     pub balanced: bool,

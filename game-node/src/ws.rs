@@ -1,5 +1,5 @@
 //! `/ws`: one task per connection that owns the socket — the only writer, so frames are never
-//! interleaved (seed 000 wrote to sockets from several goroutines). It sends a snapshot, then relays
+//! interleaved (two writers on one socket corrupt its frames). It sends a snapshot, then relays
 //! the table's events and this player's private events, and answers the player's commands.
 
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
 //! Every bad input gets a clear 4xx JSON error with a stable code, moves no money, and never
-//! panics the node (MISSION.md "Bad input"). One case each, all on one node, with the player's
+//! panics the node. One case each, all on one node, with the player's
 //! balance and the audit checked at the end.
 
 mod common;

@@ -4,7 +4,7 @@
 //! random instants: kill -9 of the leader or of any node, SIGSTOP of the leader past its lease,
 //! Redis restart, PostgreSQL restart, a node's link to Redis or PostgreSQL cut or slowed.
 //!
-//! Afterwards, every MISSION.md money invariant is checked against the ledger: the conservation
+//! Afterwards, every money invariant is checked against the ledger: the conservation
 //! audit is exact; round numbers are contiguous; every crashed round verifies against the
 //! commitment; no bet is open in a finished round; every bet a node accepted is in the ledger and
 //! settled; no bet was paid above its round's crash point; every cash-out a node confirmed was paid

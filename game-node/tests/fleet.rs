@@ -5,7 +5,8 @@
 //! against the commitment, round numbers are contiguous (`Fleet::assert_invariants`).
 //!
 //! Failover times are printed (`FAILOVER ...` lines) for the closing notes and docs; the asserted
-//! bounds are MISSION.md's (2 s with the Redis backend), with no slack taken off them.
+//! bounds are the product's failover aims (2 s with the Redis backend), with no slack taken off
+//! them.
 
 mod fleet_support;
 
@@ -341,7 +342,7 @@ struct Failover {
 }
 
 /// Kills the leader with -9 in `phase` and measures the failover.
-/// `bound`: MISSION.md's aim for the backend (first leader event after the kill).
+/// `bound`: the failover aim for the backend (first leader event after the kill).
 async fn kill9_and_measure(
     fleet: &mut Fleet,
     dead: &[usize],
@@ -575,7 +576,7 @@ async fn kill9_leader_in_betting_and_in_flight() {
 
 /// The same failovers with the Kubernetes Lease backend, against the real API server
 /// (tests/k8s/cluster.sh): kill -9 in betting and in flight, then SIGTERM, then SIGSTOP past
-/// the Lease. MISSION.md's aim here is 3 s (a Lease counts whole seconds: 2 s).
+/// the Lease. The aim here is 3 s (a Lease counts whole seconds: 2 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_backend_failovers() {
     let Some(pg) = available("lease_backend_failovers") else {

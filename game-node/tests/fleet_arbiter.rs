@@ -1,5 +1,5 @@
 //! The Redis arbiter against a real `redis-server`, with several `RedisArbiter`s on one Redis
-//! standing for the replicas of a fleet. What it must guarantee (MISSION.md):
+//! standing for the replicas of a fleet. What it must guarantee:
 //! - a cash-out is accepted only at or after lift-off and strictly before the crash instant, by
 //!   Redis `TIME`, whichever replica it reaches; each bet is cashed out at most once;
 //! - bets only inside the window; the per-player limit is fleet-wide;

@@ -1,6 +1,6 @@
 //! Ledger conformance: one suite, written once against the [`Ledger`] port, run on both backends
 //! `SqlLedger` serves — SQLite (standalone) and PostgreSQL (fleet). Every scenario ends with the
-//! conservation audit (MISSION.md "Money invariants"), and one test tampers with the database to
+//! conservation audit (balances + house result = credits − withdrawals, exactly), and one test tampers with the database to
 //! prove the audit can fail.
 //!
 //! `conformance!` turns each `async fn name(t: &Ctx)` below into `sqlite::name` and

@@ -1,5 +1,5 @@
 //! Money scenarios through the real node (REST, SQLite ledger): each ends with the conservation
-//! audit holding exactly, and checks the MISSION.md money invariants one by one.
+//! audit holding exactly, and checks the money invariants one by one.
 
 mod common;
 

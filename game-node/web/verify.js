@@ -2,7 +2,7 @@
 // and checks them against the table's published commitment. It trusts nothing the server says:
 // the server's own numbers are fetched only to be compared with what is computed here.
 //
-// Scheme (MISSION.md, "Provable fairness"):
+// Scheme:
 //   chain:  h(i+1) = SHA-256(h(i)) over the raw 32 bytes; round k uses h(L-k), so SHA-256 of a
 //           round's hash is the previous round's hash and k hashes of round k's hash give h(L).
 //   r:      top 52 bits (first 13 hex digits) of HMAC-SHA256(key = salt as UTF-8, msg = raw hash)

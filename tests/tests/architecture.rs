@@ -276,3 +276,60 @@ fn the_game_service_carries_no_http() {
         assert!(!game.contains(word), "game.rs mentions {word}");
     }
 }
+
+/// Comments and docs state the rule or the measured fact themselves: a reader of this repository
+/// cannot follow a pointer to the documents the project started from, which are not in it.
+#[test]
+fn no_comment_points_outside_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut dirs: Vec<std::path::PathBuf> = [
+        "crates",
+        "game-node/src",
+        "game-node/tests",
+        "game-node/web",
+        "operator",
+        "tests/src",
+        "tests/tests",
+        "docs",
+        "charts",
+    ]
+    .iter()
+    .map(|d| root.join(d))
+    .collect();
+    let mut files = vec![root.join("README.md")];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| {
+                ["rs", "md", "js", "html", "yaml", "sh", "toml"]
+                    .iter()
+                    .any(|k| x == *k)
+            }) {
+                files.push(p);
+            }
+        }
+    }
+    assert!(
+        files.len() > 50,
+        "the scan found the sources ({} files)",
+        files.len()
+    );
+    // Spelled in two pieces so this file does not match itself.
+    let pointers =
+        [["MISSION", ".md"], ["seed", " 000"], ["STYLE", ".md"]].map(|[a, b]| format!("{a}{b}"));
+    let mut found = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        for p in &pointers {
+            if text.contains(p.as_str()) {
+                found.push(format!("{} mentions {p}", f.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}

@@ -260,7 +260,7 @@ impl TestServer {
         panic!("round {number} never finished");
     }
 
-    /// The conservation audit must hold exactly (MISSION.md invariant 2).
+    /// The conservation audit must hold exactly: balances + house result = credits − withdrawals.
     pub async fn assert_audit(&self) -> Value {
         let (s, v) = self.get_auth("/api/v1/admin/audit", ADMIN).await;
         assert_eq!(s, 200, "{v}");

@@ -768,7 +768,7 @@ impl Fleet {
             .to_string()
     }
 
-    /// MISSION.md's invariants after a fault: the audit is exact, round numbers are contiguous
+    /// The money and leadership invariants after a fault: the audit is exact, round numbers are contiguous
     /// from 1, every crashed round verifies against the commitment, no bet is still open in a
     /// finished round, and no bet was settled twice (the audit's rules include that).
     pub async fn assert_invariants(&self, i: usize) -> Vec<Value> {

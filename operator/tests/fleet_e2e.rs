@@ -463,28 +463,56 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
     })
     .await?;
     assert!(st.phase.is_some());
-    // The round in progress when the leader read the flag may still finish (on a loaded machine
-    // it can outlast one window): the history may grow by that one round, then must stand still
-    // for a whole window.
+    // The leader reads the flag with its next renewal, so a round may still open between the
+    // annotation and that read, and the round in progress then still finishes: a high crash
+    // point can keep it flying for many seconds. Wait until no round is in progress (none open,
+    // or the last one crashed); from then on the history must stand still.
     let first = last_round(urls[0].clone(), http.clone()).await;
     assert!(
         first.is_some(),
         "the paused fleet does not serve the history"
     );
-    let mut before = first;
-    let mut after = None;
-    for i in 0..3 {
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        after = last_round(urls[(i + 1) % 2].clone(), http.clone()).await;
-        if after == before {
-            break;
-        }
-        before = after;
-    }
+    let current_round = |url: String, http: reqwest::Client| async move {
+        let v: Value = http
+            .get(format!("{url}/api/v1/round"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        Some(v)
+    };
+    let settled = |v: &Value| v["round"].is_null() || v["round"]["phase"] == "crashed";
+    let url = urls[2].clone();
+    poll(
+        "the round in progress to end",
+        Duration::from_secs(120),
+        || {
+            let (url, http) = (url.clone(), http.clone());
+            async move {
+                Ok(current_round(url, http)
+                    .await
+                    .filter(|v| settled(v))
+                    .map(|_| ()))
+            }
+        },
+    )
+    .await?;
+    let before = last_round(urls[1].clone(), http.clone()).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = last_round(urls[0].clone(), http.clone()).await;
     assert_eq!(before, after, "a paused table kept playing rounds");
     assert!(
-        after.unwrap_or(0) <= first.unwrap_or(0) + 1,
+        after.unwrap_or(0) <= first.unwrap_or(0) + 2,
         "a paused table played more than the round in progress: {first:?} -> {after:?}"
+    );
+    let current = current_round(urls[2].clone(), http.clone())
+        .await
+        .unwrap_or(Value::Null);
+    assert!(
+        settled(&current),
+        "a paused table opened a round: {current}"
     );
     // Same leader, same term: nothing was restarted or handed over.
     let paused_fleet: Value = http
@@ -499,16 +527,6 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
     assert_eq!(
         template_before, template_after,
         "pausing changed the pod template (a roll)"
-    );
-    let current: Value = http
-        .get(format!("{}/api/v1/round", urls[2]))
-        .send()
-        .await?
-        .json()
-        .await?;
-    assert!(
-        current["round"].is_null() || current["round"]["phase"] == "crashed",
-        "{current}"
     );
 
     // Resume: the annotation turns "false"; the same leader opens the next round.

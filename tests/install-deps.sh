@@ -5,7 +5,7 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # redis-server: the fleet tests start private servers, tests/redis/redis.sh the suite's shared one.
 command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || need+=(redis-server)
-# nginx: the reverse proxy in front of a node in game-node/tests/proxy.rs (client address behind a proxy).
+# nginx: the reverse proxy in front of a node in game-node/tests/node/proxy.rs (client address behind a proxy).
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 # The real node of tests/k8s/cluster.sh (containerd, runc, CNI plugins, iptables/nft for the
 # kubelet and kube-proxy) and tests/k8s/images.sh (buildah; objcopy from binutils).

@@ -569,6 +569,9 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
     }
     metrics::gauge!("crashfleet_ws_connections").increment(0.0);
     metrics::counter!("crashfleet_failovers_total").increment(0);
+    for reason in crate::runner::STEP_DOWN_REASONS {
+        metrics::counter!("crashfleet_step_downs_total", "reason" => reason).increment(0);
+    }
     metrics::counter!("crashfleet_bus_resyncs_total").increment(0);
     metrics::gauge!("crashfleet_bus_lag_ms").increment(0.0);
     metrics::gauge!("crashfleet_leader").increment(0.0);

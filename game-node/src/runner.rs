@@ -46,6 +46,16 @@ pub struct Ports {
     pub elector: Arc<dyn LeaderElector>,
 }
 
+/// Why a leader stopped leading, other than its own shutdown, counted in
+/// `crashfleet_step_downs_total{reason}`: `lost` (the lease or lock was taken, or not renewed in
+/// time), `fenced` (a store refused a write for a newer term), `claim_refused` (the term could not
+/// be claimed). Operators alert on it; tests assert on it instead of on log lines.
+pub const STEP_DOWN_REASONS: [&str; 3] = ["lost", "fenced", "claim_refused"];
+
+fn step_down(reason: &'static str) {
+    metrics::counter!("crashfleet_step_downs_total", "reason" => reason).increment(1);
+}
+
 /// Runs until `shutdown`: waits for leadership, then plays rounds until it is lost.
 pub async fn run(table: TableSpec, ports: Ports, shutdown: CancellationToken) {
     loop {
@@ -68,6 +78,7 @@ pub async fn run(table: TableSpec, ports: Ports, shutdown: CancellationToken) {
         };
         if let Err(e) = claimed {
             warn!(error = %e, term, "could not claim the leadership term; stepping down");
+            step_down("claim_refused");
             ports.elector.release().await;
             if sleep_or_cancel(RETRY_AFTER_FAILURE, &shutdown).await {
                 return;
@@ -87,11 +98,13 @@ pub async fn run(table: TableSpec, ports: Ports, shutdown: CancellationToken) {
             term,
             lost: leadership.lost.clone(),
         };
+        let mut fenced = false;
         loop {
             match leader.play().await {
                 Ok(()) => break,
                 Err(e @ Error::Fenced { .. }) => {
                     error!(error = %e, "a newer leader holds the table; this node's writes were refused");
+                    fenced = true;
                     break;
                 }
                 Err(e) => {
@@ -103,6 +116,11 @@ pub async fn run(table: TableSpec, ports: Ports, shutdown: CancellationToken) {
             }
         }
         metrics::gauge!("crashfleet_leader").set(0.0);
+        if fenced {
+            step_down("fenced");
+        } else if !shutdown.is_cancelled() {
+            step_down("lost");
+        }
         if ports.elector.hands_off() {
             // A fleet: the round's state lives in Redis and the next leader adopts it (or voids
             // it, honouring its accepted cash-outs). Voiding here would throw away a round

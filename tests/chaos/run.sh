@@ -16,5 +16,5 @@ if [ -n "${2:-}" ]; then export CRASHFLEET_CHAOS_SEED="$2"; fi
 source "$ROOT/tests/pg/harness-check.sh"
 
 start=$(date +%s)
-cargo test -p game-node --test chaos faults_under_load -- --nocapture
+cargo test -p game-node --test fleet faults_under_load -- --nocapture
 echo "chaos: ${CRASHFLEET_CHAOS_FAULTS} faults in $(( $(date +%s) - start ))s"

@@ -23,6 +23,6 @@ export CRASHFLEET_SOAK_CSV="$ROOT/docs/bench/results/soak.csv"
 source "$ROOT/tests/pg/harness-check.sh"
 
 start=$(date +%s)
-cargo test --release -p game-node --test chaos soak_ -- --nocapture
+cargo test --release -p game-node --test fleet soak_ -- --nocapture
 echo "soak: ${minutes} min in $(( $(date +%s) - start ))s"
 python3 "$ROOT/tests/bench/chart.py" "$ROOT/docs/bench/results" "$ROOT/docs/bench" | tail -n 1

@@ -11,6 +11,7 @@ mod host;
 mod namespace;
 mod real_node;
 mod token;
+mod tools;
 mod wait;
 
 pub use cluster::{Cluster, START_HINT, cluster_or_skip};
@@ -22,4 +23,5 @@ pub use real_node::{
     real_node_or_skip,
 };
 pub use token::ServiceAccountAccess;
+pub use tools::{chart, tool};
 pub use wait::poll;

@@ -1,13 +1,36 @@
-//! Test support for crashfleet's integration tests.
+//! Test support for crashfleet's integration tests: one crate that game-node's and the
+//! operator's tests share.
 //!
-//! [`k8s`] connects tests to the real Kubernetes control plane that `tests/k8s/cluster.sh up`
-//! starts (etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok fake nodes), gives
-//! each test a namespace of its own that is deleted afterwards, and mints ServiceAccount tokens so a
-//! test can act with exactly the rights a Role grants. The integration tests beside this crate
-//! (`tests/tests/`) are smoke tests of that control plane and of the harness itself.
+//! - [`api::Client`]: the REST client; [`ws::Socket`]: a player's WebSocket, typed by the protocol.
+//! - [`db::TestDb`]: a PostgreSQL database per test; [`redis::TestRedis`]/[`redis::TlsRedis`]:
+//!   Redis servers of a test's own.
+//! - [`fleet::Fleet`]: N game-node processes on one Redis and one database, with
+//!   [`proxy::Proxy`] to cut or slow their links and [`fleet::OwnPg`] to restart PostgreSQL.
+//! - [`require`]: what a test needs from the machine; a missing part is a `SKIPPED` line, or a
+//!   failure under `CI=true`.
+//! - [`k8s`] connects tests to the real Kubernetes control plane that `tests/k8s/cluster.sh up`
+//!   starts (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok fake nodes and a
+//!   real kubelet node), gives each test a namespace of its own that is deleted afterwards, and
+//!   mints ServiceAccount tokens so a test can act with exactly the rights a Role grants.
+//! - [`load`]: the load generator behind `crashfleet-load` and the chaos tests.
 //!
 //! docs/TESTING.md says what the fake cluster can and cannot do.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod db;
+pub mod fleet;
 pub mod k8s;
 pub mod load;
+pub mod proxy;
+pub mod redis;
+pub mod require;
+pub mod ws;
+
+/// A free TCP port on loopback (bound, read, released: a test then binds it itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

@@ -12,7 +12,7 @@
 //! This module is pure: no I/O and no clock. [`Chain::generate`] takes the random number generator
 //! the secret seed comes from; callers pass the operating system's (`rand::rngs::OsRng`), since a
 //! seed from anywhere weaker would void the whole scheme, and the `TryCryptoRng` bound keeps
-//! non-cryptographic generators out. Known answers computed outside the project live in `tests/fairness_vectors.rs`.
+//! non-cryptographic generators out. Known answers computed outside the project live in `game-node/tests/ledger/fairness_vectors.rs`.
 
 use std::fmt;
 

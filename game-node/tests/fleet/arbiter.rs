@@ -7,8 +7,6 @@
 //! - a stale term's leader writes are refused (fencing);
 //! - a void honours the cash-outs already accepted; an adopted round keeps its plan.
 
-mod fleet_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +31,7 @@ fn rules(betting_ms: u64) -> Rules {
 }
 
 struct Setup {
-    _redis: fleet_support::Redis,
+    _redis: crashfleet_tests::redis::TestRedis,
     _dir: tempfile::TempDir,
     conn: RedisConn,
     keys: Keys,
@@ -44,21 +42,10 @@ struct Setup {
 
 impl Setup {
     async fn new(table: &str, replicas: usize, betting_ms: u64) -> Option<Setup> {
-        // Needs redis-server only (no PostgreSQL); `available` also checks PostgreSQL, so probe
-        // for redis-server alone here.
-        if std::process::Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("redis-server is missing and CI=true (tests/run.sh installs it)");
-            }
-            eprintln!("SKIPPED fleet_arbiter: no redis-server on PATH");
-            return None;
-        }
+        // Needs redis-server only (no PostgreSQL).
+        crashfleet_tests::require::redis(&format!("arbiter {table}"))?;
         let dir = tempfile::tempdir().expect("tempdir");
-        let redis = fleet_support::Redis::start(dir.path());
+        let redis = crashfleet_tests::redis::TestRedis::start(dir.path());
         let conn = r::connect(&redis.url()).await.expect("connect");
         let keys = Keys::new(table);
         let scripts = Arc::new(Scripts::new());

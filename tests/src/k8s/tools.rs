@@ -1,11 +1,9 @@
-//! Shared by the operator's cluster tests.
-
-#![allow(dead_code)]
+//! Where the cluster tools and the operator's chart are.
 
 use std::path::{Path, PathBuf};
 
-/// helm and kubectl: `CRASHFLEET_HELM`/`CRASHFLEET_KUBECTL`, else the control plane's cache
-/// (tests/k8s/cluster.sh builds helm there), else PATH.
+/// helm or kubectl: `CRASHFLEET_HELM`/`CRASHFLEET_KUBECTL`, else the control plane's cache
+/// (`tests/k8s/cluster.sh` builds helm and kubectl there), else PATH.
 pub fn tool(name: &str) -> PathBuf {
     let var = format!("CRASHFLEET_{}", name.to_uppercase());
     if let Ok(p) = std::env::var(&var) {
@@ -16,10 +14,9 @@ pub fn tool(name: &str) -> PathBuf {
         .unwrap_or_else(|_| {
             PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/crashfleet")
         });
-    let versions = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/k8s/versions.env"),
-    )
-    .unwrap_or_default();
+    let versions =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/versions.env"))
+            .unwrap_or_default();
     let k8s = versions
         .lines()
         .find_map(|l| l.strip_prefix("K8S_VERSION="))
@@ -29,7 +26,7 @@ pub fn tool(name: &str) -> PathBuf {
     if cached.exists() { cached } else { name.into() }
 }
 
-/// The chart's directory.
+/// The operator's Helm chart in this checkout.
 pub fn chart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/crashfleet-operator")
 }

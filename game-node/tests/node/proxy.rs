@@ -5,7 +5,7 @@
 //! `X-Forwarded-For`, sent through the proxy or straight to the node from an untrusted peer,
 //! changes nothing; WebSocket upgrades pass through.
 
-mod common;
+use crate::common;
 
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 //! `unauthorized` everywhere, the username always comes from the ledger (a forged `name` claim is
 //! ignored), and the page authenticates its socket with its first frame, not the URL.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

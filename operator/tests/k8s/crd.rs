@@ -27,7 +27,7 @@ fn the_checked_in_crd_is_what_the_types_generate() {
         checked_in == generated,
         "crds/crashtables.crashfleet.dev.yaml drifted from operator/src/crd.rs; regenerate it with \
          `cargo run -p crashfleet-operator -- crd > crds/crashtables.crashfleet.dev.yaml` \
-         (or UPDATE_CRDS=1 cargo test -p crashfleet-operator --test crd)"
+         (or UPDATE_CRDS=1 cargo test -p crashfleet-operator --test k8s crd::)"
     );
     // The names other issues and users rely on.
     let crd = CrashTable::crd();

@@ -14,18 +14,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crashfleet_operator::crd::CrashTable;
+use crashfleet_tests::db::TestDb;
+use crashfleet_tests::free_port;
+use crashfleet_tests::k8s::{chart, tool};
 use crashfleet_tests::k8s::{cluster_or_skip, poll};
+use crashfleet_tests::redis::TestRedis;
+use crashfleet_tests::require;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-use sqlx::Connection;
-
-mod support;
-
-/// The fleet tests run one at a time: each runs a fleet of nodes, an operator, Redis and timed
-/// pauses, and two at once on a 2-core machine stretch rounds past the pause checks' windows.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Proc(Child);
 
@@ -36,45 +34,11 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// The game-node binary built next to this package's binary by `cargo test --workspace`.
-fn game_node_bin() -> Option<std::path::PathBuf> {
-    let op = Path::new(env!("CARGO_BIN_EXE_crashfleet-operator"));
-    let bin = op.with_file_name("game-node");
-    bin.exists().then_some(bin)
-}
-
+/// What both tests need beyond the cluster: PostgreSQL, `redis-server` and the game-node binary
+/// that `cargo test --workspace` builds next to the operator's.
 fn needs(test: &str) -> Option<(String, std::path::PathBuf)> {
-    let pg = std::env::var("CRASHFLEET_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
-    let redis = Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    match (pg, redis, game_node_bin()) {
-        (Some(pg), true, Some(bin)) => Some((pg, bin)),
-        (pg, redis, bin) => {
-            let why = format!(
-                "{test}: needs CRASHFLEET_TEST_DATABASE_URL ({}), redis-server ({}) and the \
-                 game-node binary ({}; cargo test --workspace builds it)",
-                pg.is_some(),
-                redis,
-                bin.is_some()
-            );
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{why}");
-            }
-            eprintln!("SKIPPED {why}");
-            None
-        }
-    }
+    let pg = require::fleet(test)?;
+    Some((pg, require::game_node(test)?))
 }
 
 /// Starts one `game-node` per replica of `deployment`, as its pods would run: the template's
@@ -193,7 +157,7 @@ async fn resolve(
 async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template()
 -> anyhow::Result<()> {
     let test = "a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template";
-    let _serial = SERIAL.lock().await;
+    let _serial = crate::HEAVY.lock().await;
     let Some(cluster) = cluster_or_skip(test).await? else {
         return Ok(());
     };
@@ -202,38 +166,15 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
     };
     let dir = tempfile::tempdir()?;
     // Redis and a fresh database for this table.
-    let redis_port = free_port();
-    let _redis = Proc(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &redis_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()?,
-    );
-    let db = format!("cf_op_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&pg_admin).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
-        .execute(&mut conn)
-        .await?;
-    let (base, _) = pg_admin.rsplit_once('/').expect("a URL");
-    let db_url = format!("{base}/{db}");
+    let redis = TestRedis::start(dir.path());
+    let db = TestDb::create(&pg_admin, test).await;
+    let db_url = db.url.clone();
 
     let ns = cluster.namespace("play").await?;
     let client = cluster.client();
     let pp = PostParams::default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
-    for (name, url) in [
-        ("redis", format!("redis://127.0.0.1:{redis_port}")),
-        ("postgres", db_url.clone()),
-    ] {
+    for (name, url) in [("redis", redis.url()), ("postgres", db_url.clone())] {
         let s: Secret = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
             "stringData": {"url": url},
@@ -242,11 +183,11 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
     }
     crd(&client).await?;
     // The operator as the chart installs it: its ServiceAccount and ClusterRole, nothing more.
-    let helm = support::tool("helm");
+    let helm = tool("helm");
     let release = format!("cf-{}", &ns.name()[ns.name().len().saturating_sub(8)..]);
     let install = Command::new(&helm)
         .args(["install", &release])
-        .arg(support::chart())
+        .arg(chart())
         .args([
             "-n",
             ns.name(),
@@ -360,7 +301,7 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
     })
     .await?;
     assert_eq!(st.leader.as_deref(), Some(leader.as_str()));
-    let get = Command::new(support::tool("kubectl"))
+    let get = Command::new(tool("kubectl"))
         .args(["get", "ct", "play", "-n", ns.name()])
         .env("KUBECONFIG", cluster.kubeconfig_source())
         .output()?;
@@ -563,13 +504,7 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
         .env("KUBECONFIG", cluster.kubeconfig_source())
         .output();
     ns.cleanup().await?;
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await;
-    }
+    db.drop_now().await;
     Ok(())
 }
 
@@ -578,7 +513,7 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_backend_table_is_ready_with_its_leader() -> anyhow::Result<()> {
     let test = "a_redis_backend_table_is_ready_with_its_leader";
-    let _serial = SERIAL.lock().await;
+    let _serial = crate::HEAVY.lock().await;
     let Some(cluster) = cluster_or_skip(test).await? else {
         return Ok(());
     };
@@ -586,36 +521,13 @@ async fn a_redis_backend_table_is_ready_with_its_leader() -> anyhow::Result<()> 
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
-    let redis_port = free_port();
-    let _redis = Proc(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                &redis_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()?,
-    );
-    let db = format!("cf_op_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&pg_admin).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
-        .execute(&mut conn)
-        .await?;
-    let (base, _) = pg_admin.rsplit_once('/').expect("a URL");
+    let redis = TestRedis::start(dir.path());
+    let db = TestDb::create(&pg_admin, test).await;
     let ns = cluster.namespace("redis-ct").await?;
     let client = cluster.client();
     let pp = PostParams::default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
-    for (name, url) in [
-        ("redis", format!("redis://127.0.0.1:{redis_port}")),
-        ("postgres", format!("{base}/{db}")),
-    ] {
+    for (name, url) in [("redis", redis.url()), ("postgres", db.url.clone())] {
         let s: Secret = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
             "stringData": {"url": url},
@@ -623,11 +535,11 @@ async fn a_redis_backend_table_is_ready_with_its_leader() -> anyhow::Result<()> 
         secrets.create(&pp, &s).await?;
     }
     crd(&client).await?;
-    let helm = support::tool("helm");
+    let helm = tool("helm");
     let release = format!("cf-{}", &ns.name()[ns.name().len().saturating_sub(8)..]);
     let install = Command::new(&helm)
         .args(["install", &release])
-        .arg(support::chart())
+        .arg(chart())
         .args([
             "-n",
             ns.name(),
@@ -727,7 +639,7 @@ async fn a_redis_backend_table_is_ready_with_its_leader() -> anyhow::Result<()> 
         leases.get_opt("play-leader").await?.is_none(),
         "the redis backend wrote a Lease"
     );
-    let get = Command::new(support::tool("kubectl"))
+    let get = Command::new(tool("kubectl"))
         .args(["get", "ct", "play", "-n", ns.name()])
         .env("KUBECONFIG", cluster.kubeconfig_source())
         .output()?;
@@ -740,13 +652,7 @@ async fn a_redis_backend_table_is_ready_with_its_leader() -> anyhow::Result<()> 
         .env("KUBECONFIG", cluster.kubeconfig_source())
         .output();
     ns.cleanup().await?;
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await;
-    }
+    db.drop_now().await;
     Ok(())
 }
 

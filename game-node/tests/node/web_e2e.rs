@@ -3,7 +3,7 @@
 //! Needs Node.js and Debian's chromium (tests/install-deps.sh installs it). Under `CI=true` a missing
 //! browser fails the test; elsewhere it is skipped with a message saying how to run it.
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 

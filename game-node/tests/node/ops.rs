@@ -1,7 +1,7 @@
 //! Operations and table endpoints through a real node: health, readiness, Prometheus metrics,
 //! security headers, CORS and HSTS, rate limits, and the stats/leaderboard/fleet/lobby reads.
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 
@@ -53,6 +53,12 @@ async fn health_metrics_headers_and_table_reads() {
             metrics.contains(name),
             "{name} missing from /metrics:\n{metrics}"
         );
+    }
+    // Every step-down reason is exported from the start (at 0), so an alert on its rate works
+    // before the first one.
+    for reason in game_node::runner::STEP_DOWN_REASONS {
+        let line = format!("crashfleet_step_downs_total{{reason=\"{reason}\"}} ");
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
     }
 
     let page = s

@@ -4,7 +4,7 @@
 //! prove the audit can fail.
 //!
 //! `conformance!` turns each `async fn name(t: &Ctx)` below into `sqlite::name` and
-//! `postgres::name`, so `cargo test -p game-node --test ledger_conformance postgres::` runs one side.
+//! `postgres::name`, so `cargo test -p game-node --test ledger postgres::` runs one side.
 //!
 //! Isolation: every test gets a database of its own — a fresh SQLite file in a temporary directory,
 //! or a fresh PostgreSQL database created through the `CRASHFLEET_TEST_DATABASE_URL` connection
@@ -20,6 +20,7 @@ use std::io::Write as _;
 use std::ops::Deref;
 use std::sync::Arc;
 
+use crashfleet_tests::db::TestDb;
 use game_node::engine::{CashOut, Curve, Outcome, RoundPlan, Rules, Settlement, payout};
 use game_node::error::Error;
 use game_node::ledger::SqlLedger;
@@ -44,8 +45,8 @@ struct Ctx {
     ledger: SqlLedger,
     /// Keeps the SQLite file alive for the test.
     _dir: Option<tempfile::TempDir>,
-    /// PostgreSQL: the connection the database was created through, and its name.
-    pg: Option<(String, String)>,
+    /// PostgreSQL: the test's own database.
+    pg: Option<TestDb>,
 }
 
 impl Deref for Ctx {
@@ -91,18 +92,8 @@ impl Ctx {
             });
             return None;
         };
-        // Lower case, ≤ 63 bytes, unique across parallel tests and repeated runs.
-        let short: String = test.chars().take(30).collect();
-        let name = format!("cf_{short}_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to {URL_ENV}: {e}"));
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut conn)
-            .await
-            .expect("CREATE DATABASE (the user needs CREATEDB)");
-        conn.close().await.ok();
-        let url = with_database(&admin, &name);
+        let db = TestDb::create(&admin, test).await;
+        let url = db.url.clone();
         let ledger = SqlLedger::connect(&url, POOL)
             .await
             .expect("postgres ledger");
@@ -111,7 +102,7 @@ impl Ctx {
             url,
             ledger,
             _dir: None,
-            pg: Some((admin, name)),
+            pg: Some(db),
         })
     }
 
@@ -142,47 +133,10 @@ impl Ctx {
     /// test does not fail over its clean-up.
     async fn finish(self) {
         self.ledger.close().await;
-        let Some((admin, name)) = self.pg else {
-            return;
-        };
-        let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-        let mut last = String::new();
-        for _ in 0..3 {
-            match sqlx::PgConnection::connect(&admin).await {
-                Ok(mut conn) => {
-                    let done = sqlx::query(sqlx::AssertSqlSafe(drop.clone()))
-                        .execute(&mut conn)
-                        .await;
-                    conn.close().await.ok();
-                    match done {
-                        Ok(_) => return,
-                        Err(e) => last = e.to_string(),
-                    }
-                }
-                Err(e) => last = e.to_string(),
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if let Some(db) = self.pg {
+            db.drop_now().await;
         }
-        let _ = writeln!(std::io::stderr(), "warning: could not drop {name}: {last}");
     }
-}
-
-/// `postgres://u:p@h:port/db?x=y` with `db` replaced.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let mut out = format!("{}/{db}", &base[..path_start]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
 }
 
 /// Generates `sqlite::<name>` and `postgres::<name>` for each scenario.

@@ -2,7 +2,7 @@
 //! hash and crash point are nowhere in the database files, the data directory is 0700 and the
 //! ledger files 0600, and a ledger other users could read is refused at start.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

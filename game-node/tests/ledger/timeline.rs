@@ -183,7 +183,7 @@ impl RoundBook for MemoryLedger {
 const T0: i64 = 1_000_000;
 
 fn vectors() -> Value {
-    serde_json::from_str(include_str!("data/fairness.json")).expect("vectors")
+    serde_json::from_str(include_str!("../data/fairness.json")).expect("vectors")
 }
 
 fn bet(id: &str, auto: Option<u64>) -> BetRequest {

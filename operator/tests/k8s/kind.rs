@@ -11,7 +11,7 @@ use std::process::Command;
 use crashfleet_tests::k8s::cluster_or_skip;
 use serde_yaml::Value;
 
-mod support;
+use crashfleet_tests::k8s::{chart, tool};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -19,7 +19,7 @@ fn repo() -> PathBuf {
 
 /// The manifests the README's walkthrough applies, in its order.
 fn walkthrough_manifests() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(support::chart().join("examples"))
+    let mut files: Vec<PathBuf> = std::fs::read_dir(chart().join("examples"))
         .expect("the chart's examples")
         .flatten()
         .map(|e| e.path())
@@ -86,7 +86,7 @@ async fn the_walkthrough_manifests_pass_the_api_servers_dry_run() -> anyhow::Res
         return Ok(());
     };
     let ns = cluster.namespace("kind").await?;
-    let kubectl = support::tool("kubectl");
+    let kubectl = tool("kubectl");
     let run = |args: &[&str]| {
         Command::new(&kubectl)
             .args(args)

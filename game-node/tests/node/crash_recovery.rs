@@ -4,7 +4,7 @@
 //! keeps players served while `/readyz` already says 503, then WebSockets close with 1001. Uses
 //! the real `game-node` binary as a child process.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

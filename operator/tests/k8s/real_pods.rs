@@ -38,22 +38,19 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-mod support;
-
-/// One at a time: each test runs five or more pods on a 2-CPU node.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+use crashfleet_tests::k8s::{chart, tool as k8s_tool};
 
 /// Pods of a fresh table pass their readiness probes (database migrations, leader election) and a
 /// first round is played within this.
 const TABLE_READY: Duration = Duration::from_secs(180);
 
 fn chart_file(rel: &str) -> PathBuf {
-    support::chart().join(rel)
+    chart().join(rel)
 }
 
 /// Runs kubectl (or helm) against the test cluster; its stdout, or an error with its stderr.
 fn run(tool: &str, cluster: &Cluster, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(support::tool(tool))
+    let out = Command::new(k8s_tool(tool))
         .args(args)
         .env("KUBECONFIG", cluster.kubeconfig_source())
         .output()?;
@@ -114,7 +111,7 @@ impl Platform {
         }
         let release = format!("cf-{}", &name[name.len().saturating_sub(8)..]);
         let installed = Instant::now();
-        let chart = support::chart();
+        let chart = chart();
         let values = chart_file("ci/kind-values.yaml");
         run(
             "helm",
@@ -460,7 +457,7 @@ async fn play_a_round(base: &str, admin: &str, name: &str) -> anyhow::Result<Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_tables_run_as_real_pods_with_both_election_backends() -> anyhow::Result<()> {
     let test = "the_example_tables_run_as_real_pods_with_both_election_backends";
-    let _serial = SERIAL.lock().await;
+    let _serial = crate::HEAVY.lock().await;
     let Some(p) = Platform::install(test).await? else {
         return Ok(());
     };
@@ -872,7 +869,7 @@ fn watch_drain(
 async fn a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_losing_money()
 -> anyhow::Result<()> {
     let test = "a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_losing_money";
-    let _serial = SERIAL.lock().await;
+    let _serial = crate::HEAVY.lock().await;
     let Some(p) = Platform::install(test).await? else {
         return Ok(());
     };

@@ -1,7 +1,7 @@
 //! Money scenarios through the real node (REST, SQLite ledger): each ends with the conservation
 //! audit holding exactly, and checks the money invariants one by one.
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use serde_json::json;

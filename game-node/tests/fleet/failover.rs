@@ -8,13 +8,12 @@
 //! bounds are the product's failover aims (2 s with the Redis backend), with no slack taken off
 //! them.
 
-mod fleet_support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fleet_support::{Fleet, FleetOpts, available};
+use crashfleet_tests::fleet::{Fleet, FleetOpts};
+use crashfleet_tests::require;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -231,7 +230,7 @@ async fn first_event_after(ws: &mut Ws, after: Instant) -> (Duration, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_rounds_sessions_and_money() {
-    let Some(pg) = available("replicas_share_rounds_sessions_and_money") else {
+    let Some(pg) = require::fleet("replicas_share_rounds_sessions_and_money") else {
         return;
     };
     let fleet = Fleet::start("share", &pg, FleetOpts::default()).await;
@@ -455,7 +454,7 @@ async fn kill9_in_betting_and_in_flight(fleet: &mut Fleet, backend: &str, bound:
         .index;
     // Restart the killed node so the flight test has three replicas again.
     fleet.nodes[li].restart();
-    fleet_support::wait_ready_url(&fleet.http, &fleet.nodes[li].url).await;
+    crashfleet_tests::fleet::wait_ready_url(&fleet.http, &fleet.nodes[li].url).await;
     let li = kill9_and_measure(fleet, &[], "flying", backend, bound)
         .await
         .index;
@@ -481,7 +480,7 @@ async fn failover_series(fleet: &mut Fleet, backend: &str, bound: Duration, kill
         firsts.push(f.first_event);
         rounds.push(f.next_round);
         fleet.nodes[f.index].restart();
-        fleet_support::wait_ready_url(&fleet.http, &fleet.nodes[f.index].url).await;
+        crashfleet_tests::fleet::wait_ready_url(&fleet.http, &fleet.nodes[f.index].url).await;
         last = f.index;
     }
     let (bets, _) = load.finish(fleet).await;
@@ -534,7 +533,7 @@ async fn failover_series_redis() {
     let Some(kills) = series_kills("failover_series_redis") else {
         return;
     };
-    let Some(pg) = available("failover_series_redis") else {
+    let Some(pg) = require::fleet("failover_series_redis") else {
         return;
     };
     let mut fleet = Fleet::start("series", &pg, FleetOpts::default()).await;
@@ -547,7 +546,7 @@ async fn failover_series_lease() {
     let Some(kills) = series_kills("failover_series_lease") else {
         return;
     };
-    let Some(pg) = available("failover_series_lease") else {
+    let Some(pg) = require::fleet("failover_series_lease") else {
         return;
     };
     let Some(cluster) = crashfleet_tests::k8s::cluster_or_skip("failover_series_lease")
@@ -566,7 +565,7 @@ async fn failover_series_lease() {
 /// Kills the Redis-elected leader with -9, once during betting and once in flight, under load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_leader_in_betting_and_in_flight() {
-    let Some(pg) = available("kill9_leader_in_betting_and_in_flight") else {
+    let Some(pg) = require::fleet("kill9_leader_in_betting_and_in_flight") else {
         return;
     };
     let mut fleet = Fleet::start("kill9", &pg, FleetOpts::default()).await;
@@ -579,7 +578,7 @@ async fn kill9_leader_in_betting_and_in_flight() {
 /// the Lease. The aim here is 3 s (a Lease counts whole seconds: 2 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_backend_failovers() {
-    let Some(pg) = available("lease_backend_failovers") else {
+    let Some(pg) = require::fleet("lease_backend_failovers") else {
         return;
     };
     let Some(cluster) = crashfleet_tests::k8s::cluster_or_skip("lease_backend_failovers")
@@ -623,7 +622,7 @@ async fn lease_backend_failovers() {
         handover.as_millis()
     );
     fleet.nodes[li].restart();
-    fleet_support::wait_ready_url(&fleet.http, &fleet.nodes[li].url).await;
+    crashfleet_tests::fleet::wait_ready_url(&fleet.http, &fleet.nodes[li].url).await;
 
     // SIGSTOP past the Lease: another node takes over; the woken one is refused and steps down.
     let (leader, term) = fleet.wait_leader(survivor, None, 0).await;
@@ -641,29 +640,54 @@ async fn lease_backend_failovers() {
     );
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     fleet.nodes[li].signal("CONT");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = fleet.nodes[li].log_text();
-        if log.contains("stepping down") || log.contains("writes were refused") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the woken leader never stepped down\n{}",
-            fleet.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_stepped_down(&fleet, li).await;
     settle_and_check(&fleet, other).await;
     fleet.db.drop_now().await;
     ns.cleanup().await.expect("cleanup");
 }
 
+/// Node `i`'s `crashfleet_step_downs_total` by reason (only the reasons that counted).
+async fn step_downs(fleet: &Fleet, i: usize) -> Vec<(&'static str, f64)> {
+    let api = &fleet.nodes[i].api;
+    let mut out = Vec::new();
+    for reason in game_node::runner::STEP_DOWN_REASONS {
+        let n = api
+            .metric(&format!(
+                "crashfleet_step_downs_total{{reason=\"{reason}\"}}"
+            ))
+            .await
+            .unwrap_or(0.0);
+        if n > 0.0 {
+            out.push((reason, n));
+        }
+    }
+    out
+}
+
+/// Waits until the woken leader `i` has stepped down: its `crashfleet_leader` gauge reads 0 and
+/// a step-down is counted (its renewal found the lock or Lease gone, or a store refused one of
+/// its late writes: a tick, an auto-cash-out, the crash).
+async fn wait_stepped_down(fleet: &Fleet, i: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let leading = fleet.nodes[i].api.metric("crashfleet_leader").await;
+        if leading == Some(0.0) && !step_downs(fleet, i).await.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the woken leader never stepped down (crashfleet_leader {leading:?})\n{}",
+            fleet.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// SIGSTOP the leader past its lease: another replica takes over; SIGCONT the old one: its late
-/// writes carry the old term and are refused (and logged), and the money stays exact.
+/// writes carry the old term and are refused (and counted), and the money stays exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_leader_is_fenced_when_it_wakes() {
-    let Some(pg) = available("paused_leader_is_fenced_when_it_wakes") else {
+    let Some(pg) = require::fleet("paused_leader_is_fenced_when_it_wakes") else {
         return;
     };
     let fleet = Fleet::start("paused", &pg, FleetOpts::default()).await;
@@ -685,33 +709,22 @@ async fn paused_leader_is_fenced_when_it_wakes() {
     fleet.nodes[li].signal("CONT");
     // The old leader wakes deposed: either its renewal finds the lock gone and it steps down,
     // or one of its late writes (a tick, an auto-cash-out, the crash) is refused first. Both
-    // are logged.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = fleet.nodes[li].log_text();
-        if log.contains("stepping down") || log.contains("writes were refused") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the woken leader never stepped down\n{}",
-            fleet.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // count a step-down.
+    wait_stepped_down(&fleet, li).await;
     // It keeps serving players as a follower of the new leader.
     let v = fleet.fleet_view(li).await;
     assert_eq!(v["leader"], new_leader.as_str(), "{v}");
     let (bets, _) = load.finish(&fleet).await;
     assert!(bets > 0);
     settle_and_check(&fleet, other).await;
-    let log = fleet.nodes[li].log_text();
     println!(
-        "FAILOVER woken leader's log: {}",
-        log.lines()
-            .filter(|l| l.contains("writes were refused") || l.contains("stepping down"))
+        "FAILOVER woken leader stepped down: {}",
+        step_downs(&fleet, li)
+            .await
+            .iter()
+            .map(|(reason, n)| format!("{reason}={n}"))
             .collect::<Vec<_>>()
-            .join(" | ")
+            .join(" ")
     );
     // Whatever the woken process did, any write with the old term is refused by both stores.
     use game_node::ports::RoundBook;
@@ -748,7 +761,7 @@ async fn paused_leader_is_fenced_when_it_wakes() {
 /// the round over (continuing it), and the process exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_over_in_under_a_second() {
-    let Some(pg) = available("sigterm_hands_over_in_under_a_second") else {
+    let Some(pg) = require::fleet("sigterm_hands_over_in_under_a_second") else {
         return;
     };
     let mut fleet = Fleet::start("sigterm", &pg, FleetOpts::default()).await;
@@ -794,7 +807,7 @@ async fn sigterm_hands_over_in_under_a_second() {
 /// round is voided with refunds (its Redis state is gone), and play resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_mid_round() {
-    let Some(pg) = available("redis_restart_mid_round") else {
+    let Some(pg) = require::fleet("redis_restart_mid_round") else {
         return;
     };
     let mut fleet = Fleet::start("redisrestart", &pg, FleetOpts::default()).await;
@@ -838,11 +851,11 @@ async fn redis_restart_mid_round() {
 /// same URL without the password is refused at start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_plays_over_redis_with_tls_and_a_password() {
-    let Some(pg) = available("a_fleet_plays_over_redis_with_tls_and_a_password") else {
+    let Some(pg) = require::fleet("a_fleet_plays_over_redis_with_tls_and_a_password") else {
         return;
     };
     let tls_dir = tempfile::tempdir().expect("tempdir");
-    let tls = fleet_support::TlsRedis::start(tls_dir.path());
+    let tls = crashfleet_tests::redis::TlsRedis::start(tls_dir.path());
     let mut opts = FleetOpts {
         nodes: 2,
         ..FleetOpts::default()
@@ -902,12 +915,13 @@ async fn a_fleet_plays_over_redis_with_tls_and_a_password() {
 /// which the ledger pays exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_cash_out_answer_is_outcome_unknown_and_the_retry_returns_it() {
-    let Some(pg) = available("a_lost_cash_out_answer_is_outcome_unknown_and_the_retry_returns_it")
+    let Some(pg) =
+        require::fleet("a_lost_cash_out_answer_is_outcome_unknown_and_the_retry_returns_it")
     else {
         return;
     };
-    let redis_port = fleet_support::free_port();
-    let proxy = fleet_support::Proxy::start(redis_port).await;
+    let redis_port = crashfleet_tests::free_port();
+    let proxy = crashfleet_tests::proxy::Proxy::start(redis_port).await;
     let mut opts = FleetOpts {
         // Flights of at most ~6 s (3x, doubling every 4 s): the cash-out lands early in the
         // flight, and the round settles soon after.
@@ -987,7 +1001,7 @@ async fn a_lost_cash_out_answer_is_outcome_unknown_and_the_retry_returns_it() {
 /// not-ready, and recovers by itself when the connection comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_cut_off_from_redis_refuses_money_and_recovers() {
-    let Some(pg) = available("replica_cut_off_from_redis_refuses_money_and_recovers") else {
+    let Some(pg) = require::fleet("replica_cut_off_from_redis_refuses_money_and_recovers") else {
         return;
     };
     // Node 3 reaches Redis through a proxy the test can cut. It must not be the leader for the
@@ -995,8 +1009,8 @@ async fn replica_cut_off_from_redis_refuses_money_and_recovers() {
     let mut opts = FleetOpts::default();
     // The proxy's target port is only known once the fleet's Redis runs: start the fleet with
     // two nodes' default URLs and node 3 on a proxy created against a Redis port chosen first.
-    let redis_port = fleet_support::free_port();
-    let proxy = fleet_support::Proxy::start(redis_port).await;
+    let redis_port = crashfleet_tests::free_port();
+    let proxy = crashfleet_tests::proxy::Proxy::start(redis_port).await;
     opts.redis_for = vec![None, None, Some(proxy.url())];
     let fleet = Fleet::start_with_redis_port("cutoff", &pg, opts, redis_port).await;
     let (leader, _) = fleet.wait_leader(0, None, 0).await;
@@ -1049,11 +1063,11 @@ async fn replica_cut_off_from_redis_refuses_money_and_recovers() {
 /// holds in Redis; nothing is paid twice or lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_mid_round() {
-    if available("postgres_restart_mid_round").is_none() {
+    if require::fleet("postgres_restart_mid_round").is_none() {
         return;
     }
     let pg_dir = tempfile::tempdir().expect("tempdir");
-    let pg = fleet_support::OwnPg::start(&pg_dir.path().join("pg"));
+    let pg = crashfleet_tests::fleet::OwnPg::start(&pg_dir.path().join("pg"));
     let fleet = Fleet::start("pgrestart", &pg.url, FleetOpts::default()).await;
     let load = Load::start(&fleet, 4).await;
     fleet.wait_leader(0, None, 0).await;
@@ -1077,7 +1091,7 @@ async fn postgres_restart_mid_round() {
 /// every live table across regions; each table has its own leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_share_wallets_and_the_lobby() {
-    let Some(pg) = available("tables_share_wallets_and_the_lobby") else {
+    let Some(pg) = require::fleet("tables_share_wallets_and_the_lobby") else {
         return;
     };
     let opts = FleetOpts {
@@ -1130,12 +1144,13 @@ async fn tables_share_wallets_and_the_lobby() {
 /// fleet plays on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_cut_off_from_postgres_refuses_money_and_recovers() {
-    let Some(pg) = available("replica_cut_off_from_postgres_refuses_money_and_recovers") else {
+    let Some(pg) = require::fleet("replica_cut_off_from_postgres_refuses_money_and_recovers")
+    else {
         return;
     };
     // The database is created first so the proxy knows where the server listens.
-    let probe = fleet_support::Db::create(&pg, "pgcut-probe").await;
-    let proxy = fleet_support::Proxy::start(probe.port()).await;
+    let probe = crashfleet_tests::db::TestDb::create(&pg, "pgcut-probe").await;
+    let proxy = crashfleet_tests::proxy::Proxy::start(probe.port()).await;
     probe.drop_now().await;
     let opts = FleetOpts {
         db_port_for: vec![None, None, Some(proxy.port)],

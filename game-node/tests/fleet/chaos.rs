@@ -14,13 +14,13 @@
 //! The default run (CI) injects 8 faults. `tests/chaos/run.sh N` (or `CRASHFLEET_CHAOS_FAULTS=N`)
 //! runs a longer one; `CRASHFLEET_CHAOS_SEED` replays a fault sequence.
 
-mod fleet_support;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crashfleet_tests::fleet::{ADMIN, Fleet, FleetOpts, OwnPg, wait_ready_url};
+use crashfleet_tests::free_port;
 use crashfleet_tests::load::{self, LoadArgs, Report};
-use fleet_support::{ADMIN, Fleet, FleetOpts, OwnPg, Proxy, free_port, wait_ready_url};
+use crashfleet_tests::proxy::Proxy;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
@@ -245,7 +245,7 @@ impl Rig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn faults_under_load_never_break_the_money_invariants() {
-    if fleet_support::available("chaos").is_none() {
+    if crashfleet_tests::require::fleet("chaos").is_none() {
         return;
     }
     let faults = env_u64("CRASHFLEET_CHAOS_FAULTS").unwrap_or(8) as usize;
@@ -445,7 +445,7 @@ async fn soak_stays_flat_under_load_and_faults() {
         eprintln!("soak: opt-in; set CRASHFLEET_SOAK_SECS (tests/soak/run.sh runs 30 minutes)");
         return;
     };
-    if fleet_support::available("soak").is_none() {
+    if crashfleet_tests::require::fleet("soak").is_none() {
         return;
     }
     let fault_every = env_u64("CRASHFLEET_SOAK_FAULT_EVERY_SECS")

@@ -2,7 +2,7 @@
 //! panics the node. One case each, all on one node, with the player's
 //! balance and the audit checked at the end.
 
-mod common;
+use crate::common;
 
 use common::TestServer;
 use serde_json::{Value, json};

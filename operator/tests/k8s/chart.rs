@@ -3,7 +3,7 @@
 //! point of least privilege — the operator running with the chart's own ServiceAccount token
 //! (its ClusterRole, nothing more) builds a table's fleet and writes its status.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -13,13 +13,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use support::tool;
 
-mod support;
-
-fn chart() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/crashfleet-operator")
-}
+use crashfleet_tests::k8s::{chart, tool};
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run a tool")
@@ -177,7 +172,7 @@ async fn the_chart_installs_and_its_cluster_role_is_enough() -> anyhow::Result<(
     let mut table: CrashTable = serde_yaml::from_str(&example)?;
     table.spec.fairness.chain_length = 5_000;
     // Without its placement: the example's pods would go to the real node and run against this
-    // test's unreachable Secrets; this test is about the chart's rights (tests/real_pods.rs runs
+    // test's unreachable Secrets; this test is about the chart's rights (operator/tests/k8s/real_pods.rs runs
     // the example as it is).
     table.spec.pod = None;
     let tables: Api<CrashTable> = Api::namespaced(client.clone(), ns.name());

@@ -27,6 +27,14 @@ pub mod redis;
 pub mod require;
 pub mod ws;
 
+/// The repository's root directory (this crate is `tests/` in it), without `..` in the path, so
+/// paths built from it compare and strip as prefixes.
+pub fn repo_root() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the crate lives in the repository")
+}
+
 /// A free TCP port on loopback (bound, read, released: a test then binds it itself).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -9,6 +9,7 @@ use crate::common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crashfleet_tests::free_port;
 use serde_json::{Value, json};
 
 struct Proc(Child);
@@ -18,13 +19,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn spawn(dir: &std::path::Path, port: u16) -> Proc {
@@ -66,15 +60,7 @@ fn spawn_with(dir: &std::path::Path, port: u16, extra: &[&str]) -> Proc {
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str) {
-    for _ in 0..600 {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("game-node at {base} never became ready");
+    crashfleet_tests::fleet::wait_ready_url(http, base).await;
 }
 
 async fn get(http: &reqwest::Client, url: String, token: Option<&str>) -> Value {

@@ -5,7 +5,7 @@
 //! dry run). The walkthrough's steps themselves run on real pods in `real_pods.rs`. Not checked:
 //! that kind boots its node image and `kind load`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use crashfleet_tests::k8s::cluster_or_skip;
@@ -14,7 +14,7 @@ use serde_yaml::Value;
 use crashfleet_tests::k8s::{chart, tool};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    crashfleet_tests::repo_root().to_path_buf()
 }
 
 /// The manifests the README's walkthrough applies, in its order.

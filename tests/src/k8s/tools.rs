@@ -28,5 +28,5 @@ pub fn tool(name: &str) -> PathBuf {
 
 /// The operator's Helm chart in this checkout.
 pub fn chart() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/crashfleet-operator")
+    crate::repo_root().join("charts/crashfleet-operator")
 }

@@ -336,3 +336,58 @@ fn no_comment_points_outside_the_repository() {
     }
     assert!(found.is_empty(), "{found:#?}");
 }
+
+/// Every `.rs` file below `dir`.
+fn rust_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut dirs = vec![dir.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    files
+}
+
+/// The test-support crate is the one owner of the test infrastructure: game-node's and the
+/// operator's tests start no Redis, create no database and pick no port of their own (a second
+/// launcher drifts from the first: different flags, no clean-up, another skip rule).
+#[test]
+fn tests_take_their_infrastructure_from_the_support_crate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Spelled in pieces so this file does not match itself.
+    let owned = [
+        ["Command::new(\"redis", "-server\")"],
+        ["CREATE ", "DATABASE"],
+        ["fn free", "_port("],
+    ]
+    .map(|[a, b]| format!("{a}{b}"));
+    let mut files = Vec::new();
+    for dir in ["game-node/tests", "operator/tests"] {
+        files.extend(rust_files(&root.join(dir)));
+    }
+    assert!(
+        files.len() > 20,
+        "the scan found the tests ({})",
+        files.len()
+    );
+    let mut found = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        for o in &owned {
+            if text.contains(o.as_str()) {
+                found.push(format!("{}: {o}", f.display()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "use crashfleet_tests (redis::TestRedis, db::TestDb, free_port) instead:\n{}",
+        found.join("\n")
+    );
+}

@@ -1,454 +1,280 @@
 // crashfleet verifier (/verify): recomputes crash points in the browser from revealed round hashes
-// and checks them against the table's published commitment. It trusts nothing the server says:
-// the server's own numbers are fetched only to be compared with what is computed here.
-//
-// Scheme:
-//   chain:  h(i+1) = SHA-256(h(i)) over the raw 32 bytes; round k uses h(L-k), so SHA-256 of a
-//           round's hash is the previous round's hash and k hashes of round k's hash give h(L).
-//   r:      top 52 bits (first 13 hex digits) of HMAC-SHA256(key = salt as UTF-8, msg = raw hash)
-//   crash:  max(100, floor((10000 - edge_bp) * 2^52 / ((2^52 - r) * 100))), capped at max_x100,
-//           in exact BigInt arithmetic.
-//
-// Web Crypto does the hashing where the browser offers it (HTTPS or localhost); on plain HTTP
-// from another host it is missing, so a small SHA-256 written here takes over, with equal results.
-'use strict';
+// and checks them against the table's published commitment. The math lives in fairness.js; the
+// server's own numbers are fetched only to be compared with what is computed here.
 
-(() => {
-  const TWO_52 = 1n << 52n;
-  const HEX64 = /^[0-9a-f]{64}$/;
-  /** Most rows one run shows, and most links walked looking for the commitment. */
-  const MAX_ROWS = 1000;
-  const MAX_WALK = 5_000_000;
-  const enc = new TextEncoder();
+import { formatMult, pillClass } from './format.js';
+import * as math from './fairness.js';
 
-  // ------------------------------------------------------------------------------------------
-  // The math.
+const { HEX64, engine, fromHex, toHex, sameBytes, crashOf } = math;
+/** Most rows one run shows, and most links walked looking for the commitment. */
+const MAX_ROWS = 1000;
+const MAX_WALK = 5_000_000;
 
-  /** crash_x100 before the table cap, exactly, for a 52-bit r and an edge in basis points. */
-  function crashX100FromR(r, edgeBp) {
-    const rr = BigInt(r);
-    const edge = BigInt(edgeBp);
-    const x = ((10000n - edge) * TWO_52) / ((TWO_52 - rr) * 100n);
-    return x < 100n ? 100n : x;
-  }
+// For tests and curious readers: the same functions the page uses, on either engine.
+window.crashfleetVerify = {
+  crashX100FromR: (r, edgeBp) => math.crashX100FromR(BigInt(r), edgeBp).toString(),
+  crashForHash: math.crashForHash,
+  sha256Hex: math.sha256Hex,
+  engine: math.engineName,
+};
 
-  function capped(x100, maxX100) {
-    const cap = BigInt(maxX100);
-    return x100 > cap ? cap : x100;
-  }
+// ------------------------------------------------------------------------------------------
+// The page.
 
-  function toHex(bytes) {
-    let s = '';
-    for (const b of bytes) s += b.toString(16).padStart(2, '0');
+const $ = (id) => document.getElementById(id);
+const f = {
+  form: $('v-form'), hash: $('v-hash'), salt: $('v-salt'), edge: $('v-edge'), max: $('v-max'),
+  count: $('v-count'), terminating: $('v-terminating'), round: $('v-round'), run: $('v-run'),
+  reset: $('v-reset'), engine: $('v-engine'), source: $('v-source'),
+  status: $('v-status'), summary: $('v-summary'), results: $('v-results'), empty: $('v-empty'),
+};
+let fairness = null;
+let runId = 0;
+
+const nextFrame = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+function setStatus(parts) {
+  f.status.replaceChildren(...parts.map((p) => {
+    if (typeof p === 'string') return document.createTextNode(p);
+    const s = document.createElement('span');
+    s.className = p.cls || '';
+    if (p.testid) s.setAttribute('data-testid', p.testid);
+    if (p.attrs) for (const [k, v] of Object.entries(p.attrs)) s.setAttribute(k, v);
+    s.textContent = p.text;
     return s;
+  }));
+}
+
+function fillDefaults(overwrite) {
+  if (!fairness) return;
+  if (overwrite || !f.salt.value) f.salt.value = fairness.salt;
+  if (overwrite || !f.edge.dataset.touched) f.edge.value = String(fairness.house_edge_bp);
+  if (overwrite || !f.max.dataset.touched) f.max.value = String(fairness.max_x100);
+  if (overwrite || !f.terminating.dataset.touched) f.terminating.value = fairness.terminating_hash;
+  f.source.textContent = 'defaults from this table';
+}
+
+function readInputs() {
+  const problems = [];
+  const hash = f.hash.value.trim().toLowerCase();
+  if (!HEX64.test(hash)) problems.push('The round hash must be 64 hex digits.');
+  const salt = f.salt.value;
+  if (!salt) problems.push('The salt is required.');
+  const edgeText = f.edge.value.trim();
+  const edge = /^\d{1,5}$/.test(edgeText) ? Number(edgeText) : NaN;
+  if (!(edge >= 0 && edge <= 10000)) problems.push('The house edge is a whole number of basis points, 0–10000.');
+  const maxText = f.max.value.trim();
+  const max = /^\d{3,19}$/.test(maxText) ? BigInt(maxText) : null;
+  if (max == null || max < 100n) problems.push('The cap is a whole number of hundredths, at least 100.');
+  const countText = f.count.value.trim() || '1';
+  const count = /^\d{1,4}$/.test(countText) ? Number(countText) : NaN;
+  if (!(count >= 1 && count <= MAX_ROWS)) problems.push('Rounds back is 1–' + MAX_ROWS + '.');
+  const terminating = f.terminating.value.trim().toLowerCase();
+  if (terminating && !HEX64.test(terminating)) problems.push('The terminating hash must be 64 hex digits, or empty.');
+  const roundText = f.round.value.trim();
+  const round = roundText === '' ? null : /^\d{1,15}$/.test(roundText) ? Number(roundText) : NaN;
+  if (round !== null && !(round >= 1 && round <= MAX_WALK)) problems.push('The round number is a whole number from 1 to ' + MAX_WALK.toLocaleString('en-US') + ', or empty.');
+  return { problems, hash, salt, edge, max, count, terminating, round };
+}
+
+async function run() {
+  const id = ++runId;
+  const inp = readInputs();
+  for (const [node, bad] of [
+    [f.hash, !HEX64.test(inp.hash)],
+    [f.salt, !inp.salt],
+  ]) node.classList.toggle('invalid', bad);
+  if (inp.problems.length) {
+    setStatus([{ text: '✗', cls: 'badge bad' }, ' ' + inp.problems.join(' ')]);
+    return;
   }
-  function fromHex(hex) {
-    const out = new Uint8Array(hex.length / 2);
-    for (let i = 0; i < out.length; i += 1) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
-    return out;
+  const params = new URLSearchParams({ hash: inp.hash });
+  if (fairness) {
+    if (inp.salt !== fairness.salt) params.set('salt', inp.salt);
+    if (inp.edge !== fairness.house_edge_bp) params.set('edge', String(inp.edge));
+    if (String(inp.max) !== String(fairness.max_x100)) params.set('max', String(inp.max));
+    if (inp.terminating && inp.terminating !== fairness.terminating_hash) params.set('terminating', inp.terminating);
   }
-  function sameBytes(a, b) {
-    if (a.length !== b.length) return false;
-    for (let i = 0; i < a.length; i += 1) if (a[i] !== b[i]) return false;
-    return true;
+  if (inp.count !== 10) params.set('count', String(inp.count));
+  if (inp.round != null) params.set('round', String(inp.round));
+  history.replaceState(null, '', '/verify?' + params.toString());
+
+  f.run.disabled = true;
+  setStatus(['Computing…']);
+  try {
+    await compute(id, inp);
+  } catch (e) {
+    if (id === runId) setStatus([{ text: '✗', cls: 'badge bad' }, ' Could not compute: ' + (e && e.message ? e.message : String(e))]);
+  } finally {
+    if (id === runId) f.run.disabled = false;
   }
+}
 
-  // ------------------------------------------------------------------------------------------
-  // SHA-256 in plain JS (FIPS 180-4), for browsers without Web Crypto. The round constants are
-  // derived as the standard defines them (fractional parts of square and cube roots of primes);
-  // the tests check this engine against Web Crypto and the published known answers.
-
-  const PRIMES = [];
-  for (let n = 2; PRIMES.length < 64; n += 1) {
-    if (PRIMES.every((p) => n % p !== 0)) PRIMES.push(n);
-  }
-  const frac32 = (x) => Math.floor((x - Math.floor(x)) * 2 ** 32) >>> 0;
-  const K = Uint32Array.from(PRIMES, (p) => frac32(Math.cbrt(p)));
-  const H0 = Uint32Array.from(PRIMES.slice(0, 8), (p) => frac32(Math.sqrt(p)));
-  const rotr = (x, n) => (x >>> n) | (x << (32 - n));
-
-  function sha256Js(data) {
-    const len = data.length;
-    const total = ((len + 9 + 63) >> 6) << 6;
-    const buf = new Uint8Array(total);
-    buf.set(data);
-    buf[len] = 0x80;
-    const dv = new DataView(buf.buffer);
-    dv.setUint32(total - 8, Math.floor(len / 2 ** 29));
-    dv.setUint32(total - 4, (len * 8) >>> 0);
-    const H = Uint32Array.from(H0);
-    const w = new Uint32Array(64);
-    for (let off = 0; off < total; off += 64) {
-      for (let i = 0; i < 16; i += 1) w[i] = dv.getUint32(off + 4 * i);
-      for (let i = 16; i < 64; i += 1) {
-        const a = w[i - 15];
-        const b = w[i - 2];
-        const s0 = rotr(a, 7) ^ rotr(a, 18) ^ (a >>> 3);
-        const s1 = rotr(b, 17) ^ rotr(b, 19) ^ (b >>> 10);
-        w[i] = (w[i - 16] + s0 + w[i - 7] + s1) | 0;
-      }
-      let [a, b, c, d, e, f, g, h] = H;
-      for (let i = 0; i < 64; i += 1) {
-        const S1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25);
-        const ch = (e & f) ^ (~e & g);
-        const t1 = (h + S1 + ch + K[i] + w[i]) | 0;
-        const S0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22);
-        const maj = (a & b) ^ (a & c) ^ (b & c);
-        const t2 = (S0 + maj) | 0;
-        h = g;
-        g = f;
-        f = e;
-        e = (d + t1) | 0;
-        d = c;
-        c = b;
-        b = a;
-        a = (t1 + t2) | 0;
-      }
-      H[0] += a; H[1] += b; H[2] += c; H[3] += d;
-      H[4] += e; H[5] += f; H[6] += g; H[7] += h;
-    }
-    const out = new Uint8Array(32);
-    const odv = new DataView(out.buffer);
-    for (let i = 0; i < 8; i += 1) odv.setUint32(4 * i, H[i]);
-    return out;
-  }
-
-  /** HMAC (RFC 2104) over sha256Js with a 64-byte block. */
-  function hmacJs(keyBytes) {
-    let key = keyBytes.length > 64 ? sha256Js(keyBytes) : keyBytes;
-    const block = new Uint8Array(64);
-    block.set(key);
-    key = block;
-    const ipad = key.map((b) => b ^ 0x36);
-    const opad = key.map((b) => b ^ 0x5c);
-    return (msg) => {
-      const inner = new Uint8Array(64 + msg.length);
-      inner.set(ipad);
-      inner.set(msg, 64);
-      const ih = sha256Js(inner);
-      const outer = new Uint8Array(64 + 32);
-      outer.set(opad);
-      outer.set(ih, 64);
-      return sha256Js(outer);
-    };
-  }
-
-  const engines = {
-    webcrypto: {
-      label: 'Web Crypto',
-      available: () => !!(globalThis.crypto && globalThis.crypto.subtle),
-      sha256: async (bytes) => new Uint8Array(await crypto.subtle.digest('SHA-256', bytes)),
-      hmac: async (salt) => {
-        const key = await crypto.subtle.importKey('raw', enc.encode(salt), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
-        return async (msg) => new Uint8Array(await crypto.subtle.sign('HMAC', key, msg));
-      },
-    },
-    js: {
-      label: 'the page’s own SHA-256 (Web Crypto needs HTTPS)',
-      available: () => true,
-      sha256: async (bytes) => sha256Js(bytes),
-      hmac: async (salt) => {
-        const f = hmacJs(enc.encode(salt));
-        return async (msg) => f(msg);
-      },
-    },
-  };
-  const engine = engines.webcrypto.available() ? engines.webcrypto : engines.js;
-
-  /** crash_x100 (BigInt, capped) of one round hash, with its r, using the given HMAC function. */
-  async function crashOf(hmac, hashBytes, edgeBp, maxX100) {
-    const mac = toHex(await hmac(hashBytes));
-    const r = BigInt('0x' + mac.slice(0, 13));
-    return { r, hmac: mac, crash: capped(crashX100FromR(r, edgeBp), maxX100) };
-  }
-
-  /** For tests and curious readers: the same functions the page uses, on either engine. */
-  async function crashForHash(hashHex, salt, edgeBp, maxX100, engineName) {
-    const e = engines[engineName || (engine === engines.js ? 'js' : 'webcrypto')];
-    const hmac = await e.hmac(salt);
-    const { crash } = await crashOf(hmac, fromHex(hashHex.toLowerCase()), edgeBp, maxX100 == null ? 2n ** 63n : maxX100);
-    return Number(crash) <= Number.MAX_SAFE_INTEGER ? Number(crash) : crash.toString();
-  }
-  async function sha256Hex(hex, engineName) {
-    const e = engines[engineName || 'webcrypto'];
-    return toHex(await e.sha256(fromHex(hex)));
-  }
-  window.crashfleetVerify = {
-    crashX100FromR: (r, edgeBp) => crashX100FromR(BigInt(r), edgeBp).toString(),
-    crashForHash,
-    sha256Hex,
-    engine: () => (engine === engines.js ? 'js' : 'webcrypto'),
-  };
-
-  // ------------------------------------------------------------------------------------------
-  // The page.
-
-  const $ = (id) => document.getElementById(id);
-  const f = {
-    form: $('v-form'), hash: $('v-hash'), salt: $('v-salt'), edge: $('v-edge'), max: $('v-max'),
-    count: $('v-count'), terminating: $('v-terminating'), round: $('v-round'), run: $('v-run'),
-    reset: $('v-reset'), engine: $('v-engine'), source: $('v-source'),
-    status: $('v-status'), summary: $('v-summary'), results: $('v-results'), empty: $('v-empty'),
-  };
-  let fairness = null;
-  let runId = 0;
-
-  const pad2 = (n) => String(n).padStart(2, '0');
-  function formatMult(x100) {
-    const v = BigInt(x100);
-    return (v / 100n).toLocaleString('en-US') + '.' + pad2(Number(v % 100n)) + '×';
-  }
-  function pillClass(x100) {
-    const v = Number(x100);
-    if (v < 200) return 'low';
-    if (v < 1000) return 'mid';
-    return 'high';
-  }
-  const nextFrame = () => new Promise((resolve) => setTimeout(resolve, 0));
-
-  function setStatus(parts) {
-    f.status.replaceChildren(...parts.map((p) => {
-      if (typeof p === 'string') return document.createTextNode(p);
-      const s = document.createElement('span');
-      s.className = p.cls || '';
-      if (p.testid) s.setAttribute('data-testid', p.testid);
-      if (p.attrs) for (const [k, v] of Object.entries(p.attrs)) s.setAttribute(k, v);
-      s.textContent = p.text;
-      return s;
-    }));
-  }
-
-  function fillDefaults(overwrite) {
-    if (!fairness) return;
-    if (overwrite || !f.salt.value) f.salt.value = fairness.salt;
-    if (overwrite || !f.edge.dataset.touched) f.edge.value = String(fairness.house_edge_bp);
-    if (overwrite || !f.max.dataset.touched) f.max.value = String(fairness.max_x100);
-    if (overwrite || !f.terminating.dataset.touched) f.terminating.value = fairness.terminating_hash;
-    f.source.textContent = 'defaults from this table';
-  }
-
-  function readInputs() {
-    const problems = [];
-    const hash = f.hash.value.trim().toLowerCase();
-    if (!HEX64.test(hash)) problems.push('The round hash must be 64 hex digits.');
-    const salt = f.salt.value;
-    if (!salt) problems.push('The salt is required.');
-    const edgeText = f.edge.value.trim();
-    const edge = /^\d{1,5}$/.test(edgeText) ? Number(edgeText) : NaN;
-    if (!(edge >= 0 && edge <= 10000)) problems.push('The house edge is a whole number of basis points, 0–10000.');
-    const maxText = f.max.value.trim();
-    const max = /^\d{3,19}$/.test(maxText) ? BigInt(maxText) : null;
-    if (max == null || max < 100n) problems.push('The cap is a whole number of hundredths, at least 100.');
-    const countText = f.count.value.trim() || '1';
-    const count = /^\d{1,4}$/.test(countText) ? Number(countText) : NaN;
-    if (!(count >= 1 && count <= MAX_ROWS)) problems.push('Rounds back is 1–' + MAX_ROWS + '.');
-    const terminating = f.terminating.value.trim().toLowerCase();
-    if (terminating && !HEX64.test(terminating)) problems.push('The terminating hash must be 64 hex digits, or empty.');
-    const roundText = f.round.value.trim();
-    const round = roundText === '' ? null : /^\d{1,15}$/.test(roundText) ? Number(roundText) : NaN;
-    if (round !== null && !(round >= 1 && round <= MAX_WALK)) problems.push('The round number is a whole number from 1 to ' + MAX_WALK.toLocaleString('en-US') + ', or empty.');
-    return { problems, hash, salt, edge, max, count, terminating, round };
-  }
-
-  async function run() {
-    const id = ++runId;
-    const inp = readInputs();
-    for (const [node, bad] of [
-      [f.hash, !HEX64.test(inp.hash)],
-      [f.salt, !inp.salt],
-    ]) node.classList.toggle('invalid', bad);
-    if (inp.problems.length) {
-      setStatus([{ text: '✗', cls: 'badge bad' }, ' ' + inp.problems.join(' ')]);
-      return;
-    }
-    const params = new URLSearchParams({ hash: inp.hash });
-    if (fairness) {
-      if (inp.salt !== fairness.salt) params.set('salt', inp.salt);
-      if (inp.edge !== fairness.house_edge_bp) params.set('edge', String(inp.edge));
-      if (String(inp.max) !== String(fairness.max_x100)) params.set('max', String(inp.max));
-      if (inp.terminating && inp.terminating !== fairness.terminating_hash) params.set('terminating', inp.terminating);
-    }
-    if (inp.count !== 10) params.set('count', String(inp.count));
-    if (inp.round != null) params.set('round', String(inp.round));
-    history.replaceState(null, '', '/verify?' + params.toString());
-
-    f.run.disabled = true;
-    setStatus(['Computing…']);
-    try {
-      await compute(id, inp);
-    } catch (e) {
-      if (id === runId) setStatus([{ text: '✗', cls: 'badge bad' }, ' Could not compute: ' + (e && e.message ? e.message : String(e))]);
-    } finally {
-      if (id === runId) f.run.disabled = false;
-    }
-  }
-
-  async function compute(id, inp) {
-    const hmac = await engine.hmac(inp.salt);
-    // 1. The chain check: does hashing this hash k times give the commitment?
-    let round = inp.round;
-    let chain = null; // { ok, steps } or null when not checked
-    const start = fromHex(inp.hash);
-    if (inp.terminating) {
-      const target = fromHex(inp.terminating);
-      const limit = round != null
-        ? round
-        : Math.min(MAX_WALK, fairness && fairness.chain_length ? fairness.chain_length : MAX_WALK,
-          Math.max(1000, ((fairness && fairness.rounds_played) || 0) + 1000));
-      let h = start;
-      let found = null;
-      if (sameBytes(h, target)) found = 0;
-      for (let i = 1; found == null && i <= limit; i += 1) {
-        h = await engine.sha256(h);
-        if (round == null && sameBytes(h, target)) found = i;
-        if (i % 4000 === 0) {
-          setStatus(['Walking the chain… ' + i.toLocaleString('en-US') + ' links']);
-          await nextFrame();
-          if (id !== runId) return;
-        }
-      }
-      if (round != null) chain = { ok: sameBytes(h, target), steps: round };
-      else chain = { ok: found != null && found > 0, steps: found, searched: limit, isCommitment: found === 0 };
-      if (round == null && found != null && found > 0) round = found;
-    }
-
-    // 2. The crash points: this round and the ones before it.
-    const rows = [];
+async function compute(id, inp) {
+  const hmac = await engine.hmac(inp.salt);
+  // 1. The chain check: does hashing this hash k times give the commitment?
+  let round = inp.round;
+  let chain = null; // { ok, steps } or null when not checked
+  const start = fromHex(inp.hash);
+  if (inp.terminating) {
+    const target = fromHex(inp.terminating);
+    const limit = round != null
+      ? round
+      : Math.min(MAX_WALK, fairness && fairness.chain_length ? fairness.chain_length : MAX_WALK,
+        Math.max(1000, ((fairness && fairness.rounds_played) || 0) + 1000));
     let h = start;
-    for (let i = 0; i < inp.count; i += 1) {
-      const number = round != null ? round - i : null;
-      if (number != null && number < 1) break;
-      const hex = toHex(h);
-      const { crash } = await crashOf(hmac, h, inp.edge, inp.max);
-      rows.push({ number, offset: i, hash: hex, crash });
+    let found = null;
+    if (sameBytes(h, target)) found = 0;
+    for (let i = 1; found == null && i <= limit; i += 1) {
       h = await engine.sha256(h);
-      if (i % 200 === 199) {
+      if (round == null && sameBytes(h, target)) found = i;
+      if (i % 4000 === 0) {
+        setStatus(['Walking the chain… ' + i.toLocaleString('en-US') + ' links']);
         await nextFrame();
         if (id !== runId) return;
       }
     }
-
-    // 3. What the server published, for comparison only.
-    const server = new Map();
-    try {
-      const res = await fetch('/api/v1/rounds?limit=' + Math.min(500, Math.max(50, inp.count + 20)), { cache: 'no-store' });
-      if (res.ok) for (const r of await res.json()) if (r.hash) server.set(r.hash.toLowerCase(), r);
-    } catch (e) {
-      // Offline or another origin: the computed values stand on their own.
-    }
-    if (id !== runId) return;
-    render(inp, rows, chain, round, server);
+    if (round != null) chain = { ok: sameBytes(h, target), steps: round };
+    else chain = { ok: found != null && found > 0, steps: found, searched: limit, isCommitment: found === 0 };
+    if (round == null && found != null && found > 0) round = found;
   }
 
-  function render(inp, rows, chain, round, server) {
-    const trs = rows.map((row) => {
-      const tr = document.createElement('tr');
-      tr.setAttribute('data-testid', 'v-row');
-      tr.setAttribute('data-hash', row.hash);
-      tr.setAttribute('data-crash-x100', row.crash.toString());
-      if (row.number != null) tr.setAttribute('data-round', String(row.number));
-      const c1 = document.createElement('td');
-      c1.className = row.offset === 0 ? '' : 'muted';
-      c1.textContent = row.number != null ? '#' + row.number : row.offset === 0 ? 'this round' : row.offset + ' before';
-      const c2 = document.createElement('td');
-      c2.className = 'mono';
-      c2.textContent = row.hash;
-      const c3 = document.createElement('td');
-      c3.className = 'r';
-      const pill = document.createElement('span');
-      pill.className = 'pill ' + pillClass(row.crash);
-      pill.setAttribute('data-testid', 'v-crash');
-      pill.textContent = formatMult(row.crash);
-      c3.append(pill);
-      const c4 = document.createElement('td');
-      c4.className = 'r';
-      const s = server.get(row.hash);
-      if (s && s.crash_x100 != null) {
-        const same = BigInt(s.crash_x100) === row.crash && (row.number == null || s.number === row.number);
-        const m = document.createElement('span');
-        m.className = 'match ' + (same ? 'ok' : 'bad');
-        m.setAttribute('data-testid', 'v-server');
-        m.textContent = (same ? '✓ ' : '✗ ') + formatMult(s.crash_x100) + (row.number == null ? ' (#' + s.number + ')' : '');
-        m.title = same ? 'The server published the same crash point' : 'The server published something else for this hash';
-        c4.append(m);
-      } else {
-        c4.className = 'r muted';
-        c4.textContent = '—';
-      }
-      tr.append(c1, c2, c3, c4);
-      return tr;
-    });
-    f.results.replaceChildren(...trs);
-    f.empty.hidden = trs.length > 0;
-    f.summary.textContent = rows.length + (rows.length === 1 ? ' round' : ' rounds') + ' · computed with ' + engine.label;
-
-    const first = rows[0];
-    const parts = [];
-    if (first) {
-      parts.push({ text: (round != null ? 'Round #' + round : 'This round') + ' crashed at ', cls: '' });
-      parts.push({ text: formatMult(first.crash), cls: 'crash-big', testid: 'v-crash-main', attrs: { 'data-crash-x100': first.crash.toString() } });
-      parts.push('·');
+  // 2. The crash points: this round and the ones before it.
+  const rows = [];
+  let h = start;
+  for (let i = 0; i < inp.count; i += 1) {
+    const number = round != null ? round - i : null;
+    if (number != null && number < 1) break;
+    const hex = toHex(h);
+    const { crash } = await crashOf(hmac, h, inp.edge, inp.max);
+    rows.push({ number, offset: i, hash: hex, crash });
+    h = await engine.sha256(h);
+    if (i % 200 === 199) {
+      await nextFrame();
+      if (id !== runId) return;
     }
-    if (!chain) {
-      parts.push({ text: 'chain not checked', cls: 'badge neutral', testid: 'v-chain', attrs: { 'data-chain': 'unchecked' } });
-      parts.push('Give the terminating hash to prove this hash belongs to the committed chain.');
-    } else if (chain.isCommitment) {
-      parts.push({ text: 'this is the commitment itself', cls: 'badge neutral', testid: 'v-chain', attrs: { 'data-chain': 'commitment' } });
-      parts.push('h(L) is published, never played.');
-    } else if (chain.ok) {
-      parts.push({ text: '✓ in the committed chain', cls: 'badge', testid: 'v-chain', attrs: { 'data-chain': 'ok' } });
-      parts.push('SHA-256 applied ' + chain.steps.toLocaleString('en-US') + (chain.steps === 1 ? ' time' : ' times') + ' to this hash gives the terminating hash.');
+  }
+
+  // 3. What the server published, for comparison only.
+  const server = new Map();
+  try {
+    const res = await fetch('/api/v1/rounds?limit=' + Math.min(500, Math.max(50, inp.count + 20)), { cache: 'no-store' });
+    if (res.ok) for (const r of await res.json()) if (r.hash) server.set(r.hash.toLowerCase(), r);
+  } catch (e) {
+    // Offline or another origin: the computed values stand on their own.
+  }
+  if (id !== runId) return;
+  render(inp, rows, chain, round, server);
+}
+
+function render(inp, rows, chain, round, server) {
+  const trs = rows.map((row) => {
+    const tr = document.createElement('tr');
+    tr.setAttribute('data-testid', 'v-row');
+    tr.setAttribute('data-hash', row.hash);
+    tr.setAttribute('data-crash-x100', row.crash.toString());
+    if (row.number != null) tr.setAttribute('data-round', String(row.number));
+    const c1 = document.createElement('td');
+    c1.className = row.offset === 0 ? '' : 'muted';
+    c1.textContent = row.number != null ? '#' + row.number : row.offset === 0 ? 'this round' : row.offset + ' before';
+    const c2 = document.createElement('td');
+    c2.className = 'mono';
+    c2.textContent = row.hash;
+    const c3 = document.createElement('td');
+    c3.className = 'r';
+    const pill = document.createElement('span');
+    pill.className = 'pill ' + pillClass(row.crash);
+    pill.setAttribute('data-testid', 'v-crash');
+    pill.textContent = formatMult(row.crash);
+    c3.append(pill);
+    const c4 = document.createElement('td');
+    c4.className = 'r';
+    const s = server.get(row.hash);
+    if (s && s.crash_x100 != null) {
+      const same = BigInt(s.crash_x100) === row.crash && (row.number == null || s.number === row.number);
+      const m = document.createElement('span');
+      m.className = 'match ' + (same ? 'ok' : 'bad');
+      m.setAttribute('data-testid', 'v-server');
+      m.textContent = (same ? '✓ ' : '✗ ') + formatMult(s.crash_x100) + (row.number == null ? ' (#' + s.number + ')' : '');
+      m.title = same ? 'The server published the same crash point' : 'The server published something else for this hash';
+      c4.append(m);
     } else {
-      parts.push({ text: '✗ not in the committed chain', cls: 'badge bad', testid: 'v-chain', attrs: { 'data-chain': 'bad' } });
-      parts.push(inp.round != null
-        ? 'Hashing it ' + inp.round.toLocaleString('en-US') + ' times does not give the terminating hash: wrong round number, or a forged hash.'
-        : 'The terminating hash was not reached within ' + chain.searched.toLocaleString('en-US') + ' links.');
+      c4.className = 'r muted';
+      c4.textContent = '—';
     }
-    setStatus(parts);
+    tr.append(c1, c2, c3, c4);
+    return tr;
+  });
+  f.results.replaceChildren(...trs);
+  f.empty.hidden = trs.length > 0;
+  f.summary.textContent = rows.length + (rows.length === 1 ? ' round' : ' rounds') + ' · computed with ' + engine.label;
+
+  const first = rows[0];
+  const parts = [];
+  if (first) {
+    parts.push({ text: (round != null ? 'Round #' + round : 'This round') + ' crashed at ', cls: '' });
+    parts.push({ text: formatMult(first.crash), cls: 'crash-big', testid: 'v-crash-main', attrs: { 'data-crash-x100': first.crash.toString() } });
+    parts.push('·');
   }
+  if (!chain) {
+    parts.push({ text: 'chain not checked', cls: 'badge neutral', testid: 'v-chain', attrs: { 'data-chain': 'unchecked' } });
+    parts.push('Give the terminating hash to prove this hash belongs to the committed chain.');
+  } else if (chain.isCommitment) {
+    parts.push({ text: 'this is the commitment itself', cls: 'badge neutral', testid: 'v-chain', attrs: { 'data-chain': 'commitment' } });
+    parts.push('h(L) is published, never played.');
+  } else if (chain.ok) {
+    parts.push({ text: '✓ in the committed chain', cls: 'badge', testid: 'v-chain', attrs: { 'data-chain': 'ok' } });
+    parts.push('SHA-256 applied ' + chain.steps.toLocaleString('en-US') + (chain.steps === 1 ? ' time' : ' times') + ' to this hash gives the terminating hash.');
+  } else {
+    parts.push({ text: '✗ not in the committed chain', cls: 'badge bad', testid: 'v-chain', attrs: { 'data-chain': 'bad' } });
+    parts.push(inp.round != null
+      ? 'Hashing it ' + inp.round.toLocaleString('en-US') + ' times does not give the terminating hash: wrong round number, or a forged hash.'
+      : 'The terminating hash was not reached within ' + chain.searched.toLocaleString('en-US') + ' links.');
+  }
+  setStatus(parts);
+}
 
-  // ------------------------------------------------------------------------------------------
-  // Start: prefill from the URL and from the table, then run if a hash was given.
+// ------------------------------------------------------------------------------------------
+// Start: prefill from the URL and from the table, then run if a hash was given.
 
-  f.engine.textContent = 'Runs in your browser with ' + engine.label + '.';
-  for (const node of [f.edge, f.max, f.terminating]) {
-    node.addEventListener('input', () => {
+f.engine.textContent = 'Runs in your browser with ' + engine.label + '.';
+for (const node of [f.edge, f.max, f.terminating]) {
+  node.addEventListener('input', () => {
+    node.dataset.touched = '1';
+  });
+}
+f.form.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  run();
+});
+f.reset.addEventListener('click', () => {
+  fillDefaults(true);
+});
+
+async function start() {
+  const q = new URLSearchParams(location.search);
+  try {
+    const res = await fetch('/api/v1/fairness', { cache: 'no-store' });
+    if (res.ok) fairness = await res.json();
+  } catch (e) {
+    fairness = null;
+  }
+  fillDefaults(false);
+  if (!fairness) f.source.textContent = 'table defaults unavailable — fill in the salt';
+  const set = (node, key) => {
+    const v = q.get(key);
+    if (v != null) {
+      node.value = v;
       node.dataset.touched = '1';
-    });
-  }
-  f.form.addEventListener('submit', (ev) => {
-    ev.preventDefault();
-    run();
-  });
-  f.reset.addEventListener('click', () => {
-    fillDefaults(true);
-  });
-
-  async function start() {
-    const q = new URLSearchParams(location.search);
-    try {
-      const res = await fetch('/api/v1/fairness', { cache: 'no-store' });
-      if (res.ok) fairness = await res.json();
-    } catch (e) {
-      fairness = null;
     }
-    fillDefaults(false);
-    if (!fairness) f.source.textContent = 'table defaults unavailable — fill in the salt';
-    const set = (node, key) => {
-      const v = q.get(key);
-      if (v != null) {
-        node.value = v;
-        node.dataset.touched = '1';
-      }
-    };
-    set(f.hash, 'hash');
-    set(f.salt, 'salt');
-    set(f.edge, 'edge');
-    set(f.max, 'max');
-    set(f.count, 'count');
-    set(f.terminating, 'terminating');
-    set(f.round, 'round');
-    if (q.get('hash')) run();
-  }
-  start();
-})();
+  };
+  set(f.hash, 'hash');
+  set(f.salt, 'salt');
+  set(f.edge, 'edge');
+  set(f.max, 'max');
+  set(f.count, 'count');
+  set(f.terminating, 'terminating');
+  set(f.round, 'round');
+  if (q.get('hash')) run();
+}
+start();

@@ -5,8 +5,9 @@
 // It plays like a person: registers through the form, bets 1.00 with auto cash-out 1.01 in a
 // betting window, watches the round crash, checks the balance against the outcome (page and
 // GET /api/v1/me), follows the round's history link to /verify and checks the crash point there
-// equals the server's; checks the verifier against the known answers in shared/vectors; and fails
-// on any console error or Content-Security-Policy violation. Screenshots go to
+// equals the server's; checks the verifier against the known answers
+// (game-node/tests/data/fairness.json); and fails on any console error or Content-Security-Policy
+// violation. Screenshots go to
 // $CRASHFLEET_ARTIFACTS (default /tmp/crashfleet-artifacts).
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
@@ -27,8 +28,8 @@ const MIN_WINDOW_LEFT_MS = 700;
 const STAKE = 100; // "1.00"
 const AUTO_X100 = 101; // "1.01"
 
-// Known answers computed outside the project (shared/vectors/fairness.json); the first round is
-// embedded so the check still runs when the file is not beside the checkout.
+// Known answers computed outside the project (game-node/tests/data/fairness.json); the first round
+// is embedded so the check still runs when the page is tested from a copy of this script alone.
 const VECTOR_FALLBACK = {
   salt: '0000000000000000000fa3b65e43e4240d71762a5bf397d5304b2596d116859c',
   chain: null,
@@ -52,9 +53,7 @@ function check(cond, message) {
 function loadVectors() {
   const candidates = [
     process.env.CRASHFLEET_VECTORS,
-    path.resolve(HERE, '../../../shared/vectors/fairness.json'),
-    path.resolve(HERE, '../../shared/vectors/fairness.json'),
-    '/work/shared/vectors/fairness.json',
+    path.resolve(HERE, '../../game-node/tests/data/fairness.json'),
   ].filter(Boolean);
   for (const p of candidates) {
     try {

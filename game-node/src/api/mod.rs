@@ -40,7 +40,6 @@ mod rounds;
 mod table;
 
 use admin::{audit, credit, debit};
-use assets::{app_js, errors_js, index, style_css, verify_js, verify_page};
 use bets::{cash_out, place_bet};
 pub use openapi::{ApiDoc, openapi_json};
 pub use ops::metrics_router;
@@ -351,14 +350,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     if let Some(limiter) = &state.ip_limiter {
         api = api.layer(limiter.layer());
     }
-    let mut app = Router::new()
-        .nest("/api/v1", api)
-        .route("/", get(index))
-        .route("/verify", get(verify_page))
-        .route("/app.js", get(app_js))
-        .route("/errors.js", get(errors_js))
-        .route("/verify.js", get(verify_js))
-        .route("/style.css", get(style_css))
+    let mut app = assets::routes(Router::new().nest("/api/v1", api))
         .route("/ws", get(crate::ws::upgrade))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

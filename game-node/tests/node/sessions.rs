@@ -1,7 +1,7 @@
 //! Sessions, black-box through a real node: logout revokes every token of the player on REST and
 //! WebSocket (a socket already open included), a token whose player no longer exists is
-//! `unauthorized` everywhere, the username always comes from the ledger (a forged `name` claim is
-//! ignored), and the page authenticates its socket with its first frame, not the URL.
+//! `unauthorized` everywhere, and the username always comes from the ledger (a forged `name` claim
+//! is ignored). That the page authenticates its socket with its first frame is checked in pages.rs.
 
 use crate::common;
 
@@ -257,75 +257,4 @@ async fn a_forged_name_claim_is_ignored_for_the_ledgers_name() {
     let v = accepted.expect("a socket bet within 4 betting windows");
     assert_eq!(v["bet"]["username"], "honest", "{v}");
     s.assert_audit().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_authenticates_its_socket_with_the_first_frame_not_the_url() {
-    let s = TestServer::start(&[]).await;
-    let r = s
-        .http
-        .get(format!("{}/app.js", s.url))
-        .send()
-        .await
-        .expect("GET /app.js");
-    assert_eq!(r.status().as_u16(), 200);
-    let js = r.text().await.expect("body");
-    assert!(
-        !js.contains("?token=") && !js.contains("token=' +"),
-        "the served app.js still builds a ?token= WebSocket URL"
-    );
-    assert!(
-        js.contains("type: 'auth', token: state.token"),
-        "the served app.js does not authenticate its socket with an auth frame"
-    );
-    assert!(
-        js.contains("'/auth/logout'"),
-        "the served app.js does not call the logout endpoint"
-    );
-}
-
-/// The page's error texts come from the node's own error table, so a code added on the server
-/// reaches the page and no copy can drift: `/errors.js` carries exactly that table, the page
-/// loads it before its script, and the script holds no table of its own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_gets_its_error_texts_from_the_server() {
-    let s = TestServer::start(&[]).await;
-    let get = |path: &'static str| {
-        let (http, url) = (s.http.clone(), format!("{}{path}", s.url));
-        async move {
-            let r = http.get(url).send().await.expect("GET");
-            assert_eq!(r.status().as_u16(), 200, "{path}");
-            r.text().await.expect("body")
-        }
-    };
-    let js = get("/errors.js").await;
-    let json = js
-        .trim()
-        .strip_prefix("window.CRASHFLEET_ERROR_TEXT = Object.freeze(")
-        .and_then(|j| j.strip_suffix(");"))
-        .expect("errors.js assigns one frozen object");
-    let served: serde_json::Map<String, Value> = serde_json::from_str(json).expect("JSON");
-    let table = game_node::error::PLAYER_TEXT;
-    assert_eq!(served.len(), table.len());
-    for (code, text) in table {
-        assert_eq!(served[*code], *text, "{code}");
-    }
-    assert_eq!(
-        served["too_late"],
-        "Too late — the round had already crashed"
-    );
-    let page = get("/").await;
-    let (errors, app) = (
-        page.find("src=\"/errors.js\"")
-            .expect("the page loads /errors.js"),
-        page.find("src=\"/app.js\"")
-            .expect("the page loads /app.js"),
-    );
-    assert!(errors < app, "/errors.js must run before /app.js");
-    let app_js = get("/app.js").await;
-    assert!(app_js.contains("window.CRASHFLEET_ERROR_TEXT"));
-    assert!(
-        !app_js.contains("betting_closed:"),
-        "app.js keeps a copy of the error table"
-    );
 }

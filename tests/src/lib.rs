@@ -13,6 +13,7 @@
 //!   real kubelet node), gives each test a namespace of its own that is deleted afterwards, and
 //!   mints ServiceAccount tokens so a test can act with exactly the rights a Role grants.
 //! - [`load`]: the load generator behind `crashfleet-load` and the chaos tests.
+//! - [`wait::until`]: poll for a state with a deadline, instead of sleeping for a guessed time.
 //!
 //! docs/TESTING.md says what the fake cluster can and cannot do.
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod load;
 pub mod proxy;
 pub mod redis;
 pub mod require;
+pub mod wait;
 pub mod ws;
 
 /// The repository's root directory (this crate is `tests/` in it), without `..` in the path, so

@@ -103,3 +103,47 @@ fn contradictions_fail_with_one_line_naming_the_flag() {
         );
     }
 }
+
+/// tests/fleet/up.sh (the local fleet a tester starts by hand, which no other test runs) starts
+/// its nodes with flags the node still knows, and the variables it passes secrets through are
+/// the ones the node reads: a renamed flag fails here, not in a tester's terminal.
+#[test]
+fn the_local_fleet_script_starts_nodes_with_flags_the_node_knows() {
+    let script = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fleet/up.sh"),
+    )
+    .expect("tests/fleet/up.sh");
+    let launch = script
+        .split("launch_node() {")
+        .nth(1)
+        .and_then(|rest| rest.split("\n}\n").next())
+        .expect("up.sh defines launch_node()");
+    let flags: std::collections::BTreeSet<&str> = launch
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .collect();
+    let envs: std::collections::BTreeSet<&str> = launch
+        .split_whitespace()
+        .filter_map(|w| w.split_once('=').map(|(k, _)| k))
+        .filter(|k| k.starts_with("CRASHFLEET_"))
+        .collect();
+    assert!(flags.len() >= 9, "{flags:?}");
+    assert!(envs.len() >= 3, "{envs:?}");
+    let help = Command::new(env!("CARGO_BIN_EXE_game-node"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("game-node serve --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in &flags {
+        assert!(
+            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+            "up.sh starts nodes with {flag}, which `game-node serve` does not know"
+        );
+    }
+    for env in &envs {
+        assert!(
+            help.contains(&format!("[env: {env}=")) || help.contains(&format!("[env: {env}]")),
+            "up.sh passes {env}, which `game-node serve` does not read"
+        );
+    }
+}

@@ -9,7 +9,7 @@ use crate::common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crashfleet_tests::free_port;
+use crashfleet_tests::{free_port, wait};
 use serde_json::{Value, json};
 
 struct Proc(Child);
@@ -130,31 +130,34 @@ async fn kill_9_mid_round_refunds_the_open_stakes_on_restart() {
     assert_eq!(fair1["salt"], fair2["salt"]);
     // Sessions survive: the signing key is configured. The restarted leader voids the interrupted
     // round right after it starts serving (on a busy machine a moment later): poll for it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let me = loop {
-        let me = get(&http, format!("{base}/api/v1/me"), Some(&token)).await;
-        if me["balance"] == 100_000 || std::time::Instant::now() > deadline {
-            break me;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(
-        me["balance"], 100_000,
-        "the stake of the interrupted round was refunded"
-    );
+    wait::until(
+        "the stake of the interrupted round refunded (balance 100000)",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let me = get(&http, format!("{base}/api/v1/me"), Some(&token)).await;
+            (me["balance"] == 100_000).then_some(())
+        },
+        String::new,
+    )
+    .await;
     let r = get(&http, format!("{base}/api/v1/rounds/{number}"), None).await;
     assert_eq!(r["bets"][0]["status"], "refunded", "{r}");
     let rounds = get(&http, format!("{base}/api/v1/rounds?limit=1"), None).await;
     assert_eq!(rounds[0]["number"].as_u64(), Some(number));
     assert_eq!(rounds[0]["status"], "voided");
     // The next round takes the next number.
-    let next = loop {
-        let cur = get(&http, format!("{base}/api/v1/round"), None).await;
-        if let Some(n) = cur["round"]["number"].as_u64() {
-            break n;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    };
+    let next = wait::until(
+        "the next round",
+        Duration::from_secs(20),
+        Duration::from_millis(30),
+        || async {
+            let cur = get(&http, format!("{base}/api/v1/round"), None).await;
+            cur["round"]["number"].as_u64()
+        },
+        String::new,
+    )
+    .await;
     assert_eq!(next, number + 1);
     let audit = get(
         &http,
@@ -269,9 +272,14 @@ async fn sigterm_drains_before_the_node_stops_serving() {
 async fn a_second_signal_ends_the_drain_window() {
     let (_dir, _port, base, http, mut node) = ready_with_drain(Duration::from_secs(60)).await;
     signal(&node, "TERM");
-    while status(&http, format!("{base}/readyz")).await != Some(503) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until(
+        "/readyz 503 after SIGTERM",
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || async { (status(&http, format!("{base}/readyz")).await == Some(503)).then_some(()) },
+        String::new,
+    )
+    .await;
     let second = std::time::Instant::now();
     signal(&node, "INT");
     let exited = tokio::task::spawn_blocking(move || {

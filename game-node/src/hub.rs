@@ -9,14 +9,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::ws::Utf8Bytes;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::ports::Bus;
+use crate::ports::{Bus, Frame};
 
-type Slot = (u64, watch::Sender<Option<Utf8Bytes>>);
+type Slot = (u64, watch::Sender<Option<Frame>>);
 
 #[derive(Default)]
 pub struct PlayerRoutes {
@@ -29,7 +28,7 @@ pub struct Registration {
     routes: Arc<PlayerRoutes>,
     player_id: String,
     id: u64,
-    pub rx: watch::Receiver<Option<Utf8Bytes>>,
+    pub rx: watch::Receiver<Option<Frame>>,
 }
 
 impl Drop for Registration {
@@ -71,7 +70,7 @@ impl PlayerRoutes {
         }
     }
 
-    pub fn deliver(&self, player_id: &str, json: Utf8Bytes) {
+    pub fn deliver(&self, player_id: &str, json: Frame) {
         if let Some(slots) = self.lock().get(player_id) {
             for (_, tx) in slots {
                 tx.send_replace(Some(json.clone()));

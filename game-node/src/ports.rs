@@ -401,7 +401,14 @@ pub trait Auditing: Send + Sync + 'static {
 /// burst of bets) is resynchronised from a fresh snapshot instead of holding memory.
 pub const BUS_CAPACITY: usize = 1024;
 
-pub fn to_json(msg: &ServerMessage) -> Result<axum::extract::ws::Utf8Bytes> {
+/// A serialised event as the WebSocket sends it: a reference-counted UTF-8 buffer. It is the
+/// WebSocket library's own text type (axum re-exports tungstenite's) on purpose: every socket
+/// sends the very buffer the bus delivered, with no copy and no second UTF-8 check, which a
+/// neutral type (`Arc<str>`, `bytes::Bytes`) would cost per socket and per event — at 10,000
+/// sockets and 10 ticks a second, 100,000 validations a second. It carries nothing of HTTP.
+pub type Frame = axum::extract::ws::Utf8Bytes;
+
+pub fn to_json(msg: &ServerMessage) -> Result<Frame> {
     serde_json::to_string(msg)
         .map(Into::into)
         .map_err(|e| Error::Internal(format!("serialising an event: {e}")))
@@ -414,7 +421,7 @@ pub struct PublicEvent {
     /// [`PublicEvent::RESYNC`] (0) is not an event: the bus missed events (a gap, lag or a
     /// reconnect) and every socket must resynchronise from a fresh snapshot.
     pub seq: u64,
-    pub json: axum::extract::ws::Utf8Bytes,
+    pub json: Frame,
 }
 
 impl PublicEvent {
@@ -423,7 +430,7 @@ impl PublicEvent {
     pub fn resync() -> PublicEvent {
         PublicEvent {
             seq: Self::RESYNC,
-            json: axum::extract::ws::Utf8Bytes::from_static(""),
+            json: Frame::from_static(""),
         }
     }
 }
@@ -432,7 +439,7 @@ impl PublicEvent {
 #[derive(Debug, Clone)]
 pub struct PrivateEvent {
     pub player_id: String,
-    pub json: axum::extract::ws::Utf8Bytes,
+    pub json: Frame,
 }
 
 /// Moves round events from the leader (and bet events from any node) to every node's sockets.

@@ -1005,66 +1005,6 @@ async fn a_lost_cash_out_answer_is_outcome_unknown_and_the_retry_returns_it() {
     fleet.db.drop_now().await;
 }
 
-/// A replica cut off from Redis refuses money requests with `unavailable` (503), reports
-/// not-ready, and recovers by itself when the connection comes back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replica_cut_off_from_redis_refuses_money_and_recovers() {
-    let Some(pg) = require::fleet("replica_cut_off_from_redis_refuses_money_and_recovers") else {
-        return;
-    };
-    // Node 3 reaches Redis through a proxy the test can cut. It must not be the leader for the
-    // cut to test a replica, so nodes 1 and 2 start first.
-    let mut opts = FleetOpts::default();
-    // The proxy's target port is only known once the fleet's Redis runs: start the fleet with
-    // two nodes' default URLs and node 3 on a proxy created against a Redis port chosen first.
-    let redis_port = crashfleet_tests::free_port();
-    let proxy = crashfleet_tests::proxy::Proxy::start(redis_port).await;
-    opts.redis_for = vec![None, None, Some(proxy.url())];
-    let fleet = Fleet::start_with_redis_port("cutoff", &pg, opts, redis_port).await;
-    let (leader, _) = fleet.wait_leader(0, None, 0).await;
-    assert_ne!(leader, "node-3", "node 1 started first and leads");
-    let token = fleet.register(2, "carol").await;
-    proxy.cut();
-    // Not ready, and money requests refused with a clear code; no money moved.
-    wait_readyz(
-        &fleet,
-        2,
-        503,
-        Duration::from_secs(10),
-        "node 3 stayed ready without Redis",
-    )
-    .await;
-    // The rest of the fleet plays on.
-    fleet.wait_phase(0, "betting", 300).await;
-    let (s, v) = fleet.bet(1, &token, "ok-1", 100, None).await;
-    assert_eq!(s, 201, "{v}");
-    let (s, v) = fleet.bet(2, &token, "cut-1", 100, None).await;
-    assert_eq!(s, 503, "{v}");
-    assert_eq!(v["code"], "unavailable", "{v}");
-    let (s, v) = fleet
-        .cash_out(2, &token, "cut-c", v["bet_id"].as_str().unwrap_or("x"))
-        .await;
-    assert!(
-        s == 503 || s == 404,
-        "a cash-out through the cut node: {s} {v}"
-    );
-    assert_eq!(fleet.balance(0, &token).await, 100_000 - 100);
-    proxy.restore();
-    wait_readyz(
-        &fleet,
-        2,
-        200,
-        Duration::from_secs(15),
-        "node 3 did not recover by itself\n{}",
-    )
-    .await;
-    fleet.wait_phase(2, "betting", 300).await;
-    let (s, v) = fleet.bet(2, &token, "back-1", 100, None).await;
-    assert_eq!(s, 201, "after recovery: {v}");
-    settle_and_check(&fleet, 2).await;
-    fleet.db.drop_now().await;
-}
-
 /// PostgreSQL restarts (fast: connections cut, open transactions rolled back) mid-round. Money
 /// requests fail `unavailable` meanwhile; the leader retries and continues the round it still
 /// holds in Redis; nothing is paid twice or lost.
@@ -1149,59 +1089,94 @@ async fn tables_share_wallets_and_the_lobby() {
     fleet.db.drop_now().await;
 }
 
-/// A replica cut off from PostgreSQL (its connections through a proxy the test cuts) refuses
-/// money requests with `unavailable`, reports not-ready, and recovers by itself; the rest of the
-/// fleet plays on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replica_cut_off_from_postgres_refuses_money_and_recovers() {
-    let Some(pg) = require::fleet("replica_cut_off_from_postgres_refuses_money_and_recovers")
-    else {
+/// The link a replica is cut off on: a TCP proxy between node 3 and that server.
+enum Link {
+    Redis,
+    Postgres,
+}
+
+/// Node 3, a replica (nodes 1 and 2 start first, so it never leads), loses `link`: it reports
+/// not-ready, refuses money requests with `unavailable` (503) and moves no money, while the rest
+/// of the fleet plays on; when the link comes back it recovers by itself and takes bets again.
+async fn replica_cut_off(test: &str, link: Link) {
+    let Some(pg) = require::fleet(test) else {
         return;
     };
-    // The database is created first so the proxy knows where the server listens.
-    let probe = crashfleet_tests::db::TestDb::create(&pg, "pgcut-probe").await;
-    let proxy = crashfleet_tests::proxy::Proxy::start(probe.port()).await;
-    probe.drop_now().await;
-    let opts = FleetOpts {
-        db_port_for: vec![None, None, Some(proxy.port)],
-        ..FleetOpts::default()
+    let (fleet, proxy, server) = match link {
+        Link::Redis => {
+            // The proxy's target port is only known once the fleet's Redis runs: start the fleet
+            // with two nodes' default URLs and node 3 on a proxy against a Redis port chosen first.
+            let redis_port = crashfleet_tests::free_port();
+            let proxy = crashfleet_tests::proxy::Proxy::start(redis_port).await;
+            let opts = FleetOpts {
+                redis_for: vec![None, None, Some(proxy.url())],
+                ..FleetOpts::default()
+            };
+            let fleet = Fleet::start_with_redis_port("cutoff", &pg, opts, redis_port).await;
+            (fleet, proxy, "Redis")
+        }
+        Link::Postgres => {
+            // The database is created first so the proxy knows where the server listens.
+            let probe = crashfleet_tests::db::TestDb::create(&pg, "pgcut-probe").await;
+            let proxy = crashfleet_tests::proxy::Proxy::start(probe.port()).await;
+            probe.drop_now().await;
+            let opts = FleetOpts {
+                db_port_for: vec![None, None, Some(proxy.port)],
+                ..FleetOpts::default()
+            };
+            (Fleet::start("pgcut", &pg, opts).await, proxy, "PostgreSQL")
+        }
     };
-    let fleet = Fleet::start("pgcut", &pg, opts).await;
     let (leader, _) = fleet.wait_leader(0, None, 0).await;
     assert_ne!(leader, "node-3", "node 1 started first and leads");
-    let token = fleet.register(0, "erin").await;
+    let token = fleet.register(0, "carol").await;
     proxy.cut();
-    wait_readyz(
-        &fleet,
-        2,
-        503,
-        Duration::from_secs(15),
-        "node 3 stayed ready without PostgreSQL",
-    )
-    .await;
+    let cut = format!("not ready without {server}");
+    wait_readyz(&fleet, 2, 503, Duration::from_secs(15), &cut).await;
+    // The rest of the fleet plays on.
     fleet.wait_phase(0, "betting", 300).await;
     let (s, v) = fleet.bet(1, &token, "ok-1", 100, None).await;
     assert_eq!(s, 201, "the rest of the fleet plays on: {v}");
+    // Money requests through node 3 are refused with a clear code; no money moved.
     let (s, v) = fleet.bet(2, &token, "cut-1", 100, None).await;
     assert_eq!(s, 503, "{v}");
     assert_eq!(v["code"], "unavailable", "{v}");
+    let (s, v) = fleet
+        .cash_out(2, &token, "cut-c", v["bet_id"].as_str().unwrap_or("x"))
+        .await;
+    assert!(
+        s == 503 || s == 404,
+        "a cash-out through the cut node: {s} {v}"
+    );
     assert_eq!(
         fleet.balance(0, &token).await,
         100_000 - 100,
-        "no money moved on node 3"
+        "only the bet through node 1 moved money"
     );
     proxy.restore();
-    wait_readyz(
-        &fleet,
-        2,
-        200,
-        Duration::from_secs(20),
-        "node 3 did not recover by itself\n{}",
-    )
-    .await;
+    let back = format!("recovered by itself when {server} came back");
+    wait_readyz(&fleet, 2, 200, Duration::from_secs(20), &back).await;
     fleet.wait_phase(2, "betting", 300).await;
     let (s, v) = fleet.bet(2, &token, "back-1", 100, None).await;
     assert_eq!(s, 201, "after recovery: {v}");
     settle_and_check(&fleet, 2).await;
     fleet.db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_cut_off_from_redis_refuses_money_and_recovers() {
+    replica_cut_off(
+        "replica_cut_off_from_redis_refuses_money_and_recovers",
+        Link::Redis,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_cut_off_from_postgres_refuses_money_and_recovers() {
+    replica_cut_off(
+        "replica_cut_off_from_postgres_refuses_money_and_recovers",
+        Link::Postgres,
+    )
+    .await;
 }

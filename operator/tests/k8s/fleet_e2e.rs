@@ -41,6 +41,80 @@ fn needs(test: &str) -> Option<(String, std::path::PathBuf)> {
     Some((pg, require::game_node(test)?))
 }
 
+/// What both tests stand on: Redis and a database of the test's own, their URLs in the Secrets
+/// `redis` and `postgres` of a fresh namespace, the CRD, the chart installed (release `release`:
+/// the operator's ServiceAccount and ClusterRole, nothing more), and the operator running with
+/// exactly that ServiceAccount's token.
+struct Stage {
+    _operator: Proc,
+    dir: tempfile::TempDir,
+    _redis: TestRedis,
+    db: TestDb,
+    ns: crashfleet_tests::k8s::TestNamespace,
+    client: kube::Client,
+    secrets: Api<Secret>,
+    release: String,
+    pp: PostParams,
+}
+
+impl Stage {
+    async fn up(
+        cluster: &crashfleet_tests::k8s::Cluster,
+        test: &str,
+        ns: &str,
+        pg_admin: &str,
+    ) -> anyhow::Result<Stage> {
+        let dir = tempfile::tempdir()?;
+        let redis = TestRedis::start(dir.path());
+        let db = TestDb::create(pg_admin, test).await;
+        let ns = cluster.namespace(ns).await?;
+        let client = cluster.client();
+        let pp = PostParams::default();
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+        for (name, url) in [("redis", redis.url()), ("postgres", db.url.clone())] {
+            let s: Secret = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+                "stringData": {"url": url},
+            }))?;
+            secrets.create(&pp, &s).await?;
+        }
+        crd(&client).await?;
+        let release = format!("cf-{}", &ns.name()[ns.name().len().saturating_sub(8)..]);
+        let install = Command::new(tool("helm"))
+            .args(["install", &release])
+            .arg(chart())
+            .args([
+                "-n",
+                ns.name(),
+                "--set",
+                &format!("watchNamespace={}", ns.name()),
+            ])
+            .env("KUBECONFIG", cluster.kubeconfig_source())
+            .output()?;
+        assert!(install.status.success(), "helm install: {install:?}");
+        let operator_access = ns.service_account_access("crashfleet-operator").await?;
+        let operator = Proc(
+            Command::new(env!("CARGO_BIN_EXE_crashfleet-operator"))
+                .args(["run", "--listen", "127.0.0.1:0", "--namespace", ns.name()])
+                .env("KUBECONFIG", operator_access.kubeconfig_path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        Ok(Stage {
+            _operator: operator,
+            dir,
+            _redis: redis,
+            db,
+            ns,
+            client,
+            secrets,
+            release,
+            pp,
+        })
+    }
+}
+
 /// Starts one `game-node` per replica of `deployment`, as its pods would run: the template's
 /// args and env (Secrets resolved, downward API filled), the fairness Secret written where the
 /// template mounts it with the volume's mode, and the table's ServiceAccount kubeconfig.
@@ -164,48 +238,17 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
     let Some((pg_admin, game_node)) = needs(test) else {
         return Ok(());
     };
-    let dir = tempfile::tempdir()?;
-    // Redis and a fresh database for this table.
-    let redis = TestRedis::start(dir.path());
-    let db = TestDb::create(&pg_admin, test).await;
-    let db_url = db.url.clone();
-
-    let ns = cluster.namespace("play").await?;
-    let client = cluster.client();
-    let pp = PostParams::default();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
-    for (name, url) in [("redis", redis.url()), ("postgres", db_url.clone())] {
-        let s: Secret = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-            "stringData": {"url": url},
-        }))?;
-        secrets.create(&pp, &s).await?;
-    }
-    crd(&client).await?;
-    // The operator as the chart installs it: its ServiceAccount and ClusterRole, nothing more.
-    let helm = tool("helm");
-    let release = format!("cf-{}", &ns.name()[ns.name().len().saturating_sub(8)..]);
-    let install = Command::new(&helm)
-        .args(["install", &release])
-        .arg(chart())
-        .args([
-            "-n",
-            ns.name(),
-            "--set",
-            &format!("watchNamespace={}", ns.name()),
-        ])
-        .env("KUBECONFIG", cluster.kubeconfig_source())
-        .output()?;
-    assert!(install.status.success(), "helm install: {install:?}");
-    let operator_access = ns.service_account_access("crashfleet-operator").await?;
-    let _operator = Proc(
-        Command::new(env!("CARGO_BIN_EXE_crashfleet-operator"))
-            .args(["run", "--listen", "127.0.0.1:0", "--namespace", ns.name()])
-            .env("KUBECONFIG", operator_access.kubeconfig_path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
+    let Stage {
+        _operator,
+        dir,
+        _redis,
+        db,
+        ns,
+        client,
+        secrets,
+        release,
+        pp,
+    } = Stage::up(&cluster, test, "play", &pg_admin).await?;
     let table: CrashTable = serde_json::from_value(json!({
         "apiVersion": "crashfleet.dev/v1alpha1", "kind": "CrashTable",
         "metadata": {"name": "play"},
@@ -499,7 +542,7 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
         "resuming changed the pod template (a roll)"
     );
     drop(nodes);
-    let _ = Command::new(&helm)
+    let _ = Command::new(tool("helm"))
         .args(["uninstall", &release, "-n", ns.name()])
         .env("KUBECONFIG", cluster.kubeconfig_source())
         .output();
@@ -520,44 +563,17 @@ async fn a_redis_backend_table_is_ready_with_its_leader() -> anyhow::Result<()> 
     let Some((pg_admin, game_node)) = needs(test) else {
         return Ok(());
     };
-    let dir = tempfile::tempdir()?;
-    let redis = TestRedis::start(dir.path());
-    let db = TestDb::create(&pg_admin, test).await;
-    let ns = cluster.namespace("redis-ct").await?;
-    let client = cluster.client();
-    let pp = PostParams::default();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
-    for (name, url) in [("redis", redis.url()), ("postgres", db.url.clone())] {
-        let s: Secret = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-            "stringData": {"url": url},
-        }))?;
-        secrets.create(&pp, &s).await?;
-    }
-    crd(&client).await?;
-    let helm = tool("helm");
-    let release = format!("cf-{}", &ns.name()[ns.name().len().saturating_sub(8)..]);
-    let install = Command::new(&helm)
-        .args(["install", &release])
-        .arg(chart())
-        .args([
-            "-n",
-            ns.name(),
-            "--set",
-            &format!("watchNamespace={}", ns.name()),
-        ])
-        .env("KUBECONFIG", cluster.kubeconfig_source())
-        .output()?;
-    assert!(install.status.success(), "helm install: {install:?}");
-    let operator_access = ns.service_account_access("crashfleet-operator").await?;
-    let _operator = Proc(
-        Command::new(env!("CARGO_BIN_EXE_crashfleet-operator"))
-            .args(["run", "--listen", "127.0.0.1:0", "--namespace", ns.name()])
-            .env("KUBECONFIG", operator_access.kubeconfig_path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
+    let Stage {
+        _operator,
+        dir,
+        _redis,
+        db,
+        ns,
+        client,
+        secrets,
+        release,
+        pp,
+    } = Stage::up(&cluster, test, "redis-ct", &pg_admin).await?;
     let table: CrashTable = serde_json::from_value(json!({
         "apiVersion": "crashfleet.dev/v1alpha1", "kind": "CrashTable",
         "metadata": {"name": "play"},
@@ -647,7 +663,7 @@ async fn a_redis_backend_table_is_ready_with_its_leader() -> anyhow::Result<()> 
     assert!(text.contains("Running") && text.contains(&leader), "{text}");
     println!("OPERATOR kubectl get ct (redis backend):\n{text}");
     drop(nodes);
-    let _ = Command::new(&helm)
+    let _ = Command::new(tool("helm"))
         .args(["uninstall", &release, "-n", ns.name()])
         .env("KUBECONFIG", cluster.kubeconfig_source())
         .output();

@@ -67,7 +67,8 @@ async function api(path, { method = 'GET', body, auth = false } = {}) {
   if (auth && state.token) headers.Authorization = 'Bearer ' + state.token;
   let res;
   try {
-    res = await fetch('/api/v1' + path, {
+    // Relative to the page, so the table works under a path prefix (a Gateway's route).
+    res = await fetch('api/v1' + path, {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),

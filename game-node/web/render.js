@@ -242,7 +242,7 @@ export function renderMyBets(st) {
 }
 
 function verifyHref(hash) {
-  return '/verify?hash=' + encodeURIComponent(hash);
+  return 'verify?hash=' + encodeURIComponent(hash);
 }
 
 export function renderHistory(st) {

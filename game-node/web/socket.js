@@ -85,9 +85,13 @@ export class TableSocket {
     this.pingSent = new Map();
   }
 
+  /** `ws` beside the page (`/ws`, or `/crash/ws` under a path prefix), over ws: or wss:. */
   url() {
-    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    return proto + '//' + location.host + '/ws';
+    const u = new URL('ws', location.href);
+    u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+    u.search = '';
+    u.hash = '';
+    return u.href;
   }
 
   connect() {

@@ -97,7 +97,7 @@ async function run() {
   }
   if (inp.count !== 10) params.set('count', String(inp.count));
   if (inp.round != null) params.set('round', String(inp.round));
-  history.replaceState(null, '', '/verify?' + params.toString());
+  history.replaceState(null, '', 'verify?' + params.toString());
 
   f.run.disabled = true;
   setStatus(['Computing…']);
@@ -158,7 +158,7 @@ async function compute(id, inp) {
   // 3. What the server published, for comparison only.
   const server = new Map();
   try {
-    const res = await fetch('/api/v1/rounds?limit=' + Math.min(500, Math.max(50, inp.count + 20)), { cache: 'no-store' });
+    const res = await fetch('api/v1/rounds?limit=' + Math.min(500, Math.max(50, inp.count + 20)), { cache: 'no-store' });
     if (res.ok) for (const r of await res.json()) if (r.hash) server.set(r.hash.toLowerCase(), r);
   } catch (e) {
     // Offline or another origin: the computed values stand on their own.
@@ -254,7 +254,7 @@ f.reset.addEventListener('click', () => {
 async function start() {
   const q = new URLSearchParams(location.search);
   try {
-    const res = await fetch('/api/v1/fairness', { cache: 'no-store' });
+    const res = await fetch('api/v1/fairness', { cache: 'no-store' });
     if (res.ok) fairness = await res.json();
   } catch (e) {
     fairness = null;

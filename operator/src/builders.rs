@@ -37,9 +37,10 @@ pub const HTTP_PORT: i32 = 8080;
 /// The game-node's separate `/metrics` listener (`CRASHFLEET_METRICS_LISTEN`): the Service and the
 /// ServiceMonitor use it, the Ingress routes only `http`, so players cannot scrape the metrics.
 pub const METRICS_PORT: i32 = 9090;
-/// Trusted proxies when `spec.ingress` is set and `spec.trustedProxies` is not: the private
-/// address ranges (RFC 1918 and IPv6 unique-local), where every cluster's pod network — and so the
-/// ingress controller — lives; pod CIDRs differ per cluster, these cover them all.
+/// Trusted proxies when `spec.ingress` or `spec.gateway` is set and `spec.trustedProxies` is not:
+/// the private address ranges (RFC 1918 and IPv6 unique-local), where every cluster's pod
+/// network — and so the ingress or gateway controller — lives; pod CIDRs differ per cluster,
+/// these cover them all.
 pub const INGRESS_TRUSTED_PROXIES: &[&str] =
     &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"];
 /// Where the fairness Secret is mounted (read-only) in the pod.
@@ -199,15 +200,16 @@ pub fn auth_secret_object(ct: &CrashTable, jwt_secret: &str, admin_token: &str) 
 }
 
 /// The proxies the game-node trusts for the client address (`spec.trustedProxies`, else the
-/// private ranges with an Ingress, else none).
+/// private ranges behind an Ingress or a Gateway, else none).
 pub fn trusted_proxies(ct: &CrashTable) -> Vec<String> {
-    match (&ct.spec.trusted_proxies, &ct.spec.ingress) {
-        (Some(list), _) => list.clone(),
-        (None, Some(_)) => INGRESS_TRUSTED_PROXIES
+    let behind_proxy = ct.spec.ingress.is_some() || ct.spec.gateway.is_some();
+    match &ct.spec.trusted_proxies {
+        Some(list) => list.clone(),
+        None if behind_proxy => INGRESS_TRUSTED_PROXIES
             .iter()
             .map(|s| s.to_string())
             .collect(),
-        (None, None) => Vec::new(),
+        None => Vec::new(),
     }
 }
 
@@ -647,6 +649,145 @@ pub fn ingress(ct: &CrashTable) -> Option<Ingress> {
     })
 }
 
+/// The Gateway API's group; the operator uses only its standard-channel `HTTPRoute` (v1).
+pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
+/// The CRD that must exist for the operator to build routes (looked up by name).
+pub const HTTP_ROUTE_CRD: &str = "httproutes.gateway.networking.k8s.io";
+
+/// `HTTPRoute` as the dynamic API addresses it: the operator does not compile in the Gateway
+/// API's types, it writes and reads the few fields it needs.
+pub fn http_route_resource() -> kube::core::ApiResource {
+    kube::core::ApiResource {
+        group: GATEWAY_API_GROUP.into(),
+        version: "v1".into(),
+        api_version: format!("{GATEWAY_API_GROUP}/v1"),
+        kind: "HTTPRoute".into(),
+        plural: "httproutes".into(),
+    }
+}
+
+/// The table's HTTPRoute `<table>`: attached to `spec.gateway.parentRefs`, answering for
+/// `hostnames`, every path to the Service's `http` port (the page, `/api`, `/ws`; a WebSocket
+/// is an HTTP/1.1 upgrade on the same route). Under a `pathPrefix` the prefix is replaced by `/`
+/// on the way in, and the bare prefix redirects to the prefix with a slash, so that the page's
+/// relative addresses resolve under it.
+pub fn http_route(ct: &CrashTable) -> Option<serde_json::Value> {
+    let spec = ct.spec.gateway.as_ref()?;
+    let t = ct.name_any();
+    let parent_refs: Vec<serde_json::Value> = spec
+        .parent_refs
+        .iter()
+        .map(|p| {
+            let mut r = serde_json::json!({
+                "group": GATEWAY_API_GROUP, "kind": "Gateway", "name": p.name,
+            });
+            if let Some(ns) = &p.namespace {
+                r["namespace"] = ns.clone().into();
+            }
+            if let Some(section) = &p.section_name {
+                r["sectionName"] = section.clone().into();
+            }
+            r
+        })
+        .collect();
+    let backend = serde_json::json!([{"kind": "Service", "name": t, "port": 80}]);
+    let prefix = spec
+        .path_prefix
+        .as_deref()
+        .map(|p| p.trim_end_matches('/'))
+        .filter(|p| !p.is_empty());
+    let rules = match prefix {
+        None => serde_json::json!([{
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "backendRefs": backend,
+        }]),
+        Some(p) => serde_json::json!([
+            {
+                "matches": [{"path": {"type": "Exact", "value": p}}],
+                "filters": [{"type": "RequestRedirect", "requestRedirect": {
+                    "path": {"type": "ReplaceFullPath", "replaceFullPath": format!("{p}/")},
+                    "statusCode": 301,
+                }}],
+            },
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": p}}],
+                "filters": [{"type": "URLRewrite", "urlRewrite": {
+                    "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"},
+                }}],
+                "backendRefs": backend,
+            },
+        ]),
+    };
+    let mut route_spec = serde_json::json!({"parentRefs": parent_refs, "rules": rules});
+    if let Some(hosts) = &spec.hostnames {
+        route_spec["hostnames"] = serde_json::json!(hosts);
+    }
+    Some(serde_json::json!({
+        "apiVersion": format!("{GATEWAY_API_GROUP}/v1"),
+        "kind": "HTTPRoute",
+        "metadata": meta(ct, t),
+        "spec": route_spec,
+    }))
+}
+
+/// What the Gateways say of the route, from its `status.parents`: for each parent, its
+/// `Accepted` and `ResolvedRefs` conditions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteParentStatus {
+    /// `<namespace>/<name>` of the Gateway (the route's namespace when the ref names none).
+    pub gateway: String,
+    pub accepted: Option<RouteCondition>,
+    pub resolved_refs: Option<RouteCondition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCondition {
+    pub ok: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// Reads `status.parents[*]` of an HTTPRoute (as JSON). Conditions a controller wrote for an
+/// older generation of the route are skipped: they describe a spec that is gone.
+pub fn route_parents(route: &serde_json::Value) -> Vec<RouteParentStatus> {
+    let ns = route["metadata"]["namespace"].as_str().unwrap_or_default();
+    let generation = route["metadata"]["generation"].as_i64();
+    let condition = |conds: &serde_json::Value, type_: &str| {
+        conds.as_array()?.iter().find_map(|c| {
+            if c["type"] != type_ {
+                return None;
+            }
+            if let (Some(want), Some(seen)) = (generation, c["observedGeneration"].as_i64())
+                && seen < want
+            {
+                return None;
+            }
+            Some(RouteCondition {
+                ok: c["status"] == "True",
+                reason: c["reason"].as_str().unwrap_or_default().to_string(),
+                message: c["message"].as_str().unwrap_or_default().to_string(),
+            })
+        })
+    };
+    route["status"]["parents"]
+        .as_array()
+        .map(|parents| {
+            parents
+                .iter()
+                .map(|p| RouteParentStatus {
+                    gateway: format!(
+                        "{}/{}",
+                        p["parentRef"]["namespace"].as_str().unwrap_or(ns),
+                        p["parentRef"]["name"].as_str().unwrap_or_default()
+                    ),
+                    accepted: condition(&p["conditions"], "Accepted"),
+                    resolved_refs: condition(&p["conditions"], "ResolvedRefs"),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn autoscaler(ct: &CrashTable) -> Option<HorizontalPodAutoscaler> {
     let a = ct.spec.autoscaling.as_ref()?;
     let t = ct.name_any();
@@ -749,6 +890,128 @@ mod tests {
             assert_eq!(l["app.kubernetes.io/instance"], "alpha");
             assert_eq!(l["app.kubernetes.io/managed-by"], "crashfleet-operator");
         }
+    }
+
+    fn gateway(prefix: Option<&str>) -> CrashTable {
+        let mut ct = table();
+        ct.spec.gateway = Some(crate::crd::GatewaySpec {
+            parent_refs: vec![
+                crate::crd::GatewayParentRef {
+                    name: "edge".into(),
+                    namespace: Some("infra".into()),
+                    section_name: Some("http".into()),
+                },
+                crate::crd::GatewayParentRef {
+                    name: "local".into(),
+                    namespace: None,
+                    section_name: None,
+                },
+            ],
+            hostnames: Some(vec!["crash.example.com".into()]),
+            path_prefix: prefix.map(String::from),
+        });
+        ct
+    }
+
+    #[test]
+    fn the_http_route_attaches_to_the_gateways_and_routes_everything_to_the_service() {
+        assert!(http_route(&table()).is_none());
+        let r = http_route(&gateway(None)).expect("a route");
+        assert_eq!(r["apiVersion"], "gateway.networking.k8s.io/v1");
+        assert_eq!(r["kind"], "HTTPRoute");
+        assert_eq!(r["metadata"]["name"], "alpha");
+        assert_eq!(r["metadata"]["namespace"], "games");
+        assert_eq!(r["metadata"]["ownerReferences"][0]["kind"], "CrashTable");
+        assert_eq!(r["metadata"]["ownerReferences"][0]["controller"], true);
+        let parents = &r["spec"]["parentRefs"];
+        assert_eq!(
+            parents[0],
+            serde_json::json!({"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                               "name": "edge", "namespace": "infra", "sectionName": "http"})
+        );
+        assert_eq!(parents[1]["name"], "local");
+        assert!(
+            parents[1].get("namespace").is_none(),
+            "the table's namespace"
+        );
+        assert_eq!(
+            r["spec"]["hostnames"],
+            serde_json::json!(["crash.example.com"])
+        );
+        let rules = r["spec"]["rules"].as_array().expect("rules");
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            rules[0]["matches"],
+            serde_json::json!([{"path": {"type": "PathPrefix", "value": "/"}}])
+        );
+        // The Service's player port (80 → the pods' `http`); `metrics` is never routed.
+        assert_eq!(
+            rules[0]["backendRefs"],
+            serde_json::json!([{"kind": "Service", "name": "alpha", "port": 80}])
+        );
+        let svc = service(&table());
+        let ports = svc.spec.expect("spec").ports.expect("ports");
+        assert!(
+            ports
+                .iter()
+                .any(|p| p.port == 80 && p.name.as_deref() == Some("http"))
+        );
+        // Behind a Gateway the node trusts the private ranges for X-Forwarded-For.
+        assert_eq!(trusted_proxies(&gateway(None)), INGRESS_TRUSTED_PROXIES);
+    }
+
+    #[test]
+    fn under_a_path_prefix_the_route_strips_it_and_redirects_the_bare_prefix() {
+        for prefix in ["/crash", "/crash/"] {
+            let r = http_route(&gateway(Some(prefix))).expect("a route");
+            let rules = r["spec"]["rules"].as_array().expect("rules");
+            assert_eq!(rules.len(), 2, "{prefix}");
+            assert_eq!(rules[0]["matches"][0]["path"]["type"], "Exact");
+            assert_eq!(rules[0]["matches"][0]["path"]["value"], "/crash");
+            let redirect = &rules[0]["filters"][0]["requestRedirect"];
+            assert_eq!(redirect["path"]["replaceFullPath"], "/crash/");
+            assert_eq!(redirect["statusCode"], 301);
+            assert!(rules[0].get("backendRefs").is_none());
+            assert_eq!(rules[1]["matches"][0]["path"]["value"], "/crash");
+            assert_eq!(
+                rules[1]["filters"][0]["urlRewrite"]["path"]["replacePrefixMatch"],
+                "/"
+            );
+            assert_eq!(rules[1]["backendRefs"][0]["name"], "alpha");
+        }
+        // "/" is no prefix at all.
+        let r = http_route(&gateway(Some("/"))).expect("a route");
+        assert_eq!(r["spec"]["rules"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn the_gateways_answers_are_read_per_parent_and_stale_ones_skipped() {
+        let route = serde_json::json!({
+            "metadata": {"namespace": "games", "generation": 3},
+            "status": {"parents": [
+                {"parentRef": {"name": "edge", "namespace": "infra"},
+                 "conditions": [
+                    {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "ok", "observedGeneration": 3},
+                    {"type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound", "message": "no alpha", "observedGeneration": 3},
+                 ]},
+                {"parentRef": {"name": "local"},
+                 "conditions": [
+                    {"type": "Accepted", "status": "False", "reason": "NotAllowedByListeners", "message": "old", "observedGeneration": 2},
+                 ]},
+            ]},
+        });
+        let parents = route_parents(&route);
+        assert_eq!(parents.len(), 2);
+        assert_eq!(parents[0].gateway, "infra/edge");
+        assert!(parents[0].accepted.as_ref().is_some_and(|c| c.ok));
+        let refs = parents[0].resolved_refs.as_ref().expect("ResolvedRefs");
+        assert_eq!((refs.ok, refs.reason.as_str()), (false, "BackendNotFound"));
+        assert_eq!(parents[1].gateway, "games/local");
+        assert!(
+            parents[1].accepted.is_none(),
+            "generation 2 describes an older spec"
+        );
+        assert!(route_parents(&serde_json::json!({"metadata": {}})).is_empty());
     }
 
     #[test]

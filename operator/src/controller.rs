@@ -330,14 +330,158 @@ async fn write_status(
     Ok(())
 }
 
-/// Whether the cluster serves `monitoring.coreos.com/v1` ServiceMonitors.
-async fn service_monitors_available(client: &Client) -> Result<bool, Error> {
+/// Whether the cluster serves version `v1` of the CRD `name` (looked up by name: `get` on
+/// customresourcedefinitions is all the operator needs for it).
+pub async fn crd_serves_v1(client: &Client, name: &str) -> Result<bool, Error> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     Ok(crds
-        .get_opt("servicemonitors.monitoring.coreos.com")
+        .get_opt(name)
         .await?
         .is_some_and(|c| c.spec.versions.iter().any(|v| v.name == "v1" && v.served)))
+}
+
+/// Whether the cluster serves `monitoring.coreos.com/v1` ServiceMonitors.
+async fn service_monitors_available(client: &Client) -> Result<bool, Error> {
+    crd_serves_v1(client, "servicemonitors.monitoring.coreos.com").await
+}
+
+/// One condition's state: (status is True, reason, message).
+pub type ConditionState = (bool, String, String);
+
+/// The route's conditions for the table's status, see [`route_conditions`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConditions {
+    pub accepted: ConditionState,
+    pub resolved_refs: ConditionState,
+    /// A Gateway refused the route, or the Gateway API is missing.
+    pub degraded: bool,
+}
+
+/// What became of the table's HTTPRoute this pass.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteReport {
+    /// `spec.gateway` is absent: no route (one left from before is deleted).
+    NotAsked,
+    /// `spec.gateway` is set but the cluster has no Gateway API (no HTTPRoute CRD): nothing
+    /// applied; the table still serves inside the cluster.
+    ApiMissing,
+    /// Applied; what each Gateway said of it (empty: no controller has answered yet).
+    Applied(Vec<builders::RouteParentStatus>),
+}
+
+/// Applies (or removes) the table's HTTPRoute and reads back what the Gateways said of it.
+async fn reconcile_route(client: &Client, ct: &CrashTable) -> Result<RouteReport, Error> {
+    let (ns, name) = (ct.namespace().unwrap_or_default(), ct.name_any());
+    let want = builders::http_route(ct);
+    if !crd_serves_v1(client, builders::HTTP_ROUTE_CRD).await? {
+        return Ok(if want.is_some() {
+            RouteReport::ApiMissing
+        } else {
+            RouteReport::NotAsked
+        });
+    }
+    let ar = builders::http_route_resource();
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+    let Some(route) = want else {
+        // Only a route this table owns is removed: one someone else made under the same name stays.
+        if let Some(existing) = api.get_opt(&name).await?
+            && existing
+                .owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == ct.metadata.uid.as_ref())
+        {
+            remove_dynamic(&api, &name).await?;
+        }
+        return Ok(RouteReport::NotAsked);
+    };
+    let applied = api
+        .patch(&name, &apply_params(), &Patch::Apply(&route))
+        .await?;
+    let applied = serde_json::to_value(&applied).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    Ok(RouteReport::Applied(builders::route_parents(&applied)))
+}
+
+async fn remove_dynamic(api: &Api<kube::api::DynamicObject>, name: &str) -> Result<(), Error> {
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The route's conditions for the table's status: `RouteAccepted` and `RouteResolvedRefs`, each
+/// True only when every Gateway the route names says so; otherwise False with the first refusing
+/// Gateway's own reason and message (or `GatewayAPIMissing` / `Pending`). `None` without
+/// `spec.gateway`. The third value: whether a Gateway refused the route or the API is missing
+/// (the table is `Degraded`: players cannot reach it the way the spec asks).
+pub fn route_conditions(report: &RouteReport, route: &str) -> Option<RouteConditions> {
+    match report {
+        RouteReport::NotAsked => None,
+        RouteReport::ApiMissing => {
+            let msg = "the cluster has no Gateway API (CRD httproutes.gateway.networking.k8s.io,                        v1): install its standard channel; the table serves inside the cluster                        meanwhile"
+                .to_string();
+            let c = (false, "GatewayAPIMissing".to_string(), msg);
+            Some(RouteConditions {
+                accepted: c.clone(),
+                resolved_refs: c,
+                degraded: true,
+            })
+        }
+        RouteReport::Applied(parents) => {
+            let one =
+                |pick: fn(&builders::RouteParentStatus) -> &Option<builders::RouteCondition>,
+                 type_: &str| {
+                    if parents.is_empty() {
+                        return (
+                            false,
+                            "Pending".to_string(),
+                            format!(
+                                "HTTPRoute {route} applied; no Gateway has answered for it yet"
+                            ),
+                        );
+                    }
+                    for p in parents {
+                        match pick(p) {
+                            Some(c) if c.ok => {}
+                            Some(c) => {
+                                return (
+                                    false,
+                                    c.reason.clone(),
+                                    format!("{}: {}", p.gateway, c.message),
+                                );
+                            }
+                            None => {
+                                return (
+                                    false,
+                                    "Pending".to_string(),
+                                    format!("{} has not reported {type_} yet", p.gateway),
+                                );
+                            }
+                        }
+                    }
+                    let gateways: Vec<&str> = parents.iter().map(|p| p.gateway.as_str()).collect();
+                    (
+                        true,
+                        type_.to_string(),
+                        format!("HTTPRoute {route}: {type_} by {}", gateways.join(", ")),
+                    )
+                };
+            let accepted = one(|p| &p.accepted, "Accepted");
+            let resolved = one(|p| &p.resolved_refs, "ResolvedRefs");
+            let refused = parents
+                .iter()
+                .any(|p| p.accepted.as_ref().is_some_and(|c| !c.ok))
+                || parents
+                    .iter()
+                    .any(|p| p.resolved_refs.as_ref().is_some_and(|c| !c.ok));
+            Some(RouteConditions {
+                accepted,
+                resolved_refs: resolved,
+                degraded: refused,
+            })
+        }
+    }
 }
 
 /// One pass: make the world match the table, then report what is.
@@ -474,6 +618,7 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
         Some(i) => apply(client, &ns, &i).await?,
         None => remove::<Ingress>(client, &ns, &name).await?,
     }
+    let route = reconcile_route(client, ct).await?;
     match builders::autoscaler(ct) {
         Some(h) => apply(client, &ns, &h).await?,
         None => remove::<HorizontalPodAutoscaler>(client, &ns, &name).await?,
@@ -553,15 +698,40 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
     };
     let ready_ok = ready >= 1 && leader.is_some();
     let progressing = ready < want;
+    let route_conds = route_conditions(&route, &name);
+    let route_refused = route_conds.as_ref().is_some_and(|r| r.degraded);
     let phase = if ct.spec.paused {
         "Paused"
+    } else if route_refused || (!ready_ok && pods.failing) {
+        "Degraded"
     } else if ready_ok {
         "Running"
-    } else if pods.failing {
-        "Degraded"
     } else {
         "Pending"
     };
+    if let Some(RouteConditions {
+        accepted: (ok, reason, message),
+        ..
+    }) = &route_conds
+        && !old
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "RouteAccepted" && &c.reason == reason)
+        && reason != "Pending"
+    {
+        // Once per change of what the Gateways say, not on every refresh.
+        let kind = if *ok {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        let reason = if *ok {
+            "RouteAccepted"
+        } else {
+            reason.as_str()
+        };
+        publish(ctx, ct, kind, reason, message.clone()).await;
+    }
     let terminating = secret_text(&fairness, TERMINATING_KEY).unwrap_or_default();
     let chain_length = secret_text(&fairness, CHAIN_LENGTH_KEY)
         .and_then(|l| l.parse().ok())
@@ -648,6 +818,34 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
                     pods.message.clone(),
                     gen_,
                 )
+            } else if let Some(RouteConditions {
+                accepted: (false, reason, message),
+                degraded: true,
+                ..
+            }) = &route_conds
+            {
+                condition(
+                    &old.conditions,
+                    "Degraded",
+                    true,
+                    reason,
+                    message.clone(),
+                    gen_,
+                )
+            } else if let Some(RouteConditions {
+                resolved_refs: (false, reason, message),
+                degraded: true,
+                ..
+            }) = &route_conds
+            {
+                condition(
+                    &old.conditions,
+                    "Degraded",
+                    true,
+                    reason,
+                    message.clone(),
+                    gen_,
+                )
             } else {
                 condition(
                     &old.conditions,
@@ -670,7 +868,18 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
                 },
                 gen_,
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(route_conds.iter().flat_map(|r| {
+            [
+                ("RouteAccepted", &r.accepted),
+                ("RouteResolvedRefs", &r.resolved_refs),
+            ]
+            .map(|(type_, (ok, reason, message))| {
+                condition(&old.conditions, type_, *ok, reason, message.clone(), gen_)
+            })
+        }))
+        .collect(),
         replicas: Some(replicas),
         ready_replicas: Some(ready),
         leader,
@@ -842,5 +1051,100 @@ mod chain_tests {
         );
         assert_eq!(chain_health(5_000, Some(4_499)), ChainHealth::Fine);
         assert_eq!(chain_health(5_000, Some(5_000)), ChainHealth::Exhausted);
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::{RouteConditions, RouteReport, route_conditions};
+    use crate::builders::{RouteCondition, RouteParentStatus};
+
+    fn cond(ok: bool, reason: &str) -> Option<RouteCondition> {
+        Some(RouteCondition {
+            ok,
+            reason: reason.into(),
+            message: format!("{reason} said"),
+        })
+    }
+
+    fn parent(gw: &str, accepted: Option<RouteCondition>) -> RouteParentStatus {
+        RouteParentStatus {
+            gateway: gw.into(),
+            accepted,
+            resolved_refs: cond(true, "ResolvedRefs"),
+        }
+    }
+
+    #[test]
+    fn no_gateway_no_route_conditions() {
+        assert!(route_conditions(&RouteReport::NotAsked, "t").is_none());
+    }
+
+    #[test]
+    fn a_missing_gateway_api_is_said_and_degrades_the_table() {
+        let RouteConditions {
+            accepted,
+            resolved_refs: resolved,
+            degraded,
+        } = route_conditions(&RouteReport::ApiMissing, "t").expect("conditions");
+        assert_eq!(
+            (accepted.0, accepted.1.as_str()),
+            (false, "GatewayAPIMissing")
+        );
+        assert!(accepted.2.contains("standard channel"), "{}", accepted.2);
+        assert_eq!(resolved.1, "GatewayAPIMissing");
+        assert!(degraded);
+    }
+
+    #[test]
+    fn a_route_nobody_answered_for_is_pending_not_degraded() {
+        let RouteConditions {
+            accepted, degraded, ..
+        } = route_conditions(&RouteReport::Applied(vec![]), "t").expect("conditions");
+        assert_eq!((accepted.0, accepted.1.as_str()), (false, "Pending"));
+        assert!(!degraded);
+    }
+
+    #[test]
+    fn accepted_only_when_every_gateway_accepts_else_the_refusers_reason() {
+        let all = RouteReport::Applied(vec![
+            parent("infra/edge", cond(true, "Accepted")),
+            parent("games/local", cond(true, "Accepted")),
+        ]);
+        let RouteConditions {
+            accepted,
+            resolved_refs: resolved,
+            degraded,
+        } = route_conditions(&all, "t").expect("conditions");
+        assert!(accepted.0 && resolved.0 && !degraded);
+        assert!(
+            accepted.2.contains("infra/edge, games/local"),
+            "{}",
+            accepted.2
+        );
+
+        let one_refuses = RouteReport::Applied(vec![
+            parent("infra/edge", cond(true, "Accepted")),
+            parent("games/local", cond(false, "NotAllowedByListeners")),
+        ]);
+        let RouteConditions {
+            accepted,
+            resolved_refs: resolved,
+            degraded,
+        } = route_conditions(&one_refuses, "t").expect("conditions");
+        assert_eq!(
+            (accepted.0, accepted.1.as_str()),
+            (false, "NotAllowedByListeners")
+        );
+        assert!(accepted.2.starts_with("games/local: "), "{}", accepted.2);
+        assert!(resolved.0);
+        assert!(degraded);
+
+        let silent = RouteReport::Applied(vec![parent("infra/edge", None)]);
+        let RouteConditions {
+            accepted, degraded, ..
+        } = route_conditions(&silent, "t").expect("conditions");
+        assert_eq!(accepted.1, "Pending");
+        assert!(!degraded);
     }
 }

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.ingress) && has(self.gateway))").message("set spec.ingress or spec.gateway, not both: one table has one way in"))]
 pub struct CrashTableSpec {
     /// Number of game-node replicas. Every replica serves players; one leads the rounds. Ignored
     /// while `autoscaling` is set (the HorizontalPodAutoscaler owns the count).
@@ -71,9 +72,18 @@ pub struct CrashTableSpec {
     #[serde(default)]
     pub fairness: FairnessSpec,
 
-    /// Expose the table through an Ingress (WebSocket-friendly). Absent: no Ingress.
+    /// Expose the table through an Ingress (WebSocket-friendly). Absent: no Ingress. Set
+    /// `ingress` or `gateway`, not both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
+
+    /// Expose the table through the Gateway API: the operator builds an HTTPRoute `<table>`
+    /// (gateway.networking.k8s.io/v1) that attaches to the Gateways named here and routes every
+    /// path (the page, `/api`, `/ws`) to the table's Service, and reports the route's
+    /// `Accepted`/`ResolvedRefs` conditions in this table's status. Absent: no HTTPRoute. Set
+    /// `ingress` or `gateway`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewaySpec>,
 
     /// Scale replicas on CPU with a HorizontalPodAutoscaler. Absent: `replicas` is fixed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,11 +98,12 @@ pub struct CrashTableSpec {
 
     /// Reverse proxies whose `X-Forwarded-For` names the player: CIDRs (`10.0.0.0/8`,
     /// `fd00::/8`) or single addresses, without host bits after the prefix. Rate limits and logs
-    /// then key on the player's address instead of the proxy's. Absent: with `ingress` set, the
-    /// private ranges 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 and fc00::/7 (ingress controller
-    /// pods have cluster-internal private addresses, whatever the cluster's pod CIDR); without
-    /// `ingress`, none. Any client inside a trusted range can name any address, so narrow this to
-    /// the ingress controller's pod CIDR where you know it. `[]` trusts no proxy.
+    /// then key on the player's address instead of the proxy's. Absent: with `ingress` or
+    /// `gateway` set, the private ranges 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 and fc00::/7
+    /// (ingress and gateway controller pods have cluster-internal private addresses, whatever the
+    /// cluster's pod CIDR); without either, none. Any client inside a trusted range can name any
+    /// address, so narrow this to the controller's pod CIDR where you know it. `[]` trusts no
+    /// proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(max = 32),
@@ -396,6 +407,49 @@ pub struct IngressSpec {
     /// A TLS Secret for `host`. Absent: plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_secret_name: Option<String>,
+}
+
+/// The table's HTTPRoute: where it attaches and what it answers for.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// The Gateways (and, optionally, which of their listeners) the route attaches to. The
+    /// Gateway's listener must allow routes from this namespace (`allowedRoutes`).
+    #[schemars(length(min = 1, max = 32))]
+    pub parent_refs: Vec<GatewayParentRef>,
+    /// Host names the route answers for, e.g. `crash.example.com` (a leading `*.` is a wildcard).
+    /// Absent: every host the Gateway's listener accepts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 16),
+        inner(regex(
+            pattern = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+        ))
+    )]
+    pub hostnames: Option<Vec<String>>,
+    /// Serve the table under this path prefix, e.g. `/crash`: requests under it reach the node
+    /// with the prefix replaced by `/` (the route's URLRewrite filter), and the page works there
+    /// because it addresses everything relative to its own location. Absent: `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^/[A-Za-z0-9._~/-]*$"))]
+    pub path_prefix: Option<String>,
+}
+
+/// A Gateway the route attaches to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayParentRef {
+    /// The Gateway's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The Gateway's namespace. Absent: the table's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// One listener of the Gateway, by name. Absent: every listener that accepts the route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub section_name: Option<String>,
 }
 
 /// CPU-based autoscaling.

@@ -8,6 +8,7 @@ use axum::routing::get;
 use clap::{Args, Parser, Subcommand};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::DynamicObject;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::Reporter;
 use kube::runtime::watcher;
@@ -15,6 +16,7 @@ use kube::{Api, Client};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tracing::{info, warn};
 
+use crashfleet_operator::builders;
 use crashfleet_operator::controller::{self, Context};
 use crashfleet_operator::crd::CrashTable;
 
@@ -176,8 +178,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "reconciling CrashTables"
     );
     let stopped = stop.clone();
-    Controller::new(tables, watcher::Config::default())
-        .owns(deployments, watcher::Config::default())
+    let mut controller = Controller::new(tables, watcher::Config::default())
+        .owns(deployments, watcher::Config::default());
+    // A route's status changes when a Gateway controller answers for it: watched, so the table's
+    // conditions follow within moments. Only where the Gateway API is installed at start (a
+    // watch on a missing API fails on every retry); without it, and for CRDs installed later,
+    // the periodic refresh reads the route.
+    if controller::crd_serves_v1(&client, builders::HTTP_ROUTE_CRD).await? {
+        let ar = builders::http_route_resource();
+        let routes = match &args.namespace {
+            Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+            None => Api::<DynamicObject>::all_with(client.clone(), &ar),
+        };
+        controller = controller.owns_with(routes, ar, watcher::Config::default());
+        info!("watching HTTPRoutes (gateway.networking.k8s.io/v1)");
+    }
+    controller
         .graceful_shutdown_on(async move { stopped.cancelled().await })
         .shutdown_on_signal()
         .run(controller::reconcile, controller::error_policy, ctx)

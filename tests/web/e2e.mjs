@@ -268,7 +268,7 @@ async function playOneRound(page, context, vectors) {
   check(last.crash_x100 === crashX100, `the page shows ${crashX100} for round #${bet.round}, the server ${last.crash_x100}`);
   check(last.hash === hash, `the page shows hash ${hash} for round #${bet.round}, the server ${last.hash}`);
   const href = await page.getAttribute(`${historyRow} a[data-testid=verify-link]`, 'href');
-  check(href === '/verify?hash=' + hash, `the history row links to "${href}", expected /verify?hash=${hash}`);
+  check(href === 'verify?hash=' + hash, `the history row links to "${href}", expected verify?hash=${hash} (relative to the page)`);
 
   await page.waitForTimeout(300); // let the toast and the crash frame settle for the picture
   await page.screenshot({ path: path.join(ARTIFACTS, 'game.png') });

@@ -87,7 +87,7 @@ fn imports_are_read_from_both_import_forms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_page_loads_its_modules_and_every_one_is_served() {
     let s = TestServer::start(&[]).await;
-    for (page, entry) in [("/", "/app.js"), ("/verify", "/verify.js")] {
+    for (page, entry) in [("/", "app.js"), ("/verify", "verify.js")] {
         let (_, html) = get(&s, page).await;
         assert!(
             html.contains(&format!(
@@ -95,9 +95,21 @@ async fn each_page_loads_its_modules_and_every_one_is_served() {
             )),
             "{page} loads {entry} as a module"
         );
+        // Every address on the page is relative to it, so the table works under a path prefix
+        // (a Gateway route's `pathPrefix`): no root-relative link, script or style.
+        for attr in ["href=\"/", "src=\"/"] {
+            assert!(!html.contains(attr), "{page} has a root-relative {attr}…");
+        }
     }
-    let game: BTreeSet<String> = module_graph(&s, "/app.js").await.into_keys().collect();
-    let verify: BTreeSet<String> = module_graph(&s, "/verify.js").await.into_keys().collect();
+    let game_modules = module_graph(&s, "/app.js").await;
+    let verify_modules = module_graph(&s, "/verify.js").await;
+    for (path, source) in game_modules.iter().chain(&verify_modules) {
+        for root in ["fetch('/", "'/api/", "'/ws'", "'/verify"] {
+            assert!(!source.contains(root), "{path} addresses the root: {root}…");
+        }
+    }
+    let game: BTreeSet<String> = game_modules.into_keys().collect();
+    let verify: BTreeSet<String> = verify_modules.into_keys().collect();
     for m in [
         "/app.js",
         "/state.js",

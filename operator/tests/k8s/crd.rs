@@ -153,6 +153,27 @@ async fn the_api_server_applies_defaults_and_refuses_bad_tables() -> anyhow::Res
             "minReplicas must not exceed maxReplicas",
         ),
         ("image", json!({"image": ""}), "image"),
+        (
+            "two-ways-in",
+            json!({"ingress": {"host": "crash.example.com"},
+                   "gateway": {"parentRefs": [{"name": "edge"}]}}),
+            "set spec.ingress or spec.gateway, not both",
+        ),
+        (
+            "no-parent",
+            json!({"gateway": {"parentRefs": []}}),
+            "parentRefs",
+        ),
+        (
+            "hostname",
+            json!({"gateway": {"parentRefs": [{"name": "edge"}], "hostnames": ["Crash.Example.com"]}}),
+            "hostnames",
+        ),
+        (
+            "prefix",
+            json!({"gateway": {"parentRefs": [{"name": "edge"}], "pathPrefix": "crash"}}),
+            "pathPrefix",
+        ),
     ];
     for (name, patch, needle) in bad {
         let mut spec = minimal();
@@ -233,6 +254,31 @@ async fn the_api_server_applies_defaults_and_refuses_bad_tables() -> anyhow::Res
             &patch(json!({"game": {"maxBet": 2000, "pauseMs": 1000}})),
         )
         .await?;
+    // A table behind a Gateway: parent refs, host names and a path prefix.
+    let routed = typed
+        .patch(
+            "ok",
+            &pp,
+            &patch(json!({"gateway": {
+                "parentRefs": [{"name": "edge", "namespace": "infra", "sectionName": "http"}],
+                "hostnames": ["crash.example.com", "*.crash.example.com"],
+                "pathPrefix": "/crash",
+            }})),
+        )
+        .await?;
+    let gw = routed.spec.gateway.expect("spec.gateway");
+    assert_eq!(gw.parent_refs[0].namespace.as_deref(), Some("infra"));
+    assert_eq!(gw.path_prefix.as_deref(), Some("/crash"));
+    // …and it cannot take an Ingress beside it.
+    let err = typed
+        .patch(
+            "ok",
+            &pp,
+            &patch(json!({"ingress": {"host": "crash.example.com"}})),
+        )
+        .await
+        .expect_err("ingress beside gateway");
+    assert!(err.to_string().contains("not both"), "{err}");
     // Everything else may change.
     let scaled = typed
         .patch("ok", &pp, &patch(json!({"replicas": 5, "paused": true})))

@@ -46,6 +46,12 @@ if [ -x "$ROOT/tests/k8s/cluster.sh" ] || [ -f "$ROOT/tests/k8s/cluster.sh" ]; t
   echo "control plane up: $kc_line"
 fi
 
+# --- the edge: Traefik, the Gateway API controller in front of the fleet (tests/k8s/traefik.sh,
+# issue #16), built from its Go module into the cache once (~6 min on 2 cores the first time).
+if [ -f "$ROOT/tests/k8s/traefik.sh" ]; then
+  echo "Traefik: $(bash "$ROOT/tests/k8s/traefik.sh" | tail -n 1)"
+fi
+
 # --- our images on the real node (tests/k8s/images.sh, issue #14) --------------------------------
 # The suite's own build comes first: the images take the game-node and operator binaries it makes
 # (debug, dependencies optimised), so the workspace is compiled once.

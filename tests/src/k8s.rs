@@ -6,6 +6,7 @@
 //! passes for a green test.
 
 mod cluster;
+mod edge;
 mod error;
 mod host;
 mod namespace;
@@ -15,6 +16,10 @@ mod tools;
 mod wait;
 
 pub use cluster::{Cluster, START_HINT, cluster_or_skip};
+pub use edge::{
+    TRAEFIK_CONTROLLER, Traefik, apply_traefik_gateway, gateway_api_crds, install_gateway_api,
+    remove_gateway_api, traefik_binary, traefik_gateway,
+};
 pub use error::{Error, error_chain, expect_status};
 pub use host::{HostPostgres, HostRedis, LoopbackRelay, expose_host_port, host_link_address};
 pub use namespace::{TestNamespace, unique_name};
@@ -23,5 +28,5 @@ pub use real_node::{
     real_node_or_skip,
 };
 pub use token::ServiceAccountAccess;
-pub use tools::{chart, tool};
+pub use tools::{chart, tool, version};
 pub use wait::poll;

@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
-struct Proc(Child);
+pub(crate) struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -36,7 +36,7 @@ impl Drop for Proc {
 
 /// What both tests need beyond the cluster: PostgreSQL, `redis-server` and the game-node binary
 /// that `cargo test --workspace` builds next to the operator's.
-fn needs(test: &str) -> Option<(String, std::path::PathBuf)> {
+pub(crate) fn needs(test: &str) -> Option<(String, std::path::PathBuf)> {
     let pg = require::fleet(test)?;
     Some((pg, require::game_node(test)?))
 }
@@ -45,20 +45,20 @@ fn needs(test: &str) -> Option<(String, std::path::PathBuf)> {
 /// `redis` and `postgres` of a fresh namespace, the CRD, the chart installed (release `release`:
 /// the operator's ServiceAccount and ClusterRole, nothing more), and the operator running with
 /// exactly that ServiceAccount's token.
-struct Stage {
-    _operator: Proc,
-    dir: tempfile::TempDir,
-    _redis: TestRedis,
-    db: TestDb,
-    ns: crashfleet_tests::k8s::TestNamespace,
-    client: kube::Client,
-    secrets: Api<Secret>,
-    release: String,
-    pp: PostParams,
+pub(crate) struct Stage {
+    pub(crate) _operator: Proc,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) _redis: TestRedis,
+    pub(crate) db: TestDb,
+    pub(crate) ns: crashfleet_tests::k8s::TestNamespace,
+    pub(crate) client: kube::Client,
+    pub(crate) secrets: Api<Secret>,
+    pub(crate) release: String,
+    pub(crate) pp: PostParams,
 }
 
 impl Stage {
-    async fn up(
+    pub(crate) async fn up(
         cluster: &crashfleet_tests::k8s::Cluster,
         test: &str,
         ns: &str,

@@ -6,6 +6,7 @@ mod chart;
 mod crd;
 mod e2e;
 mod fleet_e2e;
+mod gateway;
 mod kind;
 mod real_pods;
 

@@ -44,7 +44,7 @@ use crashfleet_tests::k8s::{chart, tool as k8s_tool};
 /// first round is played within this.
 const TABLE_READY: Duration = Duration::from_secs(180);
 
-fn chart_file(rel: &str) -> PathBuf {
+pub(crate) fn chart_file(rel: &str) -> PathBuf {
     chart().join(rel)
 }
 
@@ -66,9 +66,9 @@ fn run(tool: &str, cluster: &Cluster, args: &[&str]) -> anyhow::Result<String> {
 
 /// What a platform team has before it applies a table: the operator running from its chart, the
 /// databases reachable from pods, the Secrets naming them.
-struct Platform {
-    cluster: Cluster,
-    ns: TestNamespace,
+pub(crate) struct Platform {
+    pub(crate) cluster: Cluster,
+    pub(crate) ns: TestNamespace,
     release: String,
     _pg: HostPostgres,
     _redis: HostRedis,
@@ -76,7 +76,7 @@ struct Platform {
 }
 
 impl Platform {
-    async fn install(test: &str) -> anyhow::Result<Option<Platform>> {
+    pub(crate) async fn install(test: &str) -> anyhow::Result<Option<Platform>> {
         let Some(cluster) = cluster_or_skip(test).await? else {
             return Ok(None);
         };
@@ -160,13 +160,13 @@ impl Platform {
         Ok(Some(platform))
     }
 
-    fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+    pub(crate) fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
         let mut all = vec!["-n", self.ns.name()];
         all.extend_from_slice(args);
         run("kubectl", &self.cluster, &all)
     }
 
-    async fn pods(&self, selector: &str) -> Result<Vec<Pod>, kube::Error> {
+    pub(crate) async fn pods(&self, selector: &str) -> Result<Vec<Pod>, kube::Error> {
         Ok(self
             .ns
             .api::<Pod>()
@@ -176,7 +176,7 @@ impl Platform {
     }
 
     /// The table's pods that are Ready and not terminating.
-    async fn ready_pods(&self, table: &str) -> Result<Vec<Pod>, kube::Error> {
+    pub(crate) async fn ready_pods(&self, table: &str) -> Result<Vec<Pod>, kube::Error> {
         let pods = self.pods(&format!("crashfleet.dev/table={table}")).await?;
         Ok(pods
             .into_iter()
@@ -186,7 +186,11 @@ impl Platform {
 
     /// Waits until status shows the table Ready with a leader other than `not` and at least one
     /// round played; returns the leader.
-    async fn ready_with_leader(&self, name: &str, not: Option<&str>) -> anyhow::Result<String> {
+    pub(crate) async fn ready_with_leader(
+        &self,
+        name: &str,
+        not: Option<&str>,
+    ) -> anyhow::Result<String> {
         let tables = self.ns.api::<CrashTable>();
         let st = poll("the table Ready with its leader", TABLE_READY, || {
             let t = tables.clone();
@@ -236,7 +240,7 @@ impl Platform {
         Ok(SocketAddr::new(ip.parse()?, 80))
     }
 
-    async fn admin_token(&self, table: &str) -> anyhow::Result<String> {
+    pub(crate) async fn admin_token(&self, table: &str) -> anyhow::Result<String> {
         let s = self
             .ns
             .api::<Secret>()
@@ -250,7 +254,7 @@ impl Platform {
         Ok(String::from_utf8(v.0)?)
     }
 
-    async fn uninstall(self) -> anyhow::Result<()> {
+    pub(crate) async fn uninstall(self) -> anyhow::Result<()> {
         // Tables first, so the operator is still there to see them go.
         let _ = self.kubectl(&[
             "delete",
@@ -271,7 +275,7 @@ impl Platform {
 
 /// Waits until the table has exactly `n` pods, all Ready and none terminating (a rollout's old
 /// pods gone); returns them.
-async fn settled(p: &Platform, table: &str, n: usize) -> anyhow::Result<Vec<Pod>> {
+pub(crate) async fn settled(p: &Platform, table: &str, n: usize) -> anyhow::Result<Vec<Pod>> {
     Ok(
         poll("the pods settled", Duration::from_secs(180), || async {
             let all = p.pods(&format!("crashfleet.dev/table={table}")).await?;

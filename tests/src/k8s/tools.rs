@@ -14,16 +14,20 @@ pub fn tool(name: &str) -> PathBuf {
         .unwrap_or_else(|_| {
             PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/crashfleet")
         });
-    let versions =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/versions.env"))
-            .unwrap_or_default();
-    let k8s = versions
-        .lines()
-        .find_map(|l| l.strip_prefix("K8S_VERSION="))
-        .map(|v| v.trim_matches('"').to_string())
-        .unwrap_or_default();
+    let k8s = version("K8S_VERSION").unwrap_or_default();
     let cached = cache.join(format!("k8s-{k8s}/bin/{name}"));
     if cached.exists() { cached } else { name.into() }
+}
+
+/// A pinned version from tests/k8s/versions.env (`KEY=value` lines, shared with the scripts).
+pub fn version(key: &str) -> Option<String> {
+    let versions =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/versions.env"))
+            .ok()?;
+    versions
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_string())
 }
 
 /// The operator's Helm chart in this checkout.

@@ -5,5 +5,6 @@
 
 mod architecture;
 mod control_plane;
+mod edge;
 mod itself;
 mod real_node;

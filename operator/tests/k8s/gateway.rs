@@ -177,14 +177,18 @@ async fn players_play_through_traefik_on_the_tables_gateway_route() -> anyhow::R
         "--type",
         "merge",
         "-p",
+        // The example's Ingress makes way for the route: a table has one way in.
         &json!({"spec": {
+            "ingress": null,
             "gateway": {"parentRefs": [{"name": "edge", "sectionName": "http"}]},
             "game": {"bettingWindowMs": 2500, "pauseMs": 1000, "doublingMs": 3000},
         }})
         .to_string(),
     ])?;
-    p.kubectl(&["rollout", "status", "deployment/main", "--timeout", "240s"])?;
     p.ready_with_leader("main", None).await?;
+    // The patch may have come after the first Deployment: let that rollout finish first.
+    p.kubectl(&["rollout", "status", "deployment/main", "--timeout", "240s"])?;
+    crate::real_pods::settled(&p, "main", 3).await?;
     let conditions = route_accepted(&p, &traefik).await?;
     for c in &conditions {
         println!(
@@ -273,28 +277,136 @@ async fn players_play_through_traefik_on_the_tables_gateway_route() -> anyhow::R
     }
 
     // Each player is their own client: ann floods until the node refuses her; bob is untouched.
-    let flood: Vec<_> = (0..200)
+    // Traefik spreads requests over the three pods, each with its own buckets (a burst of 100 per
+    // address at the operator's default of 50/s): 900 at once exhaust ann's on every pod.
+    let flood: Vec<_> = (0..900)
         .map(|_| {
             let c = ann.http.clone();
             let url = format!("{base}/api/v1/fairness");
             tokio::spawn(async move { c.get(url).send().await.map(|r| r.status().as_u16()) })
         })
         .collect();
-    let mut limited = 0;
+    let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
     for f in flood {
-        if f.await?.unwrap_or(0) == 429 {
-            limited += 1;
-        }
+        *statuses.entry(f.await?.unwrap_or(0)).or_default() += 1;
     }
-    let (s, _) = bob.get("/api/v1/fairness").await;
-    println!("EDGE rate limit: ann's flood of 200 got {limited} × 429; bob then got {s}");
+    let mut bob_statuses = Vec::new();
+    for _ in 0..6 {
+        bob_statuses.push(bob.get("/api/v1/fairness").await.0);
+    }
+    println!("EDGE rate limit: ann's flood of 900 got {statuses:?}; bob then got {bob_statuses:?}");
     assert!(
-        limited > 0,
-        "ann was never limited: the node did not see her address"
+        statuses.get(&429).is_some_and(|n| *n > 0),
+        "ann was never limited: {statuses:?}"
     );
-    assert_eq!(
-        s, 200,
-        "bob shares ann's bucket: the node sees Traefik, not the players"
+    assert!(
+        bob_statuses.iter().all(|s| *s == 200),
+        "bob shares ann's bucket (the node keyed on Traefik, not the players): {bob_statuses:?}"
+    );
+
+    // A rolling update of the table (every pod replaced) with players on: their sockets move to
+    // the new pods through Traefik, their bets keep being taken.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sockets = [
+        tokio::spawn(hold("127.0.0.2", traefik.port, stop.clone())),
+        tokio::spawn(hold("127.0.0.3", traefik.port, stop.clone())),
+    ];
+    let rolled = Instant::now();
+    p.kubectl(&[
+        "patch",
+        "crashtable",
+        "main",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"pod":{"annotations":{"crashfleet.test/rollout":"1"}}}}"#,
+    ])?;
+    let rollout = {
+        let p_ns = p.ns.name().to_string();
+        let kubeconfig = p.cluster.kubeconfig_source().to_string();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(crashfleet_tests::k8s::tool("kubectl"))
+                .args([
+                    "-n",
+                    &p_ns,
+                    "rollout",
+                    "status",
+                    "deployment/main",
+                    "--timeout",
+                    "300s",
+                ])
+                .env("KUBECONFIG", kubeconfig)
+                .output()
+        })
+    };
+    let (mut taken, mut refused) = (0u32, 0u32);
+    let mut done_at = None;
+    let mut rounds_after = 0;
+    loop {
+        let Some(r) = ann
+            .try_wait_phase("betting", 800, Duration::from_secs(60))
+            .await
+            .ok()
+        else {
+            anyhow::bail!(
+                "no betting round through Traefik during the rollout\n{}",
+                traefik.log_text()
+            );
+        };
+        let n = r["number"].as_u64().expect("number");
+        for (i, (c, token)) in [(&ann, &players[0]), (&bob, &players[1])]
+            .into_iter()
+            .enumerate()
+        {
+            let (s, _) = c.bet(token, &format!("r{n}-{i}"), 100, Some(120)).await;
+            if s == 201 { taken += 1 } else { refused += 1 }
+        }
+        if done_at.is_none() && rollout.is_finished() {
+            done_at = Some(rolled.elapsed());
+        }
+        if done_at.is_some() {
+            rounds_after += 1;
+            if rounds_after >= 3 {
+                break;
+            }
+        }
+        anyhow::ensure!(
+            rolled.elapsed() < Duration::from_secs(360),
+            "the rollout did not finish"
+        );
+        let _ = ann
+            .try_wait_round(n, |_| true, Duration::from_secs(60))
+            .await;
+    }
+    let status = rollout.await??;
+    anyhow::ensure!(status.status.success(), "rollout: {status:?}");
+    crate::real_pods::settled(&p, "main", 3).await?;
+    stop.cancel();
+    let mut held = Vec::new();
+    for s in sockets {
+        held.push(s.await?);
+    }
+    println!(
+        "EDGE rolling update through Traefik: done after {:.1} s; bets taken {taken}, refused {refused}; sockets: {held:?}",
+        done_at.unwrap_or_default().as_secs_f64()
+    );
+    for h in &held {
+        assert!(
+            h.reconnects >= 1,
+            "a socket never moved to a new pod: {h:?}"
+        );
+        assert!(
+            h.reconnects <= 3,
+            "a socket reconnected more often than there are pods: {h:?}"
+        );
+        assert!(
+            h.longest_gap < Duration::from_secs(15),
+            "a socket went quiet: {h:?}"
+        );
+    }
+    assert!(
+        taken > refused,
+        "bets through Traefik were mostly refused during the rollout"
     );
 
     // The money, from inside.

@@ -818,25 +818,10 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
                     pods.message.clone(),
                     gen_,
                 )
-            } else if let Some(RouteConditions {
-                accepted: (false, reason, message),
-                degraded: true,
-                ..
-            }) = &route_conds
-            {
-                condition(
-                    &old.conditions,
-                    "Degraded",
-                    true,
-                    reason,
-                    message.clone(),
-                    gen_,
-                )
-            } else if let Some(RouteConditions {
-                resolved_refs: (false, reason, message),
-                degraded: true,
-                ..
-            }) = &route_conds
+            } else if let Some((_, reason, message)) = route_conds
+                .as_ref()
+                .filter(|r| r.degraded)
+                .and_then(|r| [&r.accepted, &r.resolved_refs].into_iter().find(|c| !c.0))
             {
                 condition(
                     &old.conditions,

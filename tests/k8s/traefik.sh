@@ -31,7 +31,8 @@ fi
 mkdir -p "$DIR"
 exec {lock}>"$DIR/.lock"
 flock "$lock"
-if [ -x "$BIN" ] && "$BIN" version 2>/dev/null | grep -q "Version: *${TRAEFIK_VERSION#v}"; then
+# The version is read whole first: `grep -q` closing the pipe early would fail it under pipefail.
+if [ -x "$BIN" ] && [[ $("$BIN" version 2>/dev/null) =~ Version:\ *${TRAEFIK_VERSION#v} ]]; then
   echo "$BIN"
   exit 0
 fi

@@ -73,6 +73,9 @@ fn ws_client(peer: SocketAddr) -> std::net::IpAddr {
 /// upgrade gives its slots back (on drop).
 struct WsPermit {
     state: Arc<AppState>,
+    /// The client's address (behind a trusted proxy, the forwarded one): what the socket's log
+    /// lines name.
+    client: Option<std::net::IpAddr>,
     _client: Option<PerClientPermit>,
     /// The TCP connection's own admission (listener.rs): held while the socket lives.
     _tcp: Option<ConnectionSlot>,
@@ -102,6 +105,7 @@ impl WsPermit {
         }
         Ok(WsPermit {
             state: state.clone(),
+            client: peer.map(|p| p.ip()),
             _client: client,
             _tcp: tcp,
         })
@@ -253,7 +257,35 @@ async fn connection(
     mut session: Option<Session>,
     permit: WsPermit,
 ) {
-    let _permit = permit;
+    // One line when a socket opens and one when it closes, at info: sockets live for minutes to
+    // hours, so this is a few lines per player per session, and it names the player's own
+    // address (the forwarded one behind a trusted proxy), the one the caps and limits key on.
+    let client = permit
+        .client
+        .map_or_else(|| "-".to_string(), |c| c.to_string());
+    let opened = std::time::Instant::now();
+    tracing::info!(
+        client = %client,
+        player = session.as_ref().map_or("-", |s| s.username.as_str()),
+        "socket opened"
+    );
+    let why = serve_socket(&mut socket, &state, &mut session).await;
+    tracing::info!(
+        client = %client,
+        player = session.as_ref().map_or("-", |s| s.username.as_str()),
+        why,
+        secs = opened.elapsed().as_secs(),
+        "socket closed"
+    );
+    drop(permit);
+}
+
+/// Serves one socket until it ends; returns why it ended (the `socket closed` line's `why`).
+async fn serve_socket(
+    socket: &mut WebSocket,
+    state: &Arc<AppState>,
+    session: &mut Option<Session>,
+) -> &'static str {
     let limits = &state.ws_limits;
     let write_timeout = limits.write_timeout;
     // Subscribe before the snapshot so no event between the two is missed.
@@ -261,17 +293,17 @@ async fn connection(
     let mut private = session
         .as_ref()
         .map(|s| state.routes.register(&s.player_id));
-    match snapshot(&state, session.as_ref()).await {
+    match snapshot(state, session.as_ref()).await {
         Ok(s) => {
             if !within(write_timeout, socket.send(Message::Text(s))).await {
-                return;
+                return "write_timeout";
             }
         }
         Err(e) => {
             if let Some(f) = error_frame(None, &e) {
                 let _ = within(write_timeout, socket.send(Message::Text(f))).await;
             }
-            return;
+            return "snapshot_failed";
         }
     }
     let mut budget = FrameBudget::new(FRAME_RATE, FRAME_BURST, std::time::Instant::now());
@@ -293,21 +325,21 @@ async fn connection(
                             let _ = within(write_timeout, socket.send(Message::Text(f))).await;
                         }
                         close(
-                            &mut socket,
+                            socket,
                             write_timeout,
                             axum::extract::ws::close_code::POLICY,
                             "too many frames",
                             true,
                         )
                         .await;
-                        break;
+                        break "rate_limited";
                     }
                 }
                 match incoming {
                     Some(Ok(Message::Text(text))) => {
-                        let reply = handle(&state, &mut session, &text).await;
+                        let reply = handle(state, session, &text).await;
                         // Authenticated by this frame: start receiving this player's events.
-                        if let Some(s) = &session
+                        if let Some(s) = session.as_ref()
                             && private.as_ref().is_none_or(|r| r.player_id() != s.player_id)
                         {
                             private = Some(state.routes.register(&s.player_id));
@@ -325,20 +357,20 @@ async fn connection(
                         ),
                     ),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
-                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(Message::Close(_))) | None => break "client_closed",
                     // Oversized or malformed frames end the connection (tungstenite refuses them).
-                    Some(Err(_)) => break,
+                    Some(Err(_)) => break "bad_frame",
                 }
             },
             event = public.recv() => match event {
                 // The bus missed events (Redis gap, lag or reconnect): resync like a lag.
                 Ok(e) if e.seq == crate::ports::PublicEvent::RESYNC => {
-                    snapshot(&state, session.as_ref()).await.ok()
+                    snapshot(state, session.as_ref()).await.ok()
                 }
                 Ok(e) => Some(e.json),
                 // This socket fell behind: skip what it missed and resync from a fresh snapshot.
-                Err(RecvError::Lagged(_)) => snapshot(&state, session.as_ref()).await.ok(),
-                Err(RecvError::Closed) => break,
+                Err(RecvError::Lagged(_)) => snapshot(state, session.as_ref()).await.ok(),
+                Err(RecvError::Closed) => break "bus_closed",
             },
             Some(json) = next_private(&mut private) => Some(json),
             _ = ping.tick() => {
@@ -349,13 +381,13 @@ async fn connection(
                         .increment(1);
                     // A silent client sends nothing to drain: no linger.
                     let away = axum::extract::ws::close_code::AWAY;
-                    close(&mut socket, write_timeout, away, "idle", false).await;
-                    break;
+                    close(socket, write_timeout, away, "idle", false).await;
+                    break "idle";
                 }
                 if !within(write_timeout, socket.send(Message::Ping(Default::default()))).await {
                     metrics::counter!("crashfleet_ws_closed_total", "reason" => "write_timeout")
                         .increment(1);
-                    break;
+                    break "write_timeout";
                 }
                 continue;
             }
@@ -368,14 +400,14 @@ async fn connection(
                     }))),
                 )
                 .await;
-                break;
+                break "node_shutting_down";
             }
         };
         let Some(frame) = out else { continue };
         if !within(write_timeout, socket.feed(Message::Text(frame))).await {
             metrics::counter!("crashfleet_ws_closed_total", "reason" => "write_timeout")
                 .increment(1);
-            break;
+            break "write_timeout";
         }
         // Whatever else already waits goes out in the same write (one syscall and one wake-up for
         // a burst of events instead of one each). Bounded, so commands still get their turn.
@@ -383,10 +415,10 @@ async fn connection(
         for _ in 0..COALESCE_MAX {
             let frame = match public.try_recv() {
                 Ok(e) if e.seq == crate::ports::PublicEvent::RESYNC => {
-                    snapshot(&state, session.as_ref()).await.ok()
+                    snapshot(state, session.as_ref()).await.ok()
                 }
                 Ok(e) => Some(e.json),
-                Err(TryRecvError::Lagged(_)) => snapshot(&state, session.as_ref()).await.ok(),
+                Err(TryRecvError::Lagged(_)) => snapshot(state, session.as_ref()).await.ok(),
                 Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             };
             if let Some(f) = frame
@@ -399,7 +431,7 @@ async fn connection(
         if !open || !within(write_timeout, socket.flush()).await {
             metrics::counter!("crashfleet_ws_closed_total", "reason" => "write_timeout")
                 .increment(1);
-            break;
+            break "write_timeout";
         }
     }
 }

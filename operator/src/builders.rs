@@ -529,9 +529,15 @@ pub fn deployment(ct: &CrashTable) -> Deployment {
             },
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
+                // The whole new set first, then the old pods go together: each old pod drains
+                // (not ready, then its sockets closed with 1001) while every pod left ready is a
+                // new one, so a player's socket moves once. One pod at a time would let a socket
+                // from the first old pod land on a second old pod and move again. Costs twice
+                // the pods for the length of a rollout; where the cluster cannot place them all,
+                // the rollout goes as fast as new pods become ready (never below `replicas`).
                 rolling_update: Some(RollingUpdateDeployment {
                     max_unavailable: Some(IntOrString::Int(0)),
-                    max_surge: Some(IntOrString::Int(1)),
+                    max_surge: Some(IntOrString::String("100%".into())),
                 }),
             }),
             template: PodTemplateSpec {
@@ -1043,6 +1049,7 @@ mod tests {
             .and_then(|s| s.rolling_update.as_ref())
             .expect("ru");
         assert_eq!(ru.max_unavailable, Some(IntOrString::Int(0)));
+        assert_eq!(ru.max_surge, Some(IntOrString::String("100%".into())));
         let pod = spec.template.spec.as_ref().expect("pod");
         assert_eq!(pod.termination_grace_period_seconds, Some(30));
         // The drain window fits in the grace period with room for the hand-over.

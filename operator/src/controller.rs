@@ -419,7 +419,9 @@ pub fn route_conditions(report: &RouteReport, route: &str) -> Option<RouteCondit
     match report {
         RouteReport::NotAsked => None,
         RouteReport::ApiMissing => {
-            let msg = "the cluster has no Gateway API (CRD httproutes.gateway.networking.k8s.io,                        v1): install its standard channel; the table serves inside the cluster                        meanwhile"
+            let msg = "the cluster has no Gateway API (CRD httproutes.gateway.networking.k8s.io, \
+                       v1): install its standard channel; the table serves inside the cluster \
+                       meanwhile"
                 .to_string();
             let c = (false, "GatewayAPIMissing".to_string(), msg);
             Some(RouteConditions {
@@ -1077,6 +1079,8 @@ mod route_tests {
             (false, "GatewayAPIMissing")
         );
         assert!(accepted.2.contains("standard channel"), "{}", accepted.2);
+        // One sentence for `kubectl describe`: no source indentation carried into it.
+        assert!(!accepted.2.contains("  "), "{:?}", accepted.2);
         assert_eq!(resolved.1, "GatewayAPIMissing");
         assert!(degraded);
     }

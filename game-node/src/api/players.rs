@@ -27,6 +27,9 @@ pub(super) async fn register(
         .register(&c.username, &hash, s.demo_credit, s.game.clock.now_ms())
         .await?;
     let token = s.auth.issue(&p)?;
+    // Account events name the client (the forwarded address behind a trusted proxy): the line an
+    // operator greps when a player disputes a login or an address abuses sign-ups.
+    tracing::info!(client = %peer_ip(&peer), player = %p.username, "player registered");
     Ok((
         StatusCode::CREATED,
         Json(SessionBody {
@@ -67,10 +70,12 @@ pub(super) async fn login(
     let Some(p) = p.filter(|_| ok) else {
         s.login_throttle
             .failed(&c.username, std::time::Instant::now());
+        tracing::info!(client = %peer_ip(&peer), player = ?c.username, "login refused");
         return Err(Error::InvalidCredentials.into());
     };
     s.login_throttle.succeeded(&c.username);
     let token = s.auth.issue(&p)?;
+    tracing::info!(client = %peer_ip(&peer), player = %p.username, "player logged in");
     Ok(Json(SessionBody {
         token,
         player: player_view(&p),

@@ -81,7 +81,7 @@ impl Drop for Operator {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_installs_and_its_cluster_role_is_enough() -> anyhow::Result<()> {
     let Some(cluster) =
         cluster_or_skip("the_chart_installs_and_its_cluster_role_is_enough").await?
@@ -91,6 +91,10 @@ async fn the_chart_installs_and_its_cluster_role_is_enough() -> anyhow::Result<(
     let Some(helm) = helm_or_skip("the_chart_installs_and_its_cluster_role_is_enough") else {
         return Ok(());
     };
+    // The example table has a route: the cluster's Gateway API must be there (the edge tests
+    // install and remove it: hold their lock), so that the chart's rights on HTTPRoutes are used.
+    let _serial = crate::HEAVY.lock().await;
+    tokio::task::block_in_place(|| crashfleet_tests::k8s::install_gateway_api(&cluster))?;
     // Other tests apply the CRD too (same content, field manager crashfleet-tests); bring a
     // cluster left with an older version up to date first, so helm's apply of the chart's copy
     // meets identical values instead of a conflict.
@@ -209,10 +213,56 @@ async fn the_chart_installs_and_its_cluster_role_is_enough() -> anyhow::Result<(
             .any(|c| c.type_ == "Degraded" && c.status == "True"),
         "{status:?}"
     );
-    // The optional Ingress of the example was applied too.
+    // The example's HTTPRoute was applied with the chart's rights, owned by the table…
+    let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns.name(),
+        &crashfleet_operator::builders::http_route_resource(),
+    );
+    let route = poll("the example's HTTPRoute", Duration::from_secs(60), || {
+        let r = routes.clone();
+        async move { r.get_opt("main").await }
+    })
+    .await?;
+    assert_eq!(
+        route
+            .metadata
+            .owner_references
+            .as_ref()
+            .map(|o| o[0].name.as_str()),
+        Some("main")
+    );
+    // …and the other way in, an Ingress instead, is applied, and the route removed, with them too.
+    tables
+        .patch(
+            "main",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {
+                "gateway": null,
+                "ingress": {"host": "crash.example.com", "className": "traefik"},
+            }})),
+        )
+        .await?;
     let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> =
         Api::namespaced(client.clone(), ns.name());
-    assert!(ingresses.get_opt("main").await?.is_some());
+    poll("the Ingress, and no route", Duration::from_secs(60), || {
+        let (i, r) = (ingresses.clone(), routes.clone());
+        async move {
+            Ok(
+                (i.get_opt("main").await?.is_some() && r.get_opt("main").await?.is_none())
+                    .then_some(()),
+            )
+        }
+    })
+    .await?;
+    let status = tables.get("main").await?.status.unwrap_or_default();
+    assert!(
+        !status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True"),
+        "{status:?}"
+    );
     let uninstall = run(Command::new(&helm)
         .args(["uninstall", &release, "-n", ns.name()])
         .env("KUBECONFIG", &kubeconfig));

@@ -1,9 +1,13 @@
 //! The way in, end to end: a table with `spec.gateway` on real pods, behind Traefik (a maintained
 //! Gateway API controller, tests/k8s/traefik.sh) reading the cluster's Gateway and the operator's
-//! HTTPRoute. Players register, bet and cash out over REST and hold WebSockets through Traefik
-//! for many whole rounds; each player's address (not Traefik's) is the one the node rate-limits;
+//! HTTPRoute. The table and the Gateway are the chart's examples, the ones the README's kind
+//! walkthrough applies. Players register, bet and cash out over REST and hold WebSockets through
+//! Traefik for many whole rounds; the node logs and rate-limits each player's own address (not
+//! Traefik's); connect and bet latency through Traefik are measured against the pods directly;
 //! the route's conditions reach the CrashTable; a rolling update keeps players playing through
-//! the controller with at most one reconnect each; without the Gateway API the table says so.
+//! the controller with one reconnect each; the table is served under a path prefix; and the
+//! legacy Ingress is served by Traefik's Ingress provider. Without the Gateway API the table
+//! says so.
 //!
 //! Players leave from distinct loopback addresses (127.0.0.2, 127.0.0.3, …), so Traefik sees
 //! distinct peers and names each in `X-Forwarded-For`; the node trusts Traefik's address (the
@@ -24,27 +28,82 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::real_pods::{Platform, chart_file};
 
-/// A REST client whose connections leave from `source`, a loopback address of its own.
-fn player_http(source: &str) -> reqwest::Client {
-    reqwest::Client::builder()
+/// A REST client whose connections leave from `source`, a loopback address of its own; with
+/// `host`, that name resolves to Traefik on `port` (an Ingress or route that matches on it).
+fn player_http(source: &str, host: Option<(&str, u16)>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
         .local_address(source.parse::<std::net::IpAddr>().expect("an address"))
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client")
+        .timeout(Duration::from_secs(10));
+    if let Some((name, port)) = host {
+        b = b.resolve(name, SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    b.build().expect("http client")
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-/// A WebSocket to `/ws` through Traefik on `port`, leaving from `source`.
-async fn ws_from(source: &str, port: u16) -> anyhow::Result<Ws> {
+/// How a player reaches the table through Traefik: its port, the host name a request carries
+/// and the path prefix the table is served under ("" for none).
+#[derive(Clone, Copy, Debug)]
+struct Way {
+    port: u16,
+    host: &'static str,
+    prefix: &'static str,
+}
+
+impl Way {
+    fn at(port: u16) -> Way {
+        Way {
+            port,
+            host: "127.0.0.1",
+            prefix: "",
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}:{}{}", self.host, self.port, self.prefix)
+    }
+}
+
+/// A WebSocket to the table's `/ws` along `way`, leaving from `source`.
+async fn ws_from(source: &str, way: Way) -> anyhow::Result<Ws> {
     let sock = tokio::net::TcpSocket::new_v4()?;
     sock.bind(SocketAddr::new(source.parse()?, 0))?;
     let stream = sock
-        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .connect(SocketAddr::from(([127, 0, 0, 1], way.port)))
         .await?;
-    let (ws, _) =
-        tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/ws"), stream).await?;
+    let url = format!("ws://{}:{}{}/ws", way.host, way.port, way.prefix);
+    let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
     Ok(ws)
+}
+
+/// A WebSocket straight to a pod (no controller in between).
+async fn ws_direct(pod: SocketAddr) -> anyhow::Result<Ws> {
+    let stream = tokio::net::TcpStream::connect(pod).await?;
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{pod}/ws"), stream).await?;
+    Ok(ws)
+}
+
+/// The first message of a fresh socket: the snapshot every socket starts with.
+async fn first_message(ws: &mut Ws) -> anyhow::Result<Value> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("closed before its first message"))??;
+        if let Message::Text(t) = msg {
+            return Ok(serde_json::from_str(&t)?);
+        }
+    }
+}
+
+/// Median and 90th percentile of `samples`, in milliseconds.
+fn p50_p90(samples: &mut [Duration]) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples[i].as_secs_f64() * 1e3
+    };
+    (at(0.5), at(0.9))
 }
 
 fn condition<'a>(t: &'a CrashTable, type_: &str) -> Option<&'a Condition> {
@@ -55,7 +114,8 @@ fn condition<'a>(t: &'a CrashTable, type_: &str) -> Option<&'a Condition> {
         .find(|c| c.type_ == type_)
 }
 
-/// Waits until the table's `RouteAccepted` and `RouteResolvedRefs` are True.
+/// Waits until the table's `RouteAccepted` and `RouteResolvedRefs` are True for its current
+/// generation.
 async fn route_accepted(p: &Platform, traefik: &Traefik) -> anyhow::Result<Vec<Condition>> {
     let tables = p.ns.api::<CrashTable>();
     let got = poll(
@@ -65,9 +125,11 @@ async fn route_accepted(p: &Platform, traefik: &Traefik) -> anyhow::Result<Vec<C
             let t = tables.clone();
             async move {
                 let t = t.get("main").await?;
-                let ok = ["RouteAccepted", "RouteResolvedRefs"]
-                    .iter()
-                    .all(|c| condition(&t, c).is_some_and(|c| c.status == "True"));
+                let generation = t.metadata.generation;
+                let ok = ["RouteAccepted", "RouteResolvedRefs"].iter().all(|c| {
+                    condition(&t, c)
+                        .is_some_and(|c| c.status == "True" && c.observed_generation == generation)
+                });
                 Ok(ok.then(|| {
                     t.status
                         .map(|s| s.conditions)
@@ -105,16 +167,16 @@ struct Held {
     longest_gap: Duration,
 }
 
-/// Holds a player's socket through Traefik until `stop`, reconnecting (and counting it) if it
+/// Holds a player's socket along `way` until `stop`, reconnecting (and counting it) if it
 /// closes; pings every 15 s as the page does.
-async fn hold(source: &'static str, port: u16, stop: tokio_util::sync::CancellationToken) -> Held {
+async fn hold(source: &'static str, way: Way, stop: tokio_util::sync::CancellationToken) -> Held {
     let mut held = Held::default();
     let mut ws = None;
     let mut last = Instant::now();
     let mut ping = tokio::time::interval(Duration::from_secs(15));
     while !stop.is_cancelled() {
         let Some(sock) = ws.as_mut() else {
-            match ws_from(source, port).await {
+            match ws_from(source, way).await {
                 Ok(s) => ws = Some(s),
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
@@ -148,6 +210,199 @@ async fn hold(source: &'static str, port: u16, stop: tokio_util::sync::Cancellat
     held
 }
 
+/// The `fields` of the table's pods' JSON log lines whose message is `message`.
+fn node_log_lines(p: &Platform, message: &str) -> anyhow::Result<Vec<Value>> {
+    let text = p.kubectl(&[
+        "logs",
+        "-l",
+        "crashfleet.dev/table=main",
+        "--tail=-1",
+        "--max-log-requests=10",
+    ])?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| v["fields"].clone())
+        .filter(|f| f["message"] == message)
+        .collect())
+}
+
+/// A ready game pod's own address (its IP and the node's port): the way in without a controller.
+async fn a_pod(p: &Platform) -> anyhow::Result<SocketAddr> {
+    let pods = crate::real_pods::settled(p, "main", 3).await?;
+    let ip = pods
+        .iter()
+        .find_map(|q| q.status.as_ref()?.pod_ip.clone())
+        .ok_or_else(|| anyhow::anyhow!("no pod IP"))?;
+    Ok(SocketAddr::new(
+        ip.parse()?,
+        crashfleet_operator::builders::HTTP_PORT as u16,
+    ))
+}
+
+/// Connect latency (a WebSocket's handshake to its first message, the snapshot) and request
+/// latency (an authenticated `GET /api/v1/me`) through Traefik against straight to a pod; prints
+/// the figures. Sequential, one at a time, so each is one round trip through each hop.
+async fn edge_latency(way: Way, pod: SocketAddr, token: &str) -> anyhow::Result<()> {
+    const N: usize = 30;
+    let (mut via, mut direct) = (Vec::new(), Vec::new());
+    for _ in 0..N {
+        let t = Instant::now();
+        let mut ws = ws_from("127.0.0.2", way).await?;
+        first_message(&mut ws).await?;
+        via.push(t.elapsed());
+        let _ = ws.close(None).await;
+        let t = Instant::now();
+        let mut ws = ws_direct(pod).await?;
+        first_message(&mut ws).await?;
+        direct.push(t.elapsed());
+        let _ = ws.close(None).await;
+    }
+    let (c_via, c_direct) = (p50_p90(&mut via), p50_p90(&mut direct));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let edge = player_http("127.0.0.2", None);
+    let (mut via, mut direct) = (Vec::new(), Vec::new());
+    for _ in 0..N {
+        for (c, url, out) in [
+            (&edge, format!("{}/api/v1/me", way.base()), &mut via),
+            (&http, format!("http://{pod}/api/v1/me"), &mut direct),
+        ] {
+            let t = Instant::now();
+            let r = c.get(url).bearer_auth(token).send().await?;
+            anyhow::ensure!(r.status().is_success(), "GET /api/v1/me: {}", r.status());
+            r.bytes().await?;
+            out.push(t.elapsed());
+        }
+    }
+    let (r_via, r_direct) = (p50_p90(&mut via), p50_p90(&mut direct));
+    println!(
+        "EDGE latency p50/p90 ms, {N} each: WebSocket connect to snapshot through Traefik \
+         {:.2}/{:.2}, direct {:.2}/{:.2}; GET /api/v1/me through Traefik {:.2}/{:.2}, direct \
+         {:.2}/{:.2}",
+        c_via.0, c_via.1, c_direct.0, c_direct.1, r_via.0, r_via.1, r_direct.0, r_direct.1
+    );
+    Ok(())
+}
+
+/// Runs a rolling update of the table (every pod replaced) while `ann` and `bob` bet each round
+/// and hold sockets along `way`; returns (rollout seconds, bets taken, refused, the sockets).
+async fn rolling_update(
+    p: &Platform,
+    traefik: &Traefik,
+    way: Way,
+    players: [(&Client, &str); 2],
+) -> anyhow::Result<(f64, u32, u32, Vec<Held>)> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sockets = [
+        tokio::spawn(hold("127.0.0.2", way, stop.clone())),
+        tokio::spawn(hold("127.0.0.3", way, stop.clone())),
+    ];
+    let rolled = Instant::now();
+    p.kubectl(&[
+        "patch",
+        "crashtable",
+        "main",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"pod":{"annotations":{"crashfleet.test/rollout":"1"}}}}"#,
+    ])?;
+    let rollout = {
+        let p_ns = p.ns.name().to_string();
+        let kubeconfig = p.cluster.kubeconfig_source().to_string();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(crashfleet_tests::k8s::tool("kubectl"))
+                .args([
+                    "-n",
+                    &p_ns,
+                    "rollout",
+                    "status",
+                    "deployment/main",
+                    "--timeout",
+                    "300s",
+                ])
+                .env("KUBECONFIG", kubeconfig)
+                .output()
+        })
+    };
+    let (mut taken, mut refused) = (0u32, 0u32);
+    let mut done_at = None;
+    let mut rounds_after = 0;
+    let ann = players[0].0;
+    loop {
+        let Some(r) = ann
+            .try_wait_phase("betting", 800, Duration::from_secs(60))
+            .await
+            .ok()
+        else {
+            anyhow::bail!(
+                "no betting round through Traefik during the rollout\n{}",
+                traefik.log_text()
+            );
+        };
+        let n = r["number"].as_u64().expect("number");
+        for (i, (c, token)) in players.into_iter().enumerate() {
+            let (s, _) = c.bet(token, &format!("r{n}-{i}"), 100, Some(120)).await;
+            if s == 201 { taken += 1 } else { refused += 1 }
+        }
+        if done_at.is_none() && rollout.is_finished() {
+            done_at = Some(rolled.elapsed());
+        }
+        if done_at.is_some() {
+            rounds_after += 1;
+            if rounds_after >= 3 {
+                break;
+            }
+        }
+        anyhow::ensure!(
+            rolled.elapsed() < Duration::from_secs(360),
+            "the rollout did not finish"
+        );
+        let _ = ann
+            .try_wait_round(n, |_| true, Duration::from_secs(60))
+            .await;
+    }
+    let status = rollout.await??;
+    anyhow::ensure!(status.status.success(), "rollout: {status:?}");
+    crate::real_pods::settled(p, "main", 3).await?;
+    stop.cancel();
+    let mut held = Vec::new();
+    for s in sockets {
+        held.push(s.await?);
+    }
+    Ok((
+        done_at.unwrap_or_default().as_secs_f64(),
+        taken,
+        refused,
+        held,
+    ))
+}
+
+fn patch_table(p: &Platform, patch: &Value) -> anyhow::Result<()> {
+    p.kubectl(&[
+        "patch",
+        "crashtable",
+        "main",
+        "--type",
+        "merge",
+        "-p",
+        &patch.to_string(),
+    ])?;
+    Ok(())
+}
+
+/// Waits until `client` (through Traefik) answers `GET /api/v1/fairness` with 200: the
+/// controller has picked up a change of route or Ingress.
+async fn served(client: &Client, traefik: &Traefik, what: &str) -> anyhow::Result<()> {
+    let got = poll(what, Duration::from_secs(60), || async {
+        Ok((client.get("/api/v1/fairness").await.0 == 200).then_some(()))
+    })
+    .await;
+    got.map_err(|e| anyhow::anyhow!("{e}\nTraefik:\n{}", traefik.log_text()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn players_play_through_traefik_on_the_tables_gateway_route() -> anyhow::Result<()> {
     let test = "players_play_through_traefik_on_the_tables_gateway_route";
@@ -165,26 +420,15 @@ async fn players_play_through_traefik_on_the_tables_gateway_route() -> anyhow::R
     let traefik = tokio::task::block_in_place(|| {
         Traefik::start(&p.cluster, &[p.ns.name()], dir.path(), &[])
     })?;
+    // The chart's example Gateway (with this test's class and Traefik's port) and table.
     apply_traefik_gateway(&p.ns, &p.cluster, &traefik).await?;
-
-    // The chart's example table, behind the Gateway, with short rounds.
     let main = chart_file("examples/crashtable.yaml");
     p.kubectl(&["apply", "-f", main.to_str().expect("path")])?;
-    p.kubectl(&[
-        "patch",
-        "crashtable",
-        "main",
-        "--type",
-        "merge",
-        "-p",
-        // The example's Ingress makes way for the route: a table has one way in.
-        &json!({"spec": {
-            "ingress": null,
-            "gateway": {"parentRefs": [{"name": "edge", "sectionName": "http"}]},
-            "game": {"bettingWindowMs": 2500, "pauseMs": 1000, "doublingMs": 3000},
-        }})
-        .to_string(),
-    ])?;
+    // Short rounds, so the run sees many.
+    patch_table(
+        &p,
+        &json!({"spec": {"game": {"bettingWindowMs": 2500, "pauseMs": 1000, "doublingMs": 3000}}}),
+    )?;
     p.ready_with_leader("main", None).await?;
     // The patch may have come after the first Deployment: let that rollout finish first.
     p.kubectl(&["rollout", "status", "deployment/main", "--timeout", "240s"])?;
@@ -196,18 +440,20 @@ async fn players_play_through_traefik_on_the_tables_gateway_route() -> anyhow::R
             c.type_, c.status, c.reason, c.message
         );
     }
+    let way = Way::at(traefik.port);
 
     // The page and the API through Traefik.
     let base = traefik.url();
     let (ann, bob) = (
-        Client::with_http(&base, player_http("127.0.0.2")),
-        Client::with_http(&base, player_http("127.0.0.3")),
+        Client::with_http(&base, player_http("127.0.0.2", None)),
+        Client::with_http(&base, player_http("127.0.0.3", None)),
     );
     let page = ann.http.get(format!("{base}/")).send().await?;
     assert_eq!(page.status().as_u16(), 200);
     assert!(page.text().await?.contains("app.js"));
     let admin = p.admin_token("main").await?;
     let mut players = Vec::new();
+    let mut names = Vec::new();
     for (c, name) in [(&ann, "ann"), (&bob, "bob")] {
         let r = c
             .register(&format!(
@@ -227,24 +473,34 @@ async fn players_play_through_traefik_on_the_tables_gateway_route() -> anyhow::R
             .await;
         assert_eq!(s, 200, "{v}");
         players.push(r.token);
+        names.push(username);
     }
+
+    // Connect and request latency through Traefik against straight to a pod.
+    edge_latency(way, a_pod(&p).await?, &players[0]).await?;
 
     // Both hold a socket through Traefik for many rounds, past Traefik's 60 s read timeout.
     let stop = tokio_util::sync::CancellationToken::new();
     let sockets = [
-        tokio::spawn(hold("127.0.0.2", traefik.port, stop.clone())),
-        tokio::spawn(hold("127.0.0.3", traefik.port, stop.clone())),
+        tokio::spawn(hold("127.0.0.2", way, stop.clone())),
+        tokio::spawn(hold("127.0.0.3", way, stop.clone())),
     ];
     let held_from = Instant::now();
-    // Rounds of REST play meanwhile: ann bets with an auto cash-out, bob cashes out by hand.
+    // Rounds of REST play meanwhile: ann bets with an auto cash-out, bob cashes out by hand;
+    // each bet's answer is timed through Traefik.
     let (mut bets, mut cashouts, mut k) = (0, 0, 0);
+    let mut bet_latency = Vec::new();
     while held_from.elapsed() < Duration::from_secs(75) {
         k += 1;
         let r = ann.wait_phase("betting", 800).await;
         let n = r["number"].as_u64().expect("number");
+        let t = Instant::now();
         let (s, v) = ann.bet(&players[0], &format!("a{n}"), 100, Some(150)).await;
+        bet_latency.push(t.elapsed());
         assert_eq!(s, 201, "a bet through Traefik: {v}");
+        let t = Instant::now();
         let (s, b) = bob.bet(&players[1], &format!("b{n}"), 100, None).await;
+        bet_latency.push(t.elapsed());
         assert_eq!(s, 201, "a bet through Traefik: {b}");
         bets += 2;
         if k % 2 == 0 {
@@ -267,14 +523,52 @@ async fn players_play_through_traefik_on_the_tables_gateway_route() -> anyhow::R
         held.push(s.await?);
     }
     let held_for = held_from.elapsed();
+    let (b50, b90) = p50_p90(&mut bet_latency);
     println!(
-        "EDGE {bets} bets and {cashouts} manual cash-outs through Traefik; sockets held {:.0} s: {held:?}",
+        "EDGE {bets} bets (answer p50/p90 {b50:.2}/{b90:.2} ms through Traefik) and {cashouts} \
+         manual cash-outs through Traefik; sockets held {:.0} s: {held:?}",
         held_for.as_secs_f64()
     );
     for h in &held {
         assert_eq!(h.reconnects, 0, "a socket through Traefik closed: {h:?}");
         assert!(h.crashes >= 5, "too few whole rounds seen: {h:?}");
     }
+    // A direct bet for comparison, in the next betting window: same player, same path in the
+    // node, no controller in between.
+    let pod = a_pod(&p).await?;
+    let direct = Client::new(format!("http://{pod}"));
+    let mut direct_latency = Vec::new();
+    for i in 0..4 {
+        let r = direct.wait_phase("betting", 800).await;
+        let n = r["number"].as_u64().expect("number");
+        let t = Instant::now();
+        let (s, v) = direct
+            .bet(&players[0], &format!("d{n}-{i}"), 100, Some(150))
+            .await;
+        direct_latency.push(t.elapsed());
+        assert_eq!(s, 201, "a bet straight to a pod: {v}");
+        direct.wait_finished(n).await;
+    }
+    let (d50, d90) = p50_p90(&mut direct_latency);
+    println!("EDGE bet answer straight to a pod p50/p90 {d50:.2}/{d90:.2} ms (4 bets)");
+
+    // The node logs the players' own addresses, not Traefik's.
+    for (name, source) in names.iter().zip(["127.0.0.2", "127.0.0.3"]) {
+        let lines = node_log_lines(&p, "player registered")?;
+        let line = lines
+            .iter()
+            .find(|f| f["player"] == name.as_str())
+            .unwrap_or_else(|| panic!("no `player registered` line for {name}: {lines:?}"));
+        assert_eq!(line["client"], source, "{line}");
+    }
+    let opened = node_log_lines(&p, "socket opened")?;
+    let clients: std::collections::BTreeSet<&str> =
+        opened.iter().filter_map(|f| f["client"].as_str()).collect();
+    println!("EDGE the nodes logged sockets opened by {clients:?}");
+    assert!(
+        clients.contains("127.0.0.2") && clients.contains("127.0.0.3"),
+        "{clients:?}"
+    );
 
     // Each player is their own client: ann floods until the node refuses her; bob is untouched.
     // Traefik spreads requests over the three pods, each with its own buckets (a burst of 100 per
@@ -309,101 +603,25 @@ async fn players_play_through_traefik_on_the_tables_gateway_route() -> anyhow::R
         bob_statuses.iter().all(|s| *s == 200),
         "bob shares ann's bucket (the node keyed on Traefik, not the players): {bob_statuses:?}"
     );
+    // Let ann's buckets refill before she plays on.
+    tokio::time::sleep(Duration::from_secs(3)).await;
 
     // A rolling update of the table (every pod replaced) with players on: their sockets move to
-    // the new pods through Traefik, their bets keep being taken.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let sockets = [
-        tokio::spawn(hold("127.0.0.2", traefik.port, stop.clone())),
-        tokio::spawn(hold("127.0.0.3", traefik.port, stop.clone())),
-    ];
-    let rolled = Instant::now();
-    p.kubectl(&[
-        "patch",
-        "crashtable",
-        "main",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"pod":{"annotations":{"crashfleet.test/rollout":"1"}}}}"#,
-    ])?;
-    let rollout = {
-        let p_ns = p.ns.name().to_string();
-        let kubeconfig = p.cluster.kubeconfig_source().to_string();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(crashfleet_tests::k8s::tool("kubectl"))
-                .args([
-                    "-n",
-                    &p_ns,
-                    "rollout",
-                    "status",
-                    "deployment/main",
-                    "--timeout",
-                    "300s",
-                ])
-                .env("KUBECONFIG", kubeconfig)
-                .output()
-        })
-    };
-    let (mut taken, mut refused) = (0u32, 0u32);
-    let mut done_at = None;
-    let mut rounds_after = 0;
-    loop {
-        let Some(r) = ann
-            .try_wait_phase("betting", 800, Duration::from_secs(60))
-            .await
-            .ok()
-        else {
-            anyhow::bail!(
-                "no betting round through Traefik during the rollout\n{}",
-                traefik.log_text()
-            );
-        };
-        let n = r["number"].as_u64().expect("number");
-        for (i, (c, token)) in [(&ann, &players[0]), (&bob, &players[1])]
-            .into_iter()
-            .enumerate()
-        {
-            let (s, _) = c.bet(token, &format!("r{n}-{i}"), 100, Some(120)).await;
-            if s == 201 { taken += 1 } else { refused += 1 }
-        }
-        if done_at.is_none() && rollout.is_finished() {
-            done_at = Some(rolled.elapsed());
-        }
-        if done_at.is_some() {
-            rounds_after += 1;
-            if rounds_after >= 3 {
-                break;
-            }
-        }
-        anyhow::ensure!(
-            rolled.elapsed() < Duration::from_secs(360),
-            "the rollout did not finish"
-        );
-        let _ = ann
-            .try_wait_round(n, |_| true, Duration::from_secs(60))
-            .await;
-    }
-    let status = rollout.await??;
-    anyhow::ensure!(status.status.success(), "rollout: {status:?}");
-    crate::real_pods::settled(&p, "main", 3).await?;
-    stop.cancel();
-    let mut held = Vec::new();
-    for s in sockets {
-        held.push(s.await?);
-    }
+    // the new pods through Traefik, once each, and their bets keep being taken.
+    let (secs, taken, refused, held) = rolling_update(
+        &p,
+        &traefik,
+        way,
+        [(&ann, players[0].as_str()), (&bob, players[1].as_str())],
+    )
+    .await?;
     println!(
-        "EDGE rolling update through Traefik: done after {:.1} s; bets taken {taken}, refused {refused}; sockets: {held:?}",
-        done_at.unwrap_or_default().as_secs_f64()
+        "EDGE rolling update through Traefik: done after {secs:.1} s; bets taken {taken}, refused {refused}; sockets: {held:?}"
     );
     for h in &held {
-        assert!(
-            h.reconnects >= 1,
-            "a socket never moved to a new pod: {h:?}"
-        );
-        assert!(
-            h.reconnects <= 3,
-            "a socket reconnected more often than there are pods: {h:?}"
+        assert_eq!(
+            h.reconnects, 1,
+            "a socket should move to the new pods exactly once: {h:?}"
         );
         assert!(
             h.longest_gap < Duration::from_secs(15),
@@ -415,8 +633,120 @@ async fn players_play_through_traefik_on_the_tables_gateway_route() -> anyhow::R
         "bets through Traefik were mostly refused during the rollout"
     );
 
-    // The money, from inside.
-    let (s, audit) = ann.get_auth("/api/v1/admin/audit", &admin).await;
+    // Under a path prefix: the route redirects the bare prefix, strips it on the way in, and the
+    // page, the API and the socket all work below it.
+    patch_table(&p, &json!({"spec": {"gateway": {"pathPrefix": "/crash"}}}))?;
+    route_accepted(&p, &traefik).await?;
+    let prefixed = Way {
+        prefix: "/crash",
+        ..way
+    };
+    let ann_prefixed = Client::with_http(prefixed.base(), player_http("127.0.0.2", None));
+    served(&ann_prefixed, &traefik, "the table under /crash").await?;
+    let bare = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?
+        .get(format!("{base}/crash"))
+        .send()
+        .await?;
+    assert_eq!(bare.status().as_u16(), 301);
+    let location = bare
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(location.ends_with("/crash/"), "{location}");
+    let page = ann_prefixed
+        .http
+        .get(format!("{base}/crash/"))
+        .send()
+        .await?;
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.text().await?.contains("app.js"));
+    let mut ws = ws_from("127.0.0.2", prefixed).await?;
+    let snapshot = first_message(&mut ws).await?;
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    let r = ann_prefixed.wait_phase("betting", 800).await;
+    let n = r["number"].as_u64().expect("number");
+    let (s, v) = ann_prefixed
+        .bet(&players[0], &format!("p{n}"), 100, Some(150))
+        .await;
+    assert_eq!(s, 201, "a bet under /crash: {v}");
+    let _ = ws.close(None).await;
+    println!("EDGE under /crash: 301 to {location}, the page, a snapshot and a bet");
+
+    // The legacy way in: the route makes way for an Ingress, which Traefik's Ingress provider
+    // serves by host name (IngressClass `traefik-<ns>`, Traefik's Ingress controller name).
+    let class = format!("traefik-{}", p.ns.name());
+    let ingress_class = json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": class},
+        "spec": {"controller": "traefik.io/ingress-controller"},
+    });
+    let classes: kube::Api<k8s_openapi::api::networking::v1::IngressClass> =
+        kube::Api::all(p.ns.client());
+    classes
+        .patch(
+            &class,
+            &kube::api::PatchParams::apply("crashfleet-tests").force(),
+            &kube::api::Patch::Apply(&ingress_class),
+        )
+        .await?;
+    patch_table(
+        &p,
+        &json!({"spec": {"gateway": null,
+                         "ingress": {"host": "crash.localtest.me", "className": class}}}),
+    )?;
+    let by_host = Way {
+        host: "crash.localtest.me",
+        ..way
+    };
+    let ann_host = Client::with_http(
+        by_host.base(),
+        player_http("127.0.0.2", Some(("crash.localtest.me", traefik.port))),
+    );
+    served(&ann_host, &traefik, "the table through its Ingress").await?;
+    let routes: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        p.ns.client(),
+        p.ns.name(),
+        &crashfleet_operator::builders::http_route_resource(),
+    );
+    poll("the route removed", Duration::from_secs(60), || {
+        let r = routes.clone();
+        async move { Ok(r.get_opt("main").await?.is_none().then_some(())) }
+    })
+    .await?;
+    // Another host name is not this table's (once Traefik has dropped the route too).
+    let other = Client::with_http(&base, player_http("127.0.0.2", None));
+    poll(
+        "404 for a host the Ingress does not name",
+        Duration::from_secs(60),
+        || async { Ok((other.get("/api/v1/fairness").await.0 == 404).then_some(())) },
+    )
+    .await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let socket = tokio::spawn(hold("127.0.0.2", by_host, stop.clone()));
+    let mut ingress_bets = 0;
+    for _ in 0..3 {
+        let r = ann_host.wait_phase("betting", 800).await;
+        let n = r["number"].as_u64().expect("number");
+        let (s, v) = ann_host
+            .bet(&players[0], &format!("i{n}"), 100, Some(150))
+            .await;
+        assert_eq!(s, 201, "a bet through the Ingress: {v}");
+        ingress_bets += 1;
+        ann_host.wait_finished(n).await;
+    }
+    stop.cancel();
+    let held = socket.await?;
+    println!("EDGE through the Ingress: {ingress_bets} bets; socket: {held:?}");
+    assert_eq!(held.reconnects, 0, "{held:?}");
+    assert!(held.crashes >= 2, "{held:?}");
+    let _ = classes.delete(&class, &Default::default()).await;
+
+    // The money, from inside (through the Ingress: the only way in now).
+    let (s, audit) = ann_host.get_auth("/api/v1/admin/audit", &admin).await;
     assert_eq!(s, 200, "{audit}");
     assert_eq!(audit["balanced"], true, "{audit}");
     p.uninstall().await?;

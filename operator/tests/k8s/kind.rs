@@ -78,13 +78,17 @@ fn kind_config_is_a_kind_cluster_config() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_walkthrough_manifests_pass_the_api_servers_dry_run() -> anyhow::Result<()> {
     let Some(cluster) =
         cluster_or_skip("the_walkthrough_manifests_pass_the_api_servers_dry_run").await?
     else {
         return Ok(());
     };
+    // The example Gateway needs the Gateway API's CRDs, which the edge tests also install and
+    // remove: hold their lock while it is dry-run.
+    let _serial = crate::HEAVY.lock().await;
+    tokio::task::block_in_place(|| crashfleet_tests::k8s::install_gateway_api(&cluster))?;
     let ns = cluster.namespace("kind").await?;
     let kubectl = tool("kubectl");
     let run = |args: &[&str]| {

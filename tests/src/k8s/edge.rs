@@ -103,29 +103,31 @@ pub fn remove_gateway_api(cluster: &Cluster) -> Result<(), Error> {
     Ok(())
 }
 
-/// A GatewayClass for Traefik and a Gateway `edge` in `ns` with one HTTP listener on `port` (the
-/// port of Traefik's entry point: Traefik binds a listener to the entry point of its port),
-/// accepting routes from its own namespace.
-pub fn traefik_gateway(class: &str, port: u16) -> (Value, Value) {
+/// A GatewayClass for Traefik and the Gateway `edge`: the chart's example
+/// (`charts/crashfleet-operator/examples/gateway.yaml`, the one the README's walkthrough applies),
+/// with the test's class and its listener on `port` (the port of Traefik's entry point: Traefik
+/// binds a listener to the entry point of its port).
+pub fn traefik_gateway(class: &str, port: u16) -> Result<(Value, Value), Error> {
     let class_obj = json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "GatewayClass",
         "metadata": {"name": class},
         "spec": {"controllerName": TRAEFIK_CONTROLLER},
     });
-    let gateway = json!({
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "Gateway",
-        "metadata": {"name": "edge"},
-        "spec": {
-            "gatewayClassName": class,
-            "listeners": [{
-                "name": "http", "protocol": "HTTP", "port": port,
-                "allowedRoutes": {"namespaces": {"from": "Same"}},
-            }],
-        },
-    });
-    (class_obj, gateway)
+    let file = crate::repo_root().join("charts/crashfleet-operator/examples/gateway.yaml");
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| Error::Setup(format!("{}: {e}", file.display())))?;
+    let mut gateway: Value = serde_yaml::from_str(&text)
+        .map_err(|e| Error::Setup(format!("{}: {e}", file.display())))?;
+    gateway["spec"]["gatewayClassName"] = json!(class);
+    let listeners = gateway["spec"]["listeners"]
+        .as_array_mut()
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| Error::Setup(format!("{}: no listeners", file.display())))?;
+    for l in listeners {
+        l["port"] = json!(port);
+    }
+    Ok((class_obj, gateway))
 }
 
 /// A Traefik process on loopback, reading the cluster's Gateway API (and Ingress) objects.
@@ -253,7 +255,7 @@ pub async fn apply_traefik_gateway(
     traefik: &Traefik,
 ) -> Result<String, Error> {
     let class = format!("traefik-{}", ns.name());
-    let (class_obj, gateway) = traefik_gateway(&class, traefik.port);
+    let (class_obj, gateway) = traefik_gateway(&class, traefik.port)?;
     let pp = kube::api::PatchParams::apply("crashfleet-tests").force();
     let ar = |kind: &str, plural: &str| kube::core::ApiResource {
         group: "gateway.networking.k8s.io".into(),

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas","description":"Replicas ready to take money"}"#,
     printcolumn = r#"{"name":"Leader","type":"string","jsonPath":".status.leader","description":"The replica running the rounds"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","description":"Pending, Running, Paused or Degraded"}"#,
+    printcolumn = r#"{"name":"Route","type":"string","jsonPath":".status.conditions[?(@.type==\"RouteAccepted\")].reason","description":"With spec.gateway: the HTTPRoute's state (Accepted, Pending, GatewayAPIMissing or the refusing Gateway's reason)"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

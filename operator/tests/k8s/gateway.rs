@@ -165,6 +165,8 @@ struct Held {
     reconnects: u32,
     ticks: u64,
     longest_gap: Duration,
+    /// When the socket was closed under it, each time.
+    closed_at: Vec<Instant>,
 }
 
 /// Holds a player's socket along `way` until `stop`, reconnecting (and counting it) if it
@@ -203,6 +205,7 @@ async fn hold(source: &'static str, way: Way, stop: tokio_util::sync::Cancellati
                 Some(Err(_)) | None => {
                     ws = None;
                     held.reconnects += 1;
+                    held.closed_at.push(Instant::now());
                 }
             },
         }
@@ -286,6 +289,36 @@ async fn edge_latency(way: Way, pod: SocketAddr, token: &str) -> anyhow::Result<
     Ok(())
 }
 
+/// When each of the table's pods was first seen, first seen Ready and first seen terminating, in seconds
+/// from `origin`, polled every 250 ms until `stop`: the rollout's timeline, to read reconnects
+/// against.
+async fn pod_timeline(
+    pods: kube::Api<k8s_openapi::api::core::v1::Pod>,
+    origin: Instant,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::collections::BTreeMap<String, (f64, Option<f64>, Option<f64>)> {
+    let mut seen = std::collections::BTreeMap::<String, (f64, Option<f64>, Option<f64>)>::new();
+    let lp = kube::api::ListParams::default().labels("crashfleet.dev/table=main");
+    while !stop.is_cancelled() {
+        if let Ok(list) = pods.list(&lp).await {
+            let now = origin.elapsed().as_secs_f64();
+            for q in list {
+                let name = q.metadata.name.clone().unwrap_or_default();
+                let ready = crate::real_pods::pod_ready(&q);
+                let e = seen.entry(name).or_insert((now, None, None));
+                if ready && e.1.is_none() {
+                    e.1 = Some(now);
+                }
+                if q.metadata.deletion_timestamp.is_some() && e.2.is_none() {
+                    e.2 = Some(now);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    seen
+}
+
 /// Runs a rolling update of the table (every pod replaced) while `ann` and `bob` bet each round
 /// and hold sockets along `way`; returns (rollout seconds, bets taken, refused, the sockets).
 async fn rolling_update(
@@ -300,6 +333,7 @@ async fn rolling_update(
         tokio::spawn(hold("127.0.0.3", way, stop.clone())),
     ];
     let rolled = Instant::now();
+    let timeline = tokio::spawn(pod_timeline(p.ns.api(), rolled, stop.clone()));
     p.kubectl(&[
         "patch",
         "crashtable",
@@ -372,6 +406,21 @@ async fn rolling_update(
     for s in sockets {
         held.push(s.await?);
     }
+    // Pods first seen Ready at +s (the new ones: old ones were Ready from the start) and first
+    // seen terminating at +s (the old ones), against when each socket was closed under it.
+    let timeline = timeline.await?;
+    let closes: Vec<Vec<String>> = held
+        .iter()
+        .map(|h| {
+            h.closed_at
+                .iter()
+                .map(|t| format!("{:.1}", t.duration_since(rolled).as_secs_f64()))
+                .collect()
+        })
+        .collect();
+    println!(
+        "EDGE rollout timeline (s): pods (seen, ready, terminating) {timeline:?}; sockets closed at {closes:?}"
+    );
     Ok((
         done_at.unwrap_or_default().as_secs_f64(),
         taken,
@@ -440,6 +489,13 @@ async fn players_play_through_traefik_on_the_tables_gateway_route() -> anyhow::R
             c.type_, c.status, c.reason, c.message
         );
     }
+    // `kubectl get ct` shows the route's state in its own column.
+    let listed = p.kubectl(&["get", "ct", "main"])?;
+    println!("EDGE kubectl get ct:\n{listed}");
+    let header = listed.lines().next().unwrap_or_default();
+    let row = listed.lines().nth(1).unwrap_or_default();
+    assert!(header.contains("ROUTE"), "{listed}");
+    assert!(row.split_whitespace().any(|w| w == "Accepted"), "{listed}");
     let way = Way::at(traefik.port);
 
     // The page and the API through Traefik.
@@ -633,6 +689,8 @@ async fn players_play_through_traefik_on_the_tables_gateway_route() -> anyhow::R
         "bets through Traefik were mostly refused during the rollout"
     );
 
+    // The rollout's last bets are in a round still open: let it end first.
+    ann.wait_phase("betting", 800).await;
     // Under a path prefix: the route redirects the bare prefix, strips it on the way in, and the
     // page, the API and the socket all work below it.
     patch_table(&p, &json!({"spec": {"gateway": {"pathPrefix": "/crash"}}}))?;
@@ -674,6 +732,8 @@ async fn players_play_through_traefik_on_the_tables_gateway_route() -> anyhow::R
         .await;
     assert_eq!(s, 201, "a bet under /crash: {v}");
     let _ = ws.close(None).await;
+    // The next bets are in later rounds (a player has at most two bets in a round).
+    ann_prefixed.wait_finished(n).await;
     println!("EDGE under /crash: 301 to {location}, the page, a snapshot and a bet");
 
     // The legacy way in: the route makes way for an Ingress, which Traefik's Ingress provider

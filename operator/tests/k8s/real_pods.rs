@@ -289,7 +289,7 @@ pub(crate) async fn settled(p: &Platform, table: &str, n: usize) -> anyhow::Resu
     )
 }
 
-fn pod_ready(p: &Pod) -> bool {
+pub(crate) fn pod_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())

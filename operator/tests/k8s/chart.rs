@@ -81,6 +81,16 @@ impl Drop for Operator {
     }
 }
 
+fn assert_not_degraded(status: &crashfleet_operator::crd::CrashTableStatus) {
+    assert!(
+        !status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True"),
+        "{status:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_installs_and_its_cluster_role_is_enough() -> anyhow::Result<()> {
     let Some(cluster) =
@@ -206,13 +216,7 @@ async fn the_chart_installs_and_its_cluster_role_is_enough() -> anyhow::Result<(
         },
     )
     .await?;
-    assert!(
-        !status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Degraded" && c.status == "True"),
-        "{status:?}"
-    );
+    assert_not_degraded(&status);
     // The example's HTTPRoute was applied with the chart's rights, owned by the table…
     let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
         client.clone(),
@@ -256,13 +260,7 @@ async fn the_chart_installs_and_its_cluster_role_is_enough() -> anyhow::Result<(
     })
     .await?;
     let status = tables.get("main").await?.status.unwrap_or_default();
-    assert!(
-        !status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Degraded" && c.status == "True"),
-        "{status:?}"
-    );
+    assert_not_degraded(&status);
     let uninstall = run(Command::new(&helm)
         .args(["uninstall", &release, "-n", ns.name()])
         .env("KUBECONFIG", &kubeconfig));

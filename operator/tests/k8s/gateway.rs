@@ -334,15 +334,10 @@ async fn rolling_update(
     ];
     let rolled = Instant::now();
     let timeline = tokio::spawn(pod_timeline(p.ns.api(), rolled, stop.clone()));
-    p.kubectl(&[
-        "patch",
-        "crashtable",
+    p.patch_table(
         "main",
-        "--type",
-        "merge",
-        "-p",
         r#"{"spec":{"pod":{"annotations":{"crashfleet.test/rollout":"1"}}}}"#,
-    ])?;
+    )?;
     let rollout = {
         let p_ns = p.ns.name().to_string();
         let kubeconfig = p.cluster.kubeconfig_source().to_string();
@@ -430,16 +425,7 @@ async fn rolling_update(
 }
 
 fn patch_table(p: &Platform, patch: &Value) -> anyhow::Result<()> {
-    p.kubectl(&[
-        "patch",
-        "crashtable",
-        "main",
-        "--type",
-        "merge",
-        "-p",
-        &patch.to_string(),
-    ])?;
-    Ok(())
+    p.patch_table("main", &patch.to_string())
 }
 
 /// Waits until `client` (through Traefik) answers `GET /api/v1/fairness` with 200: the

@@ -166,6 +166,12 @@ impl Platform {
         run("kubectl", &self.cluster, &all)
     }
 
+    /// A merge patch of the CrashTable `table`, as a user would `kubectl patch` it.
+    pub(crate) fn patch_table(&self, table: &str, patch: &str) -> anyhow::Result<()> {
+        self.kubectl(&["patch", "crashtable", table, "--type", "merge", "-p", patch])?;
+        Ok(())
+    }
+
     pub(crate) async fn pods(&self, selector: &str) -> Result<Vec<Pod>, kube::Error> {
         Ok(self
             .ns
@@ -598,17 +604,7 @@ async fn the_example_tables_run_as_real_pods_with_both_election_backends() -> an
             .await?;
         anyhow::Ok(r[0]["number"].as_u64().unwrap_or(0))
     };
-    let pause = |on: bool| {
-        p.kubectl(&[
-            "patch",
-            "ct",
-            "side",
-            "--type",
-            "merge",
-            "-p",
-            &format!(r#"{{"spec":{{"paused":{on}}}}}"#),
-        ])
-    };
+    let pause = |on: bool| p.patch_table("side", &format!(r#"{{"spec":{{"paused":{on}}}}}"#));
     let paused_at = Instant::now();
     pause(true)?;
     let tables = p.ns.api::<CrashTable>();
@@ -887,15 +883,10 @@ async fn a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_lo
         .build()?;
     // Shorter rounds than the example's so the run sees many (a change of game settings: the
     // first rolling update, before the players arrive).
-    p.kubectl(&[
-        "patch",
-        "crashtable",
+    p.patch_table(
         "main",
-        "--type",
-        "merge",
-        "-p",
         r#"{"spec":{"game":{"bettingWindowMs":2500,"pauseMs":1000,"doublingMs":3000}}}"#,
-    ])?;
+    )?;
     p.kubectl(&["rollout", "status", "deployment/main", "--timeout", "240s"])?;
 
     // Players through the Service (a loopback relay: crashfleet-load only targets this machine),
@@ -1020,15 +1011,7 @@ async fn a_real_fleet_survives_pod_deletion_rollout_eviction_and_kill_without_lo
             .metadata
             .generation;
     let rolled = Instant::now();
-    p.kubectl(&[
-        "patch",
-        "crashtable",
-        "main",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"game":{"bettingWindowMs":3000}}}"#,
-    ])?;
+    p.patch_table("main", r#"{"spec":{"game":{"bettingWindowMs":3000}}}"#)?;
     // The Deployment takes the new template (a new generation), then the rollout runs to its end.
     let deployments = p.ns.api::<Deployment>();
     poll("the new template", Duration::from_secs(60), || {

@@ -43,7 +43,10 @@ fn the_checked_in_crd_is_what_the_types_generate() {
         .flatten()
         .map(|c| c.name.clone())
         .collect();
-    assert_eq!(columns, ["Replicas", "Ready", "Leader", "Phase", "Age"]);
+    assert_eq!(
+        columns,
+        ["Replicas", "Ready", "Leader", "Phase", "Route", "Age"]
+    );
 }
 
 fn table(name: &str, spec: Value) -> Value {

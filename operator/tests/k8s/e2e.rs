@@ -146,7 +146,12 @@ async fn a_crash_table_becomes_a_fleet_with_status_and_is_collected() -> anyhow:
     macro_rules! child {
         ($t:ty, $name:expr) => {{
             let api: Api<$t> = Api::namespaced(client.clone(), &ns_name);
-            let o = api.get($name).await?;
+            // Applied in the same pass as the Deployment, maybe a moment after it.
+            let o = poll(concat!("the table's ", stringify!($t)), CONVERGE, || {
+                let api = api.clone();
+                async move { api.get_opt($name).await }
+            })
+            .await?;
             assert!(
                 owned(o.metadata.owner_references.clone()),
                 "{} not owned",

@@ -7,6 +7,12 @@ use clap::{Parser, Subcommand};
 use game_node::config::ServeConfig;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc instead of glibc's allocator: under load the node allocates and frees many small
+/// buffers per request across threads, and glibc's malloc/free (with its heap consolidation)
+/// took ~14 % of the node's CPU at 5,000 bets/s (perf, docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// crashfleet game node: provably fair multiplayer crash rounds, standalone with one command or
 /// as one replica of a fleet.
 #[derive(Parser, Debug)]

@@ -108,15 +108,6 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating the data directory {}", dir.display()))
 }
 
-/// The file behind a `sqlite:` URL (`None` for PostgreSQL and in-memory databases).
-fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or(rest);
-    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
-}
-
 /// Makes sure the SQLite ledger is private before it is opened: a missing database file is created
 /// empty with mode 0600 (SQLite gives its -wal and -shm files the database file's mode), and an
 /// existing one (or its -wal/-shm) that other users can read or write is refused, like a
@@ -331,7 +322,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
     if url.starts_with("sqlite:") && cfg.database_url.is_none() {
         create_private_dir(&cfg.data_dir)?;
     }
-    if let Some(path) = sqlite_path(&url) {
+    if let Some(path) = crate::ledger::sqlite_file(&url) {
         prepare_private_database(&path)?;
     }
     let ledger = Arc::new(

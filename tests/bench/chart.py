@@ -3,8 +3,10 @@
 
     python3 tests/bench/chart.py docs/bench/results docs/bench
 
-Reads every `<label>-rate<R>-run<K>.json` and `ws-conn<N>.json` in the results folder and writes:
+Reads every `<label>-rate<R>-run<K>.json`, `core-fanout-conn<N>-run<K>.json` and `ws-conn<N>.json`
+in the results folder and writes:
   latency-<label>.svg   bet and cash-out p50/p99 (median over runs) against the offered rate;
+  core-fanout.svg       per core: node CPU per delivered message and tick spread against sockets;
   ws-ceiling.svg        tick delivery p99 and memory per connection against connections;
 and prints the medians as Markdown tables for the doc. A `soak.csv` there (the soak test's samples,
 tests/soak/run.sh) gives soak-memory.svg (each node's RSS, Redis memory) and soak-storage.svg
@@ -22,9 +24,13 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
 
 
 def load(results: Path):
-    rates, ws = {}, {}
+    rates, ws, fanout = {}, {}, {}
     for f in sorted(results.glob("*.json")):
         data = json.loads(f.read_text())
+        m = re.match(r"core-fanout-conn(\d+)-run(\d+)\.json$", f.name)
+        if m:
+            fanout.setdefault(int(m.group(1)), []).append(data)
+            continue
         m = re.match(r"(.+)-rate(\d+)-run(\d+)\.json$", f.name)
         if m:
             rates.setdefault(m.group(1), {}).setdefault(int(m.group(2)), []).append(data)
@@ -32,7 +38,7 @@ def load(results: Path):
         m = re.match(r"ws-conn(\d+)\.json$", f.name)
         if m:
             ws[int(m.group(1))] = data
-    return rates, ws
+    return rates, ws, fanout
 
 
 def median(runs, path):
@@ -44,6 +50,10 @@ def median(runs, path):
         if isinstance(v, (int, float)):
             vals.append(v)
     return statistics.median(vals) if vals else None
+
+
+def fmt(v, digits=2):
+    return "n/a" if v is None else f"{v:.{digits}f}"
 
 
 def svg_chart(title, xlabel, ylabel, series, log_x=False, y2=None, xticks=None, dots=True):
@@ -124,7 +134,7 @@ def svg_chart(title, xlabel, ylabel, series, log_x=False, y2=None, xticks=None, 
 
 def main():
     results, out = Path(sys.argv[1]), Path(sys.argv[2])
-    rates, ws = load(results)
+    rates, ws, fanout = load(results)
     for label, by_rate in sorted(rates.items()):
         rs = sorted(by_rate)
         series = []
@@ -150,6 +160,51 @@ def main():
                 f"| {median(runs, ['bets', 'p50_ms']):.2f} | {median(runs, ['bets', 'p99_ms']):.2f} "
                 f"| {median(runs, ['bets', 'max_ms']):.1f} | {median(runs, ['cashouts', 'p50_ms']):.2f} "
                 f"| {median(runs, ['cashouts', 'p99_ms']):.2f} | {errs:.0f} |"
+            )
+        if any(median(by_rate[r], ["cpu", "node_cpu_s"]) is not None for r in rs):
+            print(f"\n{label}: CPU per bet or cash-out answered (medians of runs)\n")
+            print("| offered bets/s | answered/s | node cores | node µs per request | generator cores | generator µs per request |")
+            print("|---|---|---|---|---|---|")
+            for r in rs:
+                runs = by_rate[r]
+                wall = median(runs, ["cpu", "wall_s"]) or 1
+                print(
+                    f"| {r} | {(median(runs, ['cpu', 'requests']) or 0) / wall:.0f} "
+                    f"| {fmt(median(runs, ['cpu', 'node_cores']))} | {fmt(median(runs, ['cpu', 'node_us_per_request']))} "
+                    f"| {fmt(median(runs, ['cpu', 'load_cores']))} | {fmt(median(runs, ['cpu', 'load_us_per_request']))} |"
+                )
+    if fanout:
+        cs = sorted(fanout)
+        svg = svg_chart(
+            "Fan-out on one core: CPU per delivered message and tick spread",
+            "open connections",
+            "µs of node CPU per delivered message",
+            [("node µs per message", [(c, median(fanout[c], ["cpu", "node_us_per_message"])) for c in cs])],
+            log_x=True,
+            y2=(
+                "tick spread, ms",
+                [
+                    ("spread p50 ms", [(c, median(fanout[c], ["ws", "tick_spread_p50_ms"])) for c in cs]),
+                    ("spread p99 ms", [(c, median(fanout[c], ["ws", "tick_spread_p99_ms"])) for c in cs]),
+                ],
+            ),
+        )
+        if svg:
+            (out / "core-fanout.svg").write_text(svg)
+        print("\nfan-out per core (medians of runs)\n")
+        print("| connections | runs | messages/s | node cores | node µs per message | generator µs per message | tick lag p50/p99 ms | spread p50/p99 ms | crashed lag p99 ms | KiB per connection |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for c in cs:
+            runs = fanout[c]
+            wall = median(runs, ["cpu", "wall_s"]) or 1
+            per = median(runs, ["server", "rss_per_connection_bytes"])
+            print(
+                f"| {median(runs, ['ws', 'connections']):.0f} | {len(runs)} | {(median(runs, ['cpu', 'messages']) or 0) / wall:.0f} "
+                f"| {fmt(median(runs, ['cpu', 'node_cores']))} | {fmt(median(runs, ['cpu', 'node_us_per_message']))} "
+                f"| {fmt(median(runs, ['cpu', 'load_us_per_message']))} "
+                f"| {fmt(median(runs, ['ws', 'tick_p50_ms']))}/{fmt(median(runs, ['ws', 'tick_p99_ms']))} "
+                f"| {fmt(median(runs, ['ws', 'tick_spread_p50_ms']))}/{fmt(median(runs, ['ws', 'tick_spread_p99_ms']))} "
+                f"| {fmt(median(runs, ['ws', 'crash_p99_ms']))} | {fmt(per / 1024 if per else None)} |"
             )
     if ws:
         cs = sorted(ws)

@@ -69,6 +69,13 @@ impl Accounts for SqlLedger {
     }
 
     async fn player(&self, id: &str) -> Result<Option<PlayerRecord>> {
+        if let Some(r) = self
+            .sqlite
+            .as_ref()
+            .and_then(|l| l.read(|c| sqlite::player_by_id(c, id)))
+        {
+            return r;
+        }
         sqlx::query(concat!(
             "SELECT ",
             player_columns!(),

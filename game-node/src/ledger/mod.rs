@@ -1,9 +1,12 @@
 //! The SQL ledger: players, balances, bets, rounds and every money movement, behind the
 //! [`Ledger`](crate::ports::Ledger) port, one file per part of it: [`rounds`] (terms, rounds,
 //! settlements, the commitment), [`accounts`], [`wagers`], [`history`], [`audit`]; the pieces they
-//! share are [`money`] (moving an amount with its journal entry) and [`group`] (group commit).
-//! One implementation serves SQLite (standalone) and PostgreSQL (fleet) through
-//! sqlx's `Any` driver; the SQL is kept portable (`$N` placeholders work in both).
+//! share are [`money`] (moving an amount with its journal entry). One implementation serves SQLite
+//! (standalone) and PostgreSQL (fleet) through sqlx's `Any` driver; the SQL is kept portable
+//! (`$N` placeholders work in both). On SQLite the money path — bets, cash-outs, settlements and
+//! the lookups each money request makes — runs on connections of its own instead ([`sqlite`]: a
+//! group-committing writer thread and readers used in place), the same statements without sqlx's
+//! per-statement thread hand-off.
 //!
 //! Why it cannot lose or double-move money:
 //! - Every movement is one transaction that writes the balance change *and* an `entries` row, so
@@ -32,6 +35,8 @@ use async_trait::async_trait;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
+
+pub use sqlite::sqlite_file;
 
 use crate::engine::{CashOut, Outcome, RoundPlan, Settlement};
 use crate::error::{DbResult, Error, Result, db};
@@ -62,9 +67,9 @@ pub struct SqlLedger {
     backend: Backend,
     /// Serialises write transactions on SQLite (see the module docs); `None` on PostgreSQL.
     write_lock: Option<Arc<Mutex<()>>>,
-    /// SQLite's group commit for bets and cash-outs (`group_writer`); `None` on PostgreSQL, whose
-    /// row locks let replicas write concurrently.
-    group: Option<mpsc::Sender<GroupOp>>,
+    /// SQLite's own money path (`sqlite`): the group-committing writer thread and the reader
+    /// connections; `None` on PostgreSQL, whose row locks let replicas write concurrently.
+    sqlite: Option<Sqlite>,
 }
 
 impl std::fmt::Debug for SqlLedger {
@@ -163,18 +168,22 @@ impl SqlLedger {
             .await
             .map_err(|e| Error::Unavailable(format!("cannot open the ledger database: {e}")))?;
         let write_lock = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
-        let group = write_lock.as_ref().map(|lock| {
-            let (tx, rx) = mpsc::channel(4 * GROUP_MAX);
-            tokio::spawn(group_writer(pool.clone(), lock.clone(), rx));
-            tx
-        });
-        let ledger = SqlLedger {
+        let mut ledger = SqlLedger {
             pool,
             backend,
             write_lock,
-            group,
+            sqlite: None,
         };
         ledger.migrate().await?;
+        if let Some(lock) = &ledger.write_lock {
+            let file = sqlite_file(&url).ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "{url:?}: the ledger must be a SQLite file (an in-memory database is not \
+                     shared between its connections)"
+                ))
+            })?;
+            ledger.sqlite = Some(Sqlite::start(&file, max as usize, lock.clone())?);
+        }
         Ok(ledger)
     }
 
@@ -335,11 +344,11 @@ async fn check_term(conn: &mut AnyConnection, table: &str, term: u64) -> Result<
 // After the helpers above: the parts below use `player_columns!`, which must be defined first.
 mod accounts;
 mod audit;
-mod group;
 mod history;
 mod money;
 mod rounds;
+mod sqlite;
 mod wagers;
 
-use group::*;
 use money::*;
+use sqlite::{GroupOp, Sqlite};

@@ -237,15 +237,16 @@ impl RoundBook for SqlLedger {
         c: &CashOut,
         now_ms: i64,
     ) -> Result<Option<i64>> {
-        if let Some(group) = &self.group {
-            return grouped(group, |reply| GroupOp::CashOut {
-                cash_out: c.clone(),
-                key: c.key.clone(),
-                now_ms,
-                fence: Some((table.to_string(), term)),
-                reply,
-            })
-            .await;
+        if let Some(lite) = &self.sqlite {
+            return lite
+                .write(|reply| GroupOp::CashOut {
+                    cash_out: c.clone(),
+                    key: c.key.clone(),
+                    now_ms,
+                    fence: Some((table.to_string(), term)),
+                    reply,
+                })
+                .await;
         }
         let mut tx = self.pool.begin().await.db()?;
         check_term(&mut tx, table, term).await?;
@@ -272,6 +273,21 @@ impl RoundBook for SqlLedger {
         crashed_at_ms: i64,
         settlements: &[Settlement],
     ) -> Result<Vec<(String, i64)>> {
+        if let Some(lite) = &self.sqlite {
+            // On the writer thread: a settlement of thousands of bets is thousands of statements,
+            // each a thread hand-off through sqlx.
+            return lite
+                .write(|reply| GroupOp::Finish {
+                    table: table.to_string(),
+                    term,
+                    number,
+                    reveal: reveal.clone(),
+                    crashed_at_ms,
+                    settlements: settlements.to_vec(),
+                    reply,
+                })
+                .await;
+        }
         let _w = self.write_guard().await;
         let mut tx = self.pool.begin().await.db()?;
         if !close_round(

@@ -5,6 +5,13 @@ use super::*;
 #[async_trait]
 impl Wagers for SqlLedger {
     async fn bet_by_key(&self, player_id: &str, key: &str) -> Result<Option<BetRecord>> {
+        if let Some(r) = self
+            .sqlite
+            .as_ref()
+            .and_then(|l| l.read(|c| sqlite::bet_by_key(c, player_id, key)))
+        {
+            return r;
+        }
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {BET_COLUMNS} FROM bets b JOIN players p ON p.id = b.player_id \
              WHERE b.player_id = $1 AND b.idempotency_key = $2"
@@ -20,8 +27,8 @@ impl Wagers for SqlLedger {
     }
 
     async fn place_bet(&self, bet: &BetRecord) -> Result<(BetRecord, i64)> {
-        let placed = match &self.group {
-            Some(group) => grouped(group, |reply| GroupOp::Bet(bet.clone(), reply)).await?,
+        let placed = match &self.sqlite {
+            Some(lite) => lite.write(|reply| GroupOp::Bet(bet.clone(), reply)).await?,
             None => {
                 let mut tx = self.pool.begin().await.db()?;
                 let placed = insert_bet(&mut tx, bet).await?;
@@ -55,15 +62,16 @@ impl Wagers for SqlLedger {
         key: Option<&str>,
         now_ms: i64,
     ) -> Result<Option<i64>> {
-        if let Some(group) = &self.group {
-            return grouped(group, |reply| GroupOp::CashOut {
-                cash_out: c.clone(),
-                key: key.map(str::to_string),
-                now_ms,
-                fence: None,
-                reply,
-            })
-            .await;
+        if let Some(lite) = &self.sqlite {
+            return lite
+                .write(|reply| GroupOp::CashOut {
+                    cash_out: c.clone(),
+                    key: key.map(str::to_string),
+                    now_ms,
+                    fence: None,
+                    reply,
+                })
+                .await;
         }
         let mut tx = self.pool.begin().await.db()?;
         let balance = pay_win(
@@ -81,6 +89,13 @@ impl Wagers for SqlLedger {
     }
 
     async fn bet(&self, bet_id: &str) -> Result<Option<BetRecord>> {
+        if let Some(r) = self
+            .sqlite
+            .as_ref()
+            .and_then(|l| l.read(|c| sqlite::bet_by_id(c, bet_id)))
+        {
+            return r;
+        }
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {BET_COLUMNS} FROM bets b JOIN players p ON p.id = b.player_id WHERE b.id = $1"
         )))

@@ -96,6 +96,12 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub connect_concurrency: u64,
 
+    /// Process id of a node on this machine whose CPU time (from /proc) the report divides by the
+    /// operations of the run. Repeat for every node of a fleet (and its Redis and PostgreSQL, to
+    /// count them in).
+    #[arg(long = "node-pid", value_name = "PID")]
+    pub node_pids: Vec<u32>,
+
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

@@ -293,8 +293,9 @@ impl Conn {
         // Most frames are broadcasts this connection only counts (`bets_placed`, `cashed_out`,
         // round events): skip parsing them, so the generator spends its CPU on the node, not on
         // itself. The node writes the tag first (`{"type":"…`).
-        const WANTED: [&str; 7] = [
+        const WANTED: [&str; 8] = [
             "tick",
+            "crashed",
             "snapshot",
             "round_open",
             "pong",
@@ -316,10 +317,24 @@ impl Conn {
         match k.kind {
             "tick" => {
                 if let Ok(t) = serde_json::from_str::<TickMsg>(text) {
-                    let lag_us = now_us() - t.server_time_ms * 1000;
+                    let now = now_us();
+                    let lag_us = now - t.server_time_ms * 1000;
                     self.shared
                         .ticks
                         .record_micros(shard, u64::try_from(lag_us).unwrap_or(0));
+                    self.shared.tick_spread.record(shard, t.server_time_ms, now);
+                }
+            }
+            "crashed" => {
+                if let Ok(t) = serde_json::from_str::<TickMsg>(text) {
+                    let now = now_us();
+                    let lag_us = now - t.server_time_ms * 1000;
+                    self.shared
+                        .crashes
+                        .record_micros(shard, u64::try_from(lag_us).unwrap_or(0));
+                    self.shared
+                        .crash_spread
+                        .record(shard, t.server_time_ms, now);
                 }
             }
             "snapshot" => {

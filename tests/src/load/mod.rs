@@ -15,7 +15,9 @@
 
 pub mod args;
 mod conn;
+pub mod cpu;
 pub mod money;
+mod rest;
 pub mod stats;
 
 use std::collections::HashMap;
@@ -100,6 +102,9 @@ pub(crate) struct Shared {
     pub bets: Outcomes,
     pub cashouts: Outcomes,
     pub ticks: Latency,
+    pub tick_spread: stats::Spread,
+    pub crashes: Latency,
+    pub crash_spread: stats::Spread,
     pub pings: Latency,
     pub messages: AtomicU64,
     pub resyncs: AtomicU64,
@@ -151,6 +156,9 @@ impl Shared {
             bets: Outcomes::default(),
             cashouts: Outcomes::default(),
             ticks: Latency::new(),
+            tick_spread: stats::Spread::new(),
+            crashes: Latency::new(),
+            crash_spread: stats::Spread::new(),
             pings: Latency::new(),
             messages: AtomicU64::new(0),
             resyncs: AtomicU64::new(0),
@@ -522,10 +530,15 @@ pub async fn execute_until(
 
     // The schedulers.
     let senders = Arc::new(senders);
+    let rest = rest::Rest::new(
+        &targets.iter().map(|t| t.base.clone()).collect::<Vec<_>>(),
+        REQUEST_TIMEOUT,
+    )
+    .map_err(anyhow::Error::msg)?;
     let run = Run {
         args: args.clone(),
         targets: targets.clone(),
-        http: http.clone(),
+        rest: Arc::new(rest),
         players: players.clone(),
         shared: shared.clone(),
         senders: senders.clone(),
@@ -536,6 +549,7 @@ pub async fn execute_until(
     let casher = tokio::spawn(run.clone().cashouts(state_rx.clone()));
 
     let start = Instant::now();
+    let cpu_mark = cpu::CpuMark::now(&args.node_pids);
     let deadline = start + args.duration;
     let mut last_draw = Instant::now() - Duration::from_secs(1);
     loop {
@@ -553,6 +567,11 @@ pub async fn execute_until(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let duration_s = start.elapsed().as_secs_f64();
+    let answered = |o: &stats::Outcomes| o.ok.load(Ordering::Relaxed) + o.refused();
+    let cpu = cpu_mark.report(
+        answered(&shared.bets) + answered(&shared.cashouts),
+        shared.messages.load(Ordering::Relaxed),
+    );
     if progress {
         eprintln!();
     }
@@ -581,6 +600,13 @@ pub async fn execute_until(
     );
     let tick = stats::Percentiles::of(&shared.ticks.merged());
     let ticks_n = shared.ticks.merged().len();
+    // A tick counts for the spread once 90 % of the sockets got it (the first and last ticks of
+    // the run reach only part of them).
+    let quorum = u32::try_from(open_after_ramp * 9 / 10).unwrap_or(u32::MAX);
+    let spread = stats::Percentiles::of(&shared.tick_spread.histogram(quorum));
+    let crash = stats::Percentiles::of(&shared.crashes.merged());
+    let crashes_n = shared.crashes.merged().len();
+    let crash_spread = stats::Percentiles::of(&shared.crash_spread.histogram(quorum));
     let pings = shared.pings.merged();
     let ping = stats::Percentiles::of(&pings);
     let gaps = shared.reconnect_gaps.merged();
@@ -605,6 +631,13 @@ pub async fn execute_until(
             tick_p999_ms: tick.p999_ms,
             tick_max_ms: tick.max_ms,
             ticks: ticks_n,
+            tick_spread_p50_ms: spread.p50_ms,
+            tick_spread_p99_ms: spread.p99_ms,
+            tick_spread_max_ms: spread.max_ms,
+            crash_p99_ms: crash.p99_ms,
+            crash_max_ms: crash.max_ms,
+            crash_spread_p99_ms: crash_spread.p99_ms,
+            crashes: crashes_n,
             messages: shared.messages.load(Ordering::Relaxed),
             ping_p50_ms: ping.p50_ms,
             ping_p99_ms: ping.p99_ms,
@@ -616,6 +649,7 @@ pub async fn execute_until(
             stale_snapshots: shared.stale_snapshots.load(Ordering::Relaxed),
         },
         server,
+        cpu,
         accepted_bet_ids,
         accepted_cashouts,
         cashout_answers,
@@ -738,7 +772,8 @@ async fn observe(
 struct Run {
     args: LoadArgs,
     targets: Vec<Target>,
-    http: reqwest::Client,
+    /// Bets and cash-outs over REST (the lean client; see `rest`).
+    rest: Arc<rest::Rest>,
     players: Arc<Vec<Player>>,
     shared: Arc<Shared>,
     senders: Arc<Vec<mpsc::Sender<Command>>>,
@@ -855,25 +890,22 @@ impl Run {
                 }
             }
             Via::Rest => {
-                let base = self.targets[seq as usize % self.targets.len()].base.clone();
-                let http = self.http.clone();
-                let token = self.players[player].token.clone();
+                let target = seq as usize % self.targets.len();
+                let rest = self.rest.clone();
+                let players = self.players.clone();
                 let shared = self.shared.clone();
                 let stake = self.args.stake;
                 shared.in_flight.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
-                    let mut body = serde_json::json!({"stake": stake});
-                    if let Some(a) = auto {
-                        body["auto_cashout_x100"] = a.into();
-                    }
-                    let r = http
-                        .post(format!("{base}/api/v1/bets"))
-                        .bearer_auth(&token)
-                        .header("Idempotency-Key", &request_id)
-                        .json(&body)
-                        .send()
+                    let body = match auto {
+                        Some(a) => format!("{{\"stake\":{stake},\"auto_cashout_x100\":{a}}}"),
+                        None => format!("{{\"stake\":{stake}}}"),
+                    };
+                    let token = &players[player].token;
+                    let r = rest
+                        .post(target, "/api/v1/bets", token, &request_id, body.as_bytes())
                         .await;
-                    match answer(r).await {
+                    match answer(r) {
                         Ok(v) => {
                             shared
                                 .bets
@@ -964,16 +996,12 @@ impl Run {
             return;
         }
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        let path = format!("/api/v1/bets/{}/cashout", b.bet_id);
         for attempt in 0..=UNKNOWN_RETRIES {
-            let base = &self.targets[(i + attempt as usize) % self.targets.len()].base;
-            let r = self
-                .http
-                .post(format!("{base}/api/v1/bets/{}/cashout", b.bet_id))
-                .bearer_auth(&self.players[b.player].token)
-                .header("Idempotency-Key", &request_id)
-                .send()
-                .await;
-            let result = answer(r).await;
+            let target = (i + attempt as usize) % self.targets.len();
+            let token = &self.players[b.player].token;
+            let r = self.rest.post(target, &path, token, &request_id, b"").await;
+            let result = answer(r);
             self.shared.cash_out_answer(CashOutAnswer {
                 bet_id: b.bet_id.clone(),
                 key: request_id.clone(),
@@ -1017,24 +1045,24 @@ impl Run {
     }
 }
 
+/// How long a bet or cash-out may take before it counts as `timeout`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A REST answer: the JSON body on success, else the error code and whether the server answered.
-async fn answer(
-    r: Result<reqwest::Response, reqwest::Error>,
-) -> Result<serde_json::Value, (String, bool)> {
+fn answer(r: Result<rest::Answer, rest::Failure>) -> Result<serde_json::Value, (String, bool)> {
     let r = match r {
         Ok(r) => r,
-        Err(e) if e.is_timeout() => return Err(("timeout".into(), false)),
-        Err(_) => return Err(("transport".into(), false)),
+        Err(rest::Failure::Timeout) => return Err(("timeout".into(), false)),
+        Err(rest::Failure::Transport) => return Err(("transport".into(), false)),
     };
-    let status = r.status();
-    let body: serde_json::Value = r.json().await.unwrap_or_default();
-    if status.is_success() {
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    if (200..300).contains(&r.status) {
         return Ok(body);
     }
     let code = body["code"]
         .as_str()
         .map(str::to_string)
-        .unwrap_or_else(|| format!("http_{}", status.as_u16()));
+        .unwrap_or_else(|| format!("http_{}", r.status));
     Err((code, true))
 }
 

@@ -75,6 +75,61 @@ impl Default for Latency {
     }
 }
 
+/// How far apart one broadcast reached its sockets: for each event (keyed by its `server_time_ms`),
+/// the first and last local receive time over every connection. The spread (last − first) is what
+/// a fan-out costs the last player, independent of clocks: both ends are read here.
+pub struct Spread {
+    shards: Vec<Mutex<Receipts>>,
+}
+
+/// Per event (`server_time_ms`): first and last receive time (µs) and how many sockets got it.
+type Receipts = std::collections::HashMap<i64, (i64, i64, u32)>;
+
+impl Spread {
+    pub fn new() -> Self {
+        Spread {
+            shards: (0..16).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    pub fn record(&self, shard: usize, event_ms: i64, received_us: i64) {
+        let mut m = self.shards[shard % self.shards.len()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let e = m.entry(event_ms).or_insert((received_us, received_us, 0));
+        e.0 = e.0.min(received_us);
+        e.1 = e.1.max(received_us);
+        e.2 += 1;
+    }
+
+    /// The spread of every event at least `min_sockets` connections received, as a histogram.
+    pub fn histogram(&self, min_sockets: u32) -> Histogram<u64> {
+        let mut all = Receipts::default();
+        for s in &self.shards {
+            for (&k, &(lo, hi, n)) in s.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                let e = all.entry(k).or_insert((lo, hi, 0));
+                e.0 = e.0.min(lo);
+                e.1 = e.1.max(hi);
+                e.2 += n;
+            }
+        }
+        let mut h = Histogram::new_with_bounds(1, MAX_MICROS, 3)
+            .expect("static histogram bounds are valid");
+        for (lo, hi, n) in all.into_values() {
+            if n >= min_sockets.max(2) {
+                h.saturating_record(u64::try_from(hi - lo).unwrap_or(0).clamp(1, MAX_MICROS));
+            }
+        }
+        h
+    }
+}
+
+impl Default for Spread {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Percentiles of a histogram in milliseconds (three decimals), or zeros when it is empty.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct Percentiles {
@@ -128,13 +183,18 @@ impl Outcomes {
         self.codes.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub fn report(&self) -> RequestReport {
-        let codes = self.codes();
-        let refused = codes
+    /// Requests the game refused by its rules (answered, not failed).
+    pub fn refused(&self) -> u64 {
+        self.codes()
             .iter()
             .filter(|(c, _)| REFUSAL_CODES.contains(&c.as_str()))
             .map(|(_, n)| n)
-            .sum();
+            .sum()
+    }
+
+    pub fn report(&self) -> RequestReport {
+        let codes = self.codes();
+        let refused = self.refused();
         let errors = codes
             .iter()
             .filter(|(c, _)| !REFUSAL_CODES.contains(&c.as_str()))
@@ -194,6 +254,16 @@ pub struct WsReport {
     pub tick_p999_ms: f64,
     pub tick_max_ms: f64,
     pub ticks: u64,
+    /// Fan-out spread of a tick: the last connection's receive time minus the first's, over the
+    /// ticks that at least 90 % of the connections received.
+    pub tick_spread_p50_ms: f64,
+    pub tick_spread_p99_ms: f64,
+    pub tick_spread_max_ms: f64,
+    /// Delivery lag of `crashed` (like a tick's) and its spread over the connections.
+    pub crash_p99_ms: f64,
+    pub crash_max_ms: f64,
+    pub crash_spread_p99_ms: f64,
+    pub crashes: u64,
     /// Every server message received on every connection.
     pub messages: u64,
     /// Round trip of `ping` → `pong`.
@@ -240,6 +310,8 @@ pub struct Report {
     pub cashouts: RequestReport,
     pub ws: WsReport,
     pub server: ServerReport,
+    /// CPU time of the nodes (`--node-pid`) and of the generator during the measured phase.
+    pub cpu: super::cpu::CpuReport,
     /// Accepted bets and cash-outs, for checks against the ledger (not part of the JSON report).
     #[serde(skip)]
     pub accepted_bet_ids: Vec<String>,
@@ -312,6 +384,35 @@ impl Report {
             w.ping_p99_ms,
             w.pings
         );
+        if w.ticks > 0 || w.crashes > 0 {
+            let _ = writeln!(
+                s,
+                "           tick spread (last socket − first) p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; crashed lag p99 {:.1} ms, max {:.1} ms, spread p99 {:.1} ms over {}",
+                w.tick_spread_p50_ms,
+                w.tick_spread_p99_ms,
+                w.tick_spread_max_ms,
+                w.crash_p99_ms,
+                w.crash_max_ms,
+                w.crash_spread_p99_ms,
+                w.crashes
+            );
+        }
+        let c = &self.cpu;
+        let opt =
+            |v: Option<f64>, unit: &str| v.map_or("n/a".to_string(), |v| format!("{v:.2}{unit}"));
+        let _ = writeln!(
+            s,
+            "cpu        node {} ({} cores), generator {} ({} cores) over {:.1} s; per bet/cash-out: node {}, generator {}; per message: node {}, generator {}",
+            opt(c.node_cpu_s, " s"),
+            opt(c.node_cores, ""),
+            opt(c.load_cpu_s, " s"),
+            opt(c.load_cores, ""),
+            c.wall_s,
+            opt(c.node_us_per_request, " µs"),
+            opt(c.load_us_per_request, " µs"),
+            opt(c.node_us_per_message, " µs"),
+            opt(c.load_us_per_message, " µs"),
+        );
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         match (
             self.server.rss_bytes,
@@ -350,6 +451,22 @@ mod tests {
         assert!((p.p50_ms - 500.0).abs() < 1.0, "{p:?}");
         assert!((p.p99_ms - 990.0).abs() < 1.0, "{p:?}");
         assert!((p.max_ms - 1000.0).abs() < 1.0, "{p:?}");
+    }
+
+    #[test]
+    fn a_broadcasts_spread_is_its_last_receipt_minus_its_first() {
+        let s = Spread::new();
+        // Event 1000 reached three sockets over 4 ms; event 2000 only one (no spread).
+        s.record(0, 1000, 10_000);
+        s.record(1, 1000, 14_000);
+        s.record(2, 1000, 11_000);
+        s.record(3, 2000, 20_000);
+        let h = s.histogram(2);
+        assert_eq!(h.len(), 1);
+        let p = Percentiles::of(&h);
+        assert!((p.max_ms - 4.0).abs() < 0.01, "{p:?}");
+        // Below the quorum, an event does not count.
+        assert_eq!(s.histogram(4).len(), 0);
     }
 
     #[test]

@@ -3,10 +3,10 @@
 
     python3 tests/bench/chart.py docs/bench/results docs/bench
 
-Reads every `<label>-rate<R>-run<K>.json`, `core-fanout-conn<N>-run<K>.json` and `ws-conn<N>.json`
+Reads every `<label>-rate<R>-run<K>.json`, `<label>-fanout-conn<N>-run<K>.json` and `ws-conn<N>.json`
 in the results folder and writes:
   latency-<label>.svg   bet and cash-out p50/p99 (median over runs) against the offered rate;
-  core-fanout.svg       per core: node CPU per delivered message and tick spread against sockets;
+  <label>-fanout.svg    per core: node CPU per delivered message and tick spread against sockets;
   ws-ceiling.svg        tick delivery p99 and memory per connection against connections;
 and prints the medians as Markdown tables for the doc. A `soak.csv` there (the soak test's samples,
 tests/soak/run.sh) gives soak-memory.svg (each node's RSS, Redis memory) and soak-storage.svg
@@ -27,9 +27,9 @@ def load(results: Path):
     rates, ws, fanout = {}, {}, {}
     for f in sorted(results.glob("*.json")):
         data = json.loads(f.read_text())
-        m = re.match(r"core-fanout-conn(\d+)-run(\d+)\.json$", f.name)
+        m = re.match(r"(.+)-fanout-conn(\d+)-run(\d+)\.json$", f.name)
         if m:
-            fanout.setdefault(int(m.group(1)), []).append(data)
+            fanout.setdefault(m.group(1), {}).setdefault(int(m.group(2)), []).append(data)
             continue
         m = re.match(r"(.+)-rate(\d+)-run(\d+)\.json$", f.name)
         if m:
@@ -173,29 +173,29 @@ def main():
                     f"| {fmt(median(runs, ['cpu', 'node_cores']))} | {fmt(median(runs, ['cpu', 'node_us_per_request']))} "
                     f"| {fmt(median(runs, ['cpu', 'load_cores']))} | {fmt(median(runs, ['cpu', 'load_us_per_request']))} |"
                 )
-    if fanout:
-        cs = sorted(fanout)
+    for flabel, by_conn in sorted(fanout.items()):
+        cs = sorted(by_conn)
         svg = svg_chart(
-            "Fan-out on one core: CPU per delivered message and tick spread",
+            f"{flabel}: fan-out on one core, CPU per delivered message and tick spread",
             "open connections",
             "µs of node CPU per delivered message",
-            [("node µs per message", [(c, median(fanout[c], ["cpu", "node_us_per_message"])) for c in cs])],
+            [("node µs per message", [(c, median(by_conn[c], ["cpu", "node_us_per_message"])) for c in cs])],
             log_x=True,
             y2=(
                 "tick spread, ms",
                 [
-                    ("spread p50 ms", [(c, median(fanout[c], ["ws", "tick_spread_p50_ms"])) for c in cs]),
-                    ("spread p99 ms", [(c, median(fanout[c], ["ws", "tick_spread_p99_ms"])) for c in cs]),
+                    ("spread p50 ms", [(c, median(by_conn[c], ["ws", "tick_spread_p50_ms"])) for c in cs]),
+                    ("spread p99 ms", [(c, median(by_conn[c], ["ws", "tick_spread_p99_ms"])) for c in cs]),
                 ],
             ),
         )
         if svg:
-            (out / "core-fanout.svg").write_text(svg)
-        print("\nfan-out per core (medians of runs)\n")
+            (out / f"{flabel}-fanout.svg").write_text(svg)
+        print(f"\n{flabel}: fan-out per core (medians of runs)\n")
         print("| connections | runs | messages/s | node cores | node µs per message | generator µs per message | tick lag p50/p99 ms | spread p50/p99 ms | crashed lag p99 ms | KiB per connection |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for c in cs:
-            runs = fanout[c]
+            runs = by_conn[c]
             wall = median(runs, ["cpu", "wall_s"]) or 1
             per = median(runs, ["server", "rss_per_connection_bytes"])
             print(

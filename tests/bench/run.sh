@@ -16,7 +16,9 @@
 # Environment: RUNS (runs per point, default 3), DURATION (per run, default 30s),
 # RATES (default "200 1000 3000 5000"), BET_RATES (default "2000 5000 10000 15000"),
 # CONNS (WebSocket steps, default "1000 2500 5000 10000 15000 20000"), NODE_CPU (default 0),
-# LOAD_CPU (default 1).
+# LOAD_CPU (default 1), BENCH_NODE (a game-node binary to measure instead of this build's, e.g. an
+# older commit's for a before/after) and BENCH_LABEL (prefix of the per-core result files,
+# default "core").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -33,7 +35,8 @@ mkdir -p "$OUT"
 ADMIN=bench-admin-token-0123456789
 
 cargo build --release -p game-node -p crashfleet-tests --bins
-NODE=$ROOT/target/release/game-node
+NODE=${BENCH_NODE:-$ROOT/target/release/game-node}
+LABEL=${BENCH_LABEL:-core}
 LOAD=$ROOT/target/release/crashfleet-load
 WORK=$(mktemp -d /tmp/crashfleet-bench.XXXXXX)
 chmod 755 "$WORK" # PostgreSQL (fleet) runs as the postgres user
@@ -109,7 +112,7 @@ if [ "$what" = bets ] || [ "$what" = all ]; then
       echo "== per core: bets at $rate/s, run $run ($players players)"
       load --url "http://127.0.0.1:$PORT" --node-pid "$NODE_PID" --connections 5 \
         --players "$players" --bets-per-player 100 --bet-rate "$rate" --duration "$DURATION" \
-        --quiet --json "$OUT/core-bets-rate$rate-run$run.json" | tail -n 8
+        --quiet --json "$OUT/$LABEL-bets-rate$rate-run$run.json" | tail -n 8
       stop_node
     done
   done
@@ -124,7 +127,7 @@ if [ "$what" = fanout ] || [ "$what" = all ]; then
       echo "== per core: fan-out to $c sockets, run $run"
       load --url "http://127.0.0.1:$PORT" --node-pid "$NODE_PID" --connections "$c" \
         --players 500 --bet-rate 0 --ping-interval 30s --duration "$DURATION" \
-        --quiet --json "$OUT/core-fanout-conn$c-run$run.json" | tail -n 6
+        --quiet --json "$OUT/$LABEL-fanout-conn$c-run$run.json" | tail -n 6
       stop_node
     done
   done

@@ -134,9 +134,10 @@ impl Rest {
                     put_back(node, conn, keep);
                     return Ok(answer);
                 }
-                // The node closed the kept-alive connection before reading the request (it had
-                // not answered a byte): the request never reached the game, and it goes again
-                // on a new connection. (Bets and cash-outs carry idempotency keys as well.)
+                // The kept-alive connection ended before a byte of an answer: most often the node
+                // had closed it as idle and never read the request. It goes again on a new
+                // connection with the same idempotency key, so a request that did reach the game
+                // gets its first outcome back, never a second bet or payout.
                 Err(Unsent) => {}
                 Err(Sent) => return Err(Failure::Transport),
             }

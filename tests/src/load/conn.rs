@@ -330,26 +330,18 @@ impl Conn {
             return None;
         };
         match k.kind {
-            "tick" => {
+            // Broadcasts timed by their `server_time_ms`: lag (same clock) and spread.
+            kind @ ("tick" | "crashed") => {
                 if let Ok(t) = serde_json::from_str::<TickMsg>(text) {
+                    let (lag, spread) = if kind == "tick" {
+                        (&self.shared.ticks, &self.shared.tick_spread)
+                    } else {
+                        (&self.shared.crashes, &self.shared.crash_spread)
+                    };
                     let now = now_us();
                     let lag_us = now - t.server_time_ms * 1000;
-                    self.shared
-                        .ticks
-                        .record_micros(shard, u64::try_from(lag_us).unwrap_or(0));
-                    self.shared.tick_spread.record(shard, t.server_time_ms, now);
-                }
-            }
-            "crashed" => {
-                if let Ok(t) = serde_json::from_str::<TickMsg>(text) {
-                    let now = now_us();
-                    let lag_us = now - t.server_time_ms * 1000;
-                    self.shared
-                        .crashes
-                        .record_micros(shard, u64::try_from(lag_us).unwrap_or(0));
-                    self.shared
-                        .crash_spread
-                        .record(shard, t.server_time_ms, now);
+                    lag.record_micros(shard, u64::try_from(lag_us).unwrap_or(0));
+                    spread.record(shard, t.server_time_ms, now);
                 }
             }
             "snapshot" => {

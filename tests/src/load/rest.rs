@@ -195,16 +195,7 @@ async fn read_answer(conn: &mut Conn) -> Result<(Answer, bool), Failure> {
         if conn.buf.len() >= MAX_ANSWER {
             return Err(Failure::Transport);
         }
-        let mut chunk = [0u8; 4096];
-        let n = conn
-            .stream
-            .read(&mut chunk)
-            .await
-            .map_err(|_| Failure::Transport)?;
-        if n == 0 {
-            return Err(Failure::Transport);
-        }
-        conn.buf.extend_from_slice(&chunk[..n]);
+        read_more(conn).await?;
         match parse(&conn.buf)? {
             Parsed::Partial => continue,
             Parsed::Head {
@@ -218,15 +209,7 @@ async fn read_answer(conn: &mut Conn) -> Result<(Answer, bool), Failure> {
                     return Err(Failure::Transport);
                 }
                 while conn.buf.len() < total {
-                    let n = conn
-                        .stream
-                        .read(&mut chunk)
-                        .await
-                        .map_err(|_| Failure::Transport)?;
-                    if n == 0 {
-                        return Err(Failure::Transport);
-                    }
-                    conn.buf.extend_from_slice(&chunk[..n]);
+                    read_more(conn).await?;
                 }
                 // A server never sends before it is asked: bytes past this answer mean the
                 // connection is out of step, and it is not reused.
@@ -236,6 +219,22 @@ async fn read_answer(conn: &mut Conn) -> Result<(Answer, bool), Failure> {
             }
         }
     }
+}
+
+/// Appends what the socket has to the connection's buffer; the end of the stream is a failure
+/// (an answer is never cut short by design).
+async fn read_more(conn: &mut Conn) -> Result<(), Failure> {
+    let mut chunk = [0u8; 4096];
+    let n = conn
+        .stream
+        .read(&mut chunk)
+        .await
+        .map_err(|_| Failure::Transport)?;
+    if n == 0 {
+        return Err(Failure::Transport);
+    }
+    conn.buf.extend_from_slice(&chunk[..n]);
+    Ok(())
 }
 
 enum Parsed {

@@ -53,16 +53,16 @@ pub struct ServeConfig {
 
     /// How long a leader's lock/lease is valid without renewal, ms. A dead leader is replaced
     /// about this long after its last renewal. (A Lease stores whole seconds: rounded up.)
-    #[arg(long, env = "CRASHFLEET_LEASE_DURATION_MS", default_value_t = 1_200, value_parser = clap::value_parser!(u64).range(200..=600_000))]
+    #[arg(long, env = "CRASHFLEET_LEASE_DURATION_MS", default_value_t = 800, value_parser = clap::value_parser!(u64).range(200..=600_000))]
     pub lease_duration_ms: u64,
 
     /// A leader that has not renewed for this long steps down, before its lease can expire, so
     /// two leaders never act at once. Must be below the lease duration.
-    #[arg(long, env = "CRASHFLEET_RENEW_DEADLINE_MS", default_value_t = 800, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    #[arg(long, env = "CRASHFLEET_RENEW_DEADLINE_MS", default_value_t = 550, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub renew_deadline_ms: u64,
 
     /// How often the leader renews and the other replicas try to acquire, ms.
-    #[arg(long, env = "CRASHFLEET_RETRY_PERIOD_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    #[arg(long, env = "CRASHFLEET_RETRY_PERIOD_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub retry_period_ms: u64,
 
     /// How often each node heartbeats into the fleet view, ms (a node missing two is gone).

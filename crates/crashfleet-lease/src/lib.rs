@@ -63,6 +63,15 @@ pub trait TermFloor: Send + Sync + 'static {
 /// The leader renews every `retry_period`; if it has not renewed successfully for
 /// `renew_deadline` (measured from when the last successful renewal was *sent*) it steps down,
 /// which is before the lease can expire for anyone else, so two leaders never act at once.
+///
+/// The defaults (800 / 550 / 100 ms) put a dead leader's successor in charge ~0.8 s after the
+/// kill (the lease left since its last renewal, plus up to one retry period). They leave the
+/// holder 250 ms between stepping down and the earliest instant anyone else can hold the lease:
+/// the margin for a renewal's reply delayed on the way back, a scheduling stall between two checks
+/// and the two clocks' rate difference (a few parts per million: microseconds over 800 ms). A
+/// holder stalled for longer than that margin (SIGSTOP) is fenced by its term instead. A renewal
+/// must then fail five times in a row (every 100 ms) before the holder gives up: one slow Redis
+/// or API-server reply does not depose it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ElectionTimings {
     pub lease_duration: Duration,
@@ -73,9 +82,9 @@ pub struct ElectionTimings {
 impl Default for ElectionTimings {
     fn default() -> Self {
         ElectionTimings {
-            lease_duration: Duration::from_millis(1_200),
-            renew_deadline: Duration::from_millis(800),
-            retry_period: Duration::from_millis(200),
+            lease_duration: Duration::from_millis(800),
+            renew_deadline: Duration::from_millis(550),
+            retry_period: Duration::from_millis(100),
         }
     }
 }

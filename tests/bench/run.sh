@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the load figures of docs/BENCHMARKS.md (opt-in; ~15 min on 2 cores per mode):
-#   bash tests/bench/run.sh [bets|fanout|standalone|fleet|ws|all]
+#   bash tests/bench/run.sh [bets|fanout|fleetfanout|standalone|fleet|ws|all]
 # Builds game-node and crashfleet-load in release, starts the nodes with load-test settings
 # (no per-IP or per-player rate limit, 100 bets per player per round), runs crashfleet-load, writes
 # one JSON report per run to docs/bench/results/ and redraws the charts (tests/bench/chart.py).
@@ -12,6 +12,8 @@
 # the CPUs the process may use).
 #   bets    one pinned node, 5 sockets, bets and cash-outs over REST at BET_RATES: the bet path
 #   fanout  one pinned node, CONNS sockets, no bets: CPU per delivered tick, lag and spread
+#   fleetfanout  the same sockets over a 3-node fleet (nodes, Redis, PostgreSQL on NODE_CPU):
+#           the nodes' CPU per delivered message and Redis's per relayed event (not in `all`)
 #   standalone / fleet / ws: the earlier sweeps (300 players watching; fleet: 3 nodes), pinned too
 # Environment: RUNS (runs per point, default 3), DURATION (per run, default 30s),
 # RATES (default "200 1000 3000 5000"), BET_RATES (default "2000 5000 10000 15000"),
@@ -168,6 +170,27 @@ if [ "$what" = fleet ] || [ "$what" = all ]; then
     flags+=(--node-pid "$p")
   done
   rates fleet "${flags[@]}"
+fi
+
+# Fan-out across a 3-node fleet: the same sockets as `fanout`, spread over three nodes that each
+# relay the leader's events from one Redis subscription. The nodes, Redis and PostgreSQL share
+# NODE_CPU; the report gives the nodes' CPU per delivered message and Redis's per relayed event.
+if [ "$what" = fleetfanout ]; then
+  CRASHFLEET_FLEET_DIR=$WORK/fleet CRASHFLEET_BIN=$NODE bash "$ROOT/tests/fleet/up.sh" 3 >"$WORK/fleet.txt"
+  touch "$WORK/fleet-up"
+  mapfile -t urls <"$WORK/fleet/urls"
+  flags=()
+  for u in "${urls[@]}"; do flags+=(--url "$u"); done
+  for p in $(fleet_pids); do taskset -a -p -c "$NODE_CPU" "$p" >/dev/null; done
+  for p in $(cat "$WORK"/fleet/node-*/pid); do flags+=(--node-pid "$p"); done
+  flags+=(--relay-pid "$(cat "$WORK/fleet/redis/redis.pid")")
+  for c in $CONNS; do
+    for run in $(seq 1 "$RUNS"); do
+      echo "== fleet fan-out: $c sockets over 3 nodes, run $run"
+      load "${flags[@]}" --connections "$c" --players 500 --bet-rate 0 --ping-interval 30s \
+        --duration "$DURATION" --quiet --json "$OUT/$LABEL-fleetfanout-conn$c-run$run.json" | tail -n 7
+    done
+  done
 fi
 
 python3 "$ROOT/tests/bench/chart.py" "$OUT" "$ROOT/docs/bench"

@@ -69,25 +69,29 @@ impl Accounts for SqlLedger {
     }
 
     async fn player(&self, id: &str) -> Result<Option<PlayerRecord>> {
-        if let Some(r) = self
+        let found = match self
             .sqlite
             .as_ref()
             .and_then(|l| l.read(|c| sqlite::player_by_id(c, id)))
         {
-            return r;
+            Some(r) => r?,
+            None => sqlx::query(concat!(
+                "SELECT ",
+                player_columns!(),
+                " FROM players WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .db()?
+            .as_ref()
+            .map(player_row)
+            .transpose()?,
+        };
+        if found.is_some() {
+            self.settled(id).await?;
         }
-        sqlx::query(concat!(
-            "SELECT ",
-            player_columns!(),
-            " FROM players WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .db()?
-        .as_ref()
-        .map(player_row)
-        .transpose()
+        Ok(found)
     }
 
     async fn revoke_tokens(&self, player_id: &str) -> Result<Option<u64>> {

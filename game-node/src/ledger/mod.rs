@@ -206,6 +206,15 @@ impl SqlLedger {
         self.pool.close().await;
     }
 
+    /// Waits until what a lookup read of `player_id`'s rows is on disk (SQLite's pipelined commit;
+    /// PostgreSQL answers a commit only once it is durable, so there is nothing to wait for).
+    async fn settled(&self, player_id: &str) -> Result<()> {
+        match &self.sqlite {
+            Some(lite) => lite.settled(player_id).await,
+            None => Ok(()),
+        }
+    }
+
     async fn write_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match &self.write_lock {
             Some(m) => Some(m.lock().await),

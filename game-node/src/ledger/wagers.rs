@@ -5,25 +5,29 @@ use super::*;
 #[async_trait]
 impl Wagers for SqlLedger {
     async fn bet_by_key(&self, player_id: &str, key: &str) -> Result<Option<BetRecord>> {
-        if let Some(r) = self
+        let found = match self
             .sqlite
             .as_ref()
             .and_then(|l| l.read(|c| sqlite::bet_by_key(c, player_id, key)))
         {
-            return r;
+            Some(r) => r?,
+            None => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {BET_COLUMNS} FROM bets b JOIN players p ON p.id = b.player_id \
+                 WHERE b.player_id = $1 AND b.idempotency_key = $2"
+            )))
+            .bind(player_id)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .db()?
+            .as_ref()
+            .map(bet_row)
+            .transpose()?,
+        };
+        if found.is_some() {
+            self.settled(player_id).await?;
         }
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {BET_COLUMNS} FROM bets b JOIN players p ON p.id = b.player_id \
-             WHERE b.player_id = $1 AND b.idempotency_key = $2"
-        )))
-        .bind(player_id)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .db()?
-        .as_ref()
-        .map(bet_row)
-        .transpose()
+        Ok(found)
     }
 
     async fn place_bet(&self, bet: &BetRecord) -> Result<(BetRecord, i64)> {
@@ -89,22 +93,27 @@ impl Wagers for SqlLedger {
     }
 
     async fn bet(&self, bet_id: &str) -> Result<Option<BetRecord>> {
-        if let Some(r) = self
+        let found = match self
             .sqlite
             .as_ref()
             .and_then(|l| l.read(|c| sqlite::bet_by_id(c, bet_id)))
         {
-            return r;
+            Some(r) => r?,
+            None => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {BET_COLUMNS} FROM bets b JOIN players p ON p.id = b.player_id \
+                 WHERE b.id = $1"
+            )))
+            .bind(bet_id)
+            .fetch_optional(&self.pool)
+            .await
+            .db()?
+            .as_ref()
+            .map(bet_row)
+            .transpose()?,
+        };
+        if let Some(bet) = &found {
+            self.settled(&bet.player_id).await?;
         }
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {BET_COLUMNS} FROM bets b JOIN players p ON p.id = b.player_id WHERE b.id = $1"
-        )))
-        .bind(bet_id)
-        .fetch_optional(&self.pool)
-        .await
-        .db()?
-        .as_ref()
-        .map(bet_row)
-        .transpose()
+        Ok(found)
     }
 }

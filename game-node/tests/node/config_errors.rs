@@ -79,7 +79,7 @@ fn contradictions_fail_with_one_line_naming_the_flag() {
             "--renew-deadline-ms",
         ),
         (
-            &["--retry-period-ms", "900", "--renew-deadline-ms", "800"],
+            &["--retry-period-ms", "600", "--renew-deadline-ms", "500"],
             "--retry-period-ms",
         ),
         (&["--lease-name", "Not_A_Name"], "--lease-name"),

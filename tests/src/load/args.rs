@@ -102,6 +102,11 @@ pub struct LoadArgs {
     #[arg(long = "node-pid", value_name = "PID")]
     pub node_pids: Vec<u32>,
 
+    /// Process id of an event relay on this machine (a fleet's Redis) whose CPU time the report
+    /// gives apart from the nodes', per event relayed (`relay_us_per_event`). Repeatable.
+    #[arg(long = "relay-pid", value_name = "PID")]
+    pub relay_pids: Vec<u32>,
+
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

@@ -34,31 +34,38 @@ fn parse_stat(stat: &str) -> Option<f64> {
 /// CPU readings at the start of the measured phase.
 pub struct CpuMark {
     nodes: Vec<(u32, Option<f64>)>,
+    relays: Vec<(u32, Option<f64>)>,
     own: Option<f64>,
     at: std::time::Instant,
 }
 
 impl CpuMark {
-    pub fn now(node_pids: &[u32]) -> CpuMark {
+    pub fn now(node_pids: &[u32], relay_pids: &[u32]) -> CpuMark {
+        let mark = |pids: &[u32]| pids.iter().map(|&p| (p, cpu_seconds(p))).collect();
         CpuMark {
-            nodes: node_pids.iter().map(|&p| (p, cpu_seconds(p))).collect(),
+            nodes: mark(node_pids),
+            relays: mark(relay_pids),
             own: own_cpu_seconds(),
             at: std::time::Instant::now(),
         }
     }
 
     /// What was used since the mark, divided by the operations done in between: `requests`
-    /// answered bets and cash-outs, `messages` WebSocket messages delivered to the generator.
-    pub fn report(&self, requests: u64, messages: u64) -> CpuReport {
+    /// answered bets and cash-outs, `messages` WebSocket messages delivered to the generator over
+    /// `connections` sockets (so `messages / connections` events went through the relay).
+    pub fn report(&self, requests: u64, messages: u64, connections: u64) -> CpuReport {
         let wall_s = self.at.elapsed().as_secs_f64();
-        let node_cpu_s = if self.nodes.is_empty() {
-            None
-        } else {
-            self.nodes
-                .iter()
-                .map(|&(pid, before)| Some(cpu_seconds(pid)? - before?))
-                .sum::<Option<f64>>()
+        let used = |marks: &[(u32, Option<f64>)]| {
+            (!marks.is_empty()).then_some(()).and_then(|()| {
+                marks
+                    .iter()
+                    .map(|&(pid, before)| Some(cpu_seconds(pid)? - before?))
+                    .sum::<Option<f64>>()
+            })
         };
+        let node_cpu_s = used(&self.nodes);
+        let relay_cpu_s = used(&self.relays);
+        let events = messages.checked_div(connections).unwrap_or(0);
         let load_cpu_s = own_cpu_seconds().zip(self.own).map(|(a, b)| a - b);
         let per =
             |cpu: Option<f64>, n: u64| cpu.filter(|_| n > 0).map(|c| round2(c * 1e6 / n as f64));
@@ -74,6 +81,10 @@ impl CpuMark {
             load_us_per_request: per(load_cpu_s, requests),
             node_us_per_message: per(node_cpu_s, messages),
             load_us_per_message: per(load_cpu_s, messages),
+            relay_cpu_s: relay_cpu_s.map(round2),
+            relay_cores: relay_cpu_s.map(|c| round2(c / wall_s)),
+            events,
+            relay_us_per_event: per(relay_cpu_s, events),
         }
     }
 }
@@ -103,6 +114,13 @@ pub struct CpuReport {
     pub load_us_per_request: Option<f64>,
     pub node_us_per_message: Option<f64>,
     pub load_us_per_message: Option<f64>,
+    /// Summed over the `--relay-pid` processes (a fleet's Redis; null without them).
+    pub relay_cpu_s: Option<f64>,
+    pub relay_cores: Option<f64>,
+    /// Events each socket received on average (`messages / connections`): what every node's one
+    /// relay subscription carried.
+    pub events: u64,
+    pub relay_us_per_event: Option<f64>,
 }
 
 #[cfg(test)]

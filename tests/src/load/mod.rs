@@ -549,7 +549,7 @@ pub async fn execute_until(
     let casher = tokio::spawn(run.clone().cashouts(state_rx.clone()));
 
     let start = Instant::now();
-    let cpu_mark = cpu::CpuMark::now(&args.node_pids);
+    let cpu_mark = cpu::CpuMark::now(&args.node_pids, &args.relay_pids);
     let deadline = start + args.duration;
     let mut last_draw = Instant::now() - Duration::from_secs(1);
     loop {
@@ -571,6 +571,7 @@ pub async fn execute_until(
     let cpu = cpu_mark.report(
         answered(&shared.bets) + answered(&shared.cashouts),
         shared.messages.load(Ordering::Relaxed),
+        args.connections,
     );
     if progress {
         eprintln!();

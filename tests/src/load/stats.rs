@@ -413,6 +413,15 @@ impl Report {
             opt(c.node_us_per_message, " µs"),
             opt(c.load_us_per_message, " µs"),
         );
+        if let Some(relay) = c.relay_cpu_s {
+            let _ = writeln!(
+                s,
+                "relay      {relay:.2} s ({} cores) for {} events: {} per event relayed",
+                opt(c.relay_cores, ""),
+                c.events,
+                opt(c.relay_us_per_event, " µs"),
+            );
+        }
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         match (
             self.server.rss_bytes,

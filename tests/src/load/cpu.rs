@@ -120,6 +120,8 @@ pub struct CpuReport {
     /// Events each socket received on average (`messages / connections`): what every node's one
     /// relay subscription carried.
     pub events: u64,
+    /// Relay CPU divided by `events`: an upper bound, as it includes the relay's background
+    /// work (a fleet's Redis also serves renewals, heartbeats and presence).
     pub relay_us_per_event: Option<f64>,
 }
 

@@ -6,6 +6,8 @@
 //! - [`protocol`]: the messages players receive and send (REST bodies and WebSocket frames).
 //! - [`error`]: the domain error with its stable `code`, which every edge and adapter shares.
 //! - [`net`]: IP networks for trust lists; [`keys`]: the fleet's Redis key layout.
+//! - [`merkle`]: RFC 6962 Merkle trees (roots, inclusion and consistency proofs) for verifiable
+//!   settlement.
 //!
 //! The game node builds its adapters (SQL ledger, Redis bus and arbiter, HTTP and WebSocket
 //! edges) around these; the operator uses [`fairness`] to create a table's chain and [`keys`] to
@@ -16,5 +18,6 @@ pub mod engine;
 pub mod error;
 pub mod fairness;
 pub mod keys;
+pub mod merkle;
 pub mod net;
 pub mod protocol;

@@ -7,7 +7,7 @@
 //! - [`error`]: the domain error with its stable `code`, which every edge and adapter shares.
 //! - [`net`]: IP networks for trust lists; [`keys`]: the fleet's Redis key layout.
 //! - [`merkle`]: RFC 6962 Merkle trees (roots, inclusion and consistency proofs) for verifiable
-//!   settlement.
+//!   settlement; [`settlement`]: the signed receipts' and the trees' canonical byte formats.
 //!
 //! The game node builds its adapters (SQL ledger, Redis bus and arbiter, HTTP and WebSocket
 //! edges) around these; the operator uses [`fairness`] to create a table's chain and [`keys`] to
@@ -21,3 +21,4 @@ pub mod keys;
 pub mod merkle;
 pub mod net;
 pub mod protocol;
+pub mod settlement;

@@ -193,6 +193,23 @@ impl Tree {
     }
 }
 
+/// One step up of RFC 9162's proof walks (§2.1.3.2, §2.1.4.2): `fn_` is the running node's
+/// index at its level and `sn` the level's last index. Returns whether the next proof hash is the
+/// left sibling; moves both indexes to the level where the combined node sits (past the levels
+/// where the node has no right sibling, at the tree's ragged right edge).
+fn climb(fn_: &mut u64, sn: &mut u64) -> bool {
+    let left = *fn_ & 1 == 1 || *fn_ == *sn;
+    if left {
+        while *fn_ & 1 == 0 && *fn_ != 0 {
+            *fn_ >>= 1;
+            *sn >>= 1;
+        }
+    }
+    *fn_ >>= 1;
+    *sn >>= 1;
+    left
+}
+
 /// The root an inclusion proof leads to from a leaf hash (RFC 9162 §2.1.3.2); `None` when the
 /// proof cannot belong to leaf `index` of a tree of `size` leaves (wrong length, index out of
 /// range).
@@ -206,19 +223,11 @@ pub fn root_from_inclusion(leaf: &Hash, index: u64, size: u64, path: &[Hash]) ->
         if sn == 0 {
             return None;
         }
-        if fn_ & 1 == 1 || fn_ == sn {
-            r = node_hash(p, &r);
-            if fn_ & 1 == 0 {
-                while fn_ & 1 == 0 && fn_ != 0 {
-                    fn_ >>= 1;
-                    sn >>= 1;
-                }
-            }
+        r = if climb(&mut fn_, &mut sn) {
+            node_hash(p, &r)
         } else {
-            r = node_hash(&r, p);
-        }
-        fn_ >>= 1;
-        sn >>= 1;
+            node_hash(&r, p)
+        };
     }
     (sn == 0).then_some(r)
 }
@@ -267,20 +276,12 @@ pub fn verify_consistency(
         if sn == 0 {
             return false;
         }
-        if fn_ & 1 == 1 || fn_ == sn {
+        if climb(&mut fn_, &mut sn) {
             fr = node_hash(c, &fr);
             sr = node_hash(c, &sr);
-            if fn_ & 1 == 0 {
-                while fn_ & 1 == 0 && fn_ != 0 {
-                    fn_ >>= 1;
-                    sn >>= 1;
-                }
-            }
         } else {
             sr = node_hash(&sr, c);
         }
-        fn_ >>= 1;
-        sn >>= 1;
     }
     sn == 0 && fr == *old_root && sr == *new_root
 }

@@ -69,13 +69,8 @@ impl Accounts for SqlLedger {
     }
 
     async fn player(&self, id: &str) -> Result<Option<PlayerRecord>> {
-        let found = match self
-            .sqlite
-            .as_ref()
-            .and_then(|l| l.read(|c| sqlite::player_by_id(c, id)))
-        {
-            Some(r) => r?,
-            None => sqlx::query(concat!(
+        let pool = async {
+            sqlx::query(concat!(
                 "SELECT ",
                 player_columns!(),
                 " FROM players WHERE id = $1"
@@ -86,8 +81,9 @@ impl Accounts for SqlLedger {
             .db()?
             .as_ref()
             .map(player_row)
-            .transpose()?,
+            .transpose()
         };
+        let found = self.lookup(|c| sqlite::player_by_id(c, id), pool).await?;
         if found.is_some() {
             self.settled(id).await?;
         }

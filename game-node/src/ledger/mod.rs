@@ -206,6 +206,19 @@ impl SqlLedger {
         self.pool.close().await;
     }
 
+    /// A lookup on a free SQLite reader connection in place; `pool` (not started otherwise) when
+    /// every reader is busy, and on PostgreSQL.
+    async fn lookup<T>(
+        &self,
+        lite: impl FnOnce(&rusqlite::Connection) -> Result<T>,
+        pool: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match self.sqlite.as_ref().and_then(|l| l.read(lite)) {
+            Some(r) => r,
+            None => pool.await,
+        }
+    }
+
     /// Waits until what a lookup read of `player_id`'s rows is on disk (SQLite's pipelined commit;
     /// PostgreSQL answers a commit only once it is durable, so there is nothing to wait for).
     async fn settled(&self, player_id: &str) -> Result<()> {

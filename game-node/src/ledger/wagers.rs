@@ -5,29 +5,12 @@ use super::*;
 #[async_trait]
 impl Wagers for SqlLedger {
     async fn bet_by_key(&self, player_id: &str, key: &str) -> Result<Option<BetRecord>> {
-        let found = match self
-            .sqlite
-            .as_ref()
-            .and_then(|l| l.read(|c| sqlite::bet_by_key(c, player_id, key)))
-        {
-            Some(r) => r?,
-            None => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {BET_COLUMNS} FROM bets b JOIN players p ON p.id = b.player_id \
-                 WHERE b.player_id = $1 AND b.idempotency_key = $2"
-            )))
-            .bind(player_id)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .db()?
-            .as_ref()
-            .map(bet_row)
-            .transpose()?,
-        };
-        if found.is_some() {
-            self.settled(player_id).await?;
-        }
-        Ok(found)
+        self.lookup_bet(
+            |c| sqlite::bet_by_key(c, player_id, key),
+            "b.player_id = $1 AND b.idempotency_key = $2",
+            &[player_id, key],
+        )
+        .await
     }
 
     async fn place_bet(&self, bet: &BetRecord) -> Result<(BetRecord, i64)> {
@@ -93,24 +76,36 @@ impl Wagers for SqlLedger {
     }
 
     async fn bet(&self, bet_id: &str) -> Result<Option<BetRecord>> {
-        let found = match self
-            .sqlite
-            .as_ref()
-            .and_then(|l| l.read(|c| sqlite::bet_by_id(c, bet_id)))
-        {
-            Some(r) => r?,
-            None => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {BET_COLUMNS} FROM bets b JOIN players p ON p.id = b.player_id \
-                 WHERE b.id = $1"
-            )))
-            .bind(bet_id)
-            .fetch_optional(&self.pool)
+        self.lookup_bet(|c| sqlite::bet_by_id(c, bet_id), "b.id = $1", &[bet_id])
             .await
-            .db()?
-            .as_ref()
-            .map(bet_row)
-            .transpose()?,
+    }
+}
+
+impl SqlLedger {
+    /// A bet found on a SQLite reader (or the pool, `WHERE` `filter` with `binds`), answered
+    /// once what it shows is on disk.
+    async fn lookup_bet(
+        &self,
+        lite: impl FnOnce(&rusqlite::Connection) -> Result<Option<BetRecord>>,
+        filter: &str,
+        binds: &[&str],
+    ) -> Result<Option<BetRecord>> {
+        let pool = async {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {BET_COLUMNS} FROM bets b JOIN players p ON p.id = b.player_id \
+                 WHERE {filter}"
+            )));
+            for b in binds {
+                q = q.bind(*b);
+            }
+            q.fetch_optional(&self.pool)
+                .await
+                .db()?
+                .as_ref()
+                .map(bet_row)
+                .transpose()
         };
+        let found = self.lookup(lite, pool).await?;
         if let Some(bet) = &found {
             self.settled(&bet.player_id).await?;
         }

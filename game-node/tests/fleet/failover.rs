@@ -801,7 +801,8 @@ async fn lease_backend_failovers() {
         let spec = lease.spec.expect("spec");
         assert_eq!(spec.holder_identity.as_deref(), Some(leader.as_str()));
         assert_eq!(spec.lease_transitions.map(|t| t as u64), Some(term));
-        assert_eq!(spec.lease_duration_seconds, Some(2));
+        // The default 800 ms lease, rounded up to the Lease's whole seconds.
+        assert_eq!(spec.lease_duration_seconds, Some(1));
     }
     kill9_in_betting_and_in_flight(&mut fleet, &election).await;
     sigterm_handover(&mut fleet, &election).await;

@@ -107,6 +107,14 @@ pub struct ServeConfig {
     #[arg(long, env = "CRASHFLEET_CHAIN_SEED_FILE")]
     pub chain_seed_file: Option<PathBuf>,
 
+    /// File holding the table's Ed25519 signing key (its 32-byte secret, 64 hex characters; same
+    /// owner-only policy as the chain seed). It signs every bet's and cash-out's receipt and the
+    /// round log's tree heads; its public key is stored with the table's commitment, and a node
+    /// whose key differs refuses to start. Every node of a fleet needs the same file. Default:
+    /// `signing.key` beside the chain seed file, created on first start.
+    #[arg(long, env = "CRASHFLEET_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+
     /// Length of a chain created on first start (rounds the commitment covers).
     #[arg(long, env = "CRASHFLEET_CHAIN_LENGTH", default_value_t = 1_000_000)]
     pub chain_length: u64,
@@ -305,6 +313,12 @@ impl ServeConfig {
         self.chain_seed_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("chain.seed"))
+    }
+
+    pub fn signing_key_file(&self) -> PathBuf {
+        self.signing_key_file
+            .clone()
+            .unwrap_or_else(|| self.chain_seed_file().with_file_name("signing.key"))
     }
 
     /// The election timings, as one value the electors share.

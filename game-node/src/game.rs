@@ -28,7 +28,7 @@ use crate::engine::{BetRequest, CashOut, validate_bet};
 use crate::error::{Error, Result};
 use crate::feed::BetFeed;
 use crate::ports::{Arbiter, BetRecord, Bus, Clock, Ledger};
-use crate::protocol::{BetStatus, RoundStatus, ServerMessage};
+use crate::protocol::{BetStatus, RoundStatus, ServerMessage, SignedReceipt};
 use crate::runner::TableSpec;
 
 /// Per-player limit on money requests, shared by REST and WebSocket.
@@ -124,6 +124,21 @@ pub fn check_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// An accepted bet: as stored, the player's balance after it, and its signed receipt.
+#[derive(Debug)]
+pub struct Placed {
+    pub bet: BetRecord,
+    pub balance: i64,
+    pub receipt: SignedReceipt,
+}
+
+/// An accepted cash-out and its signed receipt.
+#[derive(Debug)]
+pub struct Cashed {
+    pub cash_out: CashOut,
+    pub receipt: SignedReceipt,
+}
+
 /// Who asks: a player the edge has authenticated.
 #[derive(Debug, Clone, Copy)]
 pub struct Player<'a> {
@@ -149,6 +164,22 @@ pub struct Game {
 
 impl Game {
     pub async fn place_bet(
+        &self,
+        player: Player<'_>,
+        key: &str,
+        stake: i64,
+        auto: Option<u64>,
+    ) -> Result<Placed> {
+        let (bet, balance) = self.accept_bet(player, key, stake, auto).await?;
+        let receipt = self.table.notary.bet(&bet);
+        Ok(Placed {
+            bet,
+            balance,
+            receipt,
+        })
+    }
+
+    async fn accept_bet(
         &self,
         player: Player<'_>,
         key: &str,
@@ -197,6 +228,7 @@ impl Game {
             placed_at_ms,
             idempotency_key: key.to_string(),
             cashout_key: None,
+            settled_at_ms: None,
         };
         let (stored, balance) = match self.ledger.place_bet(&record).await {
             Ok(r) => r,
@@ -274,7 +306,19 @@ impl Game {
         Ok((first, balance))
     }
 
-    pub async fn cash_out(&self, player: Player<'_>, key: &str, bet_id: &str) -> Result<CashOut> {
+    pub async fn cash_out(&self, player: Player<'_>, key: &str, bet_id: &str) -> Result<Cashed> {
+        let (cash_out, auto_target) = self.accept_cash_out(player, key, bet_id).await?;
+        let receipt = self.table.notary.cash_out(&cash_out, auto_target);
+        Ok(Cashed { cash_out, receipt })
+    }
+
+    /// The cash-out and the bet's auto-cash-out target (which its receipt states).
+    async fn accept_cash_out(
+        &self,
+        player: Player<'_>,
+        key: &str,
+        bet_id: &str,
+    ) -> Result<(CashOut, Option<u64>)> {
         check_key(key)?;
         if bet_id.is_empty() || bet_id.len() > 64 {
             return Err(Error::UnknownBet(bet_id.chars().take(64).collect()));
@@ -291,18 +335,24 @@ impl Game {
         }
         if bet.status == BetStatus::Won && bet.cashout_key.as_deref() == Some(key) {
             // A retry of the cash-out that won: the first outcome again, no money moves.
-            return Ok(CashOut {
-                round: bet.round,
-                bet_id: bet.bet_id,
-                player_id: bet.player_id,
-                username: bet.username,
-                stake: bet.stake,
-                multiplier_x100: bet.cashout_x100.unwrap_or(100),
-                payout: bet.payout.unwrap_or(0),
-                at_ms: bet.placed_at_ms,
-                auto: false,
-                key: bet.cashout_key,
-            });
+            let auto_target = bet.auto_cashout_x100;
+            return Ok((
+                CashOut {
+                    round: bet.round,
+                    bet_id: bet.bet_id,
+                    player_id: bet.player_id,
+                    username: bet.username,
+                    stake: bet.stake,
+                    multiplier_x100: bet.cashout_x100.unwrap_or(100),
+                    payout: bet.payout.unwrap_or(0),
+                    // The instant the cash-out was decided (stored as the bet's settlement time),
+                    // so the retry's receipt is the first one's.
+                    at_ms: bet.settled_at_ms.unwrap_or(bet.placed_at_ms),
+                    auto: false,
+                    key: bet.cashout_key,
+                },
+                auto_target,
+            ));
         }
         match bet.status {
             BetStatus::Open => {}
@@ -339,7 +389,7 @@ impl Game {
             }
         }
         crate::runner::announce_cash_out(self.bus.as_ref(), &decision).await;
-        Ok(decision)
+        Ok((decision, bet.auto_cashout_x100))
     }
 }
 
@@ -407,6 +457,7 @@ mod tests {
                 house_edge_bp: 100,
                 max_x100: 10_000,
                 created_at_ms: clock.now_ms(),
+                signing_key: None,
             })
             .await
             .expect("commitment");
@@ -428,6 +479,10 @@ mod tests {
                 rules: rules(),
                 tick_ms: 100,
                 paused: false,
+                notary: Arc::new(crate::receipts::Notary::new(
+                    crashfleet_core::settlement::signing::SigningKey::from_seed(&[3; 32]),
+                    TABLE,
+                )),
             },
             ledger,
             arbiter,
@@ -515,12 +570,12 @@ mod tests {
             assert!(matches!(e, Err(Error::InvalidAmount(_))), "{e:?}");
         }
         r.open(1, 500).await;
-        let (bet, balance) = r
+        let placed = r
             .game
             .place_bet(who(&p), "k1", 100, None)
             .await
             .expect("bet");
-        assert_eq!((bet.stake, balance), (100, CREDIT - 100));
+        assert_eq!((placed.bet.stake, placed.balance), (100, CREDIT - 100));
     }
 
     #[tokio::test]
@@ -553,20 +608,22 @@ mod tests {
         let r = rig(100).await;
         let p = r.player("dave").await;
         r.open(1, 5_000).await;
-        let (first, _) = r
+        let first = r
             .game
             .place_bet(who(&p), "k", 100, Some(200))
             .await
             .expect("bet");
         // Into the flight: betting is closed, but the key's bet is the answer, not a refusal.
         r.advance(rules().betting_ms + 100);
-        let (again, balance) = r
+        let again = r
             .game
             .place_bet(who(&p), "k", 100, Some(200))
             .await
             .expect("retry");
-        assert_eq!(again.bet_id, first.bet_id);
-        assert_eq!(balance, CREDIT - 100, "charged once");
+        assert_eq!(again.bet.bet_id, first.bet.bet_id);
+        assert_eq!(again.balance, CREDIT - 100, "charged once");
+        // The retry's receipt is the first one, byte for byte.
+        assert_eq!(again.receipt, first.receipt);
         let changed = r.game.place_bet(who(&p), "k", 150, Some(200)).await;
         assert_eq!(changed.map(|_| ()), Err(Error::IdempotencyConflict));
         // A new key in the flight meets the closed window, and moves nothing.
@@ -593,11 +650,12 @@ mod tests {
         let p = r.player("frank").await;
         let thief = r.player("grace").await;
         r.open(1, 5_000).await;
-        let (bet, _) = r
+        let bet = r
             .game
             .place_bet(who(&p), "b", 100, None)
             .await
-            .expect("bet");
+            .expect("bet")
+            .bet;
         // Still betting (not flying): the owner check comes first for someone else's bet.
         let stolen = r.game.cash_out(who(&thief), "c", &bet.bet_id).await;
         assert!(matches!(stolen, Err(Error::Forbidden(_))), "{stolen:?}");
@@ -607,12 +665,17 @@ mod tests {
         assert!(matches!(unknown, Err(Error::UnknownBet(_))), "{unknown:?}");
         // One second into the flight (2x doubles every 4 s: 1.18x), then the same key again.
         r.advance(rules().betting_ms + 1_000);
-        let won = r
+        let cashed = r
             .game
             .cash_out(who(&p), "c", &bet.bet_id)
             .await
             .expect("cash-out");
+        let won = &cashed.cash_out;
         assert!(won.multiplier_x100 > 100 && won.payout == 100 * won.multiplier_x100 as i64 / 100);
+        assert_eq!(
+            (cashed.receipt.multiplier_x100, cashed.receipt.payout),
+            (Some(won.multiplier_x100), Some(won.payout as u64))
+        );
         r.advance(500);
         let again = r
             .game
@@ -620,9 +683,11 @@ mod tests {
             .await
             .expect("retry");
         assert_eq!(
-            (again.multiplier_x100, again.payout),
+            (again.cash_out.multiplier_x100, again.cash_out.payout),
             (won.multiplier_x100, won.payout)
         );
+        // Half a second later, the retry's receipt still states the first cash-out's instant.
+        assert_eq!(again.receipt, cashed.receipt);
         assert_eq!(r.balance(&p).await, CREDIT - 100 + won.payout, "paid once");
         let other_key = r.game.cash_out(who(&p), "d", &bet.bet_id).await;
         assert_eq!(other_key.map(|_| ()), Err(Error::AlreadySettled));

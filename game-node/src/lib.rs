@@ -38,7 +38,9 @@ pub mod login_throttle;
 pub mod node;
 pub mod password;
 pub mod ports;
+pub mod receipts;
 pub mod runner;
+pub mod secret_file;
 
 pub mod standalone;
 pub mod state;

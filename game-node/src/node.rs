@@ -32,6 +32,7 @@ use crate::protocol::{FairnessView, NodeInfo};
 use crate::runner::{Ports, TableSpec};
 use crate::standalone::{AlwaysLeader, LocalArbiter, LocalBus, LocalFleet};
 use crate::state::AppState;
+use crashfleet_core::settlement::signing::SigningKey;
 
 /// How often the per-player and per-IP rate limiters forget idle keys. A key is dropped once its
 /// bucket has refilled (a few seconds after its last request), so a minute bounds the maps by the
@@ -56,32 +57,24 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// Reads the chain seed, or creates one (mode 0600) when the file does not exist yet.
-fn load_or_create_seed(path: &Path) -> anyhow::Result<(fairness::Hash32, bool)> {
-    if path.exists() {
-        return Ok((crate::verify::read_seed_file(path)?, false));
+/// Reads a 32-byte secret file of `kind` (the chain seed, the signing key), or creates it (mode
+/// 0600, in a private directory) from `make` when the file does not exist yet. `true` when this
+/// call created it. Two nodes creating one file at once end up with the same secret.
+fn load_or_create_secret(
+    path: &Path,
+    kind: &crate::secret_file::SecretKind,
+    make: impl FnOnce() -> anyhow::Result<fairness::Hash32>,
+) -> anyhow::Result<(fairness::Hash32, bool)> {
+    let mut created = false;
+    if !path.exists() {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            create_private_dir(dir)?;
+        }
+        created = crate::secret_file::create_once(path, &make()?)?;
     }
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        create_private_dir(dir)?;
-    }
-    let (_, seed) =
-        Chain::generate(1, &mut rand::rngs::OsRng).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("creating the chain seed file {}", path.display()))?;
-    use std::io::Write;
-    writeln!(f, "{}", fairness::to_hex(&seed))?;
-    f.sync_all()?;
-    Ok((seed, true))
+    Ok((crate::secret_file::read(path, kind)?, created))
 }
 
 /// Group or other permission bits that make a ledger file readable or writable by other local
@@ -333,7 +326,20 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
 
     // The commitment: built from the seed, stored once, and never silently replaced.
     let seed_path = cfg.chain_seed_file();
-    let (seed, created) = load_or_create_seed(&seed_path)?;
+    let (seed, created) =
+        load_or_create_secret(&seed_path, &crate::secret_file::CHAIN_SEED, || {
+            Chain::generate(1, &mut rand::rngs::OsRng)
+                .map(|(_, seed)| seed)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        })?;
+    // The signing key: every node of a table must hold the one its commitment publishes.
+    let key_path = cfg.signing_key_file();
+    let (key_seed, key_created) =
+        load_or_create_secret(&key_path, &crate::secret_file::SIGNING_KEY, || {
+            Ok(SigningKey::generate().seed())
+        })?;
+    let signing_key = SigningKey::from_seed(&key_seed);
+    let public_key = hex::encode(signing_key.public_key());
     let stored = ledger.commitment(&cfg.table).await?;
     let length = stored.as_ref().map_or(cfg.chain_length, |c| c.chain_length);
     let chain = Chain::new(seed, length).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -389,10 +395,28 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
                 house_edge_bp: cfg.house_edge_bp,
                 max_x100: cfg.max_multiplier_x100,
                 created_at_ms: TokioClock::new().now_ms(),
+                signing_key: Some(public_key.clone()),
             };
             ledger.commit_fairness(&c).await?
         }
     };
+    // Stored with the commitment (adopted now by a table committed before receipts existed).
+    let published_key = match &commitment.signing_key {
+        Some(k) => k.clone(),
+        None => ledger.adopt_signing_key(&cfg.table, &public_key).await?,
+    };
+    if published_key != public_key {
+        bail!(
+            "the signing key in {} (public key {public_key}) is not table {:?}'s published key \
+             {published_key}: receipts signed with it would not verify. Give every node of the \
+             table the same --signing-key-file",
+            key_path.display(),
+            cfg.table,
+        );
+    }
+    if key_created {
+        info!(file = %key_path.display(), "created a new secret signing key");
+    }
     if created {
         info!(file = %seed_path.display(), "created a new secret chain seed");
     }
@@ -401,6 +425,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         terminating_hash = %commitment.terminating_hash,
         salt = %commitment.salt,
         chain_length = commitment.chain_length,
+        signing_key = %public_key,
         "fairness commitment"
     );
     let calculator = CrashCalculator::new(
@@ -427,6 +452,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         curve: cfg.curve(),
         rules: cfg.rules(),
         tick_ms: cfg.tick_ms(),
+        notary: Arc::new(crate::receipts::Notary::new(signing_key, &cfg.table)),
         paused: cfg.paused,
     };
     let node_id = cfg.node_id();
@@ -516,6 +542,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
             chain_length: commitment.chain_length,
             house_edge_bp: commitment.house_edge_bp,
             max_x100: commitment.max_x100,
+            signing_key: public_key,
         },
         auth: Auth::new(&jwt_secret, cfg.token_ttl_secs),
         passwords: crate::password::PasswordPool::start(),

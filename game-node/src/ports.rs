@@ -92,6 +92,8 @@ pub struct BetRecord {
     pub cashout_x100: Option<u64>,
     pub payout: Option<i64>,
     pub placed_at_ms: i64,
+    /// When it left `open`: the cash-out's instant for a won bet, the settlement's otherwise.
+    pub settled_at_ms: Option<i64>,
     pub idempotency_key: String,
     /// The idempotency key of the cash-out that won it (manual cash-outs only).
     pub cashout_key: Option<String>,
@@ -206,6 +208,9 @@ pub struct Commitment {
     pub house_edge_bp: u32,
     pub max_x100: u64,
     pub created_at_ms: i64,
+    /// The table's Ed25519 public key, hex; `None` for a table committed before receipts existed
+    /// until a node stores its key ([`Commitments::adopt_signing_key`]).
+    pub signing_key: Option<String>,
 }
 
 /// The conservation audit — sum(player balances) + house result = credits − withdrawals,
@@ -273,6 +278,11 @@ pub trait Commitments: Send + Sync + 'static {
     /// used can still be chosen — e.g. a public value announced after the terminating hash).
     /// `false` once any round exists: from then on the salt is final.
     async fn fix_salt(&self, table: &str, salt: &str) -> Result<bool>;
+
+    /// Stores `key` (hex) as `table`'s signing key if it has none yet, and returns the stored one:
+    /// callers refuse to start when it is not theirs (every receipt must verify against the one
+    /// published key).
+    async fn adopt_signing_key(&self, table: &str, key: &str) -> Result<String>;
 }
 
 /// What the round leader writes: leadership terms, rounds and their settlement. Every write

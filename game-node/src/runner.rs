@@ -34,6 +34,8 @@ pub struct TableSpec {
     pub tick_ms: u64,
     /// Open no new rounds (finish the one in progress).
     pub paused: bool,
+    /// Signs receipts (and log heads) with the table's key.
+    pub notary: Arc<crate::receipts::Notary>,
 }
 
 /// The ports the leader drives.
@@ -285,7 +287,31 @@ impl Leader<'_> {
                 .await;
         }
         announce_cash_out(self.ports.bus.as_ref(), c).await;
+        self.send_auto_receipt(c).await;
         Ok(())
+    }
+
+    /// Sends the owner of an auto-cashed-out bet the signed receipt of that cash-out. Best effort
+    /// like every private event: the cash-out stands and is settled whether or not it arrives.
+    async fn send_auto_receipt(&self, c: &CashOut) {
+        if !c.auto {
+            return;
+        }
+        let receipt = self.table.notary.cash_out(c, Some(c.multiplier_x100));
+        let _ = self
+            .ports
+            .bus
+            .publish_private(
+                &c.player_id,
+                &ServerMessage::AutoCashOut {
+                    round: c.round,
+                    bet_id: c.bet_id.clone(),
+                    multiplier_x100: c.multiplier_x100,
+                    payout: c.payout,
+                    receipt,
+                },
+            )
+            .await;
     }
 
     /// Plays rounds until leadership is lost.
@@ -389,6 +415,7 @@ impl Leader<'_> {
             let (late, settlements) = self.ports.arbiter.crash(self.term).await?;
             for c in &late {
                 announce_cash_out(self.ports.bus.as_ref(), c).await;
+                self.send_auto_receipt(c).await;
             }
             let balances = self
                 .ports

@@ -6,8 +6,8 @@
 //! only place a seed is written; it writes it once, owner-only, and prints only the commitment.
 //! Output goes to a caller-given writer so tests capture exactly what a user would see.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
+use std::fs;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -16,25 +16,12 @@ use crate::fairness::{
     Chain, CrashCalculator, FairnessError, Hash32, MAX_CHAIN_LENGTH, format_x100, parse_hash,
     sha256, to_hex, verify_commitment,
 };
+use crate::secret_file;
 
 /// The most rounds one `verify` run recomputes. At ~10 M crash points/s that is about a second of
 /// work (and ~1 GB of JSON), enough for any audit, and a typo such as `--count 1e18` fails fast
 /// instead of running for a week.
 pub const MAX_VERIFY_COUNT: u64 = 10_000_000;
-
-/// A seed file holds 64 hex characters and a newline; anything bigger is not a seed file, and
-/// reading is capped so a wrong path (a log, a device) cannot make the node read gigabytes.
-const MAX_SEED_FILE_BYTES: u64 = 1024;
-
-/// Permission bits that make a seed file unacceptable: any access for other users, or write
-/// access for the group. Group *read* is allowed because Kubernetes mounts Secret files with
-/// group read (0440) whenever the pod sets `fsGroup`, whatever `defaultMode` says.
-#[cfg(unix)]
-const FORBIDDEN_SEED_MODE: u32 = 0o027;
-
-/// Mode of a new seed file: owner read/write only.
-#[cfg(unix)]
-const SEED_FILE_MODE: u32 = 0o600;
 
 /// Recompute rounds offline from a revealed round hash backwards.
 ///
@@ -214,11 +201,11 @@ pub fn run_chain_new(args: &ChainNewArgs, out: &mut dyn Write) -> anyhow::Result
     let path = &args.out;
     let chain = if args.force {
         let (chain, seed) = Chain::generate(args.length, &mut rand::rngs::OsRng)?;
-        replace_seed_file(path, &seed)?;
+        secret_file::replace(path, &seed)?;
         chain
     } else {
         // Create the file first so an existing seed is reported before the chain is built.
-        let file = create_seed_file(path).map_err(|err| {
+        let file = secret_file::create(path).map_err(|err| {
             if err.kind() == std::io::ErrorKind::AlreadyExists {
                 anyhow::anyhow!(
                     "{} already exists; refusing to overwrite a seed (pass --force to replace it, \
@@ -232,7 +219,8 @@ pub fn run_chain_new(args: &ChainNewArgs, out: &mut dyn Write) -> anyhow::Result
         let written = Chain::generate(args.length, &mut rand::rngs::OsRng)
             .map_err(anyhow::Error::from)
             .and_then(|(chain, seed)| {
-                write_seed(file, &seed).with_context(|| format!("writing {}", path.display()))?;
+                secret_file::write(file, &seed)
+                    .with_context(|| format!("writing {}", path.display()))?;
                 Ok(chain)
             });
         match written {
@@ -259,113 +247,11 @@ pub fn run_chain_new(args: &ChainNewArgs, out: &mut dyn Write) -> anyhow::Result
     Ok(())
 }
 
-/// Loads a chain seed: 64 hex characters (surrounding whitespace ignored) from `path`.
-///
-/// Permission policy (unix): the file must be a regular file that other users can neither read
-/// nor write, and that its group cannot write (mask 0027); otherwise this is an error, because
-/// anyone who reads the seed can predict every crash point and anyone who writes it can choose
-/// them. Group read is accepted (Kubernetes gives Secret files mode 0440 under `fsGroup`) with a
-/// warning in the log. The error names the fix: `chmod 600 FILE`, or `defaultMode: 0400` on the
-/// Secret volume.
+/// Loads a chain seed: 64 hex characters (surrounding whitespace ignored) from `path`, with the
+/// permission policy of [`secret_file::read`] (the error names the fix: `chmod 600 FILE`, or
+/// `defaultMode: 0400` on the Secret volume).
 pub fn read_seed_file(path: &Path) -> anyhow::Result<Hash32> {
-    let shown = path.display();
-    // Looked at before opening so a FIFO or device at the path cannot block or flood us, and
-    // again on the opened handle so the file cannot be swapped in between.
-    let before = fs::metadata(path).with_context(|| format!("cannot open seed file {shown}"))?;
-    if !before.is_file() {
-        bail!("seed file {shown} is not a regular file");
-    }
-    let file = File::open(path).with_context(|| format!("cannot open seed file {shown}"))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("cannot stat seed file {shown}"))?;
-    if !meta.is_file() {
-        bail!("seed file {shown} is not a regular file");
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & FORBIDDEN_SEED_MODE != 0 {
-            bail!(
-                "seed file {shown} has mode {mode:04o}: other users could read or change the seed \
-                 and so predict or choose every crash point. Run `chmod 600 {shown}` (in \
-                 Kubernetes, mount the Secret with defaultMode: 0400)"
-            );
-        }
-        if mode & 0o040 != 0 {
-            tracing::warn!(
-                path = %shown,
-                mode = format!("{mode:04o}"),
-                "seed file is readable by its group; fine for a Kubernetes Secret with fsGroup, \
-                 otherwise run chmod 600"
-            );
-        }
-    }
-    let mut text = String::new();
-    file.take(MAX_SEED_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .with_context(|| format!("seed file {shown} is not readable text"))?;
-    if text.len() as u64 > MAX_SEED_FILE_BYTES {
-        bail!("seed file {shown} is larger than {MAX_SEED_FILE_BYTES} bytes: not a seed file");
-    }
-    parse_hash(&text).with_context(|| format!("seed file {shown} does not hold a seed"))
-}
-
-/// Opens a new file for the seed, failing if anything exists at `path` (O_EXCL also refuses to
-/// follow a symlink planted there). Mode 0600 is set at creation, so the seed is never visible
-/// to others, not even for an instant.
-fn create_seed_file(path: &Path) -> std::io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(SEED_FILE_MODE);
-    }
-    options.open(path)
-}
-
-/// Writes the seed and makes it durable: losing a seed after publishing its commitment would
-/// leave the table unable to run or prove its remaining rounds.
-fn write_seed(mut file: File, seed: &Hash32) -> std::io::Result<()> {
-    file.write_all(format!("{}\n", to_hex(seed)).as_bytes())?;
-    file.sync_all()
-}
-
-/// `--force`: writes a new 0600 file beside `path` and renames it over the old one. The old file
-/// is never opened for writing, so its (possibly looser) mode is never kept, and a crash
-/// half-way leaves either the old seed or the new one, never a truncated file.
-fn replace_seed_file(path: &Path, seed: &Hash32) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .with_context(|| format!("--out {} does not name a file", path.display()))?;
-    let mut temp_name = std::ffi::OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(
-        ".{}.{:08x}.tmp",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let temp = dir.join(temp_name);
-    let file =
-        create_seed_file(&temp).with_context(|| format!("cannot create {}", temp.display()))?;
-    let result = write_seed(file, seed)
-        .and_then(|()| fs::rename(&temp, path))
-        .with_context(|| format!("cannot replace {}", path.display()));
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result?;
-    // Persist the rename itself; best effort, as not every file system can sync a directory.
-    if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    secret_file::read(path, &secret_file::CHAIN_SEED)
 }
 
 #[cfg(test)]

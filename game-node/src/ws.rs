@@ -510,9 +510,10 @@ async fn handle(
                     .place_bet(s.player(), &request_id, stake, auto_cashout_x100)
                     .await
                 {
-                    Ok((bet, _)) => Ok(ServerMessage::BetAccepted {
+                    Ok(placed) => Ok(ServerMessage::BetAccepted {
                         request_id,
-                        bet: bet.view(),
+                        bet: placed.bet.view(),
+                        receipt: placed.receipt,
                     }),
                     Err(e) => Err((Some(request_id), e)),
                 }
@@ -522,11 +523,12 @@ async fn handle(
             match current_session(state, session).await {
                 Err(e) => Err((Some(request_id), e)),
                 Ok(s) => match state.game.cash_out(s.player(), &request_id, &bet_id).await {
-                    Ok(c) => Ok(ServerMessage::CashOutAccepted {
+                    Ok(cashed) => Ok(ServerMessage::CashOutAccepted {
                         request_id,
-                        bet_id: c.bet_id,
-                        multiplier_x100: c.multiplier_x100,
-                        payout: c.payout,
+                        bet_id: cashed.cash_out.bet_id,
+                        multiplier_x100: cashed.cash_out.multiplier_x100,
+                        payout: cashed.cash_out.payout,
+                        receipt: cashed.receipt,
                     }),
                     Err(e) => Err((Some(request_id), e)),
                 },

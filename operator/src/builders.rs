@@ -47,6 +47,12 @@ pub const INGRESS_TRUSTED_PROXIES: &[&str] =
 pub const FAIRNESS_DIR: &str = "/var/run/crashfleet/fairness";
 /// The key of the chain seed in Secret `<table>-fairness`.
 pub const SEED_KEY: &str = "seed";
+/// Where the signing Secret is mounted (read-only) in the pod.
+pub const SIGNING_DIR: &str = "/var/run/crashfleet/signing";
+/// Keys of Secret `<table>-signing`: the Ed25519 secret key (its 32-byte seed, hex) and the
+/// public key (hex) the operator publishes in `status.fairness.signingKey`.
+pub const SIGNING_KEY_KEY: &str = "key";
+pub const PUBLIC_KEY_KEY: &str = "public-key";
 /// Keys of Secret `<table>-auth`.
 pub const JWT_KEY: &str = "jwt-secret";
 pub const ADMIN_KEY: &str = "admin-token";
@@ -70,6 +76,9 @@ pub fn fairness_secret(table: &str) -> String {
 }
 pub fn auth_secret(table: &str) -> String {
     format!("{table}-auth")
+}
+pub fn signing_secret(table: &str) -> String {
+    format!("{table}-signing")
 }
 
 /// `app.kubernetes.io/*` labels of every child, and the selector subset.
@@ -176,6 +185,28 @@ pub fn fairness_secret_object(ct: &CrashTable, seed_hex: &str) -> Secret {
             SEED_KEY.to_string(),
             ByteString(format!("{seed_hex}\n").into_bytes()),
         )])),
+        ..Secret::default()
+    }
+}
+
+/// Secret `<table>-signing`: the table's Ed25519 key, which signs every receipt and round-log head.
+/// Built only when it does not exist yet and immutable, like the chain seed: the public key is
+/// part of the table's commitment, and a node with another key refuses to start.
+pub fn signing_secret_object(ct: &CrashTable, key_hex: &str, public_hex: &str) -> Secret {
+    Secret {
+        metadata: meta(ct, signing_secret(&ct.name_any())),
+        type_: Some("Opaque".into()),
+        immutable: Some(true),
+        data: Some(BTreeMap::from([
+            (
+                SIGNING_KEY_KEY.to_string(),
+                ByteString(format!("{key_hex}\n").into_bytes()),
+            ),
+            (
+                PUBLIC_KEY_KEY.to_string(),
+                ByteString(public_hex.as_bytes().to_vec()),
+            ),
+        ])),
         ..Secret::default()
     }
 }
@@ -307,6 +338,10 @@ pub fn game_env(ct: &CrashTable) -> Vec<EnvVar> {
         env(
             "CRASHFLEET_CHAIN_SEED_FILE",
             format!("{FAIRNESS_DIR}/{SEED_KEY}"),
+        ),
+        env(
+            "CRASHFLEET_SIGNING_KEY_FILE",
+            format!("{SIGNING_DIR}/{SIGNING_KEY_KEY}"),
         ),
         env(
             "CRASHFLEET_CHAIN_LENGTH",
@@ -451,6 +486,12 @@ pub fn deployment(ct: &CrashTable) -> Deployment {
                 ..VolumeMount::default()
             },
             VolumeMount {
+                name: "signing".into(),
+                mount_path: SIGNING_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
                 name: "data".into(),
                 mount_path: "/var/lib/crashfleet".into(),
                 ..VolumeMount::default()
@@ -505,6 +546,15 @@ pub fn deployment(ct: &CrashTable) -> Deployment {
                 name: "fairness".into(),
                 secret: Some(SecretVolumeSource {
                     secret_name: Some(fairness_secret(&t)),
+                    default_mode: Some(0o400),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "signing".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(signing_secret(&t)),
                     default_mode: Some(0o400),
                     ..SecretVolumeSource::default()
                 }),
@@ -1377,5 +1427,47 @@ mod tests {
         assert_eq!(s.immutable, Some(true));
         let seed = &s.data.expect("data")[SEED_KEY];
         assert_eq!(seed.0.len(), 65);
+    }
+
+    #[test]
+    fn the_signing_key_is_an_immutable_secret_mounted_owner_only() {
+        let s = signing_secret_object(&table(), &"ab".repeat(32), &"cd".repeat(32));
+        assert_eq!(s.metadata.name.as_deref(), Some("alpha-signing"));
+        assert_eq!(s.immutable, Some(true));
+        let data = s.data.expect("data");
+        assert_eq!(
+            data[SIGNING_KEY_KEY].0,
+            format!("{}\n", "ab".repeat(32)).into_bytes()
+        );
+        assert_eq!(data[PUBLIC_KEY_KEY].0, "cd".repeat(32).into_bytes());
+        let d = deployment(&table());
+        let pod = d.spec.template.spec.expect("pod");
+        let volume = pod
+            .volumes
+            .expect("volumes")
+            .into_iter()
+            .find(|v| v.name == "signing")
+            .expect("the signing volume");
+        let source = volume.secret.expect("a Secret volume");
+        assert_eq!(source.secret_name.as_deref(), Some("alpha-signing"));
+        assert_eq!(source.default_mode, Some(0o400));
+        let container = &pod.containers[0];
+        let mount = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "signing")
+            .expect("mounted");
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (SIGNING_DIR, Some(true))
+        );
+        let file = container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "CRASHFLEET_SIGNING_KEY_FILE")
+            .and_then(|e| e.value.clone());
+        assert_eq!(file, Some(format!("{SIGNING_DIR}/{SIGNING_KEY_KEY}")));
     }
 }

@@ -184,6 +184,17 @@ async fn ensure_fairness(client: &Client, ct: &CrashTable) -> Result<(Secret, bo
     create_once(client, &ns, secret).await
 }
 
+/// The signing Secret: the table's Ed25519 key, generated once, with its public key.
+async fn ensure_signing(client: &Client, ct: &CrashTable) -> Result<(Secret, bool), Error> {
+    let key = crashfleet_core::settlement::signing::SigningKey::generate();
+    let secret = builders::signing_secret_object(
+        ct,
+        &hex::encode(key.seed()),
+        &hex::encode(key.public_key()),
+    );
+    create_once(client, &ct.namespace().unwrap_or_default(), secret).await
+}
+
 fn secret_text(s: &Secret, key: &str) -> Option<String> {
     s.data
         .as_ref()?
@@ -570,6 +581,23 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
         )
         .await;
     }
+    let (signing, signing_created) = ensure_signing(client, ct).await?;
+    if signing_created {
+        // Only the public half is ever logged or published.
+        let public = secret_text(&signing, builders::PUBLIC_KEY_KEY).unwrap_or_default();
+        info!(table = %name, public_key = %public, "generated the table's signing key");
+        publish(
+            ctx,
+            ct,
+            EventType::Normal,
+            "SigningKeyCreated",
+            format!(
+                "Secret {} holds the table's Ed25519 signing key; public key {public}",
+                builders::signing_secret(&name)
+            ),
+        )
+        .await;
+    }
     let (_, auth_created) = create_once(
         client,
         &ns,
@@ -735,6 +763,7 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
         publish(ctx, ct, kind, reason, message.clone()).await;
     }
     let terminating = secret_text(&fairness, TERMINATING_KEY).unwrap_or_default();
+    let signing_key = secret_text(&signing, builders::PUBLIC_KEY_KEY).unwrap_or_default();
     let chain_length = secret_text(&fairness, CHAIN_LENGTH_KEY)
         .and_then(|l| l.parse().ok())
         .unwrap_or(ct.spec.fairness.chain_length);
@@ -876,6 +905,7 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
             salt: ct.spec.fairness.salt.clone(),
             chain_length,
             rounds_played,
+            signing_key,
         }),
     };
     write_status(client, ct, status).await?;

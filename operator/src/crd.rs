@@ -520,4 +520,8 @@ pub struct FairnessStatus {
     /// Rounds played so far, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rounds_played: Option<i64>,
+    /// The table's Ed25519 public key (64 hex digits): every bet's and cash-out's receipt and
+    /// every round-log head verifies against it (its secret half is in Secret `<table>-signing`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub signing_key: String,
 }

@@ -145,6 +145,90 @@ pub struct FairnessView {
     pub chain_length: u64,
     pub house_edge_bp: u32,
     pub max_x100: u64,
+    /// The table's Ed25519 public key (64 hex digits): every receipt and every round-log head
+    /// verifies against it.
+    pub signing_key: String,
+}
+
+/// What a receipt attests, as its wire name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptKindView {
+    Bet,
+    CashOut,
+    AutoCashOut,
+}
+
+/// A signed receipt of one accepted money decision: `message` is the hex of the canonical bytes
+/// (tag `crashfleet/receipt/v1`, then kind, table, round, bet id, player hash, stake, auto target,
+/// server time, multiplier and payout, as documented in `crashfleet_core::settlement`), and
+/// `signature` the table key's plain Ed25519 signature over exactly those bytes. The other fields
+/// are the same values decoded, for display; a verifier trusts only `message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignedReceipt {
+    /// Hex of the signed bytes.
+    pub message: String,
+    /// Hex of the 64-byte Ed25519 signature.
+    pub signature: String,
+    pub kind: ReceiptKindView,
+    pub table: String,
+    pub round: u64,
+    pub bet_id: String,
+    /// SHA-256 of `crashfleet/player/v1`, a zero byte and the player's id, hex.
+    pub player_hash: String,
+    pub stake: u64,
+    pub auto_cashout_x100: Option<u64>,
+    pub at_ms: i64,
+    /// Cash-outs only.
+    pub multiplier_x100: Option<u64>,
+    /// Cash-outs only.
+    pub payout: Option<u64>,
+}
+
+impl SignedReceipt {
+    /// Signs `receipt` with the table's key.
+    pub fn sign(
+        receipt: &crate::settlement::Receipt,
+        key: &crate::settlement::signing::SigningKey,
+    ) -> SignedReceipt {
+        use crate::settlement::ReceiptKind;
+        let message = receipt.encode();
+        SignedReceipt {
+            signature: hex::encode(key.sign(&message)),
+            message: hex::encode(message),
+            kind: match receipt.kind {
+                ReceiptKind::Bet => ReceiptKindView::Bet,
+                ReceiptKind::CashOut => ReceiptKindView::CashOut,
+                ReceiptKind::AutoCashOut => ReceiptKindView::AutoCashOut,
+            },
+            table: receipt.table.clone(),
+            round: receipt.round,
+            bet_id: receipt.bet_id.clone(),
+            player_hash: hex::encode(receipt.player),
+            stake: receipt.stake,
+            auto_cashout_x100: receipt.auto_cashout_x100,
+            at_ms: receipt.at_ms,
+            multiplier_x100: receipt.multiplier_x100,
+            payout: receipt.payout,
+        }
+    }
+
+    /// Checks the signature against `public_key` and decodes the signed bytes: the receipt as it
+    /// was signed (the decoded fields beside `message` are not looked at).
+    pub fn verify(&self, public_key: &[u8; 32]) -> Result<crate::settlement::Receipt, String> {
+        let message =
+            hex::decode(&self.message).map_err(|e| format!("receipt message is not hex: {e}"))?;
+        let signature: [u8; 64] = hex::decode(&self.signature)
+            .ok()
+            .and_then(|s| s.try_into().ok())
+            .ok_or("receipt signature is not 64 bytes of hex")?;
+        if !crate::settlement::signing::verify(public_key, &message, &signature) {
+            return Err("the receipt's signature does not verify with the table's key".into());
+        }
+        crate::settlement::Receipt::decode(&message).map_err(|e| e.to_string())
+    }
 }
 
 /// One live node of a table, as its heartbeat reports it (`GET /api/v1/fleet`).
@@ -272,17 +356,28 @@ pub enum ServerMessage {
     Authenticated {
         you: PlayerView,
     },
-    /// Reply to your `bet`.
+    /// Reply to your `bet`, with its signed receipt.
     BetAccepted {
         request_id: String,
         bet: BetView,
+        receipt: SignedReceipt,
     },
-    /// Reply to your `cash_out`.
+    /// Reply to your `cash_out`, with its signed receipt.
     CashOutAccepted {
         request_id: String,
         bet_id: String,
         multiplier_x100: u64,
         payout: i64,
+        receipt: SignedReceipt,
+    },
+    /// Your bet was cashed out at its auto target (sent to its owner only; everyone gets
+    /// `cashed_out`), with the signed receipt of that cash-out.
+    AutoCashOut {
+        round: u64,
+        bet_id: String,
+        multiplier_x100: u64,
+        payout: i64,
+        receipt: SignedReceipt,
     },
     Pong {
         nonce: u64,

@@ -5,7 +5,7 @@ use super::*;
 #[utoipa::path(post, path = "/api/v1/bets", request_body = BetBody, tag = "betting", security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "1-64 printable ASCII characters")),
     responses(
-        (status = 201, description = "the bet, debited (or the first answer to this Idempotency-Key)", body = BetView),
+        (status = 201, description = "the bet, debited (or the first answer to this Idempotency-Key), with its signed receipt", body = BetAnswer),
         (status = 400, description = "`bad_request`, `invalid_amount`, `invalid_multiplier`, `max_payout`, `missing_idempotency_key`, `invalid_idempotency_key`", body = ErrorBody),
         (status = 401, description = "`unauthorized`: missing, expired or forged bearer token, or a player that no longer exists", body = ErrorBody),
         (status = 409, description = "`betting_closed`, `bet_limit`, `insufficient_funds`, `idempotency_conflict`, `idempotency_key_used`", body = ErrorBody),
@@ -15,20 +15,26 @@ pub(super) async fn place_bet(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     ApiJson(b): ApiJson<BetBody>,
-) -> ApiResult<(StatusCode, Json<BetView>)> {
+) -> ApiResult<(StatusCode, Json<BetAnswer>)> {
     let session = session(&s, &headers).await?;
     let key = idempotency_key(&headers)?;
-    let (bet, _) = s
+    let placed = s
         .game
         .place_bet(session.player(), &key, b.stake, b.auto_cashout_x100)
         .await?;
-    Ok((StatusCode::CREATED, Json(bet.view())))
+    Ok((
+        StatusCode::CREATED,
+        Json(BetAnswer {
+            bet: placed.bet.view(),
+            receipt: placed.receipt,
+        }),
+    ))
 }
 
 #[utoipa::path(post, path = "/api/v1/bets/{bet_id}/cashout", tag = "betting", security(("bearer" = [])),
     params(("bet_id" = String, Path), ("Idempotency-Key" = String, Header, description = "1-64 printable ASCII characters")),
     responses(
-        (status = 200, description = "cashed out (or the first answer to this Idempotency-Key)", body = CashOutBody),
+        (status = 200, description = "cashed out (or the first answer to this Idempotency-Key), with its signed receipt", body = CashOutBody),
         (status = 400, description = "`missing_idempotency_key`, `invalid_idempotency_key`", body = ErrorBody),
         (status = 401, description = "`unauthorized`: missing, expired or forged bearer token, or a player that no longer exists", body = ErrorBody),
         (status = 403, description = "`forbidden`: not your bet", body = ErrorBody),
@@ -42,10 +48,12 @@ pub(super) async fn cash_out(
 ) -> ApiResult<Json<CashOutBody>> {
     let session = session(&s, &headers).await?;
     let key = idempotency_key(&headers)?;
-    let c = s.game.cash_out(session.player(), &key, &bet_id).await?;
+    let cashed = s.game.cash_out(session.player(), &key, &bet_id).await?;
+    let c = cashed.cash_out;
     Ok(Json(CashOutBody {
         bet_id: c.bet_id,
         multiplier_x100: c.multiplier_x100,
         payout: c.payout,
+        receipt: cashed.receipt,
     }))
 }

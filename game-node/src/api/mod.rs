@@ -26,7 +26,7 @@ use crate::error::{ApiError, Error, ErrorBody, Result};
 use crate::game;
 use crate::ports::{Audit, LeaderboardRow, PlayerRecord, TableStats};
 use crate::protocol::{
-    BetView, FairnessView, LobbyTable, NodeInfo, PlayerView, RoundStatus, RoundView,
+    BetView, FairnessView, LobbyTable, NodeInfo, PlayerView, RoundStatus, RoundView, SignedReceipt,
 };
 use crate::state::AppState;
 
@@ -197,11 +197,21 @@ pub struct BetBody {
     auto_cashout_x100: Option<u64>,
 }
 
+/// An accepted bet (what every player sees of it) and its signed receipt.
+#[derive(Serialize, ToSchema)]
+pub struct BetAnswer {
+    #[serde(flatten)]
+    bet: BetView,
+    receipt: SignedReceipt,
+}
+
+/// An accepted cash-out and its signed receipt.
 #[derive(Serialize, ToSchema)]
 pub struct CashOutBody {
     bet_id: String,
     multiplier_x100: u64,
     payout: i64,
+    receipt: SignedReceipt,
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -282,7 +282,7 @@ macro_rules! player_columns {
 }
 
 const BET_COLUMNS: &str = "b.id, b.table_id, b.round_number, b.player_id, p.username, b.stake, \
-     b.auto_cashout_x100, b.status, b.cashout_x100, b.payout, b.placed_at_ms, b.idempotency_key, b.cashout_key";
+     b.auto_cashout_x100, b.status, b.cashout_x100, b.payout, b.placed_at_ms, b.idempotency_key, b.cashout_key, b.settled_at_ms";
 
 fn bet_row(r: &AnyRow) -> Result<BetRecord> {
     Ok(BetRecord {
@@ -302,6 +302,7 @@ fn bet_row(r: &AnyRow) -> Result<BetRecord> {
         placed_at_ms: r.try_get("placed_at_ms").db()?,
         idempotency_key: r.try_get("idempotency_key").db()?,
         cashout_key: r.try_get("cashout_key").db()?,
+        settled_at_ms: r.try_get("settled_at_ms").db()?,
     })
 }
 

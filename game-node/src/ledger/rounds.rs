@@ -62,7 +62,7 @@ impl Commitments for SqlLedger {
         let _w = self.write_guard().await;
         let inserted = sqlx::query(
             "INSERT INTO commitments (table_id, terminating_hash, salt, chain_length, house_edge_bp, \
-             max_x100, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             max_x100, created_at_ms, signing_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&c.table)
         .bind(&c.terminating_hash)
@@ -71,6 +71,7 @@ impl Commitments for SqlLedger {
         .bind(i64::from(c.house_edge_bp))
         .bind(i(c.max_x100))
         .bind(c.created_at_ms)
+        .bind(&c.signing_key)
         .execute(&self.pool)
         .await;
         match inserted {
@@ -86,7 +87,7 @@ impl Commitments for SqlLedger {
     async fn commitment(&self, table: &str) -> Result<Option<Commitment>> {
         let Some(r) = sqlx::query(
             "SELECT table_id, terminating_hash, salt, chain_length, house_edge_bp, max_x100, \
-             created_at_ms FROM commitments WHERE table_id = $1",
+             created_at_ms, signing_key FROM commitments WHERE table_id = $1",
         )
         .bind(table)
         .fetch_optional(&self.pool)
@@ -103,6 +104,7 @@ impl Commitments for SqlLedger {
             house_edge_bp: u32::try_from(r.try_get::<i64, _>("house_edge_bp").db()?).unwrap_or(0),
             max_x100: u(r.try_get("max_x100").db()?),
             created_at_ms: r.try_get("created_at_ms").db()?,
+            signing_key: r.try_get("signing_key").db()?,
         }))
     }
 
@@ -121,6 +123,23 @@ impl Commitments for SqlLedger {
         .db()?
         .rows_affected();
         Ok(changed == 1)
+    }
+
+    async fn adopt_signing_key(&self, table: &str, key: &str) -> Result<String> {
+        let _w = self.write_guard().await;
+        // One statement: two nodes adopting at once cannot both write (the second finds a key).
+        sqlx::query(
+            "UPDATE commitments SET signing_key = $1 WHERE table_id = $2 AND signing_key IS NULL",
+        )
+        .bind(key)
+        .bind(table)
+        .execute(&self.pool)
+        .await
+        .db()?;
+        self.commitment(table)
+            .await?
+            .and_then(|c| c.signing_key)
+            .ok_or_else(|| Error::Internal(format!("table {table:?} has no commitment")))
     }
 }
 

@@ -816,6 +816,7 @@ fn bet(r: &rusqlite::Row<'_>) -> rusqlite::Result<BetRecord> {
         placed_at_ms: r.get(10)?,
         idempotency_key: r.get(11)?,
         cashout_key: r.get(12)?,
+        settled_at_ms: r.get(13)?,
     })
 }
 
@@ -884,6 +885,7 @@ mod tests {
             placed_at_ms: 0,
             idempotency_key: "k".into(),
             cashout_key: None,
+            settled_at_ms: None,
         }
     }
 

@@ -555,6 +555,7 @@ async fn the_settlement_closes_the_windows_between_redis_and_the_ledger() {
         placed_at_ms: at,
         idempotency_key: format!("k-{id}"),
         cashout_key: None,
+        settled_at_ms: None,
     };
     // Alice's bet goes through both steps.
     let at = s.replicas[0]

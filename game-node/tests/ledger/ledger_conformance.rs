@@ -173,6 +173,7 @@ conformance!(
     adjust_is_idempotent_and_never_overdraws,
     commit_fairness_stores_once,
     the_salt_can_be_fixed_only_before_the_first_round,
+    a_signing_key_is_adopted_once_and_never_replaced,
     claim_term_fences_stale_leaders,
     open_round_refuses_a_reused_number,
     place_bet_debits_once,
@@ -242,6 +243,7 @@ fn bet(p: &PlayerRecord, round: u64, key: &str, stake: i64, auto: Option<u64>) -
         placed_at_ms: T0 + round as i64 * 60_000 + 1_000,
         idempotency_key: key.into(),
         cashout_key: None,
+        settled_at_ms: None,
     }
 }
 
@@ -496,6 +498,7 @@ async fn commit_fairness_stores_once(t: &Ctx) {
         house_edge_bp: 100,
         max_x100: 100_000,
         created_at_ms: T0,
+        signing_key: Some("ef".repeat(32)),
     };
     assert_eq!(t.commit_fairness(&first).await.expect("ledger call"), first);
     let other = Commitment {
@@ -523,6 +526,37 @@ async fn commit_fairness_stores_once(t: &Ctx) {
     assert_eq!(t.commitment(TABLE).await.expect("ledger call"), Some(first));
 }
 
+async fn a_signing_key_is_adopted_once_and_never_replaced(t: &Ctx) {
+    let c = Commitment {
+        table: TABLE.into(),
+        terminating_hash: "ab".repeat(32),
+        salt: "s".into(),
+        chain_length: 10_000,
+        house_edge_bp: 100,
+        max_x100: 100_000,
+        created_at_ms: T0,
+        signing_key: None,
+    };
+    t.commit_fairness(&c).await.expect("commit");
+    // A table committed before receipts existed takes the first key a node brings...
+    let first = "01".repeat(32);
+    assert_eq!(
+        t.adopt_signing_key(TABLE, &first).await.expect("adopt"),
+        first
+    );
+    // ...and keeps it: another node's key is not stored, the stored one comes back.
+    assert_eq!(
+        t.adopt_signing_key(TABLE, &"02".repeat(32))
+            .await
+            .expect("again"),
+        first
+    );
+    let stored = t.commitment(TABLE).await.expect("read").expect("stored");
+    assert_eq!(stored.signing_key.as_deref(), Some(first.as_str()));
+    assert_eq!(stored.terminating_hash, c.terminating_hash);
+    assert!(t.adopt_signing_key("no-such-table", &first).await.is_err());
+}
+
 async fn the_salt_can_be_fixed_only_before_the_first_round(t: &Ctx) {
     let c = Commitment {
         table: TABLE.into(),
@@ -532,6 +566,7 @@ async fn the_salt_can_be_fixed_only_before_the_first_round(t: &Ctx) {
         house_edge_bp: 100,
         max_x100: 100_000,
         created_at_ms: T0,
+        signing_key: None,
     };
     t.commit_fairness(&c).await.expect("commit");
     // No round yet: the public salt announced after the terminating hash replaces it.

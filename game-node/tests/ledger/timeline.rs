@@ -232,6 +232,10 @@ async fn a_whole_round_happens_at_exact_instants_and_pays_exact_multipliers() {
         rules,
         tick_ms: 100,
         paused: false,
+        notary: Arc::new(game_node::receipts::Notary::new(
+            crashfleet_core::settlement::signing::SigningKey::from_seed(&[3; 32]),
+            "t",
+        )),
     };
     let shutdown = CancellationToken::new();
     let leader = tokio::spawn(runner::run(

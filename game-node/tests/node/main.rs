@@ -13,6 +13,7 @@ mod openapi;
 mod ops;
 mod pages;
 mod proxy;
+mod receipts;
 mod secrets_at_rest;
 mod sessions;
 mod websocket;

@@ -171,6 +171,8 @@ async fn a_crash_table_becomes_a_fleet_with_status_and_is_collected() -> anyhow:
     child!(PodDisruptionBudget, "alpha");
     let fairness = child!(Secret, "alpha-fairness");
     child!(Secret, "alpha-auth");
+    let signing = child!(Secret, "alpha-signing");
+    assert_eq!(signing.immutable, Some(true));
     let d = child!(Deployment, "alpha");
     assert_eq!(d.spec.replicas, Some(2));
 
@@ -187,9 +189,20 @@ async fn a_crash_table_becomes_a_fleet_with_status_and_is_collected() -> anyhow:
         }
     })
     .await?;
-    let terminating = st.fairness.expect("fairness").terminating_hash;
+    let published = st.fairness.expect("fairness");
+    let terminating = published.terminating_hash;
     let stored = String::from_utf8(fairness.data.expect("data")["terminating-hash"].0.clone())?;
     assert_eq!(stored, terminating);
+    // The published signing key is the public half of the Secret's key.
+    let signing_data = signing.data.expect("data");
+    let seed = String::from_utf8(signing_data["key"].0.clone())?;
+    let seed: [u8; 32] = hex::decode(seed.trim())?.try_into().expect("a 32-byte key");
+    let public = crashfleet_core::settlement::signing::SigningKey::from_seed(&seed).public_key();
+    assert_eq!(published.signing_key, hex::encode(public));
+    assert_eq!(
+        signing_data["public-key"].0,
+        published.signing_key.as_bytes()
+    );
     assert!(
         st.conditions
             .iter()
@@ -376,6 +389,7 @@ async fn a_crash_table_becomes_a_fleet_with_status_and_is_collected() -> anyhow:
 
     // An operator restart keeps the seed and the commitment.
     let seed_before = secrets.get("alpha-fairness").await?.data.expect("data")["seed"].clone();
+    let key_before = secrets.get("alpha-signing").await?.data.expect("data")["key"].clone();
     drop(operator);
     operator = Operator::start(cluster.kubeconfig_source(), ns.name());
     tables
@@ -395,8 +409,15 @@ async fn a_crash_table_becomes_a_fleet_with_status_and_is_collected() -> anyhow:
         seed_before, after,
         "the seed changed across an operator restart"
     );
+    let key_after = secrets.get("alpha-signing").await?.data.expect("data")["key"].clone();
+    assert_eq!(
+        key_before, key_after,
+        "the signing key changed across an operator restart"
+    );
     let st = tables.get("alpha").await?.status.expect("status");
-    assert_eq!(st.fairness.expect("fairness").terminating_hash, terminating);
+    let after = st.fairness.expect("fairness");
+    assert_eq!(after.terminating_hash, terminating);
+    assert_eq!(after.signing_key, hex::encode(public));
 
     // Deleting the table garbage-collects its fleet.
     tables.delete("alpha", &DeleteParams::foreground()).await?;

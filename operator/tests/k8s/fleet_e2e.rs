@@ -130,37 +130,47 @@ async fn start_pods(
 ) -> anyhow::Result<(Vec<Proc>, Vec<String>)> {
     let pod = deployment.spec.template.spec.clone().expect("a pod spec");
     let container = &pod.containers[0];
-    let seed_mount = container
-        .volume_mounts
-        .iter()
-        .flatten()
-        .find(|m| m.name == "fairness")
-        .expect("the fairness mount")
-        .mount_path
-        .clone();
-    // The Secret volume's file mode, as the kubelet would apply it.
-    let mode = pod
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == "fairness")
-        .and_then(|v| v.secret.as_ref())
-        .and_then(|s| s.default_mode)
-        .expect("the fairness volume's defaultMode") as u32;
-    let fairness = secrets.get("play-fairness").await?;
+    // Each Secret volume (the chain seed, the signing key): where it is mounted, its file mode
+    // as the kubelet would apply it, and its data.
+    let mut secret_volumes = Vec::new();
+    for volume in ["fairness", "signing"] {
+        let mount_path = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == volume)
+            .unwrap_or_else(|| panic!("the {volume} mount"))
+            .mount_path
+            .clone();
+        let source = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == volume)
+            .and_then(|v| v.secret.as_ref())
+            .unwrap_or_else(|| panic!("the {volume} Secret volume"));
+        let mode = source
+            .default_mode
+            .unwrap_or_else(|| panic!("the {volume} volume's defaultMode"))
+            as u32;
+        let name = source.secret_name.clone().expect("a Secret name");
+        secret_volumes.push((mount_path, mode, secrets.get(&name).await?));
+    }
     let mut nodes = Vec::new();
     let mut urls = Vec::new();
     for i in 0..deployment.spec.replicas.unwrap_or(1) {
         let pod_name = format!("play-5f7c9{generation}-{i}");
         let root = dir.join(&pod_name);
-        // "Mount" the fairness Secret where the template mounts it, under this pod's root.
-        let mount = root.join(seed_mount.trim_start_matches('/'));
-        std::fs::create_dir_all(&mount)?;
-        for (k, v) in fairness.data.clone().unwrap_or_default() {
-            let file = mount.join(k);
-            std::fs::write(&file, v.0)?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))?;
+        // "Mount" the Secrets where the template mounts them, under this pod's root.
+        for (mount_path, mode, secret) in &secret_volumes {
+            let mount = root.join(mount_path.trim_start_matches('/'));
+            std::fs::create_dir_all(&mount)?;
+            for (k, v) in secret.data.clone().unwrap_or_default() {
+                let file = mount.join(k);
+                std::fs::write(&file, v.0)?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode))?;
+            }
         }
         let mut env = BTreeMap::new();
         for e in container.env.iter().flatten() {
@@ -177,13 +187,10 @@ async fn start_pods(
             "CRASHFLEET_DATA_DIR".into(),
             root.join("data").display().to_string(),
         );
-        let seed = env["CRASHFLEET_CHAIN_SEED_FILE"]
-            .trim_start_matches('/')
-            .to_string();
-        env.insert(
-            "CRASHFLEET_CHAIN_SEED_FILE".into(),
-            root.join(seed).display().to_string(),
-        );
+        for var in ["CRASHFLEET_CHAIN_SEED_FILE", "CRASHFLEET_SIGNING_KEY_FILE"] {
+            let path = env[var].trim_start_matches('/').to_string();
+            env.insert(var.into(), root.join(path).display().to_string());
+        }
         let log = std::fs::File::create(root.join("node.log"))?;
         nodes.push(Proc(
             Command::new(game_node)
@@ -371,8 +378,24 @@ async fn a_crash_table_plays_verifiable_rounds_with_nodes_from_its_pod_template(
         .await?
         .json()
         .await?;
-    let published = status.fairness.expect("fairness").terminating_hash;
+    let published_fairness = status.fairness.expect("fairness");
+    let published = published_fairness.terminating_hash;
     assert_eq!(fairness_view["terminating_hash"], published.as_str());
+    // One signing key for the whole fleet: the one the operator generated and publishes.
+    assert_eq!(published_fairness.signing_key.len(), 64);
+    for url in &urls {
+        let view: Value = http
+            .get(format!("{url}/api/v1/fairness"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert_eq!(
+            view["signing_key"],
+            published_fairness.signing_key.as_str(),
+            "{url}"
+        );
+    }
     let terminating = crashfleet_core::fairness::parse_hash(&published)?;
     let hash = crashfleet_core::fairness::parse_hash(first["hash"].as_str().expect("hash"))?;
     assert!(crashfleet_core::fairness::verify_commitment(

@@ -439,10 +439,7 @@ async fn serve_socket(
 /// The next private event for this socket's player; never resolves while unauthenticated.
 async fn next_private(reg: &mut Option<crate::hub::Registration>) -> Option<Utf8Bytes> {
     match reg {
-        Some(r) => match r.rx.changed().await {
-            Ok(()) => r.rx.borrow_and_update().clone(),
-            Err(_) => std::future::pending().await,
-        },
+        Some(r) => r.next().await,
         None => std::future::pending().await,
     }
 }

@@ -9,6 +9,7 @@
 //   socket.js  the WebSocket: reconnects, commands retried by request id, pings, server clock
 //   format.js  money and multiplier formatting and exact parsing (shared with the verifier)
 //   errors.js  the player-facing text per error code, served by the node from its error table
+//   receipts.js the player's signed receipts, kept in this browser
 //
 // Money rules the page keeps: amounts are integers in minor units (100 = 1.00 credit) and
 // multipliers integers in hundredths (250 = 2.50x). Typed amounts are parsed as decimal strings,
@@ -18,8 +19,9 @@ import { formatCredits, formatMult, newRequestId, parseHundredths, plainAmount }
 import { drawGraph } from './graph.js';
 import {
   MY_BETS_KEEP, bumpBalance, el, errorTitle, renderAll, renderAccount, renderBets, renderControls,
-  renderMyBets, setConn, showAuthError, toast, toastError, updateStage,
+  renderMyBets, renderReceipts, setConn, showAuthError, toast, toastError, updateStage,
 } from './render.js';
+import { loadReceipts, receiptsBlob, saveReceipt } from './receipts.js';
 import { TableSocket } from './socket.js';
 import * as model from './state.js';
 
@@ -237,6 +239,7 @@ function onMessage(m) {
       return refreshMyBets();
     case 'bet_accepted':
       socket.answered(m.request_id);
+      keepReceipt(m.receipt);
       if (m.bet) {
         model.applyBets(state, [m.bet]);
         betsChanged();
@@ -246,11 +249,14 @@ function onMessage(m) {
       return renderControls(state);
     case 'cash_out_accepted':
       socket.answered(m.request_id);
+      keepReceipt(m.receipt);
       onCashedOut({ bet_id: m.bet_id, multiplier_x100: m.multiplier_x100, payout: m.payout, username: '', auto: false });
       if (state.you) {
         toast({ kind: 'ok', title: 'Cashed out at ' + formatMult(m.multiplier_x100), msg: 'You won ' + formatCredits(m.payout) + ' credits.' });
       }
       return undefined;
+    case 'auto_cash_out':
+      return keepReceipt(m.receipt);
     case 'error':
       socket.answered(m.request_id);
       if (m.code === 'unauthorized' && !m.request_id && state.token) return logout(EXPIRED);
@@ -259,6 +265,10 @@ function onMessage(m) {
     default:
       return undefined; // pong (the socket's), and types newer than this page
   }
+}
+
+function keepReceipt(receipt) {
+  if (receipt) renderReceipts(saveReceipt(receipt));
 }
 
 function onCashedOut(m) {
@@ -334,6 +344,13 @@ function frame() {
 
 // ------------------------------------------------------------------------------------------
 // Wiring.
+
+// A fresh file of every stored receipt each time the link is followed.
+el.receiptsDownload.addEventListener('click', () => {
+  if (el.receiptsDownload.href.startsWith('blob:')) URL.revokeObjectURL(el.receiptsDownload.href);
+  el.receiptsDownload.href = URL.createObjectURL(receiptsBlob());
+});
+renderReceipts(loadReceipts());
 
 el.authForm.addEventListener('submit', (ev) => {
   ev.preventDefault();

@@ -27,6 +27,7 @@ export const el = {
   stakeHalf: $('stake-half'), stakeDouble: $('stake-double'), autoTwo: $('auto-2'), autoOff: $('auto-off'),
   bet: $('bet'), cashout: $('cashout'), betNote: $('bet-note'),
   myBets: $('my-bets'), myBetsEmpty: $('my-bets-empty'),
+  receipts: $('receipts'), receiptsEmpty: $('receipts-empty'), receiptsDownload: $('receipts-download'),
   roundBets: $('round-bets'), roundBetsEmpty: $('round-bets-empty'), betsSummary: $('bets-summary'),
   history: $('history'), historyEmpty: $('history-empty'),
   fairTerminating: $('fair-terminating'), fairSalt: $('fair-salt'), fairEdge: $('fair-edge'),
@@ -382,4 +383,25 @@ export function updateStage(st, reconnectAt) {
     setText(el.connText, s > 0 ? 'Reconnecting in ' + s + ' s' : 'Reconnecting…');
   }
   return v;
+}
+
+const RECEIPT_KINDS = { bet: 'Bet', cash_out: 'Cash-out', auto_cash_out: 'Auto cash-out' };
+
+/** The receipts this browser keeps (newest first), as rows; every value is set as text. */
+export function renderReceipts(list) {
+  const rows = list.slice(0, 100).map((r) => {
+    const tr = document.createElement('tr');
+    tr.setAttribute('data-testid', 'receipt-row');
+    tr.setAttribute('data-bet-id', String(r.bet_id));
+    tr.setAttribute('data-kind', String(r.kind));
+    tr.append(td('#' + r.round, 'muted'));
+    tr.append(td(RECEIPT_KINDS[r.kind] || String(r.kind)));
+    tr.append(td(formatCredits(r.stake), 'r'));
+    tr.append(td(r.multiplier_x100 ? formatMult(r.multiplier_x100) : '—', 'r muted'));
+    tr.append(td(r.payout != null ? formatCredits(r.payout) : '—', 'r'));
+    tr.append(td(span(shortHash(r.signature), 'mono muted')));
+    return tr;
+  });
+  el.receipts.replaceChildren(...rows);
+  el.receiptsEmpty.hidden = rows.length > 0;
 }

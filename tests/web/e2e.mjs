@@ -258,6 +258,20 @@ async function playOneRound(page, context, vectors) {
   check(meAfter.balance === expected, `GET /me says ${meAfter.balance} after the round; expected ${expected}`);
   log(`bet ${won ? 'won' : 'lost'}; balance ${before} → ${expected} (page and GET /me agree)`);
 
+  // ---- the bet's signed receipt (and the auto-cash-out's, when it won) is kept in this browser
+  const kinds = won ? ['bet', 'auto_cash_out'] : ['bet'];
+  await page.waitForFunction(({ betId, kinds }) => kinds.every((k) =>
+    document.querySelector(`[data-testid=receipt-row][data-bet-id="${betId}"][data-kind="${k}"]`)), { betId: bet.betId, kinds }, { timeout: 10_000 })
+    .catch(() => { throw new Failure(`the receipts list does not show ${kinds.join(' and ')} receipts of bet ${bet.betId}`); });
+  const stored = await page.evaluate((betId) => JSON.parse(localStorage.getItem('crashfleet.receipts') || '[]')
+    .filter((r) => r.bet_id === betId), bet.betId);
+  check(stored.length === kinds.length, `localStorage keeps ${stored.length} receipts of the bet; expected ${kinds.length}`);
+  for (const r of stored) {
+    check(/^[0-9a-f]{128}$/.test(r.signature) && /^[0-9a-f]+$/.test(r.message), `a stored receipt is not hex: ${JSON.stringify(r)}`);
+    check(r.round === bet.round && r.stake === STAKE, `a stored receipt says round ${r.round}, stake ${r.stake}`);
+  }
+  log(`receipts of bet ${bet.betId} stored: ${stored.map((r) => r.kind).join(', ')}`);
+
   // ---- the server's record of the round agrees with the page
   let last = (await getJson('/api/v1/rounds?limit=1'))[0];
   if (!last || last.number !== bet.round) {

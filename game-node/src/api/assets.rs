@@ -19,6 +19,7 @@ const MODULES: &[(&str, &str)] = &[
     ("format.js", include_str!("../../web/format.js")),
     ("fairness.js", include_str!("../../web/fairness.js")),
     ("verify.js", include_str!("../../web/verify.js")),
+    ("receipts.js", include_str!("../../web/receipts.js")),
 ];
 
 fn asset(mime: &'static str, body: &'static str) -> Response {

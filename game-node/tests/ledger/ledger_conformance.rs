@@ -526,17 +526,22 @@ async fn commit_fairness_stores_once(t: &Ctx) {
     assert_eq!(t.commitment(TABLE).await.expect("ledger call"), Some(first));
 }
 
-async fn a_signing_key_is_adopted_once_and_never_replaced(t: &Ctx) {
-    let c = Commitment {
+/// A commitment of [`TABLE`] with salt `salt` and no signing key stored.
+fn keyless_commitment(salt: &str) -> Commitment {
+    Commitment {
         table: TABLE.into(),
         terminating_hash: "ab".repeat(32),
-        salt: "s".into(),
+        salt: salt.into(),
         chain_length: 10_000,
         house_edge_bp: 100,
         max_x100: 100_000,
         created_at_ms: T0,
         signing_key: None,
-    };
+    }
+}
+
+async fn a_signing_key_is_adopted_once_and_never_replaced(t: &Ctx) {
+    let c = keyless_commitment("s");
     t.commit_fairness(&c).await.expect("commit");
     // A table committed before receipts existed takes the first key a node brings...
     let first = "01".repeat(32);
@@ -558,16 +563,7 @@ async fn a_signing_key_is_adopted_once_and_never_replaced(t: &Ctx) {
 }
 
 async fn the_salt_can_be_fixed_only_before_the_first_round(t: &Ctx) {
-    let c = Commitment {
-        table: TABLE.into(),
-        terminating_hash: "ab".repeat(32),
-        salt: "generated at first start".into(),
-        chain_length: 10_000,
-        house_edge_bp: 100,
-        max_x100: 100_000,
-        created_at_ms: T0,
-        signing_key: None,
-    };
+    let c = keyless_commitment("generated at first start");
     t.commit_fairness(&c).await.expect("commit");
     // No round yet: the public salt announced after the terminating hash replaces it.
     assert!(t.fix_salt(TABLE, "block 800000").await.expect("fix"));

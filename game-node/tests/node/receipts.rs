@@ -134,6 +134,18 @@ async fn every_accepted_bet_and_cash_out_comes_with_a_receipt_that_verifies() {
     s.assert_audit().await;
 }
 
+/// Starts a node on `dir`, which must refuse; returns why.
+async fn refused_start(dir: &std::path::Path) -> String {
+    let err = game_node::node::start(
+        fast_config(dir, &[]),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .err()
+    .expect("refused");
+    format!("{err:#}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_another_signing_key_refuses_to_start() {
     let s = TestServer::start(&[]).await;
@@ -143,14 +155,7 @@ async fn a_node_with_another_signing_key_refuses_to_start() {
     std::fs::remove_file(&file).expect("remove the key");
     // A different, well-kept key: the table's commitment names the old one.
     game_node::secret_file::create_once(&file, &[5; 32]).expect("write another key");
-    let err = game_node::node::start(
-        fast_config(dir.path(), &[]),
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .err()
-    .expect("refused");
-    let message = format!("{err:#}");
+    let message = refused_start(dir.path()).await;
     assert!(
         message.contains(&published) && message.contains("--signing-key-file"),
         "{message}"
@@ -161,14 +166,7 @@ async fn a_node_with_another_signing_key_refuses_to_start() {
     std::fs::write(&file, format!("{}\n", "11".repeat(32))).expect("write");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let err = game_node::node::start(
-        fast_config(dir.path(), &[]),
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .err()
-    .expect("refused");
-    let message = format!("{err:#}");
+    let message = refused_start(dir.path()).await;
     assert!(
         message.contains("signing key file") && message.contains("chmod 600"),
         "{message}"

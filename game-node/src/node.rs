@@ -417,6 +417,14 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
     if key_created {
         info!(file = %key_path.display(), "created a new secret signing key");
     }
+    let sealed = ledger.seal_unsealed_rounds(&cfg.table).await?;
+    if sealed > 0 {
+        info!(
+            table = %cfg.table,
+            rounds = sealed,
+            "committed to the settlement of rounds settled before settlement roots existed"
+        );
+    }
     if created {
         info!(file = %seed_path.display(), "created a new secret chain seed");
     }

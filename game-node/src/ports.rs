@@ -129,6 +129,33 @@ pub struct RoundRecord {
     pub started_at_ms: i64,
     pub crashed_at_ms: Option<i64>,
     pub term: u64,
+    /// What the settlement committed to; `None` while open (and for a round settled before
+    /// settlement roots existed, until a node fills it in).
+    pub settlement: Option<Settled>,
+}
+
+/// A settled round's commitment as stored: the settlement tree's root (hex), its bet count and
+/// totals.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Settled {
+    /// Hex of the RFC 6962 root over the round's settlement leaves.
+    pub settlement_root: String,
+    pub bets_count: u64,
+    /// Sum of the stakes.
+    pub wagered: u64,
+    /// Sum of what went back to players: wins and refunds.
+    pub paid: u64,
+}
+
+impl Settled {
+    pub fn of(s: &crashfleet_core::settlement::SettlementSummary) -> Settled {
+        Settled {
+            settlement_root: hex::encode(s.root),
+            bets_count: s.bets,
+            wagered: s.wagered,
+            paid: s.paid,
+        }
+    }
 }
 
 impl RoundRecord {
@@ -181,6 +208,10 @@ pub struct PublicRound {
     pub opened_at_ms: i64,
     pub started_at_ms: i64,
     pub crashed_at_ms: Option<i64>,
+    /// The settlement's commitment (absent only for a round settled before roots existed and not
+    /// yet filled in).
+    #[serde(flatten)]
+    pub settlement: Option<Settled>,
 }
 
 impl RoundRecord {
@@ -194,6 +225,7 @@ impl RoundRecord {
             opened_at_ms: self.opened_at_ms,
             started_at_ms: self.started_at_ms,
             crashed_at_ms: self.crashed_at_ms,
+            settlement: self.settlement.clone(),
         })
     }
 }

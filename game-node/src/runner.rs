@@ -261,8 +261,34 @@ impl Leader<'_> {
                 },
             )
             .await?;
+        self.publish_settled(number).await;
         self.publish_balances(&balances).await;
         Ok(())
+    }
+
+    /// Announces what round `number`'s settlement committed to, as the ledger stored it. Best
+    /// effort: the commitment is in the ledger (and served by `/api/v1/rounds/{n}`) either way.
+    async fn publish_settled(&self, number: u64) {
+        let stored = match self.ports.ledger.last_round(&self.table.id).await {
+            Ok(Some(r)) if r.number == number => r.settlement,
+            _ => None,
+        };
+        if let Some(s) = stored {
+            let _ = self
+                .ports
+                .bus
+                .publish_as_leader(
+                    self.term,
+                    &ServerMessage::Settled {
+                        round: number,
+                        settlement_root: s.settlement_root,
+                        bets_count: s.bets_count,
+                        wagered: s.wagered,
+                        paid: s.paid,
+                    },
+                )
+                .await;
+        }
     }
 
     async fn publish_balances(&self, balances: &[(String, i64)]) {
@@ -445,6 +471,7 @@ impl Leader<'_> {
                     },
                 )
                 .await?;
+            self.publish_settled(number).await;
             self.publish_balances(&balances).await;
             if self.sleep_until(plan.next_round_at_ms).await {
                 return Ok(true);

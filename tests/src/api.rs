@@ -209,7 +209,11 @@ impl Client {
             let open_bets = v["bets"]
                 .as_array()
                 .is_none_or(|b| b.iter().any(|b| b["status"] == "open"));
-            if s == 200 && !open_bets && v["round"]["hash"].is_string() && done(&v) {
+            // The settlement root is written in the ledger's settling transaction: before it, the
+            // live round may already show its hash (the arbiter's view after the crash) while the
+            // ledger has not settled it yet.
+            let settled = v["round"]["hash"].is_string() && v["settlement_root"].is_string();
+            if s == 200 && !open_bets && settled && done(&v) {
                 return Ok(v);
             }
             if Instant::now() >= deadline {

@@ -333,6 +333,15 @@ pub enum ServerMessage {
         reason: String,
         server_time_ms: i64,
     },
+    /// A round's settlement is committed (after `crashed` or `round_voided`): the hex root of the
+    /// RFC 6962 tree over one leaf per bet, the bet count, and the totals staked and paid back.
+    Settled {
+        round: u64,
+        settlement_root: String,
+        bets_count: u64,
+        wagered: u64,
+        paid: u64,
+    },
     /// Bets placed on the round since the last such message (batched every 100 ms, at most 500
     /// per message; the bettor's own confirmation is `bet_accepted` or the REST answer, at once).
     BetsPlaced {

@@ -181,6 +181,29 @@ impl SettlementLeaf {
     }
 }
 
+/// What a settled round commits to: the root of the RFC 6962 tree over its settlement leaves (in
+/// canonical order), how many bets it had, and what they staked and were paid (wins and refunds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettlementSummary {
+    pub root: Hash,
+    pub bets: u64,
+    pub wagered: u64,
+    pub paid: u64,
+}
+
+/// Puts a round's leaves in canonical order (by bet id, bytewise — never a database collation)
+/// and commits to them.
+pub fn settle(leaves: &mut [SettlementLeaf]) -> SettlementSummary {
+    leaves.sort_unstable_by(|a, b| a.bet_id.as_bytes().cmp(b.bet_id.as_bytes()));
+    let tree = crate::merkle::Tree::from_leaves(leaves.iter().map(SettlementLeaf::encode));
+    SettlementSummary {
+        root: tree.root(),
+        bets: leaves.len() as u64,
+        wagered: leaves.iter().fold(0u64, |s, l| s.saturating_add(l.stake)),
+        paid: leaves.iter().fold(0u64, |s, l| s.saturating_add(l.payout)),
+    }
+}
+
 /// How a round ended, in the round log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoundEnd {
@@ -435,6 +458,36 @@ pub mod signing {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_settlement_is_ordered_by_bet_id_bytes_and_totals_wins_and_refunds() {
+        let leaf = |id: &str, outcome, multiplier_x100, payout| SettlementLeaf {
+            bet_id: id.into(),
+            player: player_hash(id),
+            stake: 100,
+            outcome,
+            multiplier_x100,
+            payout,
+        };
+        // "B" (0x42) sorts before "a" (0x61) bytewise, whatever a locale would say.
+        let mut leaves = vec![
+            leaf("a", Outcome::Won, Some(250), 250),
+            leaf("B", Outcome::Lost, None, 0),
+            leaf("c", Outcome::Refunded, None, 100),
+        ];
+        let summary = settle(&mut leaves);
+        let ids: Vec<_> = leaves.iter().map(|l| l.bet_id.as_str()).collect();
+        assert_eq!(ids, ["B", "a", "c"]);
+        assert_eq!((summary.bets, summary.wagered, summary.paid), (3, 300, 350));
+        let expected = crate::merkle::Tree::from_leaves(leaves.iter().map(SettlementLeaf::encode));
+        assert_eq!(summary.root, expected.root());
+        // The input order does not matter.
+        leaves.reverse();
+        assert_eq!(settle(&mut leaves), summary);
+        // No bets: the empty tree's root.
+        assert_eq!(settle(&mut []).root, crate::merkle::empty_root());
+    }
+
     use super::signing::{SigningKey, verify};
     use super::*;
 

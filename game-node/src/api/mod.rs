@@ -238,6 +238,9 @@ pub struct LimitQuery {
 pub struct RoundDetail {
     round: RoundView,
     bets: Vec<BetView>,
+    /// Once settled: `settlement_root`, `bets_count`, `wagered`, `paid`.
+    #[serde(flatten)]
+    settlement: Option<crate::ports::Settled>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -58,6 +58,7 @@ pub(super) async fn round(
     Ok(Json(RoundDetail {
         round,
         bets: bets.iter().map(|b| b.view()).collect(),
+        settlement: r.settlement,
     }))
 }
 

@@ -42,9 +42,10 @@ use crate::engine::{CashOut, Outcome, RoundPlan, Settlement};
 use crate::error::{DbResult, Error, Result, db};
 use crate::ports::{
     Accounts, Audit, Auditing, BetRecord, Commitment, Commitments, History, LeaderboardRow,
-    PlayerRecord, Reveal, RoundBook, RoundRecord, TableStats, Wagers,
+    PlayerRecord, Reveal, RoundBook, RoundRecord, Settled, TableStats, Wagers,
 };
 use crate::protocol::{BetStatus, RoundStatus};
+use crashfleet_core::settlement::{SettlementLeaf, SettlementSummary};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -314,7 +315,7 @@ fn status<S: std::str::FromStr<Err = String>>(r: &AnyRow) -> Result<S> {
 }
 
 const ROUND_COLUMNS: &str = "table_id, number, status, hash, crash_x100, opened_at_ms, \
-     started_at_ms, crashed_at_ms, term";
+     started_at_ms, crashed_at_ms, term, settlement_root, bets_count, wagered, paid";
 
 fn round_row(r: &AnyRow) -> Result<RoundRecord> {
     Ok(RoundRecord {
@@ -331,7 +332,90 @@ fn round_row(r: &AnyRow) -> Result<RoundRecord> {
         started_at_ms: r.try_get("started_at_ms").db()?,
         crashed_at_ms: r.try_get("crashed_at_ms").db()?,
         term: u(r.try_get("term").db()?),
+        settlement: match r.try_get::<Option<String>, _>("settlement_root").db()? {
+            Some(root) => Some(Settled {
+                settlement_root: root,
+                bets_count: u(r.try_get::<Option<i64>, _>("bets_count").db()?.unwrap_or(0)),
+                wagered: u(r.try_get::<Option<i64>, _>("wagered").db()?.unwrap_or(0)),
+                paid: u(r.try_get::<Option<i64>, _>("paid").db()?.unwrap_or(0)),
+            }),
+            None => None,
+        },
     })
+}
+
+/// A settled bet's leaf in its round's settlement tree, from its stored row.
+fn settlement_leaf(
+    bet_id: String,
+    player_id: &str,
+    stake: i64,
+    status: BetStatus,
+    cashout_x100: Option<i64>,
+    payout: Option<i64>,
+) -> Result<SettlementLeaf> {
+    use crashfleet_core::settlement::Outcome as Leaf;
+    let (outcome, multiplier_x100) = match status {
+        BetStatus::Won => (Leaf::Won, cashout_x100.map(u)),
+        BetStatus::Lost => (Leaf::Lost, None),
+        BetStatus::Refunded => (Leaf::Refunded, None),
+        BetStatus::Open => {
+            return Err(Error::Internal(format!(
+                "bet {bet_id} is still open in a settled round"
+            )));
+        }
+    };
+    Ok(SettlementLeaf {
+        player: crashfleet_core::settlement::player_hash(player_id),
+        bet_id,
+        stake: u(stake),
+        outcome,
+        multiplier_x100,
+        payout: u(payout.unwrap_or(0)),
+    })
+}
+
+/// The columns of a bet its settlement leaf is built from, and where the round's commitment goes.
+const LEAF_COLUMNS: &str = "id, player_id, stake, status, cashout_x100, payout";
+const SEAL_ROUND: &str = "UPDATE rounds SET settlement_root = $1, bets_count = $2, wagered = $3, \
+     paid = $4 WHERE table_id = $5 AND number = $6";
+
+/// Commits to a round's settlement in the transaction that settled it: every bet of the round,
+/// as now stored, becomes a leaf; the root and totals go on the round's row.
+async fn seal_round(tx: &mut Tx, table: &str, number: u64) -> Result<SettlementSummary> {
+    // Constant text only: the columns are this module's constant.
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {LEAF_COLUMNS} FROM bets WHERE table_id = $1 AND round_number = $2"
+    )))
+    .bind(table)
+    .bind(i(number))
+    .fetch_all(&mut **tx)
+    .await
+    .db()?;
+    let mut leaves = rows
+        .iter()
+        .map(|r| {
+            settlement_leaf(
+                r.try_get("id").db()?,
+                &r.try_get::<String, _>("player_id").db()?,
+                r.try_get("stake").db()?,
+                status(r)?,
+                r.try_get("cashout_x100").db()?,
+                r.try_get("payout").db()?,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let summary = crashfleet_core::settlement::settle(&mut leaves);
+    sqlx::query(SEAL_ROUND)
+        .bind(hex::encode(summary.root))
+        .bind(i(summary.bets))
+        .bind(i(summary.wagered))
+        .bind(i(summary.paid))
+        .bind(table)
+        .bind(i(number))
+        .execute(&mut **tx)
+        .await
+        .db()?;
+    Ok(summary)
 }
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;

@@ -352,6 +352,7 @@ impl RoundBook for SqlLedger {
         .execute(&mut *tx)
         .await
         .db()?;
+        seal_round(&mut tx, table, number).await?;
         tx.commit().await.db()?;
         Ok(balances)
     }
@@ -421,7 +422,35 @@ impl RoundBook for SqlLedger {
             .await?;
             balances.push((player_id, b));
         }
+        seal_round(&mut tx, table, number).await?;
         tx.commit().await.db()?;
         Ok(balances)
+    }
+}
+
+impl SqlLedger {
+    /// Commits to the settlement of `table`'s rounds that were settled before settlement roots
+    /// existed (their `settlement_root` is NULL), from their stored bets; returns how many. Safe
+    /// on any node at any time: a settled round's bets no longer change, so every node computes the
+    /// same root, and a round already sealed is left alone.
+    pub async fn seal_unsealed_rounds(&self, table: &str) -> Result<u64> {
+        let numbers: Vec<i64> = sqlx::query(
+            "SELECT number FROM rounds WHERE table_id = $1 AND status <> 'open' \
+             AND settlement_root IS NULL ORDER BY number",
+        )
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+        .db()?
+        .iter()
+        .map(|r| r.try_get(0).db())
+        .collect::<Result<_>>()?;
+        for &number in &numbers {
+            let _w = self.write_guard().await;
+            let mut tx = self.pool.begin().await.db()?;
+            seal_round(&mut tx, table, u(number)).await?;
+            tx.commit().await.db()?;
+        }
+        Ok(numbers.len() as u64)
     }
 }

@@ -790,7 +790,46 @@ fn finish_round(
          WHERE table_id = ?2 AND round_number = ?3 AND status = 'open'",
     )?
     .execute(params![crashed_at_ms, table, i(number)])?;
+    if let Err(e) = seal_round(conn, table, number)? {
+        return Ok(Err(e));
+    }
     Ok(Ok(balances))
+}
+
+/// [`super::seal_round`] on the writer's connection.
+fn seal_round(conn: &Connection, table: &str, number: u64) -> Step<SettlementSummary> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {LEAF_COLUMNS} FROM bets WHERE table_id = ?1 AND round_number = ?2"
+    ))?;
+    let rows = stmt.query_map(params![table, i(number)], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            status::<BetStatus>(r.get(3)?)?,
+            r.get::<_, Option<i64>>(4)?,
+            r.get::<_, Option<i64>>(5)?,
+        ))
+    })?;
+    let mut leaves = Vec::new();
+    for row in rows {
+        let (id, player, stake, status, cashout_x100, payout) = row?;
+        match settlement_leaf(id, &player, stake, status, cashout_x100, payout) {
+            Ok(leaf) => leaves.push(leaf),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    let summary = crashfleet_core::settlement::settle(&mut leaves);
+    conn.prepare_cached(&SEAL_ROUND.replace('$', "?"))?
+        .execute(params![
+            hex::encode(summary.root),
+            i(summary.bets),
+            i(summary.wagered),
+            i(summary.paid),
+            table,
+            i(number)
+        ])?;
+    Ok(Ok(summary))
 }
 
 // --- the lookups -------------------------------------------------------------------------------

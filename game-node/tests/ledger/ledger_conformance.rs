@@ -20,12 +20,13 @@ use std::io::Write as _;
 use std::ops::Deref;
 use std::sync::Arc;
 
+use crashfleet_core::settlement::{self as settlement, SettlementLeaf};
 use crashfleet_tests::db::TestDb;
 use game_node::engine::{CashOut, Curve, Outcome, RoundPlan, Rules, Settlement, payout};
 use game_node::error::Error;
 use game_node::ledger::SqlLedger;
 use game_node::ports::ledger_parts::*;
-use game_node::ports::{BetRecord, Commitment, Ledger, PlayerRecord, Reveal};
+use game_node::ports::{BetRecord, Commitment, Ledger, PlayerRecord, Reveal, Settled};
 use game_node::protocol::{BetStatus, RoundStatus};
 use sqlx::Connection as _;
 
@@ -244,6 +245,23 @@ fn bet(p: &PlayerRecord, round: u64, key: &str, stake: i64, auto: Option<u64>) -
         idempotency_key: key.into(),
         cashout_key: None,
         settled_at_ms: None,
+    }
+}
+
+/// The settlement leaf `b` must end as.
+fn leaf(
+    b: &BetRecord,
+    outcome: settlement::Outcome,
+    multiplier_x100: Option<u64>,
+    payout: u64,
+) -> SettlementLeaf {
+    SettlementLeaf {
+        bet_id: b.bet_id.clone(),
+        player: settlement::player_hash(&b.player_id),
+        stake: b.stake as u64,
+        outcome,
+        multiplier_x100,
+        payout,
     }
 }
 
@@ -930,6 +948,19 @@ async fn finish_round_settles_exactly_once(t: &Ctx) {
     );
     assert_eq!((sb.status.as_str(), sb.payout), ("lost", Some(0)));
     assert_eq!((sc.status.as_str(), sc.payout), ("lost", Some(0)));
+    // The settlement commits to every bet of the round as settled, in the same transaction.
+    use settlement::Outcome::{Lost, Won};
+    let mut leaves = vec![
+        leaf(&bc, Lost, None, 0),
+        leaf(&ba, Won, Some(150), 150),
+        leaf(&bb, Lost, None, 0),
+    ];
+    let expected = Settled::of(&settlement::settle(&mut leaves));
+    assert_eq!(
+        (expected.bets_count, expected.wagered, expected.paid),
+        (3, 600, 150)
+    );
+    assert_eq!(r.settlement, Some(expected));
 
     // Again (a retrying leader, or another replica): a no-op.
     let again = t
@@ -1017,6 +1048,19 @@ async fn void_round_refunds_open_bets_only(t: &Ctx) {
         ("voided", Some(T0 + 70_000))
     );
     assert!(r.public().is_some(), "a voided round is revealed");
+    use settlement::Outcome::{Refunded, Won};
+    let mut leaves = vec![
+        leaf(&ba, Won, Some(180), 180),
+        leaf(&bb, Refunded, None, 250),
+        leaf(&bb2, Refunded, None, 50),
+    ];
+    let expected = Settled::of(&settlement::settle(&mut leaves));
+    assert_eq!((expected.wagered, expected.paid), (400, 480));
+    assert_eq!(
+        r.settlement,
+        Some(expected),
+        "a voided round is committed to as well"
+    );
 
     // Voided once: voiding or finishing again moves nothing; betting is closed.
     assert_eq!(

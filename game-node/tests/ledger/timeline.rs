@@ -118,6 +118,7 @@ impl RoundBook for MemoryLedger {
                 started_at_ms: plan.started_at_ms,
                 crashed_at_ms: None,
                 term,
+                settlement: None,
             },
         );
         Ok(())

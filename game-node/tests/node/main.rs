@@ -16,4 +16,5 @@ mod proxy;
 mod receipts;
 mod secrets_at_rest;
 mod sessions;
+mod settlement;
 mod websocket;

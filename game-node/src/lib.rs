@@ -39,6 +39,7 @@ pub mod node;
 pub mod password;
 pub mod ports;
 pub mod receipts;
+pub mod roundlog;
 pub mod runner;
 pub mod secret_file;
 

@@ -552,6 +552,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
             max_x100: commitment.max_x100,
             signing_key: public_key,
         },
+        round_log: crate::roundlog::RoundLog::new(&cfg.table),
         auth: Auth::new(&jwt_secret, cfg.token_ttl_secs),
         passwords: crate::password::PasswordPool::start(),
         login_throttle: crate::login_throttle::LoginThrottle::new(),

@@ -423,6 +423,10 @@ pub trait History: Send + Sync + 'static {
     /// Finished rounds, newest first.
     async fn rounds(&self, table: &str, limit: u32) -> Result<Vec<RoundRecord>>;
 
+    /// Finished rounds numbered after `after`, oldest first, at most `limit` (the round log reads
+    /// what it has not appended yet).
+    async fn rounds_after(&self, table: &str, after: u64, limit: u32) -> Result<Vec<RoundRecord>>;
+
     async fn player_bets(&self, player_id: &str, limit: u32) -> Result<Vec<BetRecord>>;
 
     async fn leaderboard(&self, limit: u32) -> Result<Vec<LeaderboardRow>>;

@@ -20,6 +20,8 @@ pub struct AppState {
     /// The game service every bet and cash-out goes through (no HTTP in it).
     pub game: Arc<Game>,
     pub fairness: FairnessView,
+    /// The table's public round log (derived from the ledger's settled rounds).
+    pub round_log: crate::roundlog::RoundLog,
     pub auth: Auth,
     /// Every argon2 hash and check: bounded, shared fairly between clients (password.rs).
     pub passwords: crate::password::PasswordPool,

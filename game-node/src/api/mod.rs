@@ -33,6 +33,7 @@ use crate::state::AppState;
 mod admin;
 mod assets;
 mod bets;
+mod log;
 mod openapi;
 mod ops;
 mod players;
@@ -347,6 +348,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/me/bets", get(my_bets))
         .route("/bets", post(place_bet))
         .route("/bets/{bet_id}/cashout", post(cash_out))
+        .route("/bets/{bet_id}/proof", get(log::bet_proof))
+        .route("/log/head", get(log::log_head))
+        .route("/log/proof", get(log::log_proof))
+        .route("/log/consistency", get(log::log_consistency))
         .route("/round", get(current_round))
         .route("/rounds", get(rounds))
         .route("/rounds/{number}", get(round))

@@ -48,6 +48,22 @@ impl History for SqlLedger {
         .collect()
     }
 
+    async fn rounds_after(&self, table: &str, after: u64, limit: u32) -> Result<Vec<RoundRecord>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ROUND_COLUMNS} FROM rounds WHERE table_id = $1 AND status <> 'open' \
+             AND number > $2 ORDER BY number LIMIT $3"
+        )))
+        .bind(table)
+        .bind(i(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .db()?
+        .iter()
+        .map(round_row)
+        .collect()
+    }
+
     async fn player_bets(&self, player_id: &str, limit: u32) -> Result<Vec<BetRecord>> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {BET_COLUMNS} FROM bets b JOIN players p ON p.id = b.player_id \

@@ -344,6 +344,18 @@ fn round_row(r: &AnyRow) -> Result<RoundRecord> {
     })
 }
 
+/// A settled bet's leaf in its round's settlement tree (`internal` for a bet still open).
+pub fn settlement_leaf_of(b: &BetRecord) -> Result<SettlementLeaf> {
+    settlement_leaf(
+        b.bet_id.clone(),
+        &b.player_id,
+        b.stake,
+        b.status,
+        b.cashout_x100.map(i),
+        b.payout,
+    )
+}
+
 /// A settled bet's leaf in its round's settlement tree, from its stored row.
 fn settlement_leaf(
     bet_id: String,

@@ -14,6 +14,7 @@ mod ops;
 mod pages;
 mod proxy;
 mod receipts;
+mod roundlog;
 mod secrets_at_rest;
 mod sessions;
 mod settlement;

@@ -38,6 +38,7 @@ pub mod login_throttle;
 pub mod node;
 pub mod password;
 pub mod ports;
+pub mod receipt_check;
 pub mod receipts;
 pub mod roundlog;
 pub mod runner;

@@ -37,8 +37,9 @@ struct Cli {
 enum Command {
     /// Run the node (HTTP, WebSocket, rounds). The default.
     Serve(Box<ServeConfig>),
-    /// Recompute rounds offline from a revealed hash and the salt.
-    Verify(game_node::verify::VerifyArgs),
+    /// Recompute rounds offline from a revealed hash and the salt; `verify receipt` checks a
+    /// player's signed receipts against the table's settlement and round log.
+    Verify(VerifyCommand),
     /// Manage secret hash chains.
     Chain {
         #[command(subcommand)]
@@ -52,6 +53,22 @@ enum Command {
     },
     /// Print the OpenAPI document of the REST API.
     Openapi,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct VerifyCommand {
+    #[command(subcommand)]
+    what: Option<VerifyWhat>,
+    #[command(flatten)]
+    rounds: Option<game_node::verify::VerifyArgs>,
+}
+
+#[derive(Subcommand, Debug)]
+enum VerifyWhat {
+    /// Check signed receipts: each bet settled as signed, its round in the signed round log, the
+    /// crash point from the chain. Exits 1 when a check fails.
+    Receipt(game_node::receipt_check::ReceiptArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -156,7 +173,20 @@ impl Signals {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Verify(args)) => {
+        Some(Command::Verify(VerifyCommand {
+            what: Some(VerifyWhat::Receipt(args)),
+            ..
+        })) => {
+            let mut out = std::io::stdout().lock();
+            match game_node::receipt_check::run(&args, &mut out) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(1),
+                Err(e) => Err(e),
+            }
+        }
+        Some(Command::Verify(VerifyCommand {
+            rounds: Some(args), ..
+        })) => {
             let mut out = std::io::stdout().lock();
             match game_node::verify::run_verify(&args, &mut out) {
                 Ok(true) => Ok(()),
@@ -164,6 +194,9 @@ fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
+        Some(Command::Verify(_)) => Err(anyhow::anyhow!(
+            "verify needs --salt and --hash (rounds), or the receipt subcommand; see --help"
+        )),
         Some(Command::Chain {
             command: ChainCommand::New(args),
         }) => game_node::verify::run_chain_new(&args, &mut std::io::stdout().lock()),

@@ -207,3 +207,100 @@ async fn a_table_committed_before_receipts_adopts_the_first_key_once() {
     let (_, again) = s.get("/api/v1/fairness").await;
     assert_eq!(again["signing_key"], after["signing_key"]);
 }
+
+/// `game-node verify receipt`, the binary a player runs.
+fn verify_receipt(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_game-node"))
+        .args(["verify", "receipt"])
+        .args(args)
+        .output()
+        .expect("run game-node verify receipt");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_receipt_proves_a_settled_bet_online_and_offline_and_catches_a_changed_payout() {
+    let s = TestServer::start(&[]).await;
+    let (token, _) = s.register("verifier").await;
+    let round = s.wait_betting(600).await;
+    let number = round["number"].as_u64().expect("number");
+    let (st, bet) = s.bet(&token, "v1", 2_000, Some(150)).await;
+    assert_eq!(st, 201, "{bet}");
+    s.wait_settled(number).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("receipts.json");
+    std::fs::write(
+        &file,
+        serde_json::to_string(&vec![bet["receipt"].clone()]).expect("json"),
+    )
+    .expect("write");
+    let evidence = dir.path().join("evidence.json");
+    let (f, e) = (file.display().to_string(), evidence.display().to_string());
+    let (ok, text) = verify_receipt(&[
+        "--receipt",
+        &f,
+        "--url",
+        &s.url,
+        "--token",
+        &token,
+        "--save-proofs",
+        &e,
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("every check passed") && !text.contains("FAILED"),
+        "{text}"
+    );
+    // What a player reads (shown with --nocapture).
+    println!("{text}");
+    // Offline, from the saved evidence alone.
+    let (ok, text) = verify_receipt(&["--receipt", &f, "--proofs", &e]);
+    assert!(ok, "{text}");
+
+    // A receipt whose signed bytes were edited no longer verifies.
+    let mut forged = bet["receipt"].clone();
+    let message = forged["message"].as_str().expect("message").to_string();
+    let last = if message.ends_with('0') { "1" } else { "0" };
+    forged["message"] = Value::String(format!("{}{last}", &message[..message.len() - 1]));
+    let forged_file = dir.path().join("forged.json");
+    std::fs::write(&forged_file, forged.to_string()).expect("write");
+    let (ok, text) = verify_receipt(&[
+        "--receipt",
+        &forged_file.display().to_string(),
+        "--proofs",
+        &e,
+    ]);
+    assert!(!ok && text.contains("FAILED"), "{text}");
+
+    // The house changes the bet's outcome in its database: the checks fail.
+    {
+        use sqlx::Connection as _;
+        let url = format!("sqlite://{}", s.dir.path().join("ledger.db").display());
+        let mut db = sqlx::SqliteConnection::connect(&url).await.expect("open");
+        sqlx::query(
+            "UPDATE bets SET status = 'lost', payout = 0, cashout_x100 = NULL WHERE id = $1 \
+             AND status = 'won'",
+        )
+        .bind(bet["bet_id"].as_str().expect("id"))
+        .execute(&mut db)
+        .await
+        .expect("tamper");
+        sqlx::query("UPDATE bets SET payout = 1 WHERE id = $1 AND status = 'lost'")
+            .bind(bet["bet_id"].as_str().expect("id"))
+            .execute(&mut db)
+            .await
+            .expect("tamper");
+        db.close().await.expect("close");
+    }
+    let (ok, text) = verify_receipt(&["--receipt", &f, "--url", &s.url, "--token", &token]);
+    assert!(!ok, "a changed settlement passed:\n{text}");
+    assert!(
+        text.contains("FAILED  the settled leaf is in the round's settlement root"),
+        "{text}"
+    );
+}

@@ -19,6 +19,8 @@ command -v objcopy >/dev/null 2>&1 || need+=(binutils)
 # The real node's pause image is a static C program (gcc -static needs libc.a).
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
+# python3-venv: tests/settlement/pyenv.sh makes a virtual environment for the PyNaCl checker.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "installing: ${need[*]}"

@@ -39,6 +39,11 @@ redis_line=$(bash "$ROOT/tests/redis/redis.sh" start | tail -n 1)
 export "${redis_line?}"
 echo "Redis up: ${redis_line#*=}"
 
+# --- Python with PyNaCl: the independent settlement checker (tests/settlement/check.py) ----------
+py_line=$(bash "$ROOT/tests/settlement/pyenv.sh" | tail -n 1)
+export "${py_line?}"
+echo "settlement checker: ${py_line#*=}"
+
 # --- Kubernetes control plane (tests/k8s, issue #4) ---------------------------------------------
 if [ -x "$ROOT/tests/k8s/cluster.sh" ] || [ -f "$ROOT/tests/k8s/cluster.sh" ]; then
   kc_line=$(bash "$ROOT/tests/k8s/cluster.sh" up | tail -n 1)

@@ -104,3 +104,25 @@ pub fn game_node(test: &str) -> Option<PathBuf> {
         )
     })
 }
+
+/// A Python that has PyNaCl, for the independent settlement checker: `CRASHFLEET_PYTHON`
+/// (tests/settlement/pyenv.sh, run by tests/run.sh), else `python3` if it imports `nacl`, else a
+/// skip naming how to get one.
+pub fn python_with_nacl(test: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CRASHFLEET_PYTHON").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let system = Command::new("python3")
+        .args(["-c", "import nacl.signing"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if system {
+        return Some(PathBuf::from("python3"));
+    }
+    skip(
+        test,
+        "needs a Python with PyNaCl; make one with: \
+         eval \"export $(bash tests/settlement/pyenv.sh | tail -1)\"",
+    )
+}

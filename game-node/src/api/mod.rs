@@ -242,6 +242,10 @@ pub struct RoundDetail {
     /// Once settled: `settlement_root`, `bets_count`, `wagered`, `paid`.
     #[serde(flatten)]
     settlement: Option<crate::ports::Settled>,
+    /// Once settled: hex of every bet's settlement leaf as stored now, in the tree's canonical
+    /// order (by bet id), so anyone can recompute the root (RFC 6962, SHA-256).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leaves: Option<Vec<String>>,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -55,10 +55,22 @@ pub(super) async fn round(
         r.view()
     };
     let bets = s.game.ledger.round_bets(&s.game.table.id, number).await?;
+    let leaves = match &r.settlement {
+        Some(_) => {
+            let mut leaves = bets
+                .iter()
+                .map(crate::ledger::settlement_leaf_of)
+                .collect::<Result<Vec<_>>>()?;
+            crashfleet_core::settlement::settle(&mut leaves);
+            Some(leaves.iter().map(|l| hex::encode(l.encode())).collect())
+        }
+        None => None,
+    };
     Ok(Json(RoundDetail {
         round,
         bets: bets.iter().map(|b| b.view()).collect(),
         settlement: r.settlement,
+        leaves,
     }))
 }
 

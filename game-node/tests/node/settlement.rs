@@ -138,3 +138,86 @@ async fn rounds_settled_before_roots_existed_get_theirs_at_start() {
     assert_eq!(stored(&detail), before);
     assert_eq!(stored(&detail), recompute(&detail, &players));
 }
+
+/// Runs the independent checker (tests/settlement/check.py: hashlib + PyNaCl) against `url`.
+fn python_check(python: &std::path::Path, url: &str, args: &[&str]) -> (bool, String) {
+    let script = crashfleet_tests::repo_root().join("tests/settlement/check.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(["--url", url])
+        .args(args)
+        .output()
+        .expect("run check.py");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outside_python_checker_recomputes_roots_and_verifies_signatures() {
+    const TEST: &str = "an_outside_python_checker_recomputes_roots_and_verifies_signatures";
+    let Some(python) = crashfleet_tests::require::python_with_nacl(TEST) else {
+        return;
+    };
+    let s = TestServer::start(&[]).await;
+    let (alice, _) = s.register("py_alice").await;
+    let (bob, _) = s.register("py_bob").await;
+    let round = s.wait_betting(600).await;
+    let number = round["number"].as_u64().expect("number");
+    let mut receipts = Vec::new();
+    for (token, key, stake, auto) in [
+        (&alice, "a1", 1_000, Some(101)),
+        (&bob, "b1", 250, None),
+        (&alice, "a2", 400, Some(300)),
+    ] {
+        let (st, v) = s.bet(token, key, stake, auto).await;
+        assert_eq!(st, 201, "{v}");
+        receipts.push(v["receipt"].clone());
+    }
+    s.wait_settled(number).await;
+    let (_, first_head) = s.get("/api/v1/log/head").await;
+    s.wait_settled(number + 1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("receipts.json");
+    std::fs::write(&file, Value::Array(receipts).to_string()).expect("write");
+    let size = first_head["size"].as_u64().expect("size").to_string();
+    let root = first_head["root"].as_str().expect("root").to_string();
+    let (ok, text) = python_check(
+        &python,
+        &s.url,
+        &[
+            "--round",
+            &number.to_string(),
+            "--from-size",
+            &size,
+            "--from-root",
+            &root,
+            "--receipts",
+            &file.display().to_string(),
+        ],
+    );
+    println!("{text}");
+    assert!(ok && text.contains("every check passed"), "{text}");
+    assert_eq!(text.matches("ok      receipt").count(), 3, "{text}");
+
+    // A payout changed in the database: the recomputed root no longer matches the committed one.
+    {
+        use sqlx::Connection as _;
+        let url = format!("sqlite://{}", s.dir.path().join("ledger.db").display());
+        let mut db = sqlx::SqliteConnection::connect(&url).await.expect("open");
+        sqlx::query(
+            "UPDATE bets SET payout = payout + 1 WHERE round_number = $1 AND payout IS NOT NULL",
+        )
+        .bind(number as i64)
+        .execute(&mut db)
+        .await
+        .expect("tamper");
+        db.close().await.expect("close");
+    }
+    let (ok, text) = python_check(&python, &s.url, &["--round", &number.to_string()]);
+    assert!(!ok, "a changed payout passed:\n{text}");
+    assert!(text.contains("FAILED  round"), "{text}");
+}

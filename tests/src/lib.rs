@@ -27,6 +27,7 @@ pub mod proxy;
 pub mod redis;
 pub mod require;
 pub mod wait;
+pub mod witness;
 pub mod ws;
 
 /// The repository's root directory (this crate is `tests/` in it), without `..` in the path, so

@@ -21,6 +21,7 @@ use crashfleet_tests::fleet::{ADMIN, Fleet, FleetOpts, OwnPg, wait_ready_url};
 use crashfleet_tests::free_port;
 use crashfleet_tests::load::{self, LoadArgs, Report};
 use crashfleet_tests::proxy::Proxy;
+use crashfleet_tests::witness::LogWitness;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
@@ -255,10 +256,21 @@ async fn faults_under_load_never_break_the_money_invariants() {
     let mut rig = Rig::start("chaos").await;
     let stop = CancellationToken::new();
     let loads = rig.start_loads((12, 40), (12, 40), &stop).await;
+    // An auditor's copy of every signed round-log head any node served between the faults.
+    let mut witness = LogWitness::new(&rig.fleet.nodes[0].api).await;
+    let mut head_violations = Vec::new();
 
     let started = Instant::now();
     let mut injected: BTreeMap<String, u64> = BTreeMap::new();
     for k in 0..faults {
+        for n in &rig.fleet.nodes {
+            // A node paused or cut off by the last fault just gives no head this time.
+            if let Ok(Some(v)) =
+                tokio::time::timeout(Duration::from_millis(1_500), witness.observe(&n.api)).await
+            {
+                head_violations.push(v);
+            }
+        }
         tokio::time::sleep(Duration::from_millis(rng.random_range(300..2_500))).await;
         let Some((fault, what)) = rig.inject(&mut rng).await else {
             eprintln!("chaos: fault {k}: no leader to hit, skipped");
@@ -272,7 +284,14 @@ async fn faults_under_load_never_break_the_money_invariants() {
     }
 
     let reports = rig.finish(stop, loads).await;
-    let violations = check(&rig.fleet, &reports).await;
+    let mut violations = check(&rig.fleet, &reports).await;
+    // After all the faults: every head seen is a prefix of the newest (the log only grew).
+    violations.extend(head_violations);
+    violations.extend(witness.check(&rig.fleet.nodes[0].api).await);
+    eprintln!(
+        "chaos: {} signed log heads seen across the faults, checked for consistency",
+        witness.seen()
+    );
     print_summary(&injected, &reports, &rig.fleet, &violations).await;
     assert_none(&violations, &rig.fleet);
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crashfleet_tests::fleet::{Fleet, FleetOpts};
+use crashfleet_tests::witness::LogWitness;
 use crashfleet_tests::{require, wait};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -507,10 +508,34 @@ async fn kill9_and_measure(fleet: &mut Fleet, phase: &str, election: &Election) 
 /// Kills the leader with -9 during betting and (after restarting it) in flight, under load, and
 /// restarts the second one too.
 async fn kill9_in_betting_and_in_flight(fleet: &mut Fleet, election: &Election) {
+    // An auditor's view of the round log: heads from every node, before and after each kill.
+    let mut witness = LogWitness::new(&fleet.nodes[0].api).await;
+    let observe_all = async |witness: &mut LogWitness, fleet: &Fleet| {
+        for n in &fleet.nodes {
+            if let Some(v) = witness.observe(&n.api).await {
+                panic!("{v}");
+            }
+        }
+    };
+    // One signing key for the fleet: every node publishes the same.
+    let keys: Vec<Value> = futures_util::future::join_all(
+        fleet
+            .nodes
+            .iter()
+            .map(|n| async { n.api.get("/api/v1/fairness").await.1["signing_key"].clone() }),
+    )
+    .await;
+    assert!(
+        keys.iter().all(|k| k == &keys[0] && k.is_string()),
+        "{keys:?}"
+    );
     let load = Load::start(fleet, 6).await;
+    observe_all(&mut witness, fleet).await;
     let li = kill9_and_measure(fleet, "betting", election).await.index;
+    observe_all(&mut witness, fleet).await;
     revive(fleet, li).await;
     let li = kill9_and_measure(fleet, "flying", election).await.index;
+    observe_all(&mut witness, fleet).await;
     let (bets, cashouts) = load.finish(fleet).await;
     assert!(bets > 0, "the load placed no bet");
     println!(
@@ -518,6 +543,13 @@ async fn kill9_in_betting_and_in_flight(fleet: &mut Fleet, election: &Election) 
         election.name()
     );
     settle_and_check(fleet, (li + 1) % 3).await;
+    // The new leaders continued the same log: every head seen is a prefix of the newest.
+    let violations = witness.check(&fleet.nodes[(li + 1) % 3].api).await;
+    assert!(violations.is_empty(), "{violations:#?}");
+    println!(
+        "FAILOVER round log: {} signed heads from every node across two kill -9s, all consistent",
+        witness.seen()
+    );
     revive(fleet, li).await;
 }
 

@@ -459,6 +459,58 @@ pub mod signing {
 #[cfg(test)]
 mod tests {
 
+    /// The README's worked example ("What you can prove as a player"), whose bytes and hashes were
+    /// computed with Python's hashlib from the documented layout, not with this code.
+    #[test]
+    fn the_readme_three_bet_round() {
+        let leaf = |id: &str, player: &str, stake, outcome, m, payout| SettlementLeaf {
+            bet_id: id.into(),
+            player: player_hash(player),
+            stake,
+            outcome,
+            multiplier_x100: m,
+            payout,
+        };
+        let mut leaves = vec![
+            leaf("bet-c", "carol", 200, Outcome::Won, Some(120), 240),
+            leaf("bet-a", "alice", 1_000, Outcome::Won, Some(250), 2_500),
+            leaf("bet-b", "bob", 500, Outcome::Lost, None, 0),
+        ];
+        let summary = settle(&mut leaves);
+        assert_eq!(
+            hex::encode(leaves[0].encode()),
+            "1d6372617368666c6565742f736574746c656d656e742d6c6561662f763100056265742d61\
+             15cff20e718ae7b644401eb5d92cd4a903244979ae5f773a69431c3727eca0f8\
+             00000000000003e80100000000000000fa00000000000009c4"
+        );
+        let hashes: Vec<String> = leaves
+            .iter()
+            .map(|l| hex::encode(crate::merkle::leaf_hash(&l.encode())))
+            .collect();
+        assert_eq!(
+            hashes,
+            [
+                "050f58e5849a79227e2cb08e283f8f87935dd6dd824a265222f6bd5a1ee1fdf1",
+                "0303096047c59a420077684d829e3ed2701283a3679b96e313c2e5d28de5ded7",
+                "71938171afab1d2c68f4efa5243093725c5e818a26d8c0a184a4fa3363dd9758",
+            ]
+        );
+        assert_eq!(
+            hex::encode(summary.root),
+            "c30e3b6720100983cc5effbc3e1f5a36de1c8f2919e6eb40cffa0918624369ed"
+        );
+        assert_eq!((summary.bets, summary.wagered, summary.paid), (3, 1_700, 2_740));
+        // Alice's audit path: bob's leaf hash, then carol's.
+        let tree = crate::merkle::Tree::from_leaves(leaves.iter().map(SettlementLeaf::encode));
+        let path: Vec<String> = tree
+            .inclusion_proof(0, 3)
+            .expect("a path")
+            .iter()
+            .map(hex::encode)
+            .collect();
+        assert_eq!(path, [hashes[1].clone(), hashes[2].clone()]);
+    }
+
     #[test]
     fn a_settlement_is_ordered_by_bet_id_bytes_and_totals_wins_and_refunds() {
         let leaf = |id: &str, outcome, multiplier_x100, payout| SettlementLeaf {

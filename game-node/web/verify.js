@@ -4,6 +4,8 @@
 
 import { formatMult, pillClass } from './format.js';
 import * as math from './fairness.js';
+import { checkBet } from './proofs.js';
+import { loadReceipts } from './receipts.js';
 
 const { HEX64, engine, fromHex, toHex, sameBytes, crashOf } = math;
 /** Most rows one run shows, and most links walked looking for the commitment. */
@@ -278,3 +280,85 @@ async function start() {
   if (q.get('hash')) run();
 }
 start();
+
+// ------------------------------------------------------------------------------------------
+// The player's receipts (kept by the game page), checked against the table's proofs.
+
+/** Bets checked per run: the newest ones (each needs one proof request). */
+const RECEIPT_BETS_CHECKED = 20;
+const r = {
+  run: $('r-run'), status: $('r-status'), summary: $('r-summary'), results: $('r-results'), empty: $('r-empty'),
+};
+
+async function getJson(path, token) {
+  const res = await fetch(path, { cache: 'no-store', headers: token ? { Authorization: 'Bearer ' + token } : {} });
+  const body = await res.json().catch(() => null);
+  if (!res.ok) throw new Error(`${path}: ${res.status} ${(body && body.code) || ''}`);
+  return body;
+}
+
+function receiptRow(betId, check) {
+  const tr = document.createElement('tr');
+  tr.setAttribute('data-testid', 'r-row');
+  tr.dataset.betId = betId;
+  tr.dataset.ok = check.ok === null ? 'unchecked' : String(check.ok);
+  const cells = [betId.slice(0, 8) + '…', check.what, check.ok === null ? 'not checked here' : check.ok ? 'ok' : 'FAILED'];
+  cells.forEach((text, i) => {
+    const td = document.createElement('td');
+    td.textContent = text;
+    if (i === 2) td.className = 'r status ' + (check.ok === null ? 'open' : check.ok ? 'won' : 'lost');
+    tr.append(td);
+  });
+  return tr;
+}
+
+async function checkReceipts() {
+  const token = localStorage.getItem('crashfleet.token');
+  const byBet = new Map();
+  for (const rec of loadReceipts()) {
+    if (!byBet.has(rec.bet_id)) byBet.set(rec.bet_id, []);
+    byBet.get(rec.bet_id).push(rec);
+  }
+  const bets = Array.from(byBet.keys()).slice(0, RECEIPT_BETS_CHECKED);
+  if (bets.length === 0) { r.status.textContent = 'no receipts in this browser'; return; }
+  if (!token) { r.status.textContent = 'log in on the game page first: proofs are served to the bet’s owner only'; return; }
+  r.run.disabled = true;
+  r.status.textContent = `checking ${bets.length} bets…`;
+  const rows = [];
+  let failed = 0;
+  let pending = 0;
+  try {
+    const proofs = new Map();
+    for (const id of bets) {
+      try { proofs.set(id, await getJson(`api/v1/bets/${encodeURIComponent(id)}/proof`, token)); } catch (e) {
+        if (String(e.message).includes('not_found')) pending += 1;
+        else rows.push(receiptRow(id, { ok: false, what: `no proof: ${e.message}` }));
+      }
+    }
+    const table = await getJson('api/v1/fairness');
+    const head = await getJson('api/v1/log/head');
+    for (const [id, proof] of proofs) {
+      let consistency = null;
+      if (proof.log.tree_size < head.size) {
+        consistency = await getJson(`api/v1/log/consistency?from=${proof.log.tree_size}&to=${head.size}`);
+      }
+      for (const c of await checkBet(byBet.get(id), proof, table, head, consistency)) {
+        if (c.ok === false) failed += 1;
+        rows.push(receiptRow(id, c));
+      }
+    }
+    r.results.replaceChildren(...rows);
+    r.empty.hidden = rows.length > 0;
+    r.summary.textContent = `${proofs.size} ${proofs.size === 1 ? 'bet' : 'bets'} checked` + (pending ? `, ${pending} in rounds not settled yet` : '');
+    r.status.textContent = failed === 0 ? 'every check passed' : `${failed} checks FAILED`;
+    r.status.dataset.result = failed === 0 ? 'ok' : 'failed';
+  } catch (e) {
+    r.status.textContent = 'could not check: ' + e.message;
+    r.status.dataset.result = 'error';
+  } finally {
+    r.run.disabled = false;
+  }
+}
+
+r.run.addEventListener('click', checkReceipts);
+r.empty.hidden = loadReceipts().length > 0;

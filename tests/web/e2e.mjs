@@ -300,8 +300,21 @@ async function playOneRound(page, context, vectors) {
   check(chainState === 'ok', `/verify says the hash of round #${bet.round} is "${chainState}" against the commitment, expected ok`);
   const vRound = await page.getAttribute(vRow, 'data-round');
   check(Number(vRound) === bet.round, `/verify places the hash at round #${vRound}, expected #${bet.round}`);
+  log(`/verify recomputed round #${bet.round}: ${crashText}, chained to the commitment`);
+
+  // ---- the stored receipts, checked in the browser against the bet's proofs and the signed log
+  await page.click('[data-testid=r-run]');
+  await page.waitForFunction(() => document.querySelector('[data-testid=r-status]').dataset.result, null, { timeout: 30_000 });
+  const rStatus = await page.getAttribute('[data-testid=r-status]', 'data-result');
+  const rText = await page.textContent('[data-testid=r-status]');
+  const rRows = await page.evaluate((betId) => Array.from(document.querySelectorAll(`[data-testid=r-row][data-bet-id="${betId}"]`),
+    (r) => ({ ok: r.dataset.ok, text: r.textContent })), bet.betId);
+  check(rStatus === 'ok', `/verify's receipt check says "${rText}": ${JSON.stringify(rRows)}`);
+  check(rRows.length >= 12, `/verify ran ${rRows.length} checks on bet ${bet.betId}, expected at least 12`);
+  check(rRows.every((r) => r.ok === 'true'), `/verify left checks undone or failed (Web Crypto Ed25519 on localhost): ${JSON.stringify(rRows)}`);
+  check(rRows.some((r) => r.text.includes('signed by the table')), 'no signature check among the receipt checks');
   await page.screenshot({ path: path.join(ARTIFACTS, 'verify.png'), fullPage: true });
-  log(`/verify recomputed round #${bet.round}: ${crashText}, chained to the commitment; saved verify.png`);
+  log(`/verify checked the receipts of bet ${bet.betId}: ${rRows.length} checks passed, signatures by Web Crypto Ed25519; saved verify.png`);
 
   await checkVerifierAgainstVectors(page, vectors);
 

@@ -20,6 +20,7 @@ const MODULES: &[(&str, &str)] = &[
     ("fairness.js", include_str!("../../web/fairness.js")),
     ("verify.js", include_str!("../../web/verify.js")),
     ("receipts.js", include_str!("../../web/receipts.js")),
+    ("proofs.js", include_str!("../../web/proofs.js")),
 ];
 
 fn asset(mime: &'static str, body: &'static str) -> Response {

@@ -5,6 +5,9 @@
 use std::hint::black_box;
 
 use crashfleet_core::merkle::{Tree, verify_consistency, verify_inclusion};
+use crashfleet_core::settlement::{
+    Outcome, Receipt, ReceiptKind, SettlementLeaf, player_hash, settle, signing,
+};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// A settlement leaf's size: bet id, player hash, stake, outcome, multiplier, payout.
@@ -23,6 +26,53 @@ fn settlement_root(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("settlement root, 100000 bets", |b| {
         b.iter(|| Tree::from_leaves(black_box(&leaves)).root())
+    });
+    // What a settling transaction does after reading the round's rows: build each bet's
+    // canonical leaf (player hash included), sort by bet id, encode, hash the tree.
+    let bets: Vec<SettlementLeaf> = (0..100_000u64)
+        .map(|i| SettlementLeaf {
+            bet_id: format!("01a24f21-{i:04x}-7000-8000-{:012x}", i.wrapping_mul(2_654_435_761)),
+            player: player_hash(&format!("player-{}", i % 5_000)),
+            stake: 100 + i % 10_000,
+            outcome: if i % 3 == 0 { Outcome::Won } else { Outcome::Lost },
+            multiplier_x100: (i % 3 == 0).then_some(150),
+            payout: if i % 3 == 0 { 150 } else { 0 },
+        })
+        .collect();
+    g.bench_function("settle: sort, encode and root, 100000 bets", |b| {
+        b.iter_batched(
+            || bets.clone(),
+            |mut leaves| settle(black_box(&mut leaves)),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+/// Signing a receipt (on the bet path of every accepted bet and cash-out) and checking one.
+fn receipts(c: &mut Criterion) {
+    let key = signing::SigningKey::from_seed(&[7; 32]);
+    let receipt = Receipt {
+        kind: ReceiptKind::Bet,
+        table: "main".into(),
+        round: 123_456,
+        bet_id: "01a24f21-783f-74a3-9618-d4f3278e1f40".into(),
+        player: player_hash("76175851-1d55-40ed-9a9b-01b88e8c818e"),
+        stake: 1_000,
+        auto_cashout_x100: Some(250),
+        at_ms: 1_796_622_552_164,
+        multiplier_x100: None,
+        payout: None,
+    };
+    let mut g = c.benchmark_group("receipts");
+    g.bench_function("encode and sign a receipt", |b| {
+        b.iter(|| key.sign(&black_box(&receipt).encode()))
+    });
+    let message = receipt.encode();
+    let signature = key.sign(&message);
+    let public = key.public_key();
+    g.bench_function("verify a receipt", |b| {
+        b.iter(|| signing::verify(&public, black_box(&message), black_box(&signature)))
     });
     g.finish();
 }
@@ -59,5 +109,5 @@ fn log_proofs(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, settlement_root, log_proofs);
+criterion_group!(benches, settlement_root, log_proofs, receipts);
 criterion_main!(benches);

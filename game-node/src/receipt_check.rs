@@ -228,7 +228,8 @@ pub fn check_bet(
             ));
             ok
         }
-        (RoundEnd::Crashed, Outcome::Won, None) => {
+        // A void honours the cash-outs accepted before it, so a win may end either kind of round.
+        (_, Outcome::Won, None) => {
             let m = leaf.multiplier_x100.unwrap_or(0);
             let at_target = auto_target.is_none_or(|t| t == m || m < t);
             let ok = m >= 101 && m <= crash && at_target;
@@ -536,4 +537,210 @@ pub fn run(args: &ReceiptArgs, out: &mut dyn Write) -> anyhow::Result<bool> {
         }
     )?;
     Ok(all_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The settlement rules, each on a one-bet round built here: what passes and what must fail.
+
+    use crashfleet_core::fairness::{Chain, to_hex};
+    use crashfleet_core::merkle::Tree;
+    use crashfleet_core::settlement::{player_hash, signing::SigningKey};
+
+    use super::*;
+
+    const SALT: &str = "salt";
+    const STAKE: u64 = 1_000;
+
+    struct Table {
+        key: SigningKey,
+        chain: Chain,
+        calculator: CrashCalculator,
+    }
+
+    impl Table {
+        fn new() -> Table {
+            Table {
+                key: SigningKey::from_seed(&[4; 32]),
+                chain: Chain::new([9; 32], 50).expect("chain"),
+                calculator: CrashCalculator::new(SALT, 100, 100_000_000).expect("calculator"),
+            }
+        }
+
+        /// The first round of the chain that crashes in `range` (×100), and its crash point.
+        fn round_crashing(&self, range: std::ops::Range<u64>) -> (u64, u64) {
+            (1..=50)
+                .map(|n| {
+                    let h = self.chain.round_hash(n).expect("hash");
+                    (n, self.calculator.crash_x100(&h))
+                })
+                .find(|(_, c)| range.contains(c))
+                .expect("a round in range")
+        }
+
+        fn receipt(
+            &self,
+            kind: ReceiptKind,
+            round: u64,
+            auto: Option<u64>,
+            m: Option<u64>,
+        ) -> SignedReceipt {
+            SignedReceipt::sign(
+                &Receipt {
+                    kind,
+                    table: "main".into(),
+                    round,
+                    bet_id: "bet-1".into(),
+                    player: player_hash("p1"),
+                    stake: STAKE,
+                    auto_cashout_x100: auto,
+                    at_ms: 1,
+                    multiplier_x100: m,
+                    payout: m.map(|m| STAKE * m / 100),
+                },
+                &self.key,
+            )
+        }
+
+        /// The evidence of round `round` settling bet-1 as `outcome`, next to another bet, in a
+        /// log of `round` rounds: (proof, fairness, head).
+        fn evidence(
+            &self,
+            round: u64,
+            end: RoundEnd,
+            outcome: Outcome,
+            m: Option<u64>,
+            payout: u64,
+        ) -> (Value, Value, Value) {
+            let leaf = SettlementLeaf {
+                bet_id: "bet-1".into(),
+                player: player_hash("p1"),
+                stake: STAKE,
+                outcome,
+                multiplier_x100: m,
+                payout,
+            };
+            let other = SettlementLeaf {
+                bet_id: "bet-2".into(),
+                player: player_hash("p2"),
+                stake: 5,
+                outcome: Outcome::Lost,
+                multiplier_x100: None,
+                payout: 0,
+            };
+            let settlement = Tree::from_leaves([leaf.encode(), other.encode()]);
+            let hash = self.chain.round_hash(round).expect("hash");
+            let logged = LogLeaf {
+                round,
+                round_hash: hash,
+                end,
+                crash_x100: self.calculator.crash_x100(&hash),
+                settlement_root: settlement.root(),
+                bets: 2,
+                wagered: STAKE + 5,
+                paid: payout,
+            };
+            // Earlier rounds' leaves do not matter to this check: any bytes.
+            let mut log = Tree::from_leaves((1..round).map(u64::to_be_bytes));
+            log.push(&logged.encode());
+            let hex_path = |p: Vec<Hash>| p.iter().map(hex::encode).collect::<Vec<_>>();
+            let proof = json!({
+                "leaf": hex::encode(leaf.encode()), "leaf_index": 0, "tree_size": 2,
+                "path": hex_path(settlement.inclusion_proof(0, 2).expect("path")),
+                "settlement_root": hex::encode(settlement.root()),
+                "log": {"leaf": hex::encode(logged.encode()), "leaf_index": round - 1,
+                        "tree_size": round, "root": hex::encode(log.root()),
+                        "path": hex_path(log.inclusion_proof(round - 1, round).expect("path"))},
+            });
+            let head = TreeHead {
+                table: "main".into(),
+                size: round,
+                root: log.root(),
+                timestamp_ms: 5,
+            }
+            .encode();
+            let head = json!({"message": hex::encode(&head),
+                              "signature": hex::encode(self.key.sign(&head))});
+            let fairness = json!({"signing_key": hex::encode(self.key.public_key()),
+                                  "terminating_hash": to_hex(&self.chain.terminating_hash()),
+                                  "salt": SALT, "house_edge_bp": 100, "max_x100": 100_000_000});
+            (proof, fairness, head)
+        }
+    }
+
+    fn failures(checks: &[Check]) -> Vec<&str> {
+        checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.what.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn what_was_signed_is_what_must_be_settled() {
+        let t = Table::new();
+        let (round, crash) = t.round_crashing(200..5_000);
+        let bet = t.receipt(ReceiptKind::Bet, round, Some(150), None);
+        let run = |receipts: &[SignedReceipt], outcome, m, payout| {
+            let (proof, fairness, head) = t.evidence(round, RoundEnd::Crashed, outcome, m, payout);
+            check_bet(receipts, &proof, &fairness, &head, None).expect("checks")
+        };
+        // The auto target (1.50x) was reached: won there is right, lost is not.
+        let ok = run(std::slice::from_ref(&bet), Outcome::Won, Some(150), 1_500);
+        assert!(failures(&ok).is_empty(), "{ok:#?}");
+        let lost = run(std::slice::from_ref(&bet), Outcome::Lost, None, 0);
+        assert!(
+            failures(&lost)
+                .iter()
+                .any(|f| f.contains("auto-cash-out target")),
+            "{lost:#?}"
+        );
+        // A signed manual cash-out at 1.20x must be paid exactly as signed.
+        let out = t.receipt(ReceiptKind::CashOut, round, Some(150), Some(120));
+        let paid = run(&[bet.clone(), out.clone()], Outcome::Won, Some(120), 1_200);
+        assert!(failures(&paid).is_empty(), "{paid:#?}");
+        let short = run(&[bet.clone(), out.clone()], Outcome::Won, Some(120), 1_100);
+        assert!(
+            !failures(&short).is_empty(),
+            "a short payout passed: {short:#?}"
+        );
+        let dropped = run(&[bet.clone(), out], Outcome::Lost, None, 0);
+        assert!(
+            !failures(&dropped).is_empty(),
+            "a dropped cash-out passed: {dropped:#?}"
+        );
+        // A win above the crash point is impossible.
+        let above = run(
+            std::slice::from_ref(&bet),
+            Outcome::Won,
+            Some(crash + 1),
+            STAKE * (crash + 1) / 100,
+        );
+        assert!(!failures(&above).is_empty(), "{above:#?}");
+        // A receipt signed by another key proves nothing.
+        let mut other = Table::new();
+        other.key = SigningKey::from_seed(&[5; 32]);
+        let forged = other.receipt(ReceiptKind::Bet, round, Some(150), None);
+        let f = run(&[forged], Outcome::Won, Some(150), 1_500);
+        assert!(
+            f.iter()
+                .any(|c| !c.ok && c.what.contains("does not verify")),
+            "{f:#?}"
+        );
+    }
+
+    #[test]
+    fn a_void_refunds_unless_a_cash_out_was_accepted_first() {
+        let t = Table::new();
+        let (round, _) = t.round_crashing(200..5_000);
+        let bet = t.receipt(ReceiptKind::Bet, round, None, None);
+        let run = |outcome, m, payout| {
+            let (proof, fairness, head) = t.evidence(round, RoundEnd::Voided, outcome, m, payout);
+            check_bet(std::slice::from_ref(&bet), &proof, &fairness, &head, None).expect("checks")
+        };
+        assert!(failures(&run(Outcome::Refunded, None, STAKE)).is_empty());
+        assert!(!failures(&run(Outcome::Refunded, None, STAKE - 1)).is_empty());
+        assert!(!failures(&run(Outcome::Lost, None, 0)).is_empty());
+        assert!(failures(&run(Outcome::Won, Some(130), 1_300)).is_empty());
+    }
 }

@@ -150,11 +150,12 @@ export async function checkBet(receipts, proof, fairness, head, consistency) {
   if (cashOut) {
     add(leaf.outcome === 'won' && leaf.multiplier === cashOut.multiplier && leaf.payout === cashOut.payout,
       `won at the signed cash-out ${x(cashOut.multiplier)} paying ${cashOut.payout}`);
-  } else if (round.end === 'voided') {
-    add(leaf.outcome === 'refunded' && leaf.payout === leaf.stake, `refunded ${leaf.payout} (the round was voided)`);
   } else if (leaf.outcome === 'won') {
+    // A void honours the cash-outs accepted before it, so a win may end either kind of round.
     add(leaf.multiplier <= crash && (auto === 0n || leaf.multiplier <= auto),
       `won at ${x(leaf.multiplier)} (crash ${x(crash)})`);
+  } else if (round.end === 'voided') {
+    add(leaf.outcome === 'refunded' && leaf.payout === leaf.stake, `refunded ${leaf.payout} (the round was voided)`);
   } else {
     const missed = auto > 0n && auto <= crash;
     add(!missed && leaf.outcome === 'lost' && leaf.payout === 0n,

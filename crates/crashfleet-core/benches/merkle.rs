@@ -31,10 +31,17 @@ fn settlement_root(c: &mut Criterion) {
     // canonical leaf (player hash included), sort by bet id, encode, hash the tree.
     let bets: Vec<SettlementLeaf> = (0..100_000u64)
         .map(|i| SettlementLeaf {
-            bet_id: format!("01a24f21-{i:04x}-7000-8000-{:012x}", i.wrapping_mul(2_654_435_761)),
+            bet_id: format!(
+                "01a24f21-{i:04x}-7000-8000-{:012x}",
+                i.wrapping_mul(2_654_435_761)
+            ),
             player: player_hash(&format!("player-{}", i % 5_000)),
             stake: 100 + i % 10_000,
-            outcome: if i % 3 == 0 { Outcome::Won } else { Outcome::Lost },
+            outcome: if i % 3 == 0 {
+                Outcome::Won
+            } else {
+                Outcome::Lost
+            },
             multiplier_x100: (i % 3 == 0).then_some(150),
             payout: if i % 3 == 0 { 150 } else { 0 },
         })

@@ -499,7 +499,10 @@ mod tests {
             hex::encode(summary.root),
             "c30e3b6720100983cc5effbc3e1f5a36de1c8f2919e6eb40cffa0918624369ed"
         );
-        assert_eq!((summary.bets, summary.wagered, summary.paid), (3, 1_700, 2_740));
+        assert_eq!(
+            (summary.bets, summary.wagered, summary.paid),
+            (3, 1_700, 2_740)
+        );
         // Alice's audit path: bob's leaf hash, then carol's.
         let tree = crate::merkle::Tree::from_leaves(leaves.iter().map(SettlementLeaf::encode));
         let path: Vec<String> = tree

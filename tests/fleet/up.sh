@@ -20,7 +20,8 @@ Starts a fleet of N game-nodes (default 3) serving table "main" on this machine:
     backend kubernetes: with a Lease in namespace "default" of the local control plane, started
     by tests/k8s/cluster.sh up (CRASHFLEET_K8S_NAME=fleet) unless it already runs (the first
     start builds the control plane's binaries: ~10 min, needs Go);
-  - one JWT secret, one admin token and one chain seed (game-node chain new) for all nodes;
+  - one JWT secret, one admin token and one chain seed (game-node chain new) for all nodes, and
+    one signing key: signing.key beside the seed, written whole by whichever node starts first;
   - node-K on a free 127.0.0.1 port, data dir and log in the fleet directory; waits until every
     node's /readyz answers 200 (60 s each, else an error naming its log).
 Prints each node's URL (node-K http://127.0.0.1:PORT/), the logs, the admin token and how to stop.

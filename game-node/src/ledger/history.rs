@@ -48,8 +48,9 @@ impl History for SqlLedger {
         .collect()
     }
 
+    // The same rows as `rounds`, oldest first from a point: the round log's catch-up read.
     async fn rounds_after(&self, table: &str, after: u64, limit: u32) -> Result<Vec<RoundRecord>> {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ROUND_COLUMNS} FROM rounds WHERE table_id = $1 AND status <> 'open' \
              AND number > $2 ORDER BY number LIMIT $3"
         )))
@@ -58,10 +59,8 @@ impl History for SqlLedger {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
-        .db()?
-        .iter()
-        .map(round_row)
-        .collect()
+        .db()?;
+        rows.iter().map(round_row).collect()
     }
 
     async fn player_bets(&self, player_id: &str, limit: u32) -> Result<Vec<BetRecord>> {

@@ -98,7 +98,8 @@ async fn every_accepted_bet_and_cash_out_comes_with_a_receipt_that_verifies() {
             );
             manual = Some(r);
         }
-        // The auto-cash-out notice reaches its owner with its receipt, before the crash event.
+        // The auto-cash-out notice reaches its owner with its receipt (when the round reached
+        // 1.01x; this round's crash event ends the wait otherwise).
         let notice = ws
             .expect(|m| match m {
                 ServerMessage::AutoCashOut {
@@ -210,17 +211,11 @@ async fn a_table_committed_before_receipts_adopts_the_first_key_once() {
 
 /// `game-node verify receipt`, the binary a player runs.
 fn verify_receipt(args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_game-node"))
-        .args(["verify", "receipt"])
-        .args(args)
-        .output()
-        .expect("run game-node verify receipt");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    crashfleet_tests::output_of(
+        std::process::Command::new(env!("CARGO_BIN_EXE_game-node"))
+            .args(["verify", "receipt"])
+            .args(args),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,18 +142,12 @@ async fn rounds_settled_before_roots_existed_get_theirs_at_start() {
 /// Runs the independent checker (tests/settlement/check.py: hashlib + PyNaCl) against `url`.
 fn python_check(python: &std::path::Path, url: &str, args: &[&str]) -> (bool, String) {
     let script = crashfleet_tests::repo_root().join("tests/settlement/check.py");
-    let out = std::process::Command::new(python)
-        .arg(script)
-        .args(["--url", url])
-        .args(args)
-        .output()
-        .expect("run check.py");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    crashfleet_tests::output_of(
+        std::process::Command::new(python)
+            .arg(script)
+            .args(["--url", url])
+            .args(args),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

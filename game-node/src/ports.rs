@@ -100,6 +100,19 @@ pub struct BetRecord {
 }
 
 impl BetRecord {
+    /// The bet's leaf in its round's settlement tree (`internal` while it is still open).
+    pub fn settlement_leaf(&self) -> Result<crashfleet_core::settlement::SettlementLeaf> {
+        settlement_leaf(
+            self.bet_id.clone(),
+            &self.player_id,
+            self.stake,
+            self.status,
+            self.cashout_x100
+                .map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
+            self.payout,
+        )
+    }
+
     pub fn view(&self) -> BetView {
         BetView {
             bet_id: self.bet_id.clone(),
@@ -583,4 +596,37 @@ pub trait FleetView: Send + Sync + 'static {
     /// Announces this node until `shutdown`, then withdraws it at once rather than after its
     /// heartbeat expires, on a task of `tasks` (nothing for a single node).
     fn announce(self: Arc<Self>, tasks: &TaskTracker, shutdown: CancellationToken);
+}
+
+/// A settled bet's leaf in its round's settlement tree, from its stored columns: won (at its
+/// cash-out multiplier), lost, or refunded; `internal` for a bet still open (a settled round has
+/// none).
+pub fn settlement_leaf(
+    bet_id: String,
+    player_id: &str,
+    stake: i64,
+    status: BetStatus,
+    cashout_x100: Option<i64>,
+    payout: Option<i64>,
+) -> Result<crashfleet_core::settlement::SettlementLeaf> {
+    use crashfleet_core::settlement::Outcome as Leaf;
+    let unsigned = |v: i64| u64::try_from(v).unwrap_or(0);
+    let (outcome, multiplier_x100) = match status {
+        BetStatus::Won => (Leaf::Won, cashout_x100.map(unsigned)),
+        BetStatus::Lost => (Leaf::Lost, None),
+        BetStatus::Refunded => (Leaf::Refunded, None),
+        BetStatus::Open => {
+            return Err(Error::Internal(format!(
+                "bet {bet_id} is still open in a settled round"
+            )));
+        }
+    };
+    Ok(crashfleet_core::settlement::SettlementLeaf {
+        player: crashfleet_core::settlement::player_hash(player_id),
+        bet_id,
+        stake: unsigned(stake),
+        outcome,
+        multiplier_x100,
+        payout: unsigned(payout.unwrap_or(0)),
+    })
 }

@@ -141,7 +141,7 @@ pub(super) async fn bet_proof(
     // The round's bets as stored now, in the settlement's canonical order.
     let mut leaves = Vec::new();
     for b in ledger.round_bets(&bet.table, bet.round).await? {
-        leaves.push(crate::ledger::settlement_leaf_of(&b)?);
+        leaves.push(b.settlement_leaf()?);
     }
     settle(&mut leaves);
     let index = leaves

@@ -59,7 +59,7 @@ pub(super) async fn round(
         Some(_) => {
             let mut leaves = bets
                 .iter()
-                .map(crate::ledger::settlement_leaf_of)
+                .map(crate::ports::BetRecord::settlement_leaf)
                 .collect::<Result<Vec<_>>>()?;
             crashfleet_core::settlement::settle(&mut leaves);
             Some(leaves.iter().map(|l| hex::encode(l.encode())).collect())

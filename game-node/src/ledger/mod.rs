@@ -40,12 +40,13 @@ pub use sqlite::sqlite_file;
 
 use crate::engine::{CashOut, Outcome, RoundPlan, Settlement};
 use crate::error::{DbResult, Error, Result, db};
+use crate::ports::settlement_leaf;
 use crate::ports::{
     Accounts, Audit, Auditing, BetRecord, Commitment, Commitments, History, LeaderboardRow,
     PlayerRecord, Reveal, RoundBook, RoundRecord, Settled, TableStats, Wagers,
 };
 use crate::protocol::{BetStatus, RoundStatus};
-use crashfleet_core::settlement::{SettlementLeaf, SettlementSummary};
+use crashfleet_core::settlement::SettlementSummary;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -341,48 +342,6 @@ fn round_row(r: &AnyRow) -> Result<RoundRecord> {
             }),
             None => None,
         },
-    })
-}
-
-/// A settled bet's leaf in its round's settlement tree (`internal` for a bet still open).
-pub fn settlement_leaf_of(b: &BetRecord) -> Result<SettlementLeaf> {
-    settlement_leaf(
-        b.bet_id.clone(),
-        &b.player_id,
-        b.stake,
-        b.status,
-        b.cashout_x100.map(i),
-        b.payout,
-    )
-}
-
-/// A settled bet's leaf in its round's settlement tree, from its stored row.
-fn settlement_leaf(
-    bet_id: String,
-    player_id: &str,
-    stake: i64,
-    status: BetStatus,
-    cashout_x100: Option<i64>,
-    payout: Option<i64>,
-) -> Result<SettlementLeaf> {
-    use crashfleet_core::settlement::Outcome as Leaf;
-    let (outcome, multiplier_x100) = match status {
-        BetStatus::Won => (Leaf::Won, cashout_x100.map(u)),
-        BetStatus::Lost => (Leaf::Lost, None),
-        BetStatus::Refunded => (Leaf::Refunded, None),
-        BetStatus::Open => {
-            return Err(Error::Internal(format!(
-                "bet {bet_id} is still open in a settled round"
-            )));
-        }
-    };
-    Ok(SettlementLeaf {
-        player: crashfleet_core::settlement::player_hash(player_id),
-        bet_id,
-        stake: u(stake),
-        outcome,
-        multiplier_x100,
-        payout: u(payout.unwrap_or(0)),
     })
 }
 

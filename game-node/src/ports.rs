@@ -221,10 +221,18 @@ pub struct PublicRound {
     pub opened_at_ms: i64,
     pub started_at_ms: i64,
     pub crashed_at_ms: Option<i64>,
-    /// The settlement's commitment (absent only for a round settled before roots existed and not
-    /// yet filled in).
-    #[serde(flatten)]
-    pub settlement: Option<Settled>,
+    /// Hex root of the RFC 6962 tree over the round's settlement leaves (absent only for a round
+    /// settled before roots existed and not yet sealed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settlement_root: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bets_count: Option<u64>,
+    /// Sum of the stakes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wagered: Option<u64>,
+    /// Sum of what went back to players: wins and refunds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paid: Option<u64>,
 }
 
 impl RoundRecord {
@@ -238,7 +246,10 @@ impl RoundRecord {
             opened_at_ms: self.opened_at_ms,
             started_at_ms: self.started_at_ms,
             crashed_at_ms: self.crashed_at_ms,
-            settlement: self.settlement.clone(),
+            settlement_root: self.settlement.as_ref().map(|s| s.settlement_root.clone()),
+            bets_count: self.settlement.as_ref().map(|s| s.bets_count),
+            wagered: self.settlement.as_ref().map(|s| s.wagered),
+            paid: self.settlement.as_ref().map(|s| s.paid),
         })
     }
 }

@@ -239,9 +239,18 @@ pub struct LimitQuery {
 pub struct RoundDetail {
     round: RoundView,
     bets: Vec<BetView>,
-    /// Once settled: `settlement_root`, `bets_count`, `wagered`, `paid`.
-    #[serde(flatten)]
-    settlement: Option<crate::ports::Settled>,
+    /// Once settled: hex root of the RFC 6962 tree over the round's settlement leaves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    settlement_root: Option<String>,
+    /// Once settled: the number of bets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bets_count: Option<u64>,
+    /// Once settled: the sum of the stakes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wagered: Option<u64>,
+    /// Once settled: what went back to players (wins and refunds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paid: Option<u64>,
     /// Once settled: hex of every bet's settlement leaf as stored now, in the tree's canonical
     /// order (by bet id), so anyone can recompute the root (RFC 6962, SHA-256).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -69,7 +69,10 @@ pub(super) async fn round(
     Ok(Json(RoundDetail {
         round,
         bets: bets.iter().map(|b| b.view()).collect(),
-        settlement: r.settlement,
+        settlement_root: r.settlement.as_ref().map(|s| s.settlement_root.clone()),
+        bets_count: r.settlement.as_ref().map(|s| s.bets_count),
+        wagered: r.settlement.as_ref().map(|s| s.wagered),
+        paid: r.settlement.as_ref().map(|s| s.paid),
         leaves,
     }))
 }

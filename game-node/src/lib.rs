@@ -27,6 +27,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod config;
 pub mod error;
+pub mod fanout;
 pub mod feed;
 pub mod fleet;
 pub mod game;

@@ -559,6 +559,10 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         admin_token: cfg.admin_token.clone(),
         demo_credit: cfg.demo_credit,
         routes: Arc::new(crate::hub::PlayerRoutes::default()),
+        // One writer per runtime worker: the fan-out's sends spread over the node's cores.
+        fanout: crate::fanout::Fanout::new(
+            tokio::runtime::Handle::current().metrics().num_workers(),
+        ),
         node_id,
         fleet,
         region: cfg.region.clone(),
@@ -604,6 +608,9 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
     metrics::gauge!("crashfleet_leader").increment(0.0);
     metrics::gauge!("crashfleet_leader_term").increment(0.0);
     let leader = tasks.spawn(crate::runner::run(table, ports, shutdown.clone()));
+    state
+        .fanout
+        .spawn_writers(&state.game.bus, &tasks, &shutdown);
     tasks.spawn(crate::hub::route(
         state.game.bus.clone(),
         state.routes.clone(),

@@ -476,7 +476,7 @@ pub const BUS_CAPACITY: usize = 1024;
 /// sends the very buffer the bus delivered, with no copy and no second UTF-8 check, which a
 /// neutral type (`Arc<str>`, `bytes::Bytes`) would cost per socket and per event — at 10,000
 /// sockets and 10 ticks a second, 100,000 validations a second. It carries nothing of HTTP.
-pub type Frame = axum::extract::ws::Utf8Bytes;
+pub type Frame = tokio_tungstenite::tungstenite::Utf8Bytes;
 
 pub fn to_json(msg: &ServerMessage) -> Result<Frame> {
     serde_json::to_string(msg)

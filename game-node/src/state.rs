@@ -31,6 +31,8 @@ pub struct AppState {
     pub demo_credit: i64,
     /// Routes each player's private events to their sockets on this node.
     pub routes: Arc<crate::hub::PlayerRoutes>,
+    /// Writes the table's public events to this node's sockets (fanout.rs).
+    pub fanout: Arc<crate::fanout::Fanout>,
     pub node_id: String,
     /// The fleet as this node sees it (Redis presence, or this node alone).
     pub fleet: Arc<dyn FleetView>,

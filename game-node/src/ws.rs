@@ -1,18 +1,26 @@
-//! `/ws`: one task per connection that owns the socket — the only writer, so frames are never
-//! interleaved (two writers on one socket corrupt its frames). It sends a snapshot, then relays
-//! the table's events and this player's private events, and answers the player's commands.
+//! `/ws`: one task per connection reads the player's frames and answers them, and writes the
+//! snapshot, this player's private events, pings and the close. The table's public events reach
+//! the socket without this task: the node's fan-out writers (fanout.rs) hand the same encoded
+//! frame to every socket's outbox, which also carries everything this task writes, so frames never
+//! interleave.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Extension, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use crate::fanout::SocketIo;
 
 use crate::auth::Session;
 use crate::error::{ApiError, Error};
@@ -22,13 +30,12 @@ use crate::ports::to_json;
 use crate::protocol::{BetView, ClientMessage, MAX_CLIENT_FRAME_BYTES, PlayerView, ServerMessage};
 use crate::state::AppState;
 
-/// Socket buffers, chosen deliberately: tungstenite's defaults (128 KiB read buffer, 128 KiB write
-/// buffer) cost ~100 KB+ per connection, which caps a node at a few thousand players. Our frames
-/// are small (a tick is ~100 bytes, a snapshot a few KiB), so 4 KiB buffers suffice; the write
-/// buffer may grow to `MAX_WRITE_BUFFER` for a burst, and a client that cannot drain that is cut.
+/// The read buffer, chosen deliberately: tungstenite's default (128 KiB) costs that much per
+/// connection, which caps a node at a few thousand players; a client's frames are small (a
+/// command is under 1 KiB), so 4 KiB suffices. Writes need no buffer of their own: every frame goes
+/// straight to the socket's outbox (fanout.rs), whose backlog is capped at
+/// [`crate::fanout::MAX_BACKLOG`].
 const READ_BUFFER: usize = 4 * 1024;
-const WRITE_BUFFER: usize = 4 * 1024;
-const MAX_WRITE_BUFFER: usize = 256 * 1024;
 /// Frames a client may send per second on average, and at once, counting every frame type
 /// (commands, pings, pongs, binary). The page sends a ping every 15 s, an `auth` after a login and
 /// a frame per click (at most a few bets and cash-outs a round); after a reconnect it re-sends its
@@ -38,8 +45,6 @@ const MAX_WRITE_BUFFER: usize = 256 * 1024;
 /// `rate_limited` and a close with code 1008 (policy violation).
 pub const FRAME_RATE: u32 = 20;
 pub const FRAME_BURST: u32 = 40;
-/// Most queued events written behind one frame before the socket is flushed.
-const COALESCE_MAX: usize = 64;
 /// Rounds of history in the connect snapshot.
 const SNAPSHOT_HISTORY: u32 = 20;
 /// Bets a snapshot carries besides the player's own. Every new connection and every resync gets
@@ -123,13 +128,49 @@ pub struct WsQuery {
     token: Option<String>,
 }
 
+/// Whether a comma-separated header holds `token` (case-insensitively), as `Connection: keep-alive,
+/// Upgrade` does.
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// The opening handshake's checks (RFC 6455 §4.2.1); the key to answer on success.
+fn handshake_key(req: &Request) -> Result<HeaderValue, Error> {
+    let h = req.headers();
+    if !header_has_token(h, header::CONNECTION, "upgrade")
+        || !header_has_token(h, header::UPGRADE, "websocket")
+    {
+        return Err(Error::BadRequest(
+            "this is the WebSocket endpoint: send `Connection: Upgrade` and `Upgrade: websocket`"
+                .into(),
+        ));
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return Err(Error::BadRequest(
+            "unsupported WebSocket version: send `Sec-WebSocket-Version: 13`".into(),
+        ));
+    }
+    let key = h
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or_else(|| Error::BadRequest("missing `Sec-WebSocket-Key`".into()))?;
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    HeaderValue::from_str(&accept).map_err(|e| Error::Internal(format!("accept key: {e}")))
+}
+
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     client: Option<Extension<crate::client_ip::ClientIp>>,
     tcp: Option<Extension<ConnectionSlot>>,
     Query(q): Query<WsQuery>,
-    ws: WebSocketUpgrade,
+    mut req: Request,
 ) -> Response {
+    let accept = match handshake_key(&req) {
+        Ok(a) => a,
+        Err(e) => return ApiError(e).into_response(),
+    };
     // Keyed by the client's address: behind a trusted proxy the forwarded one, so players behind
     // one proxy each get their own quota.
     let peer = client.map(|Extension(c)| SocketAddr::new(c.0, 0));
@@ -146,17 +187,57 @@ pub async fn upgrade(
         },
         None => None,
     };
-    ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .max_message_size(MAX_CLIENT_FRAME_BYTES)
-        .max_frame_size(MAX_CLIENT_FRAME_BYTES)
-        .on_upgrade(move |socket| {
-            // Tracked: the node's stop waits for the socket's close (Started::finish).
-            let tasks = state.tasks.clone();
-            tasks.track_future(connection(socket, state, session, permit))
-        })
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        // Not a connection hyper can hand over (HTTP/2, or a test's in-memory request).
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            [(header::UPGRADE, "websocket")],
+            "this connection cannot be upgraded to a WebSocket",
+        )
+            .into_response();
+    };
+    // Tracked: the node's stop waits for the socket's close (Started::finish).
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => return tracing::debug!("websocket upgrade: {e}"),
+        };
+        // The node's own accept loop (listener.rs) serves plain TCP connections, so the
+        // upgraded connection is one: the fan-out writes to its socket directly.
+        let parts = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+            Ok(p) => p,
+            Err(_) => return tracing::error!("websocket upgrade: not a TCP connection"),
+        };
+        let (sub, io) = state.fanout.join(parts.io.into_inner());
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(0)
+            .max_write_buffer_size(crate::fanout::MAX_BACKLOG)
+            .max_message_size(Some(MAX_CLIENT_FRAME_BYTES))
+            .max_frame_size(Some(MAX_CLIENT_FRAME_BYTES));
+        // Bytes the client sent right behind its handshake are already read: hand them on.
+        let socket = WebSocketStream::from_partially_read(
+            io,
+            parts.read_buf.to_vec(),
+            Role::Server,
+            Some(config),
+        )
+        .await;
+        connection(socket, sub, state, session, permit).await;
+    });
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::CONNECTION, HeaderValue::from_static("upgrade")),
+            (header::UPGRADE, HeaderValue::from_static("websocket")),
+            (header::SEC_WEBSOCKET_ACCEPT, accept),
+        ],
+    )
+        .into_response()
 }
+
+type WebSocket = WebSocketStream<SocketIo>;
 
 async fn snapshot(state: &AppState, session: Option<&Session>) -> Result<Utf8Bytes, Error> {
     let (round, bets) = match state.game.arbiter.current().await {
@@ -215,7 +296,7 @@ fn error_frame(request_id: Option<String>, e: &Error) -> Option<Utf8Bytes> {
 /// reading: the caller closes the socket, which frees its buffers).
 async fn within(
     limit: Duration,
-    write: impl std::future::Future<Output = Result<(), axum::Error>>,
+    write: impl std::future::Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>>,
 ) -> bool {
     matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
 }
@@ -230,7 +311,7 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 async fn close(
     socket: &mut WebSocket,
     write_timeout: Duration,
-    code: u16,
+    code: CloseCode,
     reason: &'static str,
     linger: bool,
 ) {
@@ -242,7 +323,7 @@ async fn close(
         return;
     }
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while let Some(Ok(m)) = socket.recv().await {
+        while let Some(Ok(m)) = socket.next().await {
             if matches!(m, Message::Close(_)) {
                 break;
             }
@@ -253,6 +334,7 @@ async fn close(
 
 async fn connection(
     mut socket: WebSocket,
+    sub: crate::fanout::Subscription,
     state: Arc<AppState>,
     mut session: Option<Session>,
     permit: WsPermit,
@@ -269,7 +351,7 @@ async fn connection(
         player = session.as_ref().map_or("-", |s| s.username.as_str()),
         "socket opened"
     );
-    let why = serve_socket(&mut socket, &state, &mut session).await;
+    let why = serve_socket(&mut socket, &sub.outbox, &state, &mut session).await;
     tracing::info!(
         client = %client,
         player = session.as_ref().map_or("-", |s| s.username.as_str()),
@@ -277,34 +359,58 @@ async fn connection(
         secs = opened.elapsed().as_secs(),
         "socket closed"
     );
+    // Leaves the fan-out; the connection closes when the socket and the outbox are both gone.
+    drop(sub);
     drop(permit);
+}
+
+/// Writes `frame` and hands it (and any backlog) to the kernel within the write timeout.
+async fn send_text(socket: &mut WebSocket, write_timeout: Duration, frame: Utf8Bytes) -> bool {
+    within(write_timeout, socket.send(Message::Text(frame))).await
+}
+
+/// Sends a fresh snapshot to a socket whose outbox is held (a new socket, or a resync), then
+/// releases the public events that queued meanwhile behind it.
+async fn send_snapshot(
+    socket: &mut WebSocket,
+    outbox: &crate::fanout::Outbox,
+    state: &AppState,
+    session: Option<&Session>,
+) -> Result<(), &'static str> {
+    let write_timeout = state.ws_limits.write_timeout;
+    match snapshot(state, session).await {
+        Ok(s) => {
+            if !send_text(socket, write_timeout, s).await {
+                return Err("write_timeout");
+            }
+            outbox.release();
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(f) = error_frame(None, &e) {
+                let _ = send_text(socket, write_timeout, f).await;
+            }
+            Err("snapshot_failed")
+        }
+    }
 }
 
 /// Serves one socket until it ends; returns why it ended (the `socket closed` line's `why`).
 async fn serve_socket(
     socket: &mut WebSocket,
+    outbox: &crate::fanout::Outbox,
     state: &Arc<AppState>,
     session: &mut Option<Session>,
 ) -> &'static str {
     let limits = &state.ws_limits;
     let write_timeout = limits.write_timeout;
-    // Subscribe before the snapshot so no event between the two is missed.
-    let mut public = state.game.bus.subscribe();
     let mut private = session
         .as_ref()
         .map(|s| state.routes.register(&s.player_id));
-    match snapshot(state, session.as_ref()).await {
-        Ok(s) => {
-            if !within(write_timeout, socket.send(Message::Text(s))).await {
-                return "write_timeout";
-            }
-        }
-        Err(e) => {
-            if let Some(f) = error_frame(None, &e) {
-                let _ = within(write_timeout, socket.send(Message::Text(f))).await;
-            }
-            return "snapshot_failed";
-        }
+    // The outbox is held since the socket joined the fan-out: the events from then on follow the
+    // snapshot, none is missed.
+    if let Err(why) = send_snapshot(socket, outbox, state, session.as_ref()).await {
+        return why;
     }
     let mut budget = FrameBudget::new(FRAME_RATE, FRAME_BURST, std::time::Instant::now());
     let mut last_heard = tokio::time::Instant::now();
@@ -315,23 +421,17 @@ async fn serve_socket(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let out: Option<Utf8Bytes> = tokio::select! {
-            incoming = socket.recv() => {
+            incoming = socket.next() => {
                 if matches!(incoming, Some(Ok(_))) {
                     last_heard = tokio::time::Instant::now();
                     if !budget.take(std::time::Instant::now()) {
                         metrics::counter!("crashfleet_ws_closed_total", "reason" => "rate_limited")
                             .increment(1);
                         if let Some(f) = error_frame(None, &Error::RateLimited) {
-                            let _ = within(write_timeout, socket.send(Message::Text(f))).await;
+                            let _ = send_text(socket, write_timeout, f).await;
                         }
-                        close(
-                            socket,
-                            write_timeout,
-                            axum::extract::ws::close_code::POLICY,
-                            "too many frames",
-                            true,
-                        )
-                        .await;
+                        close(socket, write_timeout, CloseCode::Policy, "too many frames", true)
+                            .await;
                         break "rate_limited";
                     }
                 }
@@ -356,22 +456,38 @@ async fn serve_socket(
                             "binary frames are not supported; send JSON text".into(),
                         ),
                     ),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                    // tungstenite answers pings itself (its pong goes through the outbox).
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => None,
                     Some(Ok(Message::Close(_))) | None => break "client_closed",
-                    // Oversized or malformed frames end the connection (tungstenite refuses them).
-                    Some(Err(_)) => break "bad_frame",
+                    // Oversized or malformed frames end the connection (tungstenite refuses them),
+                    // and so does a write the outbox refused (a failed socket).
+                    Some(Err(_)) => match outbox.failure() {
+                        Some(f) => break f.reason(),
+                        None => break "bad_frame",
+                    },
                 }
             },
-            event = public.recv() => match event {
-                // The bus missed events (Redis gap, lag or reconnect): resync like a lag.
-                Ok(e) if e.seq == crate::ports::PublicEvent::RESYNC => {
-                    snapshot(state, session.as_ref()).await.ok()
+            () = outbox.wake.notified() => {
+                if let Some(f) = outbox.failure() {
+                    metrics::counter!("crashfleet_ws_closed_total", "reason" => f.reason())
+                        .increment(1);
+                    break f.reason();
                 }
-                Ok(e) => Some(e.json),
-                // This socket fell behind: skip what it missed and resync from a fresh snapshot.
-                Err(RecvError::Lagged(_)) => snapshot(state, session.as_ref()).await.ok(),
-                Err(RecvError::Closed) => break "bus_closed",
-            },
+                // The bus missed events: a fresh snapshot, with the events since held behind it.
+                if outbox.take_resync()
+                    && let Err(why) = send_snapshot(socket, outbox, state, session.as_ref()).await
+                {
+                    break why;
+                }
+                // A backlog the kernel could not take at once: drain it, or give up on a client
+                // that stopped reading.
+                if !within(write_timeout, socket.flush()).await {
+                    metrics::counter!("crashfleet_ws_closed_total", "reason" => "write_timeout")
+                        .increment(1);
+                    break "write_timeout";
+                }
+                continue;
+            }
             Some(json) = next_private(&mut private) => Some(json),
             _ = ping.tick() => {
                 // Nothing heard (not even a pong) for the idle timeout: the client is gone or
@@ -380,8 +496,7 @@ async fn serve_socket(
                     metrics::counter!("crashfleet_ws_closed_total", "reason" => "idle")
                         .increment(1);
                     // A silent client sends nothing to drain: no linger.
-                    let away = axum::extract::ws::close_code::AWAY;
-                    close(socket, write_timeout, away, "idle", false).await;
+                    close(socket, write_timeout, CloseCode::Away, "idle", false).await;
                     break "idle";
                 }
                 if !within(write_timeout, socket.send(Message::Ping(Default::default()))).await {
@@ -392,43 +507,12 @@ async fn serve_socket(
                 continue;
             }
             _ = state.shutdown.cancelled() => {
-                let _ = within(
-                    write_timeout,
-                    socket.send(Message::Close(Some(CloseFrame {
-                        code: axum::extract::ws::close_code::AWAY,
-                        reason: "node shutting down".into(),
-                    }))),
-                )
-                .await;
+                close(socket, write_timeout, CloseCode::Away, "node shutting down", false).await;
                 break "node_shutting_down";
             }
         };
         let Some(frame) = out else { continue };
-        if !within(write_timeout, socket.feed(Message::Text(frame))).await {
-            metrics::counter!("crashfleet_ws_closed_total", "reason" => "write_timeout")
-                .increment(1);
-            break "write_timeout";
-        }
-        // Whatever else already waits goes out in the same write (one syscall and one wake-up for
-        // a burst of events instead of one each). Bounded, so commands still get their turn.
-        let mut open = true;
-        for _ in 0..COALESCE_MAX {
-            let frame = match public.try_recv() {
-                Ok(e) if e.seq == crate::ports::PublicEvent::RESYNC => {
-                    snapshot(state, session.as_ref()).await.ok()
-                }
-                Ok(e) => Some(e.json),
-                Err(TryRecvError::Lagged(_)) => snapshot(state, session.as_ref()).await.ok(),
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-            };
-            if let Some(f) = frame
-                && !within(write_timeout, socket.feed(Message::Text(f))).await
-            {
-                open = false;
-                break;
-            }
-        }
-        if !open || !within(write_timeout, socket.flush()).await {
+        if !send_text(socket, write_timeout, frame).await {
             metrics::counter!("crashfleet_ws_closed_total", "reason" => "write_timeout")
                 .increment(1);
             break "write_timeout";

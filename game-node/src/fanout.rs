@@ -25,7 +25,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -82,6 +82,8 @@ struct OutState {
 /// One socket's write side, shared by its task and its shard's writer.
 pub struct Outbox {
     tcp: OwnedWriteHalf,
+    /// Its socket left (its subscription was dropped): the writer forgets it.
+    left: AtomicBool,
     state: Mutex<OutState>,
     /// Wakes the socket's task: a backlog to drain, a resync to send, or a failure. A permit is
     /// stored when the task is busy, so no wake-up is lost.
@@ -92,6 +94,7 @@ impl Outbox {
     fn new(tcp: OwnedWriteHalf) -> Outbox {
         Outbox {
             tcp,
+            left: AtomicBool::new(false),
             state: Mutex::new(OutState {
                 held: Some(BytesMut::new()),
                 ..OutState::default()
@@ -190,6 +193,22 @@ impl Outbox {
         }
     }
 
+    /// The socket task's own text frame (a snapshot, a reply, a private event), framed here rather
+    /// than by tungstenite: its write buffer would keep the largest frame's capacity (a snapshot's
+    /// kilobytes) for the socket's lifetime. False when the socket has failed.
+    pub fn send_text(&self, payload: &[u8]) -> bool {
+        let mut frame = BytesMut::with_capacity(payload.len() + 10);
+        encode_text(&mut frame, payload);
+        let mut st = self.lock();
+        self.write_locked(&mut st, &frame);
+        st.failed.is_none()
+    }
+
+    /// Resolves when the backlog is in the kernel (or the socket failed).
+    pub async fn drain(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_drain(cx)).await
+    }
+
     pub fn failure(&self) -> Option<Failure> {
         self.lock().failed
     }
@@ -283,24 +302,21 @@ impl AsyncWrite for SocketIo {
     }
 }
 
-type Sockets = Arc<Vec<Arc<Outbox>>>;
-
 struct Shard {
-    /// Copy-on-write: the writer clones the `Arc` to walk it without the lock, and a change made
-    /// during a walk copies the list once (`Arc::make_mut`).
-    sockets: Mutex<Sockets>,
-}
-
-impl Shard {
-    fn lock(&self) -> MutexGuard<'_, Sockets> {
-        self.sockets.lock().unwrap_or_else(|e| e.into_inner())
-    }
+    /// Sockets that joined since the writer last looked; it moves them into its own list, which
+    /// nothing else touches, so it walks its sockets without a lock and a join never waits for a
+    /// walk.
+    arrivals: Mutex<Vec<Arc<Outbox>>>,
+    /// A socket left: the writer drops its outbox (and with it the connection's descriptor)
+    /// without waiting for the next event.
+    departed: Notify,
 }
 
 /// The node's sockets, split into one shard per runtime worker, each walked by its own writer.
 pub struct Fanout {
     shards: Vec<Shard>,
     next: AtomicUsize,
+    sockets: AtomicUsize,
 }
 
 /// A socket's place in the fan-out; leaves it when dropped.
@@ -312,8 +328,9 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut sockets = self.fanout.shards[self.shard].lock();
-        Arc::make_mut(&mut sockets).retain(|o| !Arc::ptr_eq(o, &self.outbox));
+        self.outbox.left.store(true, Ordering::Release);
+        self.fanout.sockets.fetch_sub(1, Ordering::Relaxed);
+        self.fanout.shards[self.shard].departed.notify_one();
     }
 }
 
@@ -323,10 +340,12 @@ impl Fanout {
         Arc::new(Fanout {
             shards: (0..shards.max(1))
                 .map(|_| Shard {
-                    sockets: Mutex::new(Arc::new(Vec::new())),
+                    arrivals: Mutex::new(Vec::new()),
+                    departed: Notify::new(),
                 })
                 .collect(),
             next: AtomicUsize::new(0),
+            sockets: AtomicUsize::new(0),
         })
     }
 
@@ -336,7 +355,12 @@ impl Fanout {
         let (read, write) = tcp.into_split();
         let outbox = Arc::new(Outbox::new(write));
         let shard = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
-        Arc::make_mut(&mut self.shards[shard].lock()).push(outbox.clone());
+        self.shards[shard]
+            .arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(outbox.clone());
+        self.sockets.fetch_add(1, Ordering::Relaxed);
         let io = SocketIo {
             read,
             outbox: outbox.clone(),
@@ -351,7 +375,7 @@ impl Fanout {
 
     /// Sockets on this node.
     pub fn sockets(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.sockets.load(Ordering::Relaxed)
     }
 
     /// Starts one writer per shard; each subscribes to the bus now (before any socket joins), so
@@ -414,15 +438,30 @@ impl Batch {
     }
 }
 
+/// The writer's own list of its shard's sockets: the arrivals taken in, the departed dropped.
+/// Every event the writer takes from the bus was published after the sockets that joined before
+/// it, and the writer refreshes after taking a batch, so a socket misses nothing published after
+/// it joined.
+fn refresh(shard: &Shard, sockets: &mut Vec<Arc<Outbox>>) {
+    sockets.append(&mut shard.arrivals.lock().unwrap_or_else(|e| e.into_inner()));
+    sockets.retain(|o| !o.left.load(Ordering::Acquire));
+}
+
 async fn write_shard(
     fanout: Arc<Fanout>,
     shard: usize,
     mut rx: tokio::sync::broadcast::Receiver<PublicEvent>,
     shutdown: CancellationToken,
 ) {
+    let shard = &fanout.shards[shard];
+    let mut sockets: Vec<Arc<Outbox>> = Vec::new();
     loop {
         let first = tokio::select! {
             e = rx.recv() => e,
+            () = shard.departed.notified() => {
+                refresh(shard, &mut sockets);
+                continue;
+            }
             _ = shutdown.cancelled() => return,
         };
         let mut batch = Batch::default();
@@ -438,8 +477,8 @@ async fn write_shard(
                 Err(TryRecvError::Empty) => break,
             }
         }
-        let sockets = fanout.shards[shard].lock().clone();
-        for outbox in sockets.iter() {
+        refresh(shard, &mut sockets);
+        for outbox in &sockets {
             if batch.closed {
                 let mut st = outbox.lock();
                 outbox.fail(&mut st, Failure::BusClosed);
@@ -450,7 +489,6 @@ async fn write_shard(
                 outbox.publish(&batch.frames);
             }
         }
-        drop(sockets);
         if batch.closed {
             return;
         }

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::fanout::SocketIo;
+use crate::fanout::{Outbox, SocketIo};
 
 use crate::auth::Session;
 use crate::error::{ApiError, Error};
@@ -32,10 +32,11 @@ use crate::state::AppState;
 
 /// The read buffer, chosen deliberately: tungstenite's default (128 KiB) costs that much per
 /// connection, which caps a node at a few thousand players; a client's frames are small (a
-/// command is under 1 KiB), so 4 KiB suffices. Writes need no buffer of their own: every frame goes
+/// command is well under 1 KiB; a bigger frame, up to the cap, grows the buffer as it arrives), so
+/// 1 KiB suffices. Writes need no buffer of their own: every frame goes
 /// straight to the socket's outbox (fanout.rs), whose backlog is capped at
 /// [`crate::fanout::MAX_BACKLOG`].
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 1024;
 /// Frames a client may send per second on average, and at once, counting every frame type
 /// (commands, pings, pongs, binary). The page sends a ping every 15 s, an `auth` after a login and
 /// a frame per click (at most a few bets and cash-outs a round); after a reconnect it re-sends its
@@ -209,21 +210,20 @@ pub async fn upgrade(
             Ok(p) => p,
             Err(_) => return tracing::error!("websocket upgrade: not a TCP connection"),
         };
-        let (sub, io) = state.fanout.join(parts.io.into_inner());
+        // The bytes the client sent right behind its handshake, copied out: `read_buf` is a view
+        // of hyper's whole read buffer (8 KiB or more), which must not live as long as the socket.
+        let early = parts.read_buf.to_vec();
+        let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+        drop(read_buf);
+        let (sub, io) = state.fanout.join(io.into_inner());
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
             .write_buffer_size(0)
             .max_write_buffer_size(crate::fanout::MAX_BACKLOG)
             .max_message_size(Some(MAX_CLIENT_FRAME_BYTES))
             .max_frame_size(Some(MAX_CLIENT_FRAME_BYTES));
-        // Bytes the client sent right behind its handshake are already read: hand them on.
-        let socket = WebSocketStream::from_partially_read(
-            io,
-            parts.read_buf.to_vec(),
-            Role::Server,
-            Some(config),
-        )
-        .await;
+        let socket =
+            WebSocketStream::from_partially_read(io, early, Role::Server, Some(config)).await;
         connection(socket, sub, state, session, permit).await;
     });
     (
@@ -365,22 +365,25 @@ async fn connection(
 }
 
 /// Writes `frame` and hands it (and any backlog) to the kernel within the write timeout.
-async fn send_text(socket: &mut WebSocket, write_timeout: Duration, frame: Utf8Bytes) -> bool {
-    within(write_timeout, socket.send(Message::Text(frame))).await
+async fn send_text(outbox: &Outbox, write_timeout: Duration, frame: Utf8Bytes) -> bool {
+    outbox.send_text(frame.as_bytes())
+        && matches!(
+            tokio::time::timeout(write_timeout, outbox.drain()).await,
+            Ok(Ok(()))
+        )
 }
 
 /// Sends a fresh snapshot to a socket whose outbox is held (a new socket, or a resync), then
 /// releases the public events that queued meanwhile behind it.
 async fn send_snapshot(
-    socket: &mut WebSocket,
-    outbox: &crate::fanout::Outbox,
+    outbox: &Outbox,
     state: &AppState,
     session: Option<&Session>,
 ) -> Result<(), &'static str> {
     let write_timeout = state.ws_limits.write_timeout;
     match snapshot(state, session).await {
         Ok(s) => {
-            if !send_text(socket, write_timeout, s).await {
+            if !send_text(outbox, write_timeout, s).await {
                 return Err("write_timeout");
             }
             outbox.release();
@@ -388,7 +391,7 @@ async fn send_snapshot(
         }
         Err(e) => {
             if let Some(f) = error_frame(None, &e) {
-                let _ = send_text(socket, write_timeout, f).await;
+                let _ = send_text(outbox, write_timeout, f).await;
             }
             Err("snapshot_failed")
         }
@@ -398,7 +401,7 @@ async fn send_snapshot(
 /// Serves one socket until it ends; returns why it ended (the `socket closed` line's `why`).
 async fn serve_socket(
     socket: &mut WebSocket,
-    outbox: &crate::fanout::Outbox,
+    outbox: &Outbox,
     state: &Arc<AppState>,
     session: &mut Option<Session>,
 ) -> &'static str {
@@ -409,7 +412,7 @@ async fn serve_socket(
         .map(|s| state.routes.register(&s.player_id));
     // The outbox is held since the socket joined the fan-out: the events from then on follow the
     // snapshot, none is missed.
-    if let Err(why) = send_snapshot(socket, outbox, state, session.as_ref()).await {
+    if let Err(why) = send_snapshot(outbox, state, session.as_ref()).await {
         return why;
     }
     let mut budget = FrameBudget::new(FRAME_RATE, FRAME_BURST, std::time::Instant::now());
@@ -428,7 +431,7 @@ async fn serve_socket(
                         metrics::counter!("crashfleet_ws_closed_total", "reason" => "rate_limited")
                             .increment(1);
                         if let Some(f) = error_frame(None, &Error::RateLimited) {
-                            let _ = send_text(socket, write_timeout, f).await;
+                            let _ = send_text(outbox, write_timeout, f).await;
                         }
                         close(socket, write_timeout, CloseCode::Policy, "too many frames", true)
                             .await;
@@ -475,7 +478,7 @@ async fn serve_socket(
                 }
                 // The bus missed events: a fresh snapshot, with the events since held behind it.
                 if outbox.take_resync()
-                    && let Err(why) = send_snapshot(socket, outbox, state, session.as_ref()).await
+                    && let Err(why) = send_snapshot(outbox, state, session.as_ref()).await
                 {
                     break why;
                 }
@@ -512,7 +515,7 @@ async fn serve_socket(
             }
         };
         let Some(frame) = out else { continue };
-        if !send_text(socket, write_timeout, frame).await {
+        if !send_text(outbox, write_timeout, frame).await {
             metrics::counter!("crashfleet_ws_closed_total", "reason" => "write_timeout")
                 .increment(1);
             break "write_timeout";

@@ -56,14 +56,14 @@ pub struct Conn {
     pub cancel: CancellationToken,
 }
 
-/// The generator's socket buffers. tungstenite's default 128 KiB read buffer is zero-filled
-/// before every read: with thousands of sockets each getting a ~100-byte tick, that `memset` was
-/// 17 % of the generator's core (perf) and made the generator, not the node, the cause of the
-/// measured fan-out spread. A tick or a batch of events fits in 4 KiB; larger frames still
-/// arrive (the buffer is where reads land, not a frame limit).
+/// The generator's socket buffers. tungstenite zero-fills its read buffer before every read:
+/// with thousands of sockets each getting a ~100-byte tick, the default 128 KiB made that
+/// `memset` 17 % of the generator's core (perf) and the generator, not the node, the cause of the
+/// measured fan-out spread; at 4 KiB it was still 4 %. A tick, or a few, fits in 1 KiB; larger
+/// frames still arrive over several reads (the buffer is where reads land, not a frame limit).
 fn socket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
 }
 
@@ -221,7 +221,11 @@ impl Conn {
         commands: &mut mpsc::Receiver<Command>,
         resume: &mut Resume,
     ) -> bool {
-        let (mut tx, mut rx) = ws.split();
+        // One stream, not `split()`: the halves share it through a lock taken on every poll, and
+        // a select's handler may use the stream its branch future read from.
+        let mut ws = ws;
+        let cancelled = self.cancel.cancelled();
+        tokio::pin!(cancelled);
         let mut pending: HashMap<String, Pending> = HashMap::new();
         let mut pings: HashMap<u64, Instant> = HashMap::new();
         let mut nonce = 0u64;
@@ -235,15 +239,15 @@ impl Conn {
         let shard = self.index;
         let clean = loop {
             tokio::select! {
-                () = self.cancel.cancelled() => {
-                    let _ = tx.send(Message::Close(None)).await;
+                () = &mut cancelled => {
+                    let _ = ws.send(Message::Close(None)).await;
                     break true;
                 }
                 _ = ping.tick(), if !self.ping_interval.is_zero() => {
                     nonce += 1;
                     pings.insert(nonce, Instant::now());
                     let frame = format!(r#"{{"type":"ping","nonce":{nonce}}}"#);
-                    if tx.send(Message::text(frame)).await.is_err() {
+                    if ws.send(Message::text(frame)).await.is_err() {
                         break false;
                     }
                 }
@@ -268,17 +272,17 @@ impl Conn {
                     };
                     self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
                     pending.insert(id, p);
-                    if tx.send(Message::text(frame)).await.is_err() {
+                    if ws.send(Message::text(frame)).await.is_err() {
                         break false;
                     }
                 }
-                msg = rx.next() => {
+                msg = ws.next() => {
                     let Some(Ok(msg)) = msg else { break false };
                     let Message::Text(text) = msg else { continue };
                     self.shared.messages.fetch_add(1, Ordering::Relaxed);
                     let resend = self.handle(text.as_str(), shard, &mut pending, &mut pings, &mut snapshots, resume).await;
                     if let Some(frame) = resend
-                        && tx.send(Message::text(frame)).await.is_err()
+                        && ws.send(Message::text(frame)).await.is_err()
                     {
                         break false;
                     }

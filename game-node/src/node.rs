@@ -604,6 +604,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         metrics::counter!("crashfleet_step_downs_total", "reason" => reason).increment(0);
     }
     metrics::counter!("crashfleet_bus_resyncs_total").increment(0);
+    metrics::counter!("crashfleet_fanout_lagged_total").increment(0);
     metrics::gauge!("crashfleet_bus_lag_ms").increment(0.0);
     metrics::gauge!("crashfleet_leader").increment(0.0);
     metrics::gauge!("crashfleet_leader_term").increment(0.0);

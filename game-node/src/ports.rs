@@ -467,15 +467,15 @@ pub trait Auditing: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 }
 
-/// Events buffered per receiver. A socket that falls this far behind (about 10 s of ticks plus a
-/// burst of bets) is resynchronised from a fresh snapshot instead of holding memory.
+/// Events buffered per receiver (the fan-out writers, the private-event router). A fan-out writer
+/// that falls this far behind (about 10 s of ticks plus a burst of bets) resynchronises its sockets
+/// from fresh snapshots instead of holding memory.
 pub const BUS_CAPACITY: usize = 1024;
 
-/// A serialised event as the WebSocket sends it: a reference-counted UTF-8 buffer. It is the
-/// WebSocket library's own text type (axum re-exports tungstenite's) on purpose: every socket
-/// sends the very buffer the bus delivered, with no copy and no second UTF-8 check, which a
-/// neutral type (`Arc<str>`, `bytes::Bytes`) would cost per socket and per event — at 10,000
-/// sockets and 10 ticks a second, 100,000 validations a second. It carries nothing of HTTP.
+/// A serialised event as the WebSocket sends it: a reference-counted UTF-8 buffer (tungstenite's
+/// text type), so the bus hands the same buffer to every receiver without a copy, and a text that
+/// is known to be UTF-8 is never checked again. The fan-out frames it once per writer and every
+/// socket sends those bytes. It carries nothing of HTTP.
 pub type Frame = tokio_tungstenite::tungstenite::Utf8Bytes;
 
 pub fn to_json(msg: &ServerMessage) -> Result<Frame> {

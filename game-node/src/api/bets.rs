@@ -57,3 +57,42 @@ pub(super) async fn cash_out(
         receipt: cashed.receipt,
     }))
 }
+
+/// The bet `bet_id` of this table, for its owner or the admin token. Anyone else — another player,
+/// a bet of another table — gets `unknown_bet`, exactly as for a bet that does not exist, so the
+/// answer does not tell whether it exists.
+pub(super) async fn owned_bet(
+    s: &AppState,
+    headers: &HeaderMap,
+    bet_id: &str,
+) -> Result<crate::ports::BetRecord, Error> {
+    let owner = if require_admin(s, headers).is_ok() {
+        None
+    } else {
+        Some(session(s, headers).await?.player_id)
+    };
+    let unknown = || Error::UnknownBet(bet_id.chars().take(64).collect());
+    if bet_id.is_empty() || bet_id.len() > 64 {
+        return Err(unknown());
+    }
+    let bet = s.game.ledger.bet(bet_id).await?.ok_or_else(unknown)?;
+    if owner.is_some_and(|o| o != bet.player_id) || bet.table != s.game.table.id {
+        return Err(unknown());
+    }
+    Ok(bet)
+}
+
+#[utoipa::path(get, path = "/api/v1/bets/{bet_id}", tag = "betting", params(("bet_id" = String, Path)),
+    security(("bearer" = []), ("admin" = [])),
+    responses(
+        (status = 200, description = "the bet as the ledger holds it now: open, won (with its cash-out multiplier and payout), lost or refunded", body = BetView),
+        (status = 401, description = "`unauthorized`: no valid bearer token (a player's, or the admin token)", body = ErrorBody),
+        (status = 404, description = "`unknown_bet`: no such bet on this table, or another player's", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger cannot be reached", body = ErrorBody)))]
+pub(super) async fn bet(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiPath(bet_id): ApiPath<String>,
+) -> ApiResult<Json<BetView>> {
+    Ok(Json(owned_bet(&s, &headers, &bet_id).await?.view()))
+}

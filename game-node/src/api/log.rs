@@ -112,21 +112,9 @@ pub(super) async fn bet_proof(
     headers: HeaderMap,
     ApiPath(bet_id): ApiPath<String>,
 ) -> ApiResult<Json<BetProof>> {
-    // The admin token, else the bet's owner; anyone else learns nothing, not even that it exists.
-    let owner = if require_admin(&s, &headers).is_ok() {
-        None
-    } else {
-        Some(session(&s, &headers).await?.player_id)
-    };
+    let bet = super::bets::owned_bet(&s, &headers, &bet_id).await?;
     let unknown = || Error::UnknownBet(bet_id.chars().take(64).collect());
-    if bet_id.is_empty() || bet_id.len() > 64 {
-        return Err(unknown().into());
-    }
     let ledger = s.game.ledger.as_ref();
-    let bet = ledger.bet(&bet_id).await?.ok_or_else(unknown)?;
-    if owner.is_some_and(|o| o != bet.player_id) || bet.table != s.game.table.id {
-        return Err(unknown().into());
-    }
     let round = ledger
         .round(&bet.table, bet.round)
         .await?

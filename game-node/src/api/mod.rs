@@ -360,6 +360,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/me", get(me))
         .route("/me/bets", get(my_bets))
         .route("/bets", post(place_bet))
+        .route("/bets/{bet_id}", get(bets::bet))
         .route("/bets/{bet_id}/cashout", post(cash_out))
         .route("/bets/{bet_id}/proof", get(log::bet_proof))
         .route("/log/head", get(log::log_head))

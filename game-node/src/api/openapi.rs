@@ -8,7 +8,7 @@ use super::*;
         Amounts are integers in minor units; multipliers integers in hundredths. The WebSocket \
         protocol at /ws is documented in crates/crashfleet-core/src/protocol.rs."),
     paths(players::register, players::login, players::logout, players::me, players::my_bets,
-          bets::place_bet, bets::cash_out, rounds::current_round, rounds::rounds, rounds::round,
+          bets::place_bet, bets::bet, bets::cash_out, rounds::current_round, rounds::rounds, rounds::round,
           rounds::fairness, table::leaderboard, table::stats, table::fleet, table::lobby,
           admin::credit, admin::debit, admin::audit, log::log_head, log::log_proof,
           log::log_consistency, log::bet_proof),

@@ -196,6 +196,50 @@ async fn cash_out_rules_owner_phase_and_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bet_is_looked_up_by_its_owner_or_the_admin_and_by_nobody_else() {
+    let s = TestServer::start(&[]).await;
+    let (owner, _) = s.register("looker").await;
+    let (other, _) = s.register("snooper").await;
+    let round = s.wait_betting(600).await;
+    let number = round["number"].as_u64().expect("n");
+    let (st, placed) = s.bet(&owner, "lookup", 1_000, None).await;
+    assert_eq!(st, 201, "{placed}");
+    let id = placed["bet_id"].as_str().expect("id").to_string();
+    let path = format!("/api/v1/bets/{id}");
+    let (st, open) = s.get_auth(&path, &owner).await;
+    assert_eq!(st, 200, "{open}");
+    assert_eq!(open["bet_id"], placed["bet_id"]);
+    assert_eq!(
+        (open["stake"].as_i64(), open["round"].as_u64()),
+        (Some(1_000), Some(number))
+    );
+    assert_eq!(open["status"], "open");
+    // Another player, no token, a bad token: it might as well not exist.
+    let (st, v) = s.get_auth(&path, &other).await;
+    assert_eq!((st, v["code"].as_str()), (404, Some("unknown_bet")), "{v}");
+    let (st, v) = s.get(&path).await;
+    assert_eq!((st, v["code"].as_str()), (401, Some("unauthorized")), "{v}");
+    let (st, v) = s.get_auth("/api/v1/bets/no-such-bet", &owner).await;
+    assert_eq!((st, v["code"].as_str()), (404, Some("unknown_bet")), "{v}");
+    let (st, v) = s
+        .get_auth(&format!("/api/v1/bets/{}", "x".repeat(65)), &owner)
+        .await;
+    assert_eq!((st, v["code"].as_str()), (404, Some("unknown_bet")), "{v}");
+    // After the round: the ledger's outcome, the same for the owner and the admin.
+    s.wait_finished(number).await;
+    let (st, settled) = s.get_auth(&path, &owner).await;
+    assert_eq!(st, 200, "{settled}");
+    assert_eq!(
+        settled["status"], "lost",
+        "a bet never cashed out loses: {settled}"
+    );
+    let (st, by_admin) = s.get_auth(&path, common::ADMIN).await;
+    assert_eq!(st, 200, "{by_admin}");
+    assert_eq!(by_admin, settled);
+    s.assert_audit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_credit_and_debit_are_idempotent_and_guarded() {
     let s = TestServer::start(&[]).await;
     let (t, _) = s.register("wallet").await;

@@ -47,8 +47,19 @@ enum Pending {
     },
 }
 
+/// A socket just opened: run by this connection's task, or raw for the watcher threads.
+enum Opened {
+    Task(Box<WsStream>),
+    Raw(std::net::TcpStream, Vec<u8>),
+}
+
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 pub struct Conn {
     pub index: usize,
+    /// Watch-only runs (bets over REST): the socket is read by the watcher threads (watcher.rs).
+    pub watcher: Option<Arc<super::watcher::Watcher>>,
     pub urls: Vec<String>,
     pub token: String,
     pub ping_interval: Duration,
@@ -93,7 +104,7 @@ struct RoundOpenMsg {
 
 /// One socket's view of the player's continuity: the drop it follows (until its first snapshot)
 /// and the newest round heard of.
-struct Resume {
+pub(crate) struct Resume {
     dropped: Option<Dropped>,
     last_round: u64,
 }
@@ -101,7 +112,7 @@ struct Resume {
 /// What a connection knew when its node dropped it: the next socket's first snapshot must be at
 /// least this current, and the time until it arrives is the gap this player saw.
 #[derive(Clone, Copy)]
-struct Dropped {
+pub(crate) struct Dropped {
     at: Instant,
     wall_ms: i64,
     last_round: u64,
@@ -160,30 +171,40 @@ impl Conn {
                 self.token
             );
             attempt += 1;
+            let raw = self.watcher.is_some() && url.starts_with("ws://");
             let opened = {
                 let _permit = ramp.acquire().await;
-                tokio::time::timeout(
-                    Duration::from_secs(10),
-                    tokio_tungstenite::connect_async_with_config(
-                        url.as_str(),
-                        Some(socket_config()),
-                        true,
-                    ),
-                )
-                .await
+                let limit = Duration::from_secs(10);
+                if raw {
+                    tokio::time::timeout(limit, super::watcher::connect(&url))
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok())
+                        .map(|(stream, early)| Opened::Raw(stream, early))
+                } else {
+                    tokio::time::timeout(
+                        limit,
+                        tokio_tungstenite::connect_async_with_config(
+                            url.as_str(),
+                            Some(socket_config()),
+                            true,
+                        ),
+                    )
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .map(|(ws, _)| Opened::Task(Box::new(ws)))
+                }
             };
-            let ws = match opened {
-                Ok(Ok((ws, _))) => ws,
-                _ => {
-                    self.shared.connect_errors.fetch_add(1, Ordering::Relaxed);
-                    if first {
-                        first = false;
-                        let _ = ready.send(()).await;
-                    }
-                    tokio::select! {
-                        () = self.cancel.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_millis(250)) => continue,
-                    }
+            let Some(opened) = opened else {
+                self.shared.connect_errors.fetch_add(1, Ordering::Relaxed);
+                if first {
+                    first = false;
+                    let _ = ready.send(()).await;
+                }
+                tokio::select! {
+                    () = self.cancel.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(250)) => continue,
                 }
             };
             self.shared.open.fetch_add(1, Ordering::Relaxed);
@@ -195,7 +216,31 @@ impl Conn {
                 dropped: dropped.take(),
                 last_round,
             };
-            let clean = self.serve(ws, &mut commands, &mut resume).await;
+            let clean = match (opened, &self.watcher) {
+                (Opened::Task(ws), _) => self.serve(*ws, &mut commands, &mut resume).await,
+                (Opened::Raw(stream, early), Some(watcher)) => {
+                    let (done, ended) = tokio::sync::oneshot::channel();
+                    let handed = watcher.add(super::watcher::Watched {
+                        stream,
+                        early,
+                        index: self.index,
+                        resume,
+                        done,
+                    });
+                    match ended.await {
+                        Ok((clean, back)) if handed => {
+                            resume = back;
+                            clean
+                        }
+                        // The watcher stopped (the run is over).
+                        _ => {
+                            self.shared.open.fetch_sub(1, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                }
+                (Opened::Raw(..), None) => unreachable!("raw sockets only with a watcher"),
+            };
             self.shared.open.fetch_sub(1, Ordering::Relaxed);
             if clean {
                 return;
@@ -215,9 +260,7 @@ impl Conn {
     /// Serves one open socket; true when the run ended it, false when the node dropped it.
     async fn serve(
         &self,
-        ws: tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
+        ws: WsStream,
         commands: &mut mpsc::Receiver<Command>,
         resume: &mut Resume,
     ) -> bool {
@@ -227,9 +270,8 @@ impl Conn {
         let cancelled = self.cancel.cancelled();
         tokio::pin!(cancelled);
         let mut pending: HashMap<String, Pending> = HashMap::new();
-        let mut pings: HashMap<u64, Instant> = HashMap::new();
+        let mut seen = Seen::default();
         let mut nonce = 0u64;
-        let mut snapshots = 0u64;
         // Spread the pings of thousands of connections over the interval.
         let ping_every = self.ping_interval.max(Duration::from_millis(1));
         let offset = Duration::from_millis(
@@ -245,7 +287,7 @@ impl Conn {
                 }
                 _ = ping.tick(), if !self.ping_interval.is_zero() => {
                     nonce += 1;
-                    pings.insert(nonce, Instant::now());
+                    seen.pings.insert(nonce, Instant::now());
                     let frame = format!(r#"{{"type":"ping","nonce":{nonce}}}"#);
                     if ws.send(Message::text(frame)).await.is_err() {
                         break false;
@@ -280,7 +322,7 @@ impl Conn {
                     let Some(Ok(msg)) = msg else { break false };
                     let Message::Text(text) = msg else { continue };
                     self.shared.messages.fetch_add(1, Ordering::Relaxed);
-                    let resend = self.handle(text.as_str(), shard, &mut pending, &mut pings, &mut snapshots, resume).await;
+                    let resend = self.handle(text.as_str(), shard, &mut pending, &mut seen, resume).await;
                     if let Some(frame) = resend
                         && ws.send(Message::text(frame)).await.is_err()
                     {
@@ -305,8 +347,7 @@ impl Conn {
         text: &str,
         shard: usize,
         pending: &mut HashMap<String, Pending>,
-        pings: &mut HashMap<u64, Instant>,
-        snapshots: &mut u64,
+        seen: &mut Seen,
         resume: &mut Resume,
     ) -> Option<String> {
         // Most frames are broadcasts this connection only counts (`bets_placed`, `cashed_out`,
@@ -326,6 +367,10 @@ impl Conn {
             .strip_prefix("{\"type\":\"")
             .and_then(|rest| rest.split('"').next());
         match kind {
+            Some(k @ ("tick" | "crashed" | "snapshot" | "round_open" | "pong")) => {
+                observe(&self.shared, shard, k, text, seen, resume);
+                return None;
+            }
             Some(k) if WANTED.contains(&k) => {}
             Some(_) => return None,
             None => {}
@@ -334,52 +379,8 @@ impl Conn {
             return None;
         };
         match k.kind {
-            // Broadcasts timed by their `server_time_ms`: lag (same clock) and spread.
-            kind @ ("tick" | "crashed") => {
-                if let Ok(t) = serde_json::from_str::<TickMsg>(text) {
-                    let (lag, spread) = if kind == "tick" {
-                        (&self.shared.ticks, &self.shared.tick_spread)
-                    } else {
-                        (&self.shared.crashes, &self.shared.crash_spread)
-                    };
-                    let now = now_us();
-                    let lag_us = now - t.server_time_ms * 1000;
-                    lag.record_micros(shard, u64::try_from(lag_us).unwrap_or(0));
-                    spread.record(shard, t.server_time_ms, now);
-                }
-            }
-            "snapshot" => {
-                *snapshots += 1;
-                if *snapshots > 1 {
-                    self.shared.resyncs.fetch_add(1, Ordering::Relaxed);
-                }
-                let snap = serde_json::from_str::<SnapshotMsg>(text).ok();
-                let newest = snap
-                    .as_ref()
-                    .and_then(|s| s.round.as_ref().or(s.history.first()).map(|r| r.number));
-                if let Some(d) = resume.dropped.take() {
-                    self.shared.reconnect_gaps.record(shard, d.at.elapsed());
-                    // Fresh: written after the drop (one machine, one clock) and no older than
-                    // the newest round the player had already heard of.
-                    let fresh = snap.as_ref().is_some_and(|s| s.server_time_ms >= d.wall_ms)
-                        && newest.unwrap_or(0) >= d.last_round;
-                    if !fresh {
-                        self.shared.stale_snapshots.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                resume.last_round = resume.last_round.max(newest.unwrap_or(0));
-            }
-            "round_open" => {
-                if let Ok(m) = serde_json::from_str::<RoundOpenMsg>(text) {
-                    resume.last_round = resume.last_round.max(m.round);
-                }
-            }
-            "pong" => {
-                if let Ok(p) = serde_json::from_str::<PongMsg>(text)
-                    && let Some(sent) = pings.remove(&p.nonce)
-                {
-                    self.shared.pings.record(shard, sent.elapsed());
-                }
+            "tick" | "crashed" | "snapshot" | "round_open" | "pong" => {
+                observe(&self.shared, shard, k.kind, text, seen, resume);
             }
             "bet_accepted" => {
                 let Ok(m) = serde_json::from_str::<BetAcceptedMsg>(text) else {
@@ -476,5 +477,77 @@ impl Conn {
             _ => {}
         }
         None
+    }
+}
+
+/// What a socket keeps of its own pings and snapshots (both socket kinds: the task per socket and
+/// the raw watcher).
+#[derive(Default)]
+pub(crate) struct Seen {
+    pub pings: HashMap<u64, Instant>,
+    pub snapshots: u64,
+}
+
+/// Records a broadcast (`tick`, `crashed`, `snapshot`, `round_open`) or a `pong`: lag and spread,
+/// resyncs and reconnect gaps, ping round trips. `kind` is the frame's `type`.
+pub(crate) fn observe(
+    shared: &Shared,
+    shard: usize,
+    kind: &str,
+    text: &str,
+    seen: &mut Seen,
+    resume: &mut Resume,
+) {
+    let pings = &mut seen.pings;
+    let snapshots = &mut seen.snapshots;
+    match kind {
+        // Broadcasts timed by their `server_time_ms`: lag (same clock) and spread.
+        kind @ ("tick" | "crashed") => {
+            if let Ok(t) = serde_json::from_str::<TickMsg>(text) {
+                let (lag, spread) = if kind == "tick" {
+                    (&shared.ticks, &shared.tick_spread)
+                } else {
+                    (&shared.crashes, &shared.crash_spread)
+                };
+                let now = now_us();
+                let lag_us = now - t.server_time_ms * 1000;
+                lag.record_micros(shard, u64::try_from(lag_us).unwrap_or(0));
+                spread.record(shard, t.server_time_ms, now);
+            }
+        }
+        "snapshot" => {
+            *snapshots += 1;
+            if *snapshots > 1 {
+                shared.resyncs.fetch_add(1, Ordering::Relaxed);
+            }
+            let snap = serde_json::from_str::<SnapshotMsg>(text).ok();
+            let newest = snap
+                .as_ref()
+                .and_then(|s| s.round.as_ref().or(s.history.first()).map(|r| r.number));
+            if let Some(d) = resume.dropped.take() {
+                shared.reconnect_gaps.record(shard, d.at.elapsed());
+                // Fresh: written after the drop (one machine, one clock) and no older than
+                // the newest round the player had already heard of.
+                let fresh = snap.as_ref().is_some_and(|s| s.server_time_ms >= d.wall_ms)
+                    && newest.unwrap_or(0) >= d.last_round;
+                if !fresh {
+                    shared.stale_snapshots.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            resume.last_round = resume.last_round.max(newest.unwrap_or(0));
+        }
+        "round_open" => {
+            if let Ok(m) = serde_json::from_str::<RoundOpenMsg>(text) {
+                resume.last_round = resume.last_round.max(m.round);
+            }
+        }
+        "pong" => {
+            if let Ok(p) = serde_json::from_str::<PongMsg>(text)
+                && let Some(sent) = pings.remove(&p.nonce)
+            {
+                shared.pings.record(shard, sent.elapsed());
+            }
+        }
+        _ => {}
     }
 }

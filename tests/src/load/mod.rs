@@ -19,6 +19,7 @@ pub mod cpu;
 pub mod money;
 mod rest;
 pub mod stats;
+mod watcher;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -484,11 +485,20 @@ pub async fn execute_until(
     let mut conn_tasks = Vec::with_capacity(args.connections as usize);
     let sem = Arc::new(Semaphore::new(args.connect_concurrency as usize));
     let (ready_tx, mut ready_rx) = mpsc::channel::<()>(1024);
+    // Sockets that only watch (bets go over REST) are read by the watcher threads.
+    let watcher = (args.via == Via::Rest).then(|| {
+        Arc::new(watcher::Watcher::start(
+            shared.clone(),
+            args.ping_interval,
+            cancel.clone(),
+        ))
+    });
     for i in 0..args.connections as usize {
         let (tx, rx) = mpsc::channel(256);
         senders.push(tx);
         let c = conn::Conn {
             index: i,
+            watcher: watcher.clone(),
             urls: targets.iter().map(|t| t.ws.clone()).collect(),
             token: players[i % players.len()].token.clone(),
             ping_interval: args.ping_interval,

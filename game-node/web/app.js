@@ -11,6 +11,9 @@
 //   errors.js  the player-facing text per error code, served by the node from its error table
 //   receipts.js the player's signed receipts, kept in this browser
 //
+// The leaderboard and the table's totals come from GET /leaderboard and /stats once the page
+// connects and after each round ends (they change only when bets settle).
+//
 // Money rules the page keeps: amounts are integers in minor units (100 = 1.00 credit) and
 // multipliers integers in hundredths (250 = 2.50x). Typed amounts are parsed as decimal strings,
 // never multiplied as floats; floats are only used to *draw* the curve between server ticks.
@@ -19,7 +22,8 @@ import { formatCredits, formatMult, newRequestId, parseHundredths, plainAmount }
 import { drawGraph } from './graph.js';
 import {
   MY_BETS_KEEP, bumpBalance, el, errorTitle, renderAll, renderAccount, renderBets, renderControls,
-  renderMyBets, renderReceipts, setConn, showAuthError, toast, toastError, updateStage,
+  renderLeaderboard, renderMyBets, renderReceipts, renderStats, setConn, showAuthError, toast,
+  toastError, updateStage,
 } from './render.js';
 import { loadReceipts, receiptsBlob, saveReceipt } from './receipts.js';
 import { TableSocket } from './socket.js';
@@ -175,6 +179,27 @@ async function refreshMyBets() {
   }
 }
 
+/** Rows the page shows of GET /leaderboard. */
+const LEADERBOARD_ROWS = 10;
+/** How long after a crash or a void the page asks for the new totals: the settlement is written by
+ * then, and every page of a table asking at once is spread over this much. */
+const BOARD_DELAY_MS = 500;
+let boardTimer = null;
+
+/** The leaderboard and the table's totals, fetched once for a burst of calls. */
+function refreshBoard(delay = 0) {
+  if (boardTimer) return;
+  boardTimer = setTimeout(async () => {
+    boardTimer = null;
+    const [board, stats] = await Promise.all([
+      api('/leaderboard?limit=' + LEADERBOARD_ROWS),
+      api('/stats'),
+    ]);
+    if (board.ok && Array.isArray(board.body)) renderLeaderboard(board.body);
+    if (stats.ok && stats.body) renderStats(stats.body);
+  }, delay + Math.floor(Math.random() * BOARD_DELAY_MS));
+}
+
 async function refreshMe() {
   if (!state.token) return;
   const r = await api('/me', { auth: true });
@@ -201,6 +226,7 @@ function onMessage(m) {
       else if (!state.token) state.you = null;
       renderAll(state);
       if (state.you) refreshMyBets();
+      refreshBoard();
       return;
     }
     case 'round_open':
@@ -215,14 +241,16 @@ function onMessage(m) {
     case 'crashed':
       model.applyCrashed(state, m);
       renderAll(state);
-      // Settlement is final now: pick up the ledger's view of my bets.
+      // Settlement is final now: pick up the ledger's view of my bets, and the new totals.
       if (state.you) setTimeout(refreshMyBets, 300);
+      refreshBoard(300);
       return undefined;
     case 'round_voided':
       model.applyVoided(state, m);
       toast({ kind: 'info', title: 'Round #' + m.round + ' was voided', msg: 'Every stake was refunded. ' + (m.reason || '') });
       renderAll(state);
       if (state.you) setTimeout(refreshMyBets, 300);
+      refreshBoard(300);
       return undefined;
     // Other players' bets arrive in batches (one message per 100 ms): render once per batch.
     case 'bets_placed':

@@ -32,6 +32,9 @@ export const el = {
   history: $('history'), historyEmpty: $('history-empty'),
   fairTerminating: $('fair-terminating'), fairSalt: $('fair-salt'), fairEdge: $('fair-edge'),
   fairMax: $('fair-max'), fairLength: $('fair-length'),
+  leaderboard: $('leaderboard'), leaderboardEmpty: $('leaderboard-empty'),
+  statRounds: $('stat-rounds'), statBets: $('stat-bets'), statPlayers: $('stat-players'),
+  statWagered: $('stat-wagered'), statPaid: $('stat-paid'), statHouse: $('stat-house'),
   toasts: $('toasts'),
 };
 
@@ -404,4 +407,33 @@ export function renderReceipts(list) {
   });
   el.receipts.replaceChildren(...rows);
   el.receiptsEmpty.hidden = rows.length > 0;
+}
+
+/** The leaderboard (GET /leaderboard rows, best first). Names are set as text, never as HTML. */
+export function renderLeaderboard(rows) {
+  const trs = rows.map((r, i) => {
+    const tr = document.createElement('tr');
+    tr.setAttribute('data-testid', 'leaderboard-row');
+    tr.setAttribute('data-username', r.username);
+    tr.setAttribute('data-profit', String(r.profit));
+    tr.append(td(String(i + 1), 'r muted'));
+    tr.append(td(r.username));
+    tr.append(td(span(formatSigned(r.profit), 'status ' + (r.profit > 0 ? 'won' : r.profit < 0 ? 'lost' : 'refunded')), 'r'));
+    tr.append(td(formatCredits(r.wagered), 'r'));
+    tr.title = groupInt(r.bets) + (r.bets === 1 ? ' bet' : ' bets');
+    return tr;
+  });
+  el.leaderboard.replaceChildren(...trs);
+  el.leaderboardEmpty.hidden = trs.length > 0;
+}
+
+/** The table's totals (GET /stats). */
+export function renderStats(s) {
+  el.statRounds.textContent = groupInt(s.rounds) + (s.voided_rounds ? ' (' + groupInt(s.voided_rounds) + ' voided)' : '');
+  el.statBets.textContent = groupInt(s.bets);
+  el.statPlayers.textContent = groupInt(s.players);
+  el.statWagered.textContent = formatCredits(s.wagered);
+  el.statPaid.textContent = formatCredits(s.paid_out);
+  el.statHouse.textContent = formatSigned(s.house_result);
+  el.statHouse.dataset.minor = String(s.house_result);
 }

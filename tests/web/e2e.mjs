@@ -258,6 +258,26 @@ async function playOneRound(page, context, vectors) {
   check(meAfter.balance === expected, `GET /me says ${meAfter.balance} after the round; expected ${expected}`);
   log(`bet ${won ? 'won' : 'lost'}; balance ${before} → ${expected} (page and GET /me agree)`);
 
+  // ---- the leaderboard and the table's totals show the settled round
+  const profit = expected - before;
+  await page.waitForFunction(({ u, p }) => {
+    const r = document.querySelector(`[data-testid=leaderboard-row][data-username="${u}"]`);
+    return r && Number(r.dataset.profit) === p;
+  }, { u: username, p: profit }, { timeout: 10_000 })
+    .catch(async () => {
+      const rows = await page.$$eval('[data-testid=leaderboard-row]', (rs) => rs.map((r) => `${r.dataset.username}:${r.dataset.profit}`));
+      throw new Failure(`the leaderboard does not show ${username} at ${profit}: ${rows.join(', ') || 'no rows'}`);
+    });
+  const stats = await getJson('/api/v1/stats');
+  await page.waitForFunction((h) => document.querySelector('[data-testid=stat-house]').dataset.minor === String(h), stats.house_result, { timeout: 10_000 })
+    .catch(async () => {
+      const shown = await page.textContent('[data-testid=stat-house]');
+      throw new Failure(`the table's house result shows ${shown}; GET /stats says ${stats.house_result}`);
+    });
+  const shownBets = Number((await page.textContent('[data-testid=stat-bets]')).replace(/,/g, ''));
+  check(shownBets >= 1 && shownBets <= stats.bets, `the table shows ${shownBets} bets; GET /stats says ${stats.bets}`);
+  log(`leaderboard: ${username} at ${profit}; table: ${shownBets} bets, house result ${stats.house_result}`);
+
   // ---- the bet's signed receipt (and the auto-cash-out's, when it won) is kept in this browser
   const kinds = won ? ['bet', 'auto_cash_out'] : ['bet'];
   await page.waitForFunction(({ betId, kinds }) => kinds.every((k) =>

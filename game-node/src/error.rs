@@ -27,7 +27,7 @@ impl HttpStatus for Error {
             | Error::InvalidIdempotencyKey
             | Error::MaxPayout(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) | Error::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::Muted { .. } => StatusCode::FORBIDDEN,
             Error::NotFound(_) | Error::UnknownRound(_) | Error::UnknownBet(_) => {
                 StatusCode::NOT_FOUND
             }
@@ -41,7 +41,9 @@ impl HttpStatus for Error {
             | Error::TooLate
             | Error::KeyUsed { .. }
             | Error::Fenced { .. } => StatusCode::CONFLICT,
-            Error::RateLimited | Error::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::RateLimited | Error::LoginThrottled { .. } | Error::ChatThrottled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Unavailable(_) | Error::Busy { .. } | Error::OutcomeUnknown => {
                 StatusCode::SERVICE_UNAVAILABLE

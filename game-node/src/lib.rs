@@ -24,6 +24,7 @@ pub use crashfleet_core::{engine, fairness, protocol};
 
 pub mod api;
 pub mod auth;
+pub mod chat;
 pub mod client_ip;
 pub mod config;
 pub mod error;

@@ -486,8 +486,10 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
                 table.curve,
                 table.rules.clone(),
             ));
+            let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
             Adapters {
-                bus: Arc::new(LocalBus::new()),
+                chat: Arc::new(crate::chat::LocalChat::new(bus.clone(), clock.clone())),
+                bus,
                 fleet: Arc::new(LocalFleet {
                     table: table.id.clone(),
                     node: report,
@@ -520,6 +522,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         elector,
         clock,
         fleet,
+        chat,
     } = adapters;
     let ports = Ports {
         ledger: ledger.clone(),
@@ -544,6 +547,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
     });
     let state = Arc::new(AppState {
         game,
+        chat,
         fairness: FairnessView {
             terminating_hash: commitment.terminating_hash.clone(),
             salt: commitment.salt.clone(),
@@ -605,6 +609,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
     }
     metrics::counter!("crashfleet_bus_resyncs_total").increment(0);
     metrics::counter!("crashfleet_fanout_lagged_total").increment(0);
+    metrics::counter!("crashfleet_chat_messages_total", "outcome" => "posted").increment(0);
     metrics::gauge!("crashfleet_bus_lag_ms").increment(0.0);
     metrics::gauge!("crashfleet_leader").increment(0.0);
     metrics::gauge!("crashfleet_leader_term").increment(0.0);
@@ -652,6 +657,7 @@ struct Adapters {
     elector: Arc<dyn LeaderElector>,
     clock: Arc<dyn Clock>,
     fleet: Arc<dyn FleetView>,
+    chat: Arc<dyn crate::ports::ChatRoom>,
 }
 
 async fn fleet_adapters(
@@ -694,6 +700,12 @@ async fn fleet_adapters(
         table.rules.clone(),
         cfg.doubling_ms,
     ));
+    let chat = Arc::new(crate::fleet::chat::RedisChat::new(
+        conn.client.clone(),
+        keys.clone(),
+        scripts.clone(),
+        clock.clone(),
+    ));
     let elector: Arc<dyn LeaderElector> = match cfg.leader_election {
         LeaderElection::Kubernetes => {
             kubernetes_elector(cfg, node_id, table, ledger, tasks).await?
@@ -717,6 +729,7 @@ async fn fleet_adapters(
     ));
     info!(table = %table.id, node = node_id, election = ?cfg.leader_election, "fleet mode: Redis bus and arbiter");
     Ok(Adapters {
+        chat,
         bus,
         arbiter,
         elector,

@@ -537,6 +537,31 @@ pub trait Bus: Send + Sync + 'static {
     fn subscribe_private(&self) -> tokio::sync::broadcast::Receiver<PrivateEvent>;
 }
 
+/// One player's chat mute: until when (Unix ms).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Mute {
+    pub username: String,
+    pub until_ms: i64,
+}
+
+/// The table's chat: posting (mute and rate limit checked, the line kept in the history and sent
+/// to every socket of the table, in one order), the recent history and the mute list. In process
+/// when standalone; in Redis for a fleet, so every node shares the history, the rate limit and
+/// the mutes.
+#[async_trait]
+pub trait ChatRoom: Send + Sync + 'static {
+    /// Posts a cleaned line (`crashfleet_core::chat::clean`) for its `username`: refused with
+    /// `Muted` or `ChatThrottled`, and nothing is sent then.
+    async fn post(&self, line: &crate::protocol::ChatLine) -> Result<()>;
+    /// The latest lines, oldest first: at most `chat::HISTORY`, none older than
+    /// `chat::HISTORY_TTL_MS`.
+    async fn recent(&self) -> Result<Vec<crate::protocol::ChatLine>>;
+    /// Mutes `username` until `until_ms`; a time in the past lifts the mute.
+    async fn mute(&self, username: &str, until_ms: i64) -> Result<()>;
+    /// The mutes in force now.
+    async fn mutes(&self) -> Result<Vec<Mute>>;
+}
+
 /// Decides bets and cash-outs against one authoritative clock and the round's state, atomically.
 #[async_trait]
 pub trait Arbiter: Send + Sync + 'static {

@@ -19,6 +19,8 @@ use crate::protocol::FairnessView;
 pub struct AppState {
     /// The game service every bet and cash-out goes through (no HTTP in it).
     pub game: Arc<Game>,
+    /// The table chat (in process, or Redis for a fleet).
+    pub chat: Arc<dyn crate::ports::ChatRoom>,
     pub fairness: FairnessView,
     /// The table's public round log (derived from the ledger's settled rounds).
     pub round_log: crate::roundlog::RoundLog,

@@ -280,7 +280,20 @@ async fn snapshot(state: &AppState, session: Option<&Session>) -> Result<Utf8Byt
         history,
         fairness: state.fairness.clone(),
         you,
+        chat: recent_chat(state).await,
     })
+}
+
+/// The chat history for a snapshot. The chat is not the game: when its store cannot answer, the
+/// snapshot goes out without it rather than not at all.
+async fn recent_chat(state: &AppState) -> Vec<crate::protocol::ChatLine> {
+    match state.chat.recent().await {
+        Ok(lines) => lines,
+        Err(e) => {
+            tracing::debug!(error = %e, "snapshot without the chat history");
+            Vec::new()
+        }
+    }
 }
 
 fn error_frame(request_id: Option<String>, e: &Error) -> Option<Utf8Bytes> {
@@ -464,10 +477,12 @@ async fn serve_socket(
                     Some(Ok(Message::Close(_))) | None => break "client_closed",
                     // Oversized or malformed frames end the connection (tungstenite refuses them),
                     // and so does a write the outbox refused (a failed socket).
-                    Some(Err(_)) => match outbox.failure() {
-                        Some(f) => break f.reason(),
-                        None => break "bad_frame",
-                    },
+                    Some(Err(_)) => {
+                        let why = outbox.failure().map_or("bad_frame", |f| f.reason());
+                        metrics::counter!("crashfleet_ws_closed_total", "reason" => why)
+                            .increment(1);
+                        break why;
+                    }
                 }
             },
             () = outbox.wake.notified() => {
@@ -550,6 +565,34 @@ async fn current_session(
     }
 }
 
+/// Posts a logged-in player's chat line (cleaned: plain text, no control characters, at most
+/// `chat::MAX_CHARS` characters).
+async fn post_chat(
+    state: &AppState,
+    session: &mut Option<Session>,
+    text: &str,
+) -> Result<(), Error> {
+    if session.is_none() {
+        return Err(Error::Unauthorized("log in to chat".into()));
+    }
+    let text = crashfleet_core::chat::clean(text)?;
+    let s = current_session(state, session).await?;
+    let posted = state
+        .chat
+        .post(&crate::protocol::ChatLine {
+            username: s.username,
+            text,
+            at_ms: state.game.clock.now_ms(),
+        })
+        .await;
+    let outcome = match &posted {
+        Ok(()) => "posted",
+        Err(e) => e.code(),
+    };
+    metrics::counter!("crashfleet_chat_messages_total", "outcome" => outcome).increment(1);
+    posted
+}
+
 /// Handles one client frame; returns the reply, if any.
 async fn handle(
     state: &Arc<AppState>,
@@ -602,6 +645,12 @@ async fn handle(
                     Err(e) => Err((Some(request_id), e)),
                 }
             }
+        },
+        // Accepted silently: the line comes back to this socket, like to every other, as the
+        // `chat` event, in the table's one order.
+        ClientMessage::Chat { text } => match post_chat(state, session, &text).await {
+            Ok(()) => return None,
+            Err(e) => Err((None, e)),
         },
         ClientMessage::CashOut { request_id, bet_id } => {
             match current_session(state, session).await {

@@ -56,6 +56,12 @@ pub enum Error {
     /// the password until the delay passes.
     #[error("too many failed logins for this username; retry in {retry_after_secs} s")]
     LoginThrottled { retry_after_secs: u64 },
+    /// Too many chat messages from one player: refused (nothing posted) until the window ends.
+    #[error("too many chat messages; wait {retry_after_secs} s")]
+    ChatThrottled { retry_after_secs: u64 },
+    /// An admin muted this player in the table's chat until `until_ms` (Unix ms).
+    #[error("you are muted in this chat until {until_ms} (Unix ms)")]
+    Muted { until_ms: i64 },
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("{0}")]
@@ -108,6 +114,8 @@ impl Error {
             Error::AlreadySettled => "already_settled",
             Error::TooLate => "too_late",
             Error::RateLimited | Error::LoginThrottled { .. } => "rate_limited",
+            Error::ChatThrottled { .. } => "chat_rate_limited",
+            Error::Muted { .. } => "muted",
             Error::PayloadTooLarge => "payload_too_large",
             Error::Unavailable(_) => "unavailable",
             Error::Busy { .. } => "busy",
@@ -126,7 +134,8 @@ impl Error {
             Error::Busy {
                 retry_after_secs, ..
             }
-            | Error::LoginThrottled { retry_after_secs } => Some((*retry_after_secs).max(1)),
+            | Error::LoginThrottled { retry_after_secs }
+            | Error::ChatThrottled { retry_after_secs } => Some((*retry_after_secs).max(1)),
             Error::Unavailable(_) | Error::OutcomeUnknown => Some(1),
             _ => None,
         }
@@ -190,6 +199,8 @@ pub const PLAYER_TEXT: &[(&str, &str)] = &[
     ("already_settled", "That bet is already settled"),
     ("too_late", "Too late — the round had already crashed"),
     ("rate_limited", "Slow down a little"),
+    ("chat_rate_limited", "You are sending messages too fast"),
+    ("muted", "You are muted in this chat for now"),
     ("payload_too_large", "The request was too large"),
     ("unavailable", "The table is unavailable right now"),
     ("busy", "The server is busy — try again in a moment"),
@@ -249,6 +260,10 @@ mod tests {
             Error::LoginThrottled {
                 retry_after_secs: 1,
             },
+            Error::ChatThrottled {
+                retry_after_secs: 1,
+            },
+            Error::Muted { until_ms: 1 },
             Error::PayloadTooLarge,
             Error::Unavailable(String::new()),
             Error::Busy {
@@ -292,6 +307,8 @@ mod tests {
                 | Error::TooLate
                 | Error::RateLimited
                 | Error::LoginThrottled { .. }
+                | Error::ChatThrottled { .. }
+                | Error::Muted { .. }
                 | Error::PayloadTooLarge
                 | Error::Unavailable(_)
                 | Error::Busy { .. }

@@ -80,6 +80,19 @@ impl Keys {
     pub fn node(&self, node_id: &str) -> String {
         self.key(&format!("node:{node_id}"))
     }
+    /// The table chat's latest lines: a list of `chat` event JSON, oldest first, trimmed to the
+    /// history length and expiring a day after its newest line.
+    pub fn chat(&self) -> String {
+        self.key("chat")
+    }
+    /// One player's chat messages in the current rate window (expires with the window).
+    pub fn chat_rate(&self, username: &str) -> String {
+        self.key(&format!("chat-rate:{username}"))
+    }
+    /// Chat mutes: a hash of username → muted until (Unix ms).
+    pub fn chat_mutes(&self) -> String {
+        self.key("chat-mutes")
+    }
 }
 
 /// Player-private events (balances) of every table: one wallet per player across tables.

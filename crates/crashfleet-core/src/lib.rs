@@ -14,6 +14,7 @@
 //! pause a Redis-elected table.
 #![forbid(unsafe_code)]
 
+pub mod chat;
 pub mod engine;
 pub mod error;
 pub mod fairness;

@@ -253,6 +253,17 @@ pub struct LobbyTable {
     pub players_online: usize,
 }
 
+/// One line of the table chat, as every player sees it: the poster's username, the cleaned text
+/// (plain text, never markup; see `crashfleet_core::chat::clean`) and the server time it was
+/// accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChatLine {
+    pub username: String,
+    pub text: String,
+    pub at_ms: i64,
+}
+
 /// Messages a client sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -270,6 +281,11 @@ pub enum ClientMessage {
     },
     /// Cash out one of your open bets now.
     CashOut { request_id: String, bet_id: String },
+    /// Say something in the table chat (logged-in players only). Accepted silently: the line
+    /// comes back to every socket of the table, this one included, as a `chat` event. Refused
+    /// with an `error`: `unauthorized`, `bad_request` (empty or over 200 characters after
+    /// cleaning), `chat_rate_limited` (over 5 messages per 10 s), `muted`.
+    Chat { text: String },
     /// Keep-alive and clock probe; answered with `pong`.
     Ping {
         #[serde(default)]
@@ -301,6 +317,9 @@ pub enum ServerMessage {
         history: Vec<RoundView>,
         fairness: FairnessView,
         you: Option<PlayerView>,
+        /// The table chat's latest lines (at most 50, none older than a day), oldest first.
+        #[serde(default)]
+        chat: Vec<ChatLine>,
     },
     RoundOpen {
         round: u64,
@@ -391,6 +410,12 @@ pub enum ServerMessage {
     Pong {
         nonce: u64,
         server_time_ms: i64,
+    },
+    /// A line of the table chat, to every socket of the table on every node, in one order.
+    Chat {
+        username: String,
+        text: String,
+        at_ms: i64,
     },
     /// A refused command or a bad frame. `code` is stable (the same codes as the REST API).
     Error {

@@ -84,3 +84,72 @@ pub(super) async fn audit(
     require_admin(&s, &headers)?;
     Ok(Json(s.game.ledger.audit().await?))
 }
+
+/// Mutes (or, with `minutes: 0`, unmutes) a player in the table chat.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MuteBody {
+    username: String,
+    /// How long, 0 (lift the mute) to 43200 (30 days).
+    minutes: u64,
+}
+
+/// The table's chat mutes in force.
+#[derive(Serialize, ToSchema)]
+pub struct MutesBody {
+    mutes: Vec<crate::ports::Mute>,
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/mute", tag = "admin", request_body = MuteBody,
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "the mutes in force now (the new one included)", body = MutesBody),
+        (status = 400, description = "`bad_request`: malformed JSON, unknown fields, or minutes above 43200", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no bearer token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: wrong admin token, or admin endpoints disabled (no --admin-token)", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such player", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 16 KiB", body = ErrorBody),
+        (status = 503, description = "`unavailable`: the ledger (or, in a fleet, Redis) cannot be reached; the mute list is unchanged", body = ErrorBody)))]
+pub(super) async fn mute(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<MuteBody>,
+) -> ApiResult<Json<MutesBody>> {
+    require_admin(&s, &headers)?;
+    if b.minutes > crashfleet_core::chat::MAX_MUTE_MINUTES {
+        return Err(Error::BadRequest(format!(
+            "minutes must be 0 (unmute) to {}",
+            crashfleet_core::chat::MAX_MUTE_MINUTES
+        ))
+        .into());
+    }
+    let Some(player) = s.game.ledger.player_by_name(&b.username).await? else {
+        return Err(Error::NotFound(format!("no player named {:?}", b.username)).into());
+    };
+    let until_ms = if b.minutes == 0 {
+        0
+    } else {
+        s.game.clock.now_ms() + b.minutes as i64 * 60_000
+    };
+    s.chat.mute(&player.username, until_ms).await?;
+    tracing::info!(player = %player.username, minutes = b.minutes, "chat mute set by an admin");
+    Ok(Json(MutesBody {
+        mutes: s.chat.mutes().await?,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/mute", tag = "admin", security(("admin" = [])),
+    responses(
+        (status = 200, description = "the chat mutes in force", body = MutesBody),
+        (status = 401, description = "`unauthorized`: no bearer token", body = ErrorBody),
+        (status = 403, description = "`forbidden`: wrong admin token, or admin endpoints disabled (no --admin-token)", body = ErrorBody),
+        (status = 503, description = "`unavailable`: Redis (in a fleet) cannot be reached", body = ErrorBody)))]
+pub(super) async fn mutes(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<MutesBody>> {
+    require_admin(&s, &headers)?;
+    Ok(Json(MutesBody {
+        mutes: s.chat.mutes().await?,
+    }))
+}

@@ -40,7 +40,7 @@ mod players;
 mod rounds;
 mod table;
 
-use admin::{audit, credit, debit};
+use admin::{audit, credit, debit, mute, mutes};
 use bets::{cash_out, place_bet};
 pub use openapi::{ApiDoc, openapi_json};
 pub use ops::metrics_router;
@@ -377,6 +377,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/players/{username}/credit", post(credit))
         .route("/admin/players/{username}/debit", post(debit))
         .route("/admin/audit", get(audit))
+        .route("/admin/mute", post(mute).get(mutes))
         .route("/openapi.json", get(openapi::openapi))
         .fallback(not_found);
     if let Some(limiter) = &state.ip_limiter {

@@ -10,7 +10,7 @@ use super::*;
     paths(players::register, players::login, players::logout, players::me, players::my_bets,
           bets::place_bet, bets::bet, bets::cash_out, rounds::current_round, rounds::rounds, rounds::round,
           rounds::fairness, table::leaderboard, table::stats, table::fleet, table::lobby,
-          admin::credit, admin::debit, admin::audit, log::log_head, log::log_proof,
+          admin::credit, admin::debit, admin::audit, admin::mute, admin::mutes, log::log_head, log::log_proof,
           log::log_consistency, log::bet_proof),
     modifiers(&SecuritySchemes, &CommonResponses),
 )]

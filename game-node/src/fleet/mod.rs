@@ -11,6 +11,7 @@
 
 pub mod arbiter;
 pub mod bus;
+pub mod chat;
 pub mod elector;
 /// The Lease elector, from its own crate (the operator shares it).
 pub use crashfleet_lease::lease;

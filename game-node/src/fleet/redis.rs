@@ -234,6 +234,7 @@ pub struct Scripts {
     pub cash_out: Script,
     pub due_autos: Script,
     pub close_round: Script,
+    pub chat_post: Script,
 }
 
 /// Status codes the scripts answer with (first element of every reply).
@@ -248,6 +249,7 @@ pub mod status {
     pub const SETTLED: i64 = -6;
     pub const TOO_LATE: i64 = -7;
     pub const NOT_FLYING: i64 = -8;
+    pub const MUTED: i64 = -9;
 }
 
 impl Scripts {
@@ -445,6 +447,34 @@ for i = 1, #bets, 2 do
   table.insert(out, redis.call('HGET', KEYS[4], bets[i]) or '')
 end
 return out
+"#,
+            ),
+            // KEYS: seq, chat, mutes, the poster's rate window. ARGV: events channel, the chat
+            // event's JSON, username, messages per window, window ms, history length, history
+            // ttl ms. Mute, rate window, history and the sequenced PUBLISH in one step, so the
+            // history's order is the order every node delivers. Answers {1, seq},
+            // {-9, muted until} or {-2, ms left in the window}.
+            chat_post: script(
+                r#"
+local now = now_ms()
+local muted = tonumber(redis.call('HGET', KEYS[3], ARGV[3]) or '0')
+if muted > now then return {-9, muted} end
+local n = redis.call('INCR', KEYS[4])
+if n == 1 then redis.call('PEXPIRE', KEYS[4], ARGV[5]) end
+if n > tonumber(ARGV[4]) then
+  local left = redis.call('PTTL', KEYS[4])
+  if left < 0 then
+    redis.call('PEXPIRE', KEYS[4], ARGV[5])
+    left = tonumber(ARGV[5])
+  end
+  return {-2, left}
+end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[6]), -1)
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+local s = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], s .. ' ' .. now .. '\n' .. ARGV[2])
+return {1, s}
 "#,
             ),
         }

@@ -6,6 +6,7 @@
 mod common;
 
 mod bad_input;
+mod chat;
 mod config_errors;
 mod crash_recovery;
 mod money;

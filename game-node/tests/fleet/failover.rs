@@ -338,7 +338,103 @@ async fn replicas_share_rounds_sessions_and_money() {
         }
     }
     fleet.assert_invariants(2).await;
+    chat_across_nodes(&fleet, &token).await;
     fleet.db.drop_now().await;
+}
+
+/// The next `chat` or `error` frame on a socket, skipping round events.
+async fn next_chat(ws: &mut crashfleet_tests::ws::Socket) -> Value {
+    loop {
+        let v = ws.next_value().await;
+        if v["type"] == "chat" || v["type"] == "error" {
+            return v;
+        }
+    }
+}
+
+/// Two players on two nodes see each other's lines in one order; the rate window and a mute set
+/// through a third node hold on every node; a late socket's snapshot has the history.
+async fn chat_across_nodes(fleet: &Fleet, alice: &str) {
+    use crashfleet_tests::ws::Socket;
+    use game_node::protocol::ClientMessage;
+    let chat = |text: &str| ClientMessage::Chat { text: text.into() };
+    let ws_url = |i: usize| fleet.nodes[i].url.replace("http://", "ws://") + "/ws";
+    let bob = fleet.register(1, "bob").await;
+    let mut a = Socket::connect_as(&ws_url(0), alice).await;
+    a.expect_type("authenticated").await;
+    let mut b = Socket::connect_as(&ws_url(2), &bob).await;
+    b.expect_type("authenticated").await;
+    a.send(&chat("alice one")).await;
+    b.send(&chat("bob one")).await;
+    a.send(&chat("alice two")).await;
+    b.send(&chat("bob two")).await;
+    let mut orders = Vec::new();
+    for ws in [&mut a, &mut b] {
+        let mut lines = Vec::new();
+        while lines.len() < 4 {
+            let v = next_chat(ws).await;
+            assert_eq!(v["type"], "chat", "{v}");
+            lines.push(v["text"].as_str().unwrap_or("").to_string());
+        }
+        orders.push(lines);
+    }
+    assert_eq!(orders[0], orders[1], "one order on both nodes");
+    let pos = |t: &str| orders[0].iter().position(|l| l == t);
+    assert!(
+        pos("alice one") < pos("alice two") && pos("bob one") < pos("bob two"),
+        "{orders:?}"
+    );
+
+    // Alice's window counts on every node: three more lines through node 2 use it up, and the
+    // next, through node 1, is refused.
+    let mut a2 = Socket::connect_as(&ws_url(1), alice).await;
+    a2.expect_type("authenticated").await;
+    for n in 0..3 {
+        a2.send(&chat(&format!("alice via node 2 #{n}"))).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(next_chat(&mut b).await["type"], "chat");
+    }
+    a.send(&chat("alice sixth")).await;
+    let refused = a.expect_type("error").await;
+    assert_eq!(refused["code"], "chat_rate_limited", "{refused}");
+
+    // A mute set through node 3 silences bob on node 3's socket and on node 1.
+    let (st, v) = fleet
+        .post(
+            2,
+            "/api/v1/admin/mute",
+            Some(crashfleet_tests::fleet::ADMIN),
+            None,
+            json!({"username": "bob", "minutes": 10}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    b.send(&chat("am I muted")).await;
+    assert_eq!(b.expect_type("error").await["code"], "muted");
+    let (_, mutes) = fleet
+        .get(
+            0,
+            "/api/v1/admin/mute",
+            Some(crashfleet_tests::fleet::ADMIN),
+        )
+        .await;
+    assert_eq!(mutes["mutes"][0]["username"], "bob", "{mutes}");
+
+    // A socket opened later on node 2 gets the seven lines, in the order everyone saw them.
+    let mut late = Socket::connect(&ws_url(1)).await;
+    let snap = late.expect_type("snapshot").await;
+    let history: Vec<&str> = snap["chat"]
+        .as_array()
+        .expect("chat history")
+        .iter()
+        .filter_map(|l| l["text"].as_str())
+        .collect();
+    assert_eq!(history.len(), 7, "{history:?}");
+    assert_eq!(
+        history[..4],
+        orders[0].iter().map(String::as_str).collect::<Vec<_>>()[..]
+    );
 }
 
 /// What one kill of the leader cost.

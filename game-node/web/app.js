@@ -11,6 +11,8 @@
 //   errors.js  the player-facing text per error code, served by the node from its error table
 //   receipts.js the player's signed receipts, kept in this browser
 //
+// The chat comes over the socket (`chat` events, the latest lines in each snapshot) and is shown
+// as text only.
 // The leaderboard and the table's totals come from GET /leaderboard and /stats once the page
 // connects and after each round ends (they change only when bets settle).
 //
@@ -22,7 +24,7 @@ import { formatCredits, formatMult, newRequestId, parseHundredths, plainAmount }
 import { drawGraph } from './graph.js';
 import {
   MY_BETS_KEEP, bumpBalance, el, errorTitle, renderAll, renderAccount, renderBets, renderControls,
-  renderLeaderboard, renderMyBets, renderReceipts, renderStats, setConn, showAuthError, toast,
+  renderChat, renderLeaderboard, renderMyBets, renderReceipts, renderStats, setConn, showAuthError, toast,
   toastError, updateStage,
 } from './render.js';
 import { loadReceipts, receiptsBlob, saveReceipt } from './receipts.js';
@@ -285,6 +287,9 @@ function onMessage(m) {
       return undefined;
     case 'auto_cash_out':
       return keepReceipt(m.receipt);
+    case 'chat':
+      if (model.applyChat(state, m)) renderChat(state);
+      return undefined;
     case 'error':
       socket.answered(m.request_id);
       if (m.code === 'unauthorized' && !m.request_id && state.token) return logout(EXPIRED);
@@ -293,6 +298,17 @@ function onMessage(m) {
     default:
       return undefined; // pong (the socket's), and types newer than this page
   }
+}
+
+/**
+ * Sends a chat line. The line shows when the table sends it back (to everyone, in one order);
+ * a refusal (too fast, muted, too long) comes back as an error toast.
+ */
+function sendChat(ev) {
+  ev.preventDefault();
+  const text = el.chatText.value.trim();
+  if (!text || !state.you) return;
+  if (socket.send({ type: 'chat', text })) el.chatText.value = '';
 }
 
 function keepReceipt(receipt) {
@@ -387,6 +403,7 @@ el.authForm.addEventListener('submit', (ev) => {
 el.register.addEventListener('click', () => authenticate('register'));
 el.logout.addEventListener('click', logOut);
 el.betForm.addEventListener('submit', placeBet);
+el.chatForm.addEventListener('submit', sendChat);
 el.cashout.addEventListener('click', cashOut);
 el.stakeHalf.addEventListener('click', () => adjustStake(0.5));
 el.stakeDouble.addEventListener('click', () => adjustStake(2));

@@ -35,6 +35,8 @@ export const el = {
   leaderboard: $('leaderboard'), leaderboardEmpty: $('leaderboard-empty'),
   statRounds: $('stat-rounds'), statBets: $('stat-bets'), statPlayers: $('stat-players'),
   statWagered: $('stat-wagered'), statPaid: $('stat-paid'), statHouse: $('stat-house'),
+  chat: $('chat'), chatEmpty: $('chat-empty'), chatForm: $('chat-form'), chatText: $('chat-text'),
+  chatSend: $('chat-send'), chatNote: $('chat-note'),
   toasts: $('toasts'),
 };
 
@@ -113,6 +115,7 @@ export function renderAll(st) {
   renderMyBets(st);
   renderHistory(st);
   renderFairness(st);
+  renderChat(st);
   el.tableName.textContent = st.table ? 'table ' + st.table : '';
 }
 
@@ -436,4 +439,32 @@ export function renderStats(s) {
   el.statPaid.textContent = formatCredits(s.paid_out);
   el.statHouse.textContent = formatSigned(s.house_result);
   el.statHouse.dataset.minor = String(s.house_result);
+}
+
+/**
+ * The table chat. Every name and line is set as text, never parsed as HTML: a line reading
+ * `<img src=x onerror=…>` shows those characters and runs nothing.
+ */
+export function renderChat(st) {
+  const atBottom = el.chat.scrollHeight - el.chat.scrollTop - el.chat.clientHeight < 24;
+  const items = st.chat.map((line) => {
+    const li = document.createElement('li');
+    li.setAttribute('data-testid', 'chat-line');
+    const who = document.createElement('span');
+    who.className = 'chat-who';
+    who.textContent = line.username;
+    const text = document.createElement('span');
+    text.className = 'chat-text';
+    text.textContent = line.text;
+    li.append(who, text);
+    if (line.at_ms) li.title = new Date(line.at_ms).toLocaleTimeString();
+    return li;
+  });
+  el.chat.replaceChildren(...items);
+  el.chatEmpty.hidden = items.length > 0;
+  if (atBottom) el.chat.scrollTop = el.chat.scrollHeight;
+  const canPost = Boolean(st.you) && st.connected;
+  el.chatText.disabled = !canPost;
+  el.chatSend.disabled = !canPost;
+  el.chatNote.textContent = st.you ? '' : 'Log in to chat.';
 }

@@ -28,7 +28,19 @@ export function newState(token) {
     pending: new Map(), // request_id → { msg, sentAt, kind }, shared with the socket
     connected: false,
     clock: new ServerClock(),
+    chat: [], // { username, text, at_ms }, oldest first, at most CHAT_KEEP
   };
+}
+
+/** Chat lines the page keeps (the snapshot brings the table's latest 50). */
+export const CHAT_KEEP = 100;
+
+/** A `chat` event: appended, the oldest dropped past CHAT_KEEP. */
+export function applyChat(st, m) {
+  if (typeof m.text !== 'string' || typeof m.username !== 'string') return false;
+  st.chat.push({ username: m.username, text: m.text, at_ms: m.at_ms });
+  if (st.chat.length > CHAT_KEEP) st.chat.splice(0, st.chat.length - CHAT_KEEP);
+  return true;
 }
 
 /** The multiplier (hundredths) the curve m(t) = e^(g·t) shows after `elapsedMs` of flight. */
@@ -66,6 +78,9 @@ export function applySnapshot(st, s) {
   };
   st.history = (s.history || []).map(historyEntry).filter(Boolean).slice(0, HISTORY_KEEP);
   st.fairness = s.fairness || null;
+  // Every snapshot is the whole truth, the chat's history included (a resync may skip lines).
+  st.chat = [];
+  for (const line of Array.isArray(s.chat) ? s.chat : []) applyChat(st, line);
 }
 
 export function applyRoundOpen(st, m) {

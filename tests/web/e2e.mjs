@@ -5,7 +5,7 @@
 // It plays like a person: registers through the form, bets 1.00 with auto cash-out 1.01 in a
 // betting window, watches the round crash, checks the balance against the outcome (page and
 // GET /api/v1/me), follows the round's history link to /verify and checks the crash point there
-// equals the server's; checks the verifier against the known answers
+// equals the server's; sends a chat line full of markup and checks it shows as text; checks the verifier against the known answers
 // (game-node/tests/data/fairness.json); and fails on any console error or Content-Security-Policy
 // violation. Screenshots go to
 // $CRASHFLEET_ARTIFACTS (default /tmp/crashfleet-artifacts).
@@ -277,6 +277,23 @@ async function playOneRound(page, context, vectors) {
   const shownBets = Number((await page.textContent('[data-testid=stat-bets]')).replace(/,/g, ''));
   check(shownBets >= 1 && shownBets <= stats.bets, `the table shows ${shownBets} bets; GET /stats says ${stats.bets}`);
   log(`leaderboard: ${username} at ${profit}; table: ${shownBets} bets, house result ${stats.house_result}`);
+
+  // ---- the chat: a line with markup comes back through the table and shows as text, not HTML
+  const payload = '<img src=x onerror="window.__chatXss=1"><b>bold</b> & more';
+  await page.fill('[data-testid=chat-text]', payload);
+  await page.click('[data-testid=chat-send]');
+  await page.waitForFunction((p) => [...document.querySelectorAll('[data-testid=chat-line] .chat-text')]
+    .some((t) => t.textContent === p), payload, { timeout: 10_000 })
+    .catch(async () => {
+      const lines = await page.$$eval('[data-testid=chat-line]', (ls) => ls.map((l) => l.textContent));
+      throw new Failure(`my chat line did not come back as text: ${JSON.stringify(lines)}`);
+    });
+  const markup = await page.$$eval('[data-testid=chat] img, [data-testid=chat] b', (els) => els.length);
+  check(markup === 0, `the chat rendered ${markup} element(s) from a player's text`);
+  check(await page.evaluate(() => window.__chatXss === undefined), 'a chat line ran script');
+  const who = await page.$$eval('[data-testid=chat-line] .chat-who', (ws) => ws.map((w) => w.textContent));
+  check(who.includes(username), `the chat line is not signed ${username}: ${who.join(', ')}`);
+  log('chat: a line with markup came back through the table and shows as text');
 
   // ---- the bet's signed receipt (and the auto-cash-out's, when it won) is kept in this browser
   const kinds = won ? ['bet', 'auto_cash_out'] : ['bet'];

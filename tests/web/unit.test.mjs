@@ -146,6 +146,21 @@ test('a snapshot replaces what the page knew, and counts the bets it did not car
   assert.deepEqual(st.history.map((h) => [h.number, h.crash_x100, h.voided]), [[6, 150, false], [5, null, true]]);
 });
 
+test('the chat: the snapshot history, then each line appended, the oldest dropped past the cap', () => {
+  const st = model.newState(null);
+  model.applySnapshot(st, snapshot({ chat: [{ username: 'ann', text: 'hi', at_ms: 1 }] }));
+  assert.deepEqual(st.chat.map((l) => l.text), ['hi']);
+  assert.equal(model.applyChat(st, { type: 'chat', username: 'bob', text: '<b>x</b>', at_ms: 2 }), true);
+  assert.equal(model.applyChat(st, { type: 'chat', username: 'bob' }), false, 'a line without text is ignored');
+  assert.deepEqual(st.chat.map((l) => l.text), ['hi', '<b>x</b>']);
+  for (let i = 0; i < model.CHAT_KEEP; i += 1) model.applyChat(st, { username: 'c', text: String(i), at_ms: 3 });
+  assert.equal(st.chat.length, model.CHAT_KEEP);
+  assert.equal(st.chat[0].text, '0');
+  // A later snapshot (a resync) is the whole truth again.
+  model.applySnapshot(st, snapshot());
+  assert.deepEqual(st.chat, []);
+});
+
 test('a crash settles the open bets as lost and heads the history; a void refunds', () => {
   const st = model.newState(null);
   model.applySnapshot(st, snapshot());

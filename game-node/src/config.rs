@@ -89,6 +89,13 @@ pub struct ServeConfig {
     #[arg(long, env = "CRASHFLEET_REGION", default_value = "local")]
     pub region: String,
 
+    /// The URL players reach this table at (`https://eu.example.com/crash/`), advertised in the
+    /// lobby so a player in another region's lobby can measure and join this table. The operator
+    /// sets it from the table's Ingress host or HTTPRoute host name. Unset: the lobby lists the
+    /// table without a link (players can still join it where they found it).
+    #[arg(long, env = "CRASHFLEET_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// Bearer token for `/api/v1/admin/*`. Admin endpoints are disabled when unset.
     #[arg(long, env = "CRASHFLEET_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -443,6 +450,15 @@ impl ServeConfig {
         }
         for o in self.cors_origins() {
             check_cors_origin(&o, self.cors_origins().len())?;
+        }
+        if let Some(u) = &self.public_url {
+            crashfleet_core::net::public_url(u)?;
+        }
+        if self.region.is_empty()
+            || self.region.len() > 63
+            || !self.region.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err("--region must be 1-63 printable characters without spaces".into());
         }
         let id = self.node_id();
         if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {

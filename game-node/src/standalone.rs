@@ -273,6 +273,8 @@ impl FleetView for LocalFleet {
             round,
             multiplier_x100,
             players_online: me.connections,
+            nodes: 1,
+            public_url: me.public_url,
         }])
     }
 

@@ -244,12 +244,45 @@ pub fn trusted_proxies(ct: &CrashTable) -> Vec<String> {
     }
 }
 
+/// Where players reach the table (the game-node's `--public-url`): `spec.publicUrl`, else the
+/// Ingress host (HTTPS when it has a TLS secret), else the HTTPRoute's first exact (non-wildcard)
+/// host name under its path prefix, over HTTPS; else none.
+pub fn public_url(ct: &CrashTable) -> Option<String> {
+    let s = &ct.spec;
+    if let Some(u) = &s.public_url {
+        return Some(u.clone());
+    }
+    if let Some(i) = &s.ingress {
+        let scheme = if i.tls_secret_name.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        return Some(format!("{scheme}://{}/", i.host));
+    }
+    let g = s.gateway.as_ref()?;
+    let host = g
+        .hostnames
+        .as_ref()?
+        .iter()
+        .find(|h| !h.starts_with("*."))?;
+    let prefix = g
+        .path_prefix
+        .as_deref()
+        .unwrap_or("/")
+        .trim_end_matches('/');
+    Some(format!("https://{host}{prefix}/"))
+}
+
 /// What the schema cannot check and the game-node would refuse at start (a crash loop): every
-/// trusted proxy must parse as the game-node parses it.
+/// trusted proxy must parse as the game-node parses it, and so must the public URL.
 pub fn check_spec(ct: &CrashTable) -> Result<(), String> {
     for c in trusted_proxies(ct) {
         c.parse::<crashfleet_core::net::Cidr>()
             .map_err(|e| format!("spec.trustedProxies: {e}"))?;
+    }
+    if let Some(u) = public_url(ct) {
+        crashfleet_core::net::public_url(&u).map_err(|e| format!("spec.publicUrl: {e}"))?;
     }
     Ok(())
 }
@@ -387,6 +420,9 @@ pub fn game_env(ct: &CrashTable) -> Vec<EnvVar> {
     }
     if !s.fairness.salt.is_empty() {
         v.push(env("CRASHFLEET_SALT", s.fairness.salt.clone()));
+    }
+    if let Some(u) = public_url(ct) {
+        v.push(env("CRASHFLEET_PUBLIC_URL", u));
     }
     // `spec.paused` is not in the template: the operator writes it where the leader reads it
     // with its election record (the Lease's annotation, or a Redis key), so pausing or resuming
@@ -1310,6 +1346,48 @@ mod tests {
             tls_secret_name: Some("crash-tls".into()),
         });
         assert!(hsts(&ct));
+    }
+
+    #[test]
+    fn the_public_url_comes_from_the_spec_the_ingress_or_the_route() {
+        let url = |ct: &CrashTable| {
+            env_of(&deployment(ct))
+                .get("CRASHFLEET_PUBLIC_URL")
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(url(&table()), None, "no way in: no link");
+        let mut ct = table();
+        ct.spec.ingress = Some(IngressSpec {
+            host: "eu.example.com".into(),
+            class_name: None,
+            tls_secret_name: None,
+        });
+        assert_eq!(url(&ct).as_deref(), Some("http://eu.example.com/"));
+        ct.spec.ingress = Some(IngressSpec {
+            host: "eu.example.com".into(),
+            class_name: None,
+            tls_secret_name: Some("tls".into()),
+        });
+        assert_eq!(url(&ct).as_deref(), Some("https://eu.example.com/"));
+        assert_eq!(
+            url(&gateway(Some("/crash/"))).as_deref(),
+            Some("https://crash.example.com/crash/")
+        );
+        assert_eq!(
+            url(&gateway(None)).as_deref(),
+            Some("https://crash.example.com/")
+        );
+        let mut wild = gateway(None);
+        if let Some(g) = wild.spec.gateway.as_mut() {
+            g.hostnames = Some(vec!["*.example.com".into()]);
+        }
+        assert_eq!(url(&wild), None, "a wildcard names no host to link to");
+        // The spec's own URL wins, and one the node would refuse is refused before any pod runs.
+        ct.spec.public_url = Some("http://10.0.0.1:8080/eu".into());
+        assert_eq!(url(&ct).as_deref(), Some("http://10.0.0.1:8080/eu"));
+        assert!(check_spec(&ct).is_ok());
+        ct.spec.public_url = Some("http://x:notaport/".into());
+        assert!(check_spec(&ct).is_err());
     }
 
     #[test]

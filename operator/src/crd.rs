@@ -53,6 +53,18 @@ pub struct CrashTableSpec {
     #[schemars(length(min = 1, max = 63))]
     pub region: String,
 
+    /// The URL players reach this table at (`https://eu.example.com/crash/`), advertised in the
+    /// lobby of every table sharing this Redis so players can measure and join it. Absent: the
+    /// Ingress host (`https://` with its TLS secret, `http://` without), else the HTTPRoute's
+    /// first exact host name under its path prefix (`https://`; set this field when the
+    /// Gateway's listener is plain HTTP), else none (the lobby lists the table without a link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 8, max = 512),
+        regex(pattern = r"^https?://[^\s?#@/]+(/[^\s?#]*)?$")
+    )]
+    pub public_url: Option<String>,
+
     /// How the replicas elect the round leader.
     #[serde(default)]
     pub leader_election: LeaderElectionSpec,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A local crashfleet fleet for testers: Redis, PostgreSQL and N game-node processes on 127.0.0.1,
-# one table, one shared chain seed, sessions and wallets shared by every node. See docs/TESTING.md.
+# one table (or several, each in its own region, for the lobby), sessions and wallets shared by
+# every node. See docs/TESTING.md.
 set -euo pipefail
 
 # shellcheck disable=SC2034 # read by common.sh
@@ -10,9 +11,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 usage() {
   cat <<'EOF'
-Usage: tests/fleet/up.sh [N] [--backend redis|kubernetes] | --help
+Usage: tests/fleet/up.sh [N] [--backend redis|kubernetes] [--tables T] | --help
 
 Starts a fleet of N game-nodes (default 3) serving table "main" on this machine:
+  - --tables T (1 to N, default 1): T tables instead, each in its own region, node-K serving
+    table number ((K-1) mod T)+1: "main" in region-1, "table-2" in region-2, ...; each table
+    with its own chain seed and signing key (table-I/ in the fleet directory; main's stay where
+    they are). Every node advertises its own address (--public-url), so /lobby on any node lists
+    every table, measures it and links to it;
   - builds game-node (cargo build --release -p game-node) unless CRASHFLEET_BIN names a binary;
   - starts Redis (tests/redis/redis.sh) and PostgreSQL (tests/pg/pg.sh) with their state inside
     the fleet directory, installing Debian's packages when they are missing;
@@ -48,11 +54,14 @@ MAX_NODES=20
 
 n=""
 backend=""
+tables=""
 while [ $# -gt 0 ]; do
   case $1 in
     -h | --help | help) usage; exit 0 ;;
     --backend) [ $# -ge 2 ] || fdie "--backend needs redis or kubernetes"; backend=$2; shift 2 ;;
     --backend=*) backend=${1#--backend=}; shift ;;
+    --tables) [ $# -ge 2 ] || fdie "--tables needs a number"; tables=$2; shift 2 ;;
+    --tables=*) tables=${1#--tables=}; shift ;;
     [0-9]*) [ -z "$n" ] || fdie "one node count only (got $n and $1)"; n=$1; shift ;;
     *) usage >&2; exit 2 ;;
   esac
@@ -126,16 +135,24 @@ start_kubernetes() {
   export KUBECONFIG=${line#KUBECONFIG=}
 }
 
+# Table number (1..TABLES) node $1 serves, and that table's name, region and chain seed.
+table_of() { echo $((($1 - 1) % TABLES + 1)); }
+table_name() { if [ "$1" = 1 ]; then echo main; else echo "table-$1"; fi; }
+table_region() { if [ "$TABLES" = 1 ]; then echo local; else echo "region-$1"; fi; }
+table_seed() { if [ "$1" = 1 ]; then echo "$FLEET_DIR/chain.seed"; else echo "$FLEET_DIR/table-$1/chain.seed"; fi; }
+
 # Starts node $1 on port $2 in its own session (a Ctrl-C in the tester's terminal does not reach
 # it), with every inherited descriptor but stdin/out/err closed (our lock, a caller's pipes).
 launch_node() {
-  local k=$1 port=$2 dir
+  local k=$1 port=$2 dir i
   dir=$(node_dir "$k")
   mkdir -p "$dir/data"
   echo "$port" >"$dir/port"
+  i=$(table_of "$k")
   local args=(serve --listen "127.0.0.1:$port" --data-dir "$dir/data" --node-id "node-$k"
-    --table main --region local --redis-url "$REDIS_URL" --leader-election "$BACKEND"
-    --chain-seed-file "$FLEET_DIR/chain.seed" --chain-length "$CHAIN_LENGTH")
+    --table "$(table_name "$i")" --region "$(table_region "$i")" --redis-url "$REDIS_URL"
+    --leader-election "$BACKEND" --public-url "http://127.0.0.1:$port/"
+    --chain-seed-file "$(table_seed "$i")" --chain-length "$CHAIN_LENGTH")
   [ "$BACKEND" = kubernetes ] && args+=(--lease-namespace default)
   printf '\n=== %s: starting node-%s on 127.0.0.1:%s\n' "$(date -u +%FT%TZ)" "$k" "$port" >>"$dir/node.log"
   (
@@ -215,16 +232,22 @@ main() {
   if [ -e "$FLEET_DIR" ] && [ ! -f "$FLEET_MARKER" ]; then
     fdie "$FLEET_DIR exists but was not created by up.sh (no $FLEET_MARKER): not touching it"
   fi
-  local old_n old_backend
+  local old_n old_backend old_tables
   old_n=$(config_get NODES)
   old_backend=$(config_get BACKEND)
+  old_tables=$(config_get TABLES)
   if [ -n "$old_n" ]; then
-    if [ -n "$n" ] && [ "$n" != "$old_n" ] || [ -n "$backend" ] && [ "$backend" != "$old_backend" ]; then
-      fdie "a fleet of $old_n node(s) with backend $old_backend is up in $FLEET_DIR; run tests/fleet/down.sh first to change it"
+    if [ -n "$n" ] && [ "$n" != "$old_n" ] || [ -n "$backend" ] && [ "$backend" != "$old_backend" ] ||
+      [ -n "$tables" ] && [ "$tables" != "${old_tables:-1}" ]; then
+      fdie "a fleet of $old_n node(s) with backend $old_backend and ${old_tables:-1} table(s) is up in $FLEET_DIR; run tests/fleet/down.sh first to change it"
     fi
   fi
   N=${n:-${old_n:-3}}
   BACKEND=${backend:-${old_backend:-redis}}
+  TABLES=${tables:-${old_tables:-1}}
+  if ! [[ $TABLES =~ ^[0-9]+$ ]] || [ "$TABLES" -lt 1 ] || [ "$TABLES" -gt "$N" ]; then
+    fdie "--tables must be a number from 1 to N ($N), not '$TABLES'"
+  fi
   local t0=$SECONDS
 
   build_binary
@@ -232,8 +255,8 @@ main() {
   touch "$FLEET_MARKER"
   # 0711: the postgres user must reach pg/ inside; nobody else may list it. Secrets are 0600.
   chmod 711 "$FLEET_DIR"
-  printf 'NODES=%s\nBACKEND=%s\n' "$N" "$BACKEND" >"$FLEET_CONFIG.new"
-  grep -v '^NODES=\|^BACKEND=' "$FLEET_CONFIG" >>"$FLEET_CONFIG.new" 2>/dev/null || true
+  printf 'NODES=%s\nBACKEND=%s\nTABLES=%s\n' "$N" "$BACKEND" "$TABLES" >"$FLEET_CONFIG.new"
+  grep -v '^NODES=\|^BACKEND=\|^TABLES=' "$FLEET_CONFIG" >>"$FLEET_CONFIG.new" 2>/dev/null || true
   mv -f "$FLEET_CONFIG.new" "$FLEET_CONFIG"
 
   local line redis_was_up=0
@@ -252,12 +275,16 @@ main() {
   keep_secret "$FLEET_DIR/admin-token" "$(secret)"
   JWT_SECRET=$(cat "$FLEET_DIR/jwt-secret")
   ADMIN_TOKEN=$(cat "$FLEET_DIR/admin-token")
-  if [ ! -s "$FLEET_DIR/chain.seed" ]; then
-    rm -f "$FLEET_DIR/chain.seed"
-    flog "creating the table's chain seed ($CHAIN_LENGTH rounds)"
-    "$BIN" chain new --length "$CHAIN_LENGTH" --out "$FLEET_DIR/chain.seed" 8>&- >&2 ||
+  local i seed
+  for i in $(seq 1 "$TABLES"); do
+    seed=$(table_seed "$i")
+    [ -s "$seed" ] && continue
+    rm -f "$seed"
+    mkdir -p "$(dirname "$seed")"
+    flog "creating table $(table_name "$i")'s chain seed ($CHAIN_LENGTH rounds)"
+    "$BIN" chain new --length "$CHAIN_LENGTH" --out "$seed" 8>&- >&2 ||
       fdie "game-node chain new failed"
-  fi
+  done
 
   # Nodes hold the addresses they were started with: when Redis or PostgreSQL came back elsewhere
   # (their old port was taken), the running nodes are restarted.
@@ -272,13 +299,13 @@ main() {
   chmod 600 "$FLEET_CONFIG.new"
   mv -f "$FLEET_CONFIG.new" "$FLEET_CONFIG"
 
-  # The first node commits the table's fairness (and migrates the database) alone; the others
-  # start together once it is ready.
+  # The first node of each table commits its fairness (and the first migrates the database)
+  # alone; the others start together once they are ready.
   local k
-  flog "$N game-node(s), leader election $BACKEND; starting those not running"
-  start_node 1
-  for k in $(seq 2 "$N"); do start_node "$k" nowait; done
-  for k in $(seq 2 "$N"); do
+  flog "$N game-node(s), $TABLES table(s), leader election $BACKEND; starting those not running"
+  for k in $(seq 1 "$TABLES"); do start_node "$k"; done
+  for k in $(seq $((TABLES + 1)) "$N"); do start_node "$k" nowait; done
+  for k in $(seq $((TABLES + 1)) "$N"); do
     local rc=0
     wait_ready "$k" || rc=$?
     if [ $rc = 2 ]; then
@@ -294,8 +321,15 @@ main() {
 
   local first
   first=$(head -n 1 "$FLEET_DIR/urls")
-  echo "crashfleet fleet: $N game-node(s), table main, leader election $BACKEND ($FLEET_DIR)"
-  for k in $(seq 1 "$N"); do echo "node-$k $(sed -n "${k}p" "$FLEET_DIR/urls")"; done
+  if [ "$TABLES" = 1 ]; then
+    echo "crashfleet fleet: $N game-node(s), table main, leader election $BACKEND ($FLEET_DIR)"
+  else
+    echo "crashfleet fleet: $N game-node(s), $TABLES tables in $TABLES regions, leader election $BACKEND ($FLEET_DIR)"
+  fi
+  for k in $(seq 1 "$N"); do
+    i=$(table_of "$k")
+    echo "node-$k $(sed -n "${k}p" "$FLEET_DIR/urls") (table $(table_name "$i"), $(table_region "$i"))"
+  done
   echo "logs:"
   for k in $(seq 1 "$N"); do echo "  node-$k $(node_dir "$k")/node.log"; done
   echo "  redis  $FLEET_DIR/redis/redis.log"
@@ -306,6 +340,7 @@ main() {
   echo "admin token: $ADMIN_TOKEN"
   echo "  curl -H 'Authorization: Bearer $ADMIN_TOKEN' ${first}api/v1/admin/audit"
   echo "  curl ${first}api/v1/fleet"
+  echo "lobby: ${first}lobby"
   echo "stop: tests/fleet/down.sh"
 }
 

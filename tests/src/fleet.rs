@@ -131,6 +131,10 @@ pub struct FleetOpts {
     pub db_port_for: Vec<Option<u16>>,
     /// Table per node (index → table id); default `main`.
     pub table_for: Vec<Option<String>>,
+    /// More flags per node (index → flags), after `extra`.
+    pub extra_for: Vec<Vec<String>>,
+    /// Each node advertises its own address as `--public-url` (for the lobby).
+    pub advertise: bool,
     pub extra: Vec<String>,
     pub envs: Vec<(String, String)>,
 }
@@ -149,6 +153,8 @@ impl Default for FleetOpts {
             redis_for: Vec::new(),
             db_port_for: Vec::new(),
             table_for: Vec::new(),
+            extra_for: Vec::new(),
+            advertise: false,
             extra: Vec::new(),
             envs: Vec::new(),
         }
@@ -253,7 +259,11 @@ impl Fleet {
             .map(|s| s.to_string())
             .collect();
             args.extend(opts.extra.iter().cloned());
+            args.extend(opts.extra_for.get(i).cloned().unwrap_or_default());
             let url = format!("http://127.0.0.1:{port}");
+            if opts.advertise {
+                args.extend(["--public-url".to_string(), format!("{url}/")]);
+            }
             let mut node = Node {
                 id: id.clone(),
                 port,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the browser end-to-end test of the game and verifier pages against a running game-node.
-#   CRASHFLEET_URL=http://127.0.0.1:8080 bash tests/web/run.sh
+# Runs a browser end-to-end test against a running game-node: by default e2e.mjs (the game and
+# verifier pages); `lobby.mjs` tests the lobby page of a fleet of several tables.
+#   CRASHFLEET_URL=http://127.0.0.1:8080 bash tests/web/run.sh [e2e.mjs|lobby.mjs]
 # Env: CRASHFLEET_URL (required), CRASHFLEET_ARTIFACTS (screenshots; default /tmp/crashfleet-artifacts),
 # CRASHFLEET_CACHE_DIR (npm cache; default ~/.cache/crashfleet), CRASHFLEET_CHROMIUM (default /usr/bin/chromium).
 set -euo pipefail
@@ -16,4 +17,9 @@ cache="${CRASHFLEET_CACHE_DIR:-$HOME/.cache/crashfleet}/npm"
 mkdir -p "$cache"
 # playwright-core never downloads browsers; the variable is belt and braces.
 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --prefer-offline --cache "$cache" --loglevel=error
-exec node e2e.mjs
+script="${1:-e2e.mjs}"
+case "$script" in
+  e2e.mjs|lobby.mjs) ;;
+  *) echo "run.sh: unknown test $script (e2e.mjs or lobby.mjs)" >&2; exit 2 ;;
+esac
+exec node "$script"

@@ -15,6 +15,7 @@ import * as fairness from '../../game-node/web/fairness.js';
 import * as model from '../../game-node/web/state.js';
 import { ServerClock, backoffMs, BACKOFF_MAX_MS, BACKOFF_MIN_MS } from '../../game-node/web/socket.js';
 import { niceStep } from '../../game-node/web/graph.js';
+import * as lobby from '../../game-node/web/lobby-model.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 // Known answers computed outside the project (Python hashlib/hmac, exact integers). Integers
@@ -256,4 +257,28 @@ test('graph axes step on round numbers', () => {
   assert.equal(niceStep(12.5, 5), 2.5);
   assert.equal(niceStep(1, 5), 0.2);
   assert.equal(niceStep(60, 6), 10);
+});
+
+test('the lobby: socket URLs, join URLs, the median ping and the nearest table', () => {
+  assert.equal(lobby.wsUrlOf('https://eu.example.com/crash/'), 'wss://eu.example.com/crash/ws');
+  assert.equal(lobby.wsUrlOf('http://127.0.0.1:8080/'), 'ws://127.0.0.1:8080/ws');
+  const here = 'http://127.0.0.1:9000/lobby';
+  assert.equal(lobby.joinUrlOf({ table: 'a', public_url: 'https://x/' }, 'b', here), 'https://x/');
+  assert.equal(lobby.joinUrlOf({ table: 'b', public_url: null }, 'b', here), 'http://127.0.0.1:9000/');
+  assert.equal(lobby.joinUrlOf({ table: 'c', public_url: null }, 'b', here), null);
+  assert.equal(lobby.median([30, 10, 20]), 20);
+  assert.equal(lobby.median([10, 20]), 15);
+  assert.equal(lobby.median([]), null);
+  const rows = [
+    { table: 'far', url: 'u1', players_online: 9 },
+    { table: 'near', url: 'u2', players_online: 1 },
+    { table: 'down', url: 'u3', players_online: 50 },
+    { table: 'tie', url: 'u4', players_online: 2 },
+    { table: 'nolink', url: null, players_online: 99 },
+  ];
+  const rtts = new Map([['u1', 80], ['u2', 12], ['u3', null], ['u4', 12]]);
+  assert.equal(lobby.nearest(rows, rtts).row.table, 'tie', 'a tie goes to the livelier table');
+  rtts.set('u4', 40);
+  assert.equal(lobby.nearest(rows, rtts).row.table, 'near');
+  assert.equal(lobby.nearest(rows, new Map()), null);
 });

@@ -93,6 +93,52 @@ impl FromStr for CidrList {
     }
 }
 
+/// A table's public URL as players reach it (`--public-url`): `http://` or `https://`, a host,
+/// an optional port and path, no query, fragment, credentials or whitespace. Returned with a
+/// trailing `/`, so pages resolve `ws`, `api/v1/…` and the page itself relative to it.
+pub fn public_url(raw: &str) -> Result<String, String> {
+    let bad = |why: &str| Err(format!("--public-url {raw:?}: {why}"));
+    let rest = match raw.split_once("://") {
+        Some(("http" | "https", rest)) => rest,
+        _ => return bad("must start with http:// or https://"),
+    };
+    if raw.len() > 512 {
+        return bad("longer than 512 characters");
+    }
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("contains whitespace or control characters");
+    }
+    if raw.contains(['?', '#']) {
+        return bad("must not carry a query or a fragment");
+    }
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.contains('@') {
+        return bad("must not carry credentials");
+    }
+    // `host`, `host:port`, `[v6]` or `[v6]:port`.
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, after)) => (h, after.strip_prefix(':')),
+            None => return bad("has an unclosed '['"),
+        },
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return bad("has an invalid port");
+    }
+    if host.is_empty() {
+        return bad("names no host");
+    }
+    Ok(if raw.ends_with('/') {
+        raw.to_string()
+    } else {
+        format!("{raw}/")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +171,35 @@ mod tests {
             "",
         ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn public_urls_are_http_with_a_host_and_end_in_a_slash() {
+        assert_eq!(
+            public_url("https://eu.example.com").as_deref(),
+            Ok("https://eu.example.com/")
+        );
+        assert_eq!(
+            public_url("http://127.0.0.1:8080/crash").as_deref(),
+            Ok("http://127.0.0.1:8080/crash/")
+        );
+        assert_eq!(
+            public_url("http://[::1]:9/").as_deref(),
+            Ok("http://[::1]:9/")
+        );
+        for bad in [
+            "eu.example.com",
+            "ftp://x/",
+            "https://",
+            "https:///path",
+            "https://a b/",
+            "https://x/?q=1",
+            "https://x/#f",
+            "https://user:pw@x/",
+            "https://x:port/",
+        ] {
+            assert!(public_url(bad).is_err(), "{bad}");
         }
     }
 }

@@ -239,6 +239,9 @@ pub struct NodeInfo {
     pub region: String,
     pub connections: usize,
     pub version: String,
+    /// Where players reach this node's table (`--public-url`), ending in `/`.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 /// One live table (`GET /api/v1/lobby`): its phase and multiplier now and its players online.
@@ -251,6 +254,40 @@ pub struct LobbyTable {
     pub round: Option<u64>,
     pub multiplier_x100: Option<u64>,
     pub players_online: usize,
+    /// Live nodes serving the table.
+    pub nodes: usize,
+    /// Where players reach the table (its nodes' `--public-url`), ending in `/`; `null` when no
+    /// node advertises one.
+    pub public_url: Option<String>,
+}
+
+/// One region of the lobby (`GET /api/v1/regions`): its live tables, nodes and players online.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RegionSummary {
+    pub region: String,
+    pub tables: usize,
+    pub nodes: usize,
+    pub players_online: usize,
+}
+
+impl RegionSummary {
+    /// Regions of a lobby listing, sorted by name.
+    pub fn of(tables: &[LobbyTable]) -> Vec<RegionSummary> {
+        let mut by: std::collections::BTreeMap<&str, RegionSummary> = Default::default();
+        for t in tables {
+            let r = by.entry(&t.region).or_insert_with(|| RegionSummary {
+                region: t.region.clone(),
+                tables: 0,
+                nodes: 0,
+                players_online: 0,
+            });
+            r.tables += 1;
+            r.nodes += t.nodes;
+            r.players_online += t.players_online;
+        }
+        by.into_values().collect()
+    }
 }
 
 /// One line of the table chat, as every player sees it: the poster's username, the cleaned text

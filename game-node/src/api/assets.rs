@@ -21,6 +21,8 @@ const MODULES: &[(&str, &str)] = &[
     ("verify.js", include_str!("../../web/verify.js")),
     ("receipts.js", include_str!("../../web/receipts.js")),
     ("proofs.js", include_str!("../../web/proofs.js")),
+    ("lobby.js", include_str!("../../web/lobby.js")),
+    ("lobby-model.js", include_str!("../../web/lobby-model.js")),
 ];
 
 fn asset(mime: &'static str, body: &'static str) -> Response {
@@ -47,6 +49,7 @@ pub(super) fn routes<S: Clone + Send + Sync + 'static>(mut router: Router<S>) ->
         .route("/style.css", get(style_css))
         .route("/", get(index))
         .route("/verify", get(verify_page))
+        .route("/lobby", get(lobby_page))
 }
 
 async fn style_css() -> Response {
@@ -83,4 +86,8 @@ async fn index() -> Html<&'static str> {
 
 async fn verify_page() -> Html<&'static str> {
     Html(include_str!("../../web/verify.html"))
+}
+
+async fn lobby_page() -> Html<&'static str> {
+    Html(include_str!("../../web/lobby.html"))
 }

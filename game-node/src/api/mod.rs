@@ -47,7 +47,7 @@ pub use ops::metrics_router;
 use ops::{healthz, metrics_here, readyz};
 use players::{login, logout, me, my_bets, register};
 use rounds::{current_round, fairness, round, rounds};
-use table::{fleet, leaderboard, lobby, stats};
+use table::{fleet, leaderboard, lobby, regions, stats};
 
 /// Largest request body. Every request we accept is a few hundred bytes.
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -285,6 +285,11 @@ pub struct LobbyBody {
     tables: Vec<LobbyTable>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct RegionsBody {
+    regions: Vec<crate::protocol::RegionSummary>,
+}
+
 fn player_view(p: &crate::ports::PlayerRecord) -> PlayerView {
     PlayerView {
         id: p.id.clone(),
@@ -374,6 +379,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/stats", get(stats))
         .route("/fleet", get(fleet))
         .route("/lobby", get(lobby))
+        .route("/regions", get(regions))
         .route("/admin/players/{username}/credit", post(credit))
         .route("/admin/players/{username}/debit", post(debit))
         .route("/admin/audit", get(audit))

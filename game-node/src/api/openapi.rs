@@ -9,7 +9,7 @@ use super::*;
         protocol at /ws is documented in crates/crashfleet-core/src/protocol.rs."),
     paths(players::register, players::login, players::logout, players::me, players::my_bets,
           bets::place_bet, bets::bet, bets::cash_out, rounds::current_round, rounds::rounds, rounds::round,
-          rounds::fairness, table::leaderboard, table::stats, table::fleet, table::lobby,
+          rounds::fairness, table::leaderboard, table::stats, table::fleet, table::lobby, table::regions,
           admin::credit, admin::debit, admin::audit, admin::mute, admin::mutes, log::log_head, log::log_proof,
           log::log_consistency, log::bet_proof),
     modifiers(&SecuritySchemes, &CommonResponses),

@@ -47,3 +47,12 @@ pub(super) async fn lobby(State(s): State<Arc<AppState>>) -> ApiResult<Json<Lobb
         tables: s.fleet.lobby().await?,
     }))
 }
+
+#[utoipa::path(get, path = "/api/v1/regions", tag = "table", responses(
+        (status = 200, description = "every region with live tables: its tables, nodes and players online", body = RegionsBody),
+        (status = 503, description = "`unavailable`: Redis (in a fleet) cannot be reached", body = ErrorBody)))]
+pub(super) async fn regions(State(s): State<Arc<AppState>>) -> ApiResult<Json<RegionsBody>> {
+    Ok(Json(RegionsBody {
+        regions: crate::protocol::RegionSummary::of(&s.fleet.lobby().await?),
+    }))
+}

@@ -194,6 +194,8 @@ impl Presence {
                 round,
                 multiplier_x100,
                 players_online: nodes.iter().map(|n| n.connections).sum(),
+                nodes: nodes.len(),
+                public_url: nodes.iter().find_map(|n| n.public_url.clone()),
             });
         }
         out.sort_by(|a, b| {

@@ -1164,14 +1164,19 @@ async fn postgres_restart_mid_round() {
 }
 
 /// Several tables share one PostgreSQL (one wallet per player) and one Redis; the lobby lists
-/// every live table across regions; each table has its own leader.
+/// every live table across regions with its public URL, `/api/v1/regions` sums them up, and the
+/// lobby page in Chromium measures both tables and joins the nearest; each table has its own
+/// leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_share_wallets_and_the_lobby() {
     let Some(pg) = require::fleet("tables_share_wallets_and_the_lobby") else {
         return;
     };
+    let region = |r: &str| vec!["--region".to_string(), r.to_string()];
     let opts = FleetOpts {
         table_for: vec![None, None, Some("high-rollers".into())],
+        extra_for: vec![region("eu-west"), region("eu-west"), region("us-east")],
+        advertise: true,
         extra: vec![],
         ..FleetOpts::default()
     };
@@ -1199,14 +1204,52 @@ async fn tables_share_wallets_and_the_lobby() {
                     t["round"].as_u64().is_some()
                         && ["betting", "flying", "crashed"]
                             .contains(&t["phase"].as_str().unwrap_or(""))
-                        && t["region"] == "local"
                 })
             });
-            (tables == ["high-rollers", "main"] && live).then_some(())
+            // Sorted by region, then table.
+            (tables == ["main", "high-rollers"] && live).then_some(())
         },
         || fleet.logs(),
     )
     .await;
+    let (_, lobby) = fleet.get(0, "/api/v1/lobby", None).await;
+    let tables = lobby["tables"].as_array().expect("tables");
+    assert_eq!(tables[0]["region"], "eu-west", "{lobby}");
+    assert_eq!(tables[0]["nodes"], 2, "{lobby}");
+    assert_eq!(tables[1]["region"], "us-east", "{lobby}");
+    assert_eq!(tables[1]["nodes"], 1, "{lobby}");
+    // Each table advertises one of its own nodes' addresses.
+    let main_urls: Vec<String> = fleet.nodes[..2]
+        .iter()
+        .map(|n| format!("{}/", n.url))
+        .collect();
+    assert!(
+        main_urls
+            .iter()
+            .any(|u| tables[0]["public_url"] == u.as_str()),
+        "{lobby}"
+    );
+    assert_eq!(tables[1]["public_url"], format!("{}/", fleet.nodes[2].url));
+    let (st, regions) = fleet.get(2, "/api/v1/regions", None).await;
+    assert_eq!(st, 200, "{regions}");
+    let summary: Vec<(String, u64, u64)> = regions["regions"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .map(|r| {
+            (
+                r["region"].as_str().unwrap_or("").to_string(),
+                r["tables"].as_u64().unwrap_or(0),
+                r["nodes"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [("eu-west".to_string(), 1, 2), ("us-east".to_string(), 1, 1)],
+        "{regions}"
+    );
+    lobby_page_in_chromium(&fleet).await;
     // One wallet: a bet on one table is visible in the balance on the other.
     let token = fleet.register(0, "dora").await;
     fleet.wait_phase(2, "betting", 400).await;
@@ -1216,6 +1259,45 @@ async fn tables_share_wallets_and_the_lobby() {
     fleet.assert_invariants(2).await;
     fleet.assert_invariants(0).await;
     fleet.db.drop_now().await;
+}
+
+/// The lobby page, opened on a node of `main` in Chromium: it lists both tables in their regions,
+/// measures a round trip to each, suggests the nearest, and its join link opens that table's own
+/// game page (tests/web/lobby.mjs).
+async fn lobby_page_in_chromium(fleet: &Fleet) {
+    let chromium =
+        std::env::var("CRASHFLEET_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let have_node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !std::path::Path::new(&chromium).exists() || !have_node {
+        require::skip::<()>(
+            "lobby page in Chromium",
+            "needs node and chromium (bash tests/install-deps.sh)",
+        );
+        return;
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/web/run.sh");
+    let url = fleet.nodes[0].url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .arg(script)
+            .arg("lobby.mjs")
+            .env("CRASHFLEET_URL", url)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run tests/web/run.sh lobby.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "the lobby page test failed:\n{stdout}\n{stderr}\n{}",
+        fleet.logs()
+    );
 }
 
 /// The link a replica is cut off on: a TCP proxy between node 3 and that server.

@@ -87,7 +87,11 @@ fn imports_are_read_from_both_import_forms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_page_loads_its_modules_and_every_one_is_served() {
     let s = TestServer::start(&[]).await;
-    for (page, entry) in [("/", "app.js"), ("/verify", "verify.js")] {
+    for (page, entry) in [
+        ("/", "app.js"),
+        ("/verify", "verify.js"),
+        ("/lobby", "lobby.js"),
+    ] {
         let (_, html) = get(&s, page).await;
         assert!(
             html.contains(&format!(
@@ -103,13 +107,19 @@ async fn each_page_loads_its_modules_and_every_one_is_served() {
     }
     let game_modules = module_graph(&s, "/app.js").await;
     let verify_modules = module_graph(&s, "/verify.js").await;
-    for (path, source) in game_modules.iter().chain(&verify_modules) {
+    let lobby_modules = module_graph(&s, "/lobby.js").await;
+    for (path, source) in game_modules
+        .iter()
+        .chain(&verify_modules)
+        .chain(&lobby_modules)
+    {
         for root in ["fetch('/", "'/api/", "'/ws'", "'/verify"] {
             assert!(!source.contains(root), "{path} addresses the root: {root}…");
         }
     }
     let game: BTreeSet<String> = game_modules.into_keys().collect();
     let verify: BTreeSet<String> = verify_modules.into_keys().collect();
+    let lobby: BTreeSet<String> = lobby_modules.into_keys().collect();
     for m in [
         "/app.js",
         "/state.js",
@@ -124,6 +134,9 @@ async fn each_page_loads_its_modules_and_every_one_is_served() {
     for m in ["/verify.js", "/format.js", "/fairness.js"] {
         assert!(verify.contains(m), "the verifier loads {m}: {verify:?}");
     }
+    for m in ["/lobby.js", "/lobby-model.js", "/format.js"] {
+        assert!(lobby.contains(m), "the lobby loads {m}: {lobby:?}");
+    }
     // Every module file on disk is one a page loads: nothing is shipped that nothing uses.
     let on_disk: BTreeSet<String> = std::fs::read_dir(repo_root().join("game-node/web"))
         .expect("game-node/web")
@@ -131,7 +144,7 @@ async fn each_page_loads_its_modules_and_every_one_is_served() {
         .filter(|f| f.ends_with(".js"))
         .map(|f| format!("/{f}"))
         .collect();
-    let loaded: BTreeSet<String> = game.union(&verify).cloned().collect();
+    let loaded: BTreeSet<String> = game.union(&verify).chain(&lobby).cloned().collect();
     let unused: Vec<_> = on_disk.difference(&loaded).collect();
     assert!(unused.is_empty(), "modules no page loads: {unused:?}");
 }

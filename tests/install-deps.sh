@@ -19,6 +19,9 @@ command -v objcopy >/dev/null 2>&1 || need+=(binutils)
 # The real node's pause image is a static C program (gcc -static needs libc.a).
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
+# prometheus (with promtool): the alert rules and the dashboard are checked against a real
+# Prometheus scraping a fleet (game-node/tests/fleet/prometheus.rs).
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # python3-venv: tests/settlement/pyenv.sh makes a virtual environment for the PyNaCl checker.
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then

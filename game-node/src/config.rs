@@ -89,6 +89,13 @@ pub struct ServeConfig {
     #[arg(long, env = "CRASHFLEET_REGION", default_value = "local")]
     pub region: String,
 
+    /// Seconds between conservation audits (`crashfleet_audit_balanced`, 1 while player
+    /// balances plus the house result equal credits minus withdrawals, 0 otherwise). Each audit
+    /// sums the ledger's balances and bets, a full read: once a minute keeps that a small share of
+    /// the database's work while an alert still fires within minutes of a broken ledger. 0: off.
+    #[arg(long, env = "CRASHFLEET_AUDIT_INTERVAL_SECS", default_value_t = 60)]
+    pub audit_interval_secs: u64,
+
     /// The URL players reach this table at (`https://eu.example.com/crash/`), advertised in the
     /// lobby so a player in another region's lobby can measure and join this table. The operator
     /// sets it from the table's Ingress host or HTTPRoute host name. Unset: the lobby lists the

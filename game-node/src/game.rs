@@ -162,6 +162,20 @@ pub struct Game {
     pub feed: BetFeed,
 }
 
+/// Records how long a bet or cash-out took to decide, over REST or WebSocket alike, by outcome:
+/// `accepted`, `refused` (the player's request was wrong or too late: a 4xx) or `failed` (the
+/// node could not decide: a 5xx, e.g. its ledger unreachable). The p99 of `accepted` is what
+/// players feel; a rising `failed` rate is an outage.
+fn observe<T>(name: &'static str, started: std::time::Instant, outcome: &Result<T>) {
+    use crate::error::HttpStatus;
+    let outcome = match outcome {
+        Ok(_) => "accepted",
+        Err(e) if e.status().is_server_error() => "failed",
+        Err(_) => "refused",
+    };
+    metrics::histogram!(name, "outcome" => outcome).record(started.elapsed().as_secs_f64());
+}
+
 impl Game {
     pub async fn place_bet(
         &self,
@@ -170,7 +184,10 @@ impl Game {
         stake: i64,
         auto: Option<u64>,
     ) -> Result<Placed> {
-        let (bet, balance) = self.accept_bet(player, key, stake, auto).await?;
+        let started = std::time::Instant::now();
+        let placed = self.accept_bet(player, key, stake, auto).await;
+        observe("crashfleet_bet_duration_seconds", started, &placed);
+        let (bet, balance) = placed?;
         let receipt = self.table.notary.bet(&bet);
         Ok(Placed {
             bet,
@@ -307,7 +324,10 @@ impl Game {
     }
 
     pub async fn cash_out(&self, player: Player<'_>, key: &str, bet_id: &str) -> Result<Cashed> {
-        let (cash_out, auto_target) = self.accept_cash_out(player, key, bet_id).await?;
+        let started = std::time::Instant::now();
+        let decided = self.accept_cash_out(player, key, bet_id).await;
+        observe("crashfleet_cashout_duration_seconds", started, &decided);
+        let (cash_out, auto_target) = decided?;
         let receipt = self.table.notary.cash_out(&cash_out, auto_target);
         Ok(Cashed { cash_out, receipt })
     }

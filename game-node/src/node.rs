@@ -42,7 +42,17 @@ const LIMITER_PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// The process-wide Prometheus recorder (metrics macros use one global recorder; tests that
 /// start several nodes in one process share it).
-fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
+/// Buckets of the latency histograms (`*_duration_seconds`), in seconds: from half a millisecond
+/// (a group-committed bet on a quiet node) to five seconds (past every timeout a player waits
+/// for), so a p99 alert threshold anywhere from 1 ms to 2.5 s falls on a bucket boundary.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The process's metrics recorder, installed once; every series carries `table="<table>"` (the
+/// first table started in this process: a pod runs one node), so a Prometheus scraping many
+/// tables' pods can group and alert per table.
+fn metrics_handle(table: &str) -> anyhow::Result<PrometheusHandle> {
     // A mutex, not a bare OnceLock: two nodes starting at once must not both try to install
     // the global recorder (the second install fails).
     static HANDLE: std::sync::Mutex<Option<PrometheusHandle>> = std::sync::Mutex::new(None);
@@ -51,10 +61,71 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
         return Ok(h.clone());
     }
     let handle = PrometheusBuilder::new()
+        .add_global_label("table", table)
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_duration_seconds".into()),
+            LATENCY_BUCKETS,
+        )
+        .context("the latency buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
     *guard = Some(handle.clone());
     Ok(handle)
+}
+
+/// The table's gauges every node exports from the start, so alert rules can compare against
+/// them: the house edge (`crashfleet_house_edge_ratio`), the expected length of a round
+/// (`crashfleet_round_expected_seconds`), and when the newest round ended and how much of the chain
+/// is left (from the ledger; the leader moves both with each round).
+///
+/// The expected round is the betting window, the pause and the mean flight. A crash point m has
+/// P(m ≥ x) = (1 − edge)/x for x ≥ 1, so ln m has mean ∫ (1 − edge)·e^(−y) dy = 1 − edge, and the
+/// curve m(t) = e^(g·t) reaches m after ln(m)/g: the mean flight is (1 − edge)/g.
+async fn record_table_gauges(
+    table: &TableSpec,
+    house_edge_bp: u32,
+    ledger: &dyn Ledger,
+    now_ms: i64,
+) {
+    let edge = f64::from(house_edge_bp) / 10_000.0;
+    metrics::gauge!("crashfleet_house_edge_ratio").set(edge);
+    let flight_ms = (1.0 - edge) / table.curve.growth_per_ms();
+    let round_ms = (table.rules.betting_ms + table.rules.pause_ms) as f64 + flight_ms;
+    metrics::gauge!("crashfleet_round_expected_seconds").set(round_ms / 1_000.0);
+    match ledger.last_round(&table.id).await {
+        Ok(Some(r)) => crate::runner::record_progress(
+            table,
+            r.number,
+            r.crashed_at_ms.unwrap_or(r.opened_at_ms),
+        ),
+        // No round yet: the clock of "no round for a while" starts now.
+        _ => crate::runner::record_progress(table, 0, now_ms),
+    }
+}
+
+/// Runs the conservation audit every `every` and exports its verdict as
+/// `crashfleet_audit_balanced` (1 balanced, 0 not). A failed audit (ledger unreachable) leaves the
+/// last verdict: unavailability has its own signals (`/readyz`, refused requests).
+async fn audit_loop(ledger: Arc<dyn Ledger>, every: Duration, shutdown: CancellationToken) {
+    loop {
+        match ledger.audit().await {
+            Ok(a) => {
+                if !a.balanced {
+                    warn!(?a, "the conservation audit does not balance");
+                }
+                metrics::gauge!("crashfleet_audit_balanced").set(if a.balanced {
+                    1.0
+                } else {
+                    0.0
+                });
+            }
+            Err(e) => tracing::debug!(error = %e, "the conservation audit could not run"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Reads a 32-byte secret file of `kind` (the chain seed, the signing key), or creates it (mode
@@ -584,7 +655,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
         trusted_proxies,
         cors_origin: cfg.cors_origins(),
         hsts: cfg.hsts,
-        metrics: metrics_handle()?,
+        metrics: metrics_handle(&cfg.table)?,
         draining: AtomicBool::new(false),
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
@@ -619,6 +690,20 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
     metrics::gauge!("crashfleet_bus_lag_ms").increment(0.0);
     metrics::gauge!("crashfleet_leader").increment(0.0);
     metrics::gauge!("crashfleet_leader_term").increment(0.0);
+    record_table_gauges(
+        &table,
+        commitment.house_edge_bp,
+        ledger.as_ref(),
+        clock.now_ms(),
+    )
+    .await;
+    if cfg.audit_interval_secs > 0 {
+        tasks.spawn(audit_loop(
+            ledger.clone(),
+            Duration::from_secs(cfg.audit_interval_secs),
+            shutdown.clone(),
+        ));
+    }
     let leader = tasks.spawn(crate::runner::run(table, ports, shutdown.clone()));
     state
         .fanout

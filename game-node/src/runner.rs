@@ -38,6 +38,35 @@ pub struct TableSpec {
     pub notary: Arc<crate::receipts::Notary>,
 }
 
+/// Crash points at or above these multipliers (hundredths) are counted
+/// (`crashfleet_crash_points_reaching_total{x100}`), beside every crash point
+/// (`crashfleet_crash_points_total`): a player who always cashes out at x returns x times the
+/// share of rounds reaching x, which a fair table holds at 1 − edge. 2× watches the body of the
+/// distribution, 10× its tail (a table that quietly capped high multipliers).
+pub const RTP_PROBES_X100: [(u64, &str); 2] = [(200, "200"), (1_000, "1000")];
+
+/// The metrics of a crashed round: the crash-point counters, when it ended, and how many rounds
+/// the table's chain has left after it.
+pub fn record_crash(spec: &TableSpec, number: u64, crash_x100: u64, crashed_at_ms: i64) {
+    metrics::counter!("crashfleet_crash_points_total").increment(1);
+    for (x100, label) in RTP_PROBES_X100 {
+        if crash_x100 >= x100 {
+            metrics::counter!("crashfleet_crash_points_reaching_total", "x100" => label)
+                .increment(1);
+        }
+    }
+    record_progress(spec, number, crashed_at_ms);
+}
+
+/// When the table's newest round ended and how many rounds its chain has left: set by the leader
+/// after each round and by every node at start (from the ledger), so the gauges exist on every
+/// node and the newest value wins across the fleet (`max by (table)`).
+pub fn record_progress(spec: &TableSpec, number: u64, ended_at_ms: i64) {
+    metrics::gauge!("crashfleet_last_round_timestamp_seconds").set(ended_at_ms as f64 / 1_000.0);
+    metrics::gauge!("crashfleet_chain_rounds_left")
+        .set(spec.chain.length().saturating_sub(number) as f64);
+}
+
 /// The ports the leader drives.
 #[derive(Clone)]
 pub struct Ports {
@@ -456,6 +485,7 @@ impl Leader<'_> {
                 )
                 .await?;
             metrics::counter!("crashfleet_rounds_total").increment(1);
+            record_crash(spec, number, plan.crash_x100, plan.crash_at_ms);
             self.ports.elector.report_round(number);
             self.ports
                 .bus

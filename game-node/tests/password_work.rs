@@ -57,10 +57,11 @@ async fn jobs(s: &TestServer, outcome: &str) -> u64 {
         .text()
         .await
         .expect("metrics text");
-    let prefix = format!("crashfleet_password_jobs_total{{outcome=\"{outcome}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0, |v| v.trim().parse::<f64>().expect("a number") as u64)
+    crashfleet_tests::prom::value(
+        &text,
+        &format!("crashfleet_password_jobs_total{{outcome=\"{outcome}\"}}"),
+    )
+    .map_or(0, |v| v as u64)
 }
 
 /// POST /auth/login from `client`: (status, code, Retry-After).

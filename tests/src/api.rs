@@ -251,8 +251,9 @@ impl Client {
         }
     }
 
-    /// One sample of the Prometheus text at `/metrics`: the value of `name` (with its labels, as
-    /// written, e.g. `crashfleet_leader` or `crashfleet_bets_total{outcome="accepted"}`).
+    /// A series of the Prometheus text at `/metrics`: `crashfleet_leader` or
+    /// `crashfleet_bets_total{outcome="accepted"}` (the named labels; others, such as `table`,
+    /// are ignored; several matching series are summed). `None` when absent.
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let text = self
             .http
@@ -263,9 +264,6 @@ impl Client {
             .text()
             .await
             .ok()?;
-        text.lines().find_map(|l| {
-            let (n, v) = l.rsplit_once(' ')?;
-            (n == name).then(|| v.parse().ok())?
-        })
+        crate::prom::value(&text, name)
     }
 }

@@ -23,6 +23,7 @@ pub mod db;
 pub mod fleet;
 pub mod k8s;
 pub mod load;
+pub mod prom;
 pub mod proxy;
 pub mod redis;
 pub mod require;

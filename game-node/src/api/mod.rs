@@ -357,6 +357,40 @@ async fn edge(State(s): State<Arc<AppState>>, mut req: Request, next: Next) -> R
     .await
 }
 
+/// Records each API request's duration by route (the route's pattern, e.g.
+/// `/api/v1/bets/{bet_id}`, never the raw path, so the label set is the routes' set), method and
+/// status class: `crashfleet_http_request_duration_seconds`. Only matched routes are observed
+/// (a 404 names no route).
+async fn observe_route(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let status = match response.status().as_u16() {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::histogram!(
+        "crashfleet_http_request_duration_seconds",
+        "route" => route,
+        "method" => method,
+        "status" => status
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     let mut api = Router::new()
         .route("/auth/register", post(register))
@@ -385,6 +419,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/audit", get(audit))
         .route("/admin/mute", post(mute).get(mutes))
         .route("/openapi.json", get(openapi::openapi))
+        .route_layer(axum::middleware::from_fn(observe_route))
         .fallback(not_found);
     if let Some(limiter) = &state.ip_limiter {
         api = api.layer(limiter.layer());

@@ -331,21 +331,9 @@ impl Sample {
     }
 }
 
-/// A gauge's value from a Prometheus text page (the unlabelled series, or the sum of labelled ones).
+/// A gauge's value from a Prometheus text page (the sum of its series).
 fn gauge(page: &str, name: &str) -> Option<f64> {
-    let mut found = None;
-    for line in page.lines().filter(|l| !l.starts_with('#')) {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        if !(rest.starts_with(' ') || rest.starts_with('{')) {
-            continue; // another metric whose name starts with this one
-        }
-        if let Some(v) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
-            found = Some(found.unwrap_or(0.0) + v);
-        }
-    }
-    found
+    crashfleet_tests::prom::value(page, name)
 }
 
 async fn redis_info(port: u16, args: &[&str]) -> Option<String> {

@@ -57,8 +57,12 @@ async fn health_metrics_headers_and_table_reads() {
     // Every step-down reason is exported from the start (at 0), so an alert on its rate works
     // before the first one.
     for reason in game_node::runner::STEP_DOWN_REASONS {
-        let line = format!("crashfleet_step_downs_total{{reason=\"{reason}\"}} ");
-        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+        let series = format!("crashfleet_step_downs_total{{reason=\"{reason}\"}}");
+        assert_eq!(
+            crashfleet_tests::prom::value(&metrics, &series),
+            Some(0.0),
+            "{series} missing:\n{metrics}"
+        );
     }
 
     let page = s

@@ -418,17 +418,7 @@ async fn scrape(http: &reqwest::Client, targets: &[Target]) -> ServerReport {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
-        let value = |name: &str| {
-            text.lines()
-                .find_map(|l| {
-                    l.strip_prefix(name)?
-                        .strip_prefix(' ')?
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                })
-                .map(|v| v as u64)
-        };
+        let value = |name: &str| crate::prom::value(&text, name).map(|v| v as u64);
         rss = rss
             .zip(value("process_resident_memory_bytes"))
             .map(|(a, b)| a + b);

@@ -2,8 +2,11 @@
 //! series: by name and the labels the caller names, whatever other labels the series carries
 //! (every node adds `table="…"` to all of its series).
 
+/// One sample: the series' name, its labels and its value.
+type Sample<'a> = (&'a str, Vec<(&'a str, &'a str)>, f64);
+
 /// A series' name and labels, from a sample line `name{k="v",…} value`.
-fn parse(line: &str) -> Option<(&str, Vec<(&str, &str)>, f64)> {
+fn parse(line: &str) -> Option<Sample<'_>> {
     if line.starts_with('#') {
         return None;
     }

@@ -690,6 +690,7 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
     metrics::gauge!("crashfleet_bus_lag_ms").increment(0.0);
     metrics::gauge!("crashfleet_leader").increment(0.0);
     metrics::gauge!("crashfleet_leader_term").increment(0.0);
+    metrics::gauge!("crashfleet_table_paused").increment(0.0);
     record_table_gauges(
         &table,
         commitment.house_edge_bp,

@@ -389,6 +389,8 @@ impl Leader<'_> {
                 + 1;
             if spec.paused || self.ports.elector.paused() {
                 info!(table = %spec.id, "the table is paused: no new rounds until it is resumed");
+                // Alert rules leave a paused table alone: no rounds is what it was told.
+                metrics::gauge!("crashfleet_table_paused").set(1.0);
                 // `--paused` holds for this process's life; the fleet's flag may be cleared.
                 while spec.paused || self.ports.elector.paused() {
                     tokio::select! {
@@ -396,6 +398,7 @@ impl Leader<'_> {
                         () = tokio::time::sleep(PAUSE_RECHECK) => {}
                     }
                 }
+                metrics::gauge!("crashfleet_table_paused").set(0.0);
                 info!(table = %spec.id, "the table is resumed");
                 continue;
             }

@@ -135,6 +135,8 @@ pub struct FleetOpts {
     pub extra_for: Vec<Vec<String>>,
     /// Each node advertises its own address as `--public-url` (for the lobby).
     pub advertise: bool,
+    /// Rounds the table's hash chain covers.
+    pub chain_length: u64,
     pub extra: Vec<String>,
     pub envs: Vec<(String, String)>,
 }
@@ -155,6 +157,7 @@ impl Default for FleetOpts {
             table_for: Vec::new(),
             extra_for: Vec::new(),
             advertise: false,
+            chain_length: 20_000,
             extra: Vec::new(),
             envs: Vec::new(),
         }
@@ -185,7 +188,13 @@ impl Fleet {
         let db = TestDb::create(admin_url, test).await;
         let seed = dir.path().join("chain.seed");
         let out = Command::new(&opts.binary)
-            .args(["chain", "new", "--length", "20000", "--out"])
+            .args([
+                "chain",
+                "new",
+                "--length",
+                &opts.chain_length.to_string(),
+                "--out",
+            ])
             .arg(&seed)
             .output()
             .expect("chain new");
@@ -229,7 +238,7 @@ impl Fleet {
                 "--chain-seed-file",
                 &seed.display().to_string(),
                 "--chain-length",
-                "20000",
+                &opts.chain_length.to_string(),
                 "--betting-window-ms",
                 &opts.betting_ms.to_string(),
                 "--pause-ms",

@@ -5,3 +5,4 @@
 mod arbiter;
 mod chaos;
 mod failover;
+mod prometheus;

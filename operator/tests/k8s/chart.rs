@@ -70,6 +70,38 @@ fn helm_lint_and_the_values_schema() {
         .arg(chart())
         .args(["--set", "replicaz=3"]));
     assert!(!unknown.status.success(), "an unknown value was accepted");
+
+    // The alert rules: off by default; on, one PrometheusRule whose spec is the rule file
+    // (the file a plain Prometheus loads, tested by game-node/tests/fleet/prometheus.rs).
+    let off = run(Command::new(&helm).args(["template", "t"]).arg(chart()));
+    assert!(off.status.success(), "{off:?}");
+    assert!(!String::from_utf8_lossy(&off.stdout).contains("kind: PrometheusRule"));
+    let on = run(Command::new(&helm)
+        .args(["template", "t"])
+        .arg(chart())
+        .args([
+            "--set",
+            "prometheusRule.enabled=true",
+            "--set",
+            "prometheusRule.labels.release=kube-prometheus",
+        ]));
+    assert!(on.status.success(), "{on:?}");
+    let text = String::from_utf8_lossy(&on.stdout).to_string();
+    let rule: serde_yaml::Value = text
+        .split("\n---")
+        .filter_map(|doc| serde_yaml::from_str::<serde_yaml::Value>(doc).ok())
+        .find(|d| d["kind"] == "PrometheusRule")
+        .expect("a PrometheusRule");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule["metadata"]["labels"]["release"], "kube-prometheus");
+    let file: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(chart().join("files/crashfleet-rules.yaml")).expect("rules"),
+    )
+    .expect("the rule file is YAML");
+    assert_eq!(
+        rule["spec"], file,
+        "the PrometheusRule's spec is the rule file"
+    );
 }
 
 struct Operator(Child);

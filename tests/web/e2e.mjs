@@ -9,15 +9,15 @@
 // (game-node/tests/data/fairness.json); and fails on any console error or Content-Security-Policy
 // violation. Screenshots go to
 // $CRASHFLEET_ARTIFACTS (default /tmp/crashfleet-artifacts).
-import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { CHROMIUM, Failure, check, launch, logger, runOnce } from './harness.mjs';
+
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BASE = (process.env.CRASHFLEET_URL || '').replace(/\/+$/, '');
 const ARTIFACTS = process.env.CRASHFLEET_ARTIFACTS || '/tmp/crashfleet-artifacts';
-const CHROMIUM = process.env.CRASHFLEET_CHROMIUM || '/usr/bin/chromium';
 /** Longest wait for one round to crash: a high crash point can fly for a while. */
 const ROUND_TIMEOUT_MS = Number(process.env.CRASHFLEET_E2E_ROUND_TIMEOUT_MS || 180_000);
 /** Whole-test limit, so a hung page never hangs the cargo test that runs us. */
@@ -41,14 +41,7 @@ const VECTOR_FALLBACK = {
   r_cases: [],
 };
 
-function log(...a) {
-  console.log('[e2e ' + new Date().toISOString().slice(11, 23) + ']', ...a);
-}
-
-class Failure extends Error {}
-function check(cond, message) {
-  if (!cond) throw new Failure(message);
-}
+const log = logger('e2e');
 
 function loadVectors() {
   const candidates = [
@@ -91,21 +84,8 @@ async function main() {
   check(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: install Debian's chromium (tests/install-deps.sh)`);
   const vectors = loadVectors();
 
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-  });
+  const { browser, context } = await launch();
   const problems = []; // console errors, page errors, CSP violations
-  const context = await browser.newContext({ viewport: { width: 1360, height: 900 }, deviceScaleFactor: 1 });
-  // Record CSP violations from inside the page as well (they also surface as console errors).
-  await context.addInitScript(() => {
-    document.addEventListener('securitypolicyviolation', (e) => {
-      console.error('CSP violation: ' + e.violatedDirective + ' blocked ' + (e.blockedURI || 'inline'));
-    });
-  });
   const watch = (page, name) => {
     page.on('console', (msg) => {
       if (msg.type() === 'error') problems.push(`${name}: console error: ${msg.text()}`);
@@ -448,20 +428,4 @@ async function checkVerifierAgainstVectors(page, vectors) {
   log(`/verify: ${vectors.rounds.length} rounds × 3 edges on 2 engines, ${(vectors.r_cases || []).length} r cases and the chain all match`);
 }
 
-const timer = setTimeout(() => {
-  console.error(`FAIL: the web e2e test did not finish within ${TOTAL_TIMEOUT_MS / 1000} s`);
-  process.exit(2);
-}, TOTAL_TIMEOUT_MS);
-
-try {
-  await main();
-  clearTimeout(timer);
-  log('screenshots in', ARTIFACTS);
-  console.log('e2e: 1 passed, 0 failed');
-  process.exit(0);
-} catch (e) {
-  clearTimeout(timer);
-  console.error('FAIL: ' + (e instanceof Failure ? e.message : e && e.stack ? e.stack : String(e)));
-  console.log('e2e: 0 passed, 1 failed');
-  process.exit(1);
-}
+await runOnce('e2e', main, TOTAL_TIMEOUT_MS, () => log('screenshots in', ARTIFACTS));

@@ -7,23 +7,16 @@
 // over a WebSocket ping, that the suggestion is the table with the lowest measured round trip,
 // and that following the suggestion's join link opens that table's own game page. Any console
 // error, uncaught error or CSP violation fails it. A screenshot goes to $CRASHFLEET_ARTIFACTS.
-import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
 
+import { CHROMIUM, Failure, check, launch, logger, runOnce } from './harness.mjs';
+
 const BASE = (process.env.CRASHFLEET_URL || '').replace(/\/+$/, '');
 const ARTIFACTS = process.env.CRASHFLEET_ARTIFACTS || '/tmp/crashfleet-artifacts';
-const CHROMIUM = process.env.CRASHFLEET_CHROMIUM || '/usr/bin/chromium';
 const TOTAL_TIMEOUT_MS = 120_000;
 
-function log(...a) {
-  console.log('[lobby ' + new Date().toISOString().slice(11, 23) + ']', ...a);
-}
-
-class Failure extends Error {}
-function check(cond, message) {
-  if (!cond) throw new Failure(message);
-}
+const log = logger('lobby');
 
 async function getJson(urlPath) {
   const res = await fetch(BASE + urlPath);
@@ -39,19 +32,9 @@ async function main() {
   const regions = await getJson('/api/v1/regions');
   check(lobby.tables.length >= 2, `the fleet lists ${lobby.tables.length} tables; the test needs two`);
 
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const { browser, context } = await launch();
   const problems = [];
   try {
-    const context = await browser.newContext({ viewport: { width: 1360, height: 900 } });
-    await context.addInitScript(() => {
-      document.addEventListener('securitypolicyviolation', (e) => {
-        console.error('CSP violation: ' + e.violatedDirective + ' blocked ' + (e.blockedURI || 'inline'));
-      });
-    });
     const page = await context.newPage();
     page.on('console', (msg) => { if (msg.type() === 'error') problems.push('console error: ' + msg.text()); });
     page.on('pageerror', (err) => problems.push('uncaught: ' + err.message));
@@ -114,19 +97,4 @@ async function main() {
   check(problems.length === 0, 'the lobby reported problems:\n  ' + problems.join('\n  '));
 }
 
-const timer = setTimeout(() => {
-  console.error(`FAIL: the lobby test did not finish within ${TOTAL_TIMEOUT_MS / 1000} s`);
-  process.exit(2);
-}, TOTAL_TIMEOUT_MS);
-
-try {
-  await main();
-  clearTimeout(timer);
-  console.log('lobby: 1 passed, 0 failed');
-  process.exit(0);
-} catch (e) {
-  clearTimeout(timer);
-  console.error('FAIL: ' + (e instanceof Failure ? e.message : e && e.stack ? e.stack : String(e)));
-  console.log('lobby: 0 passed, 1 failed');
-  process.exit(1);
-}
+await runOnce('lobby', main, TOTAL_TIMEOUT_MS);

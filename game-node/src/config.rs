@@ -461,11 +461,15 @@ impl ServeConfig {
         if let Some(u) = &self.public_url {
             crashfleet_core::net::public_url(u)?;
         }
-        if self.region.is_empty()
-            || self.region.len() > 63
-            || !self.region.bytes().all(|b| b.is_ascii_graphic())
+        // The CrashTable's `region` has the same bounds (1-63 characters), so the operator
+        // never starts a pod this refuses.
+        if self.region.trim().is_empty()
+            || self.region.chars().count() > 63
+            || self.region.chars().any(char::is_control)
         {
-            return Err("--region must be 1-63 printable characters without spaces".into());
+            return Err(
+                "--region must be 1-63 characters, not blank, without control characters".into(),
+            );
         }
         let id = self.node_id();
         if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {

@@ -284,6 +284,10 @@ pub fn check_spec(ct: &CrashTable) -> Result<(), String> {
     if let Some(u) = public_url(ct) {
         crashfleet_core::net::public_url(&u).map_err(|e| format!("spec.publicUrl: {e}"))?;
     }
+    let region = &ct.spec.region;
+    if region.trim().is_empty() || region.chars().any(char::is_control) {
+        return Err("spec.region: not blank, without control characters".into());
+    }
     Ok(())
 }
 

@@ -85,6 +85,9 @@ fn contradictions_fail_with_one_line_naming_the_flag() {
         (&["--lease-name", "Not_A_Name"], "--lease-name"),
         (&["--lease-namespace=-bad-"], "--lease-namespace"),
         (&["--node-id", "has space"], "--node-id"),
+        (&["--public-url", "eu.example.com"], "--public-url"),
+        (&["--public-url", "https://x/?q=1"], "--public-url"),
+        (&["--region", "  "], "--region"),
         (&["--leader-election", "paxos"], "paxos"),
     ];
     for (args, needle) in cases {

@@ -1,7 +1,7 @@
 //! A WebSocket client frame, as `ws.rs` handles it before any state is touched: JSON into
 //! `ClientMessage` (unknown fields and types refused), then the checks every command passes —
 //! request-id/idempotency key, stake and auto target against the table's rules, and the player
-//! name/password rules of the REST bodies. None may panic; whatever parses must re-serialise to a
+//! name/password rules of the REST bodies, and a chat line's cleaning. None may panic; whatever parses must re-serialise to a
 //! message that parses to the same value.
 #![no_main]
 
@@ -51,6 +51,21 @@ fuzz_target!(|data: &[u8]| {
         ClientMessage::CashOut { request_id, bet_id } => {
             let _ = game_node::game::check_key(request_id);
             let _ = game_node::game::check_key(bet_id);
+        }
+        // A chat line is cleaned to plain text: within the length limit, no control or
+        // invisible layout characters, no whitespace at the ends, and cleaning it again
+        // changes nothing.
+        ClientMessage::Chat { text } => {
+            if let Ok(clean) = crashfleet_core::chat::clean(text) {
+                assert!(!clean.is_empty());
+                assert!(clean.chars().count() <= crashfleet_core::chat::MAX_CHARS);
+                assert!(!clean.chars().any(char::is_control), "{clean:?}");
+                assert_eq!(clean.trim(), clean);
+                assert_eq!(
+                    crashfleet_core::chat::clean(&clean).as_deref(),
+                    Ok(clean.as_str())
+                );
+            }
         }
         ClientMessage::Auth { .. } | ClientMessage::Ping { .. } => {}
     }

@@ -97,11 +97,23 @@ pub struct ServeConfig {
     pub audit_interval_secs: u64,
 
     /// The URL players reach this table at (`https://eu.example.com/crash/`), advertised in the
-    /// lobby so a player in another region's lobby can measure and join this table. The operator
-    /// sets it from the table's Ingress host or HTTPRoute host name. Unset: the lobby lists the
-    /// table without a link (players can still join it where they found it).
+    /// lobby so a player in another region's lobby can measure and join this table.
+    /// Unset: the lobby lists the table without a link (players can still join it where they
+    /// found it).
     #[arg(long, env = "CRASHFLEET_PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    /// A file holding the public URL (one line; empty or absent: none), read again while the
+    /// node runs (at most once a second), so the URL can change without a restart. The operator
+    /// writes the table's URL (`spec.publicUrl`, else its Ingress host or HTTPRoute host name)
+    /// into a ConfigMap mounted here: moving the table's way in rolls no pod. A URL in it that
+    /// `--public-url` would refuse is logged and not advertised.
+    #[arg(
+        long,
+        env = "CRASHFLEET_PUBLIC_URL_FILE",
+        conflicts_with = "public_url"
+    )]
+    pub public_url_file: Option<std::path::PathBuf>,
 
     /// Bearer token for `/api/v1/admin/*`. Admin endpoints are disabled when unset.
     #[arg(long, env = "CRASHFLEET_ADMIN_TOKEN", hide_env_values = true)]

@@ -15,6 +15,7 @@
 //!   budget, descriptor reserve).
 //! - [`auth`] (tokens, sessions, argon2), [`password`] (the bounded password threads),
 //!   [`login_throttle`] (per-username backoff after failed logins).
+//! - [`public_url`]: the URL the lobby advertises, fixed or followed in a file.
 //! - [`node`]: assembles all of it (the only module that names both adapter sets); `main.rs` is
 //!   a thin CLI over [`node::run`] and [`verify`].
 #![forbid(unsafe_code)]
@@ -40,6 +41,7 @@ pub mod login_throttle;
 pub mod node;
 pub mod password;
 pub mod ports;
+pub mod public_url;
 pub mod receipt_check;
 pub mod receipts;
 pub mod roundlog;

@@ -541,17 +541,18 @@ pub async fn start(cfg: ServeConfig, shutdown: CancellationToken) -> anyhow::Res
     let report: NodeReport = {
         let (node_id, region, connections) =
             (node_id.clone(), cfg.region.clone(), connections.clone());
-        // Validated with the rest of the configuration; normalised to end in `/`.
-        let public_url = cfg
-            .public_url
-            .as_deref()
-            .and_then(|u| crashfleet_core::net::public_url(u).ok());
+        // The flag's URL is validated with the rest of the configuration; the file's is
+        // followed while the node runs.
+        let public_url = crate::public_url::PublicUrl::new(
+            cfg.public_url.as_deref(),
+            cfg.public_url_file.clone(),
+        );
         Arc::new(move || NodeInfo {
             node_id: node_id.clone(),
             region: region.clone(),
             connections: connections.load(Ordering::Relaxed),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            public_url: public_url.clone(),
+            public_url: public_url.current(),
         })
     };
     let adapters = match cfg.leader_election {

@@ -13,11 +13,11 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint,
-    Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -53,6 +53,10 @@ pub const SIGNING_DIR: &str = "/var/run/crashfleet/signing";
 /// public key (hex) the operator publishes in `status.fairness.signingKey`.
 pub const SIGNING_KEY_KEY: &str = "key";
 pub const PUBLIC_KEY_KEY: &str = "public-key";
+/// Where ConfigMap `<table>-edge` is mounted (read-only) in the pod, and its key holding the
+/// table's public URL (the game-node's `--public-url-file`).
+pub const EDGE_DIR: &str = "/etc/crashfleet/edge";
+pub const PUBLIC_URL_KEY: &str = "public-url";
 /// Keys of Secret `<table>-auth`.
 pub const JWT_KEY: &str = "jwt-secret";
 pub const ADMIN_KEY: &str = "admin-token";
@@ -79,6 +83,9 @@ pub fn auth_secret(table: &str) -> String {
 }
 pub fn signing_secret(table: &str) -> String {
     format!("{table}-signing")
+}
+pub fn edge_config_map(table: &str) -> String {
+    format!("{table}-edge")
 }
 
 /// `app.kubernetes.io/*` labels of every child, and the selector subset.
@@ -274,6 +281,21 @@ pub fn public_url(ct: &CrashTable) -> Option<String> {
     Some(format!("https://{host}{prefix}/"))
 }
 
+/// ConfigMap `<table>-edge`: what the pods read while they run about how players reach them —
+/// the public URL (empty: none). Not in the pod template, so changing the table's way in (its
+/// Ingress host, route, path prefix or `spec.publicUrl`) rolls no pod and drops no socket; the
+/// kubelet rewrites the mounted file within its sync period (a minute by default).
+pub fn edge_config_map_object(ct: &CrashTable) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(ct, edge_config_map(&ct.name_any())),
+        data: Some(BTreeMap::from([(
+            PUBLIC_URL_KEY.to_string(),
+            public_url(ct).unwrap_or_default(),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
 /// What the schema cannot check and the game-node would refuse at start (a crash loop): every
 /// trusted proxy must parse as the game-node parses it, and so must the public URL.
 pub fn check_spec(ct: &CrashTable) -> Result<(), String> {
@@ -425,9 +447,11 @@ pub fn game_env(ct: &CrashTable) -> Vec<EnvVar> {
     if !s.fairness.salt.is_empty() {
         v.push(env("CRASHFLEET_SALT", s.fairness.salt.clone()));
     }
-    if let Some(u) = public_url(ct) {
-        v.push(env("CRASHFLEET_PUBLIC_URL", u));
-    }
+    // The URL itself is in ConfigMap `<table>-edge`, followed while the pod runs.
+    v.push(env(
+        "CRASHFLEET_PUBLIC_URL_FILE",
+        format!("{EDGE_DIR}/{PUBLIC_URL_KEY}"),
+    ));
     // `spec.paused` is not in the template: the operator writes it where the leader reads it
     // with its election record (the Lease's annotation, or a Redis key), so pausing or resuming
     // rolls no pod.
@@ -532,6 +556,12 @@ pub fn deployment(ct: &CrashTable) -> Deployment {
                 ..VolumeMount::default()
             },
             VolumeMount {
+                name: "edge".into(),
+                mount_path: EDGE_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
                 name: "data".into(),
                 mount_path: "/var/lib/crashfleet".into(),
                 ..VolumeMount::default()
@@ -597,6 +627,18 @@ pub fn deployment(ct: &CrashTable) -> Deployment {
                     secret_name: Some(signing_secret(&t)),
                     default_mode: Some(0o400),
                     ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            // Mounted whole (a subPath mount is never updated) and optional: the operator
+            // applies it before the Deployment, and a node without it only lacks a lobby link.
+            Volume {
+                name: "edge".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: edge_config_map(&t),
+                    optional: Some(true),
+                    default_mode: Some(0o444),
+                    ..ConfigMapVolumeSource::default()
                 }),
                 ..Volume::default()
             },
@@ -1355,9 +1397,10 @@ mod tests {
     #[test]
     fn the_public_url_comes_from_the_spec_the_ingress_or_the_route() {
         let url = |ct: &CrashTable| {
-            env_of(&deployment(ct))
-                .get("CRASHFLEET_PUBLIC_URL")
-                .and_then(|e| e.value.clone())
+            let cm = edge_config_map_object(ct);
+            assert_eq!(cm.metadata.name.as_deref(), Some("alpha-edge"));
+            let u = cm.data.unwrap_or_default()[PUBLIC_URL_KEY].clone();
+            (!u.is_empty()).then_some(u)
         };
         assert_eq!(url(&table()), None, "no way in: no link");
         let mut ct = table();
@@ -1392,6 +1435,61 @@ mod tests {
         assert!(check_spec(&ct).is_ok());
         ct.spec.public_url = Some("http://x:notaport/".into());
         assert!(check_spec(&ct).is_err());
+    }
+
+    #[test]
+    fn moving_the_way_in_changes_no_pod_template() {
+        // Ingress → route → another path prefix → an explicit URL: only the ConfigMap changes,
+        // so no rollout drops the players' sockets for a new lobby link.
+        let template =
+            |ct: &CrashTable| serde_json::to_value(&deployment(ct).spec.template).expect("json");
+        let mut ingress = table();
+        ingress.spec.ingress = Some(IngressSpec {
+            host: "eu.example.com".into(),
+            class_name: None,
+            tls_secret_name: None,
+        });
+        let mut explicit = gateway(Some("/crash/"));
+        explicit.spec.public_url = Some("https://elsewhere.example.com/".into());
+        let first = template(&ingress);
+        for other in [gateway(None), gateway(Some("/crash/")), explicit] {
+            assert_ne!(url_of(&other), url_of(&ingress));
+            assert_eq!(template(&other), first, "{:?}", url_of(&other));
+        }
+        let env = env_of(&deployment(&ingress));
+        assert_eq!(
+            env["CRASHFLEET_PUBLIC_URL_FILE"].value.as_deref(),
+            Some("/etc/crashfleet/edge/public-url")
+        );
+        assert!(!env.contains_key("CRASHFLEET_PUBLIC_URL"));
+        let pod = deployment(&ingress).spec.template.spec.expect("pod");
+        let edge = pod
+            .volumes
+            .expect("volumes")
+            .into_iter()
+            .find(|v| v.name == "edge")
+            .expect("the edge volume");
+        let source = edge.config_map.expect("a ConfigMap volume");
+        assert_eq!(source.name, "alpha-edge");
+        assert_eq!(
+            source.optional,
+            Some(true),
+            "a pod starts before its ConfigMap"
+        );
+        let mount = pod.containers[0].volume_mounts.clone().expect("mounts");
+        let mount = mount
+            .iter()
+            .find(|m| m.name == "edge")
+            .expect("the edge mount");
+        assert_eq!(mount.mount_path, EDGE_DIR);
+        assert!(
+            mount.sub_path.is_none(),
+            "a subPath mount is never updated in place"
+        );
+    }
+
+    fn url_of(ct: &CrashTable) -> String {
+        edge_config_map_object(ct).data.unwrap_or_default()[PUBLIC_URL_KEY].clone()
     }
 
     #[test]

@@ -618,6 +618,8 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
     apply(client, &ns, &builders::service_account(ct)).await?;
     apply(client, &ns, &builders::role(ct)).await?;
     apply(client, &ns, &builders::role_binding(ct)).await?;
+    // Before the Deployment, so a new pod mounts the URL at once (it is optional all the same).
+    apply(client, &ns, &builders::edge_config_map_object(ct)).await?;
     // The Deployment as it was, to tell what this pass changed (events, not churn).
     let before = Api::<Deployment>::namespaced(client.clone(), &ns)
         .get_opt(&name)

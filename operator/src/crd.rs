@@ -58,6 +58,8 @@ pub struct CrashTableSpec {
     /// Ingress host (`https://` with its TLS secret, `http://` without), else the HTTPRoute's
     /// first exact host name under its path prefix (`https://`; set this field when the
     /// Gateway's listener is plain HTTP), else none (the lobby lists the table without a link).
+    /// Written into ConfigMap `<table>-edge`, which the pods follow: changing it, or the Ingress
+    /// or route it comes from, restarts no pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 8, max = 512),

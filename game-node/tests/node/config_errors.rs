@@ -87,6 +87,10 @@ fn contradictions_fail_with_one_line_naming_the_flag() {
         (&["--node-id", "has space"], "--node-id"),
         (&["--public-url", "eu.example.com"], "--public-url"),
         (&["--public-url", "https://x/?q=1"], "--public-url"),
+        (
+            &["--public-url", "https://x/", "--public-url-file", "/tmp/u"],
+            "--public-url-file",
+        ),
         (&["--region", "  "], "--region"),
         (&["--leader-election", "paxos"], "paxos"),
     ];

@@ -195,6 +195,46 @@ async fn a_paused_table_opens_no_rounds_but_serves() {
     s.assert_audit().await;
 }
 
+/// `--public-url-file`: the lobby's link follows the file while the node runs (the operator's
+/// ConfigMap, rewritten by the kubelet), and a URL the flag would refuse is not advertised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lobby_link_follows_the_public_url_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("public-url");
+    std::fs::write(&file, "https://eu.example.com/crash\n").expect("write");
+    let path = file.to_str().expect("path");
+    let s = TestServer::start(&["--paused", "--public-url-file", path]).await;
+    let link = || async {
+        let (_, lobby) = s.get("/api/v1/lobby").await;
+        lobby["tables"][0]["public_url"].clone()
+    };
+    assert_eq!(link().await, "https://eu.example.com/crash/");
+    // Re-read at most once a second: wait for each change to show.
+    let follows = |want: serde_json::Value| {
+        let link = &link;
+        async move {
+            for _ in 0..50 {
+                if link().await == want {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("the lobby never showed {want}; it shows {}", link().await);
+        }
+    };
+    std::fs::write(&file, "http://crash.localtest.me").expect("write");
+    follows(serde_json::json!("http://crash.localtest.me/")).await;
+    std::fs::write(&file, "crash.localtest.me").expect("write");
+    follows(serde_json::Value::Null).await;
+    std::fs::write(&file, "").expect("write");
+    follows(serde_json::Value::Null).await;
+    std::fs::write(&file, "https://us.example.com/").expect("write");
+    follows(serde_json::json!("https://us.example.com/")).await;
+    std::fs::remove_file(&file).expect("remove");
+    follows(serde_json::Value::Null).await;
+    drop(s);
+}
+
 /// The salt can be announced after the terminating hash: a table started paused (committed, no
 /// round) takes the `--salt` given at its next start; once a round is played the salt is final
 /// and a different one is refused at start with a clear error.

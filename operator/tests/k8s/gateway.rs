@@ -230,6 +230,12 @@ fn node_log_lines(p: &Platform, message: &str) -> anyhow::Result<Vec<Value>> {
         .collect())
 }
 
+/// The names of the table's three settled pods.
+async fn pod_names(p: &Platform) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let pods = crate::real_pods::settled(p, "main", 3).await?;
+    Ok(pods.iter().map(kube::ResourceExt::name_any).collect())
+}
+
 /// A ready game pod's own address (its IP and the node's port): the way in without a controller.
 async fn a_pod(p: &Platform) -> anyhow::Result<SocketAddr> {
     let pods = crate::real_pods::settled(p, "main", 3).await?;
@@ -733,6 +739,8 @@ async fn players_play_through_traefik_on_the_tables_gateway_route() -> anyhow::R
 
     // The legacy way in: the route makes way for an Ingress, which Traefik's Ingress provider
     // serves by host name (IngressClass `traefik-<ns>`, Traefik's Ingress controller name).
+    // The same pods serve throughout: the way in is not in their template.
+    let pods_before = pod_names(&p).await?;
     let class = format!("traefik-{}", p.ns.name());
     let ingress_class = json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
@@ -798,6 +806,28 @@ async fn players_play_through_traefik_on_the_tables_gateway_route() -> anyhow::R
     println!("EDGE through the Ingress: {ingress_bets} bets; socket: {held:?}");
     assert_eq!(held.reconnects, 0, "{held:?}");
     assert!(held.crashes >= 2, "{held:?}");
+    assert_eq!(
+        pod_names(&p).await?,
+        pods_before,
+        "moving the table from its route to an Ingress restarted pods"
+    );
+    // ... while the lobby's link follows the Ingress host (ConfigMap `main-edge`, rewritten in
+    // the pods by the kubelet).
+    let moved = Instant::now();
+    poll(
+        "the lobby links to the Ingress host",
+        Duration::from_secs(180),
+        || async {
+            let (_, lobby) = ann_host.get("/api/v1/lobby").await;
+            let url = lobby["tables"][0]["public_url"].clone();
+            Ok((url == "http://crash.localtest.me/").then_some(()))
+        },
+    )
+    .await?;
+    println!(
+        "EDGE the lobby's link followed the Ingress {:.1} s after the bets (same pods: {pods_before:?})",
+        moved.elapsed().as_secs_f64()
+    );
     let _ = classes.delete(&class, &Default::default()).await;
 
     // The money, from inside (through the Ingress: the only way in now).

@@ -628,9 +628,9 @@ async fn the_example_tables_run_as_real_pods_with_both_election_backends() -> an
             .json()
             .await?;
         let live = v["round"]["phase"] == "betting" || v["round"]["phase"] == "flying";
-        anyhow::Ok(live)
+        anyhow::Ok((live, v["round"]["number"].as_u64().unwrap_or(0)))
     };
-    poll(
+    let ended = poll(
         "the round in progress to end",
         Duration::from_secs(60),
         || {
@@ -639,17 +639,27 @@ async fn the_example_tables_run_as_real_pods_with_both_election_backends() -> an
                 Ok(current(http, base)
                     .await
                     .ok()
-                    .filter(|live| !live)
-                    .map(|_| ()))
+                    .filter(|(live, _)| !live)
+                    .map(|(_, number)| number))
             }
         },
     )
     .await?;
-    let still = last_round(http.clone(), side_base.clone()).await?;
+    // The round's phase turns `crashed` (the arbiter, in Redis) a moment before its settlement
+    // commits to the ledger that the history reads: wait for the history to hold it.
+    let still = poll(
+        "the ended round in the history",
+        Duration::from_secs(30),
+        || {
+            let (http, base) = (http.clone(), side_base.clone());
+            async move { Ok(last_round(http, base).await.ok().filter(|n| *n >= ended)) }
+        },
+    )
+    .await?;
     let watch = Instant::now();
     while watch.elapsed() < Duration::from_secs(8) {
         assert!(
-            !current(http.clone(), side_base.clone()).await?,
+            !current(http.clone(), side_base.clone()).await?.0,
             "a paused table opened a round"
         );
         assert_eq!(last_round(http.clone(), side_base.clone()).await?, still);

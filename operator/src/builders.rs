@@ -1396,12 +1396,11 @@ mod tests {
 
     #[test]
     fn the_public_url_comes_from_the_spec_the_ingress_or_the_route() {
-        let url = |ct: &CrashTable| {
-            let cm = edge_config_map_object(ct);
-            assert_eq!(cm.metadata.name.as_deref(), Some("alpha-edge"));
-            let u = cm.data.unwrap_or_default()[PUBLIC_URL_KEY].clone();
-            (!u.is_empty()).then_some(u)
-        };
+        assert_eq!(
+            edge_config_map_object(&table()).metadata.name.as_deref(),
+            Some("alpha-edge")
+        );
+        let url = |ct: &CrashTable| Some(url_of(ct)).filter(|u| !u.is_empty());
         assert_eq!(url(&table()), None, "no way in: no link");
         let mut ct = table();
         ct.spec.ingress = Some(IngressSpec {
@@ -1488,6 +1487,7 @@ mod tests {
         );
     }
 
+    /// The public URL the table's edge ConfigMap carries (empty: none).
     fn url_of(ct: &CrashTable) -> String {
         edge_config_map_object(ct).data.unwrap_or_default()[PUBLIC_URL_KEY].clone()
     }

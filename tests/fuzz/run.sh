@@ -3,6 +3,7 @@
 # installing cargo-fuzz into the cache when it is missing. tests/run.sh calls it with a bounded time
 # (CRASHFLEET_FUZZ_SECONDS, 45 s; 0 skips) so CI replays the whole corpus and fuzzes a little more.
 #   bash tests/fuzz/run.sh [SECONDS] [TARGET…]
+#   bash tests/fuzz/run.sh --build     # only install cargo-fuzz and build every target
 # Toolchain: nightly when rustup has it; otherwise the stable one with RUSTC_BOOTSTRAP=1 (cargo fuzz
 # passes -Z flags; stable ships the sanitizer runtimes). The fuzz build (~8 min cold on 2 cores)
 # keeps its target directory in the cache ($CRASHFLEET_CACHE_DIR or ~/.cache/crashfleet).
@@ -13,6 +14,11 @@
 # fuzz/corpus/<target>/, which every run replays first, and add a unit test for the fix).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+build_only=0
+if [ "${1:-}" = --build ]; then
+  build_only=1
+  shift
+fi
 secs=${1:-60}
 shift || true
 CACHE=${CRASHFLEET_CACHE_DIR:-$HOME/.cache/crashfleet}
@@ -36,6 +42,7 @@ fi
 start=$(date +%s)
 (cd fuzz && cargo "${toolchain[@]}" fuzz build -O --target-dir "$target_dir") # every target
 echo "fuzz: build took $(( $(date +%s) - start ))s"
+[ "$build_only" = 0 ] || exit 0
 scratch=""
 if [ "${CRASHFLEET_FUZZ_SCRATCH:-0}" = 1 ]; then
   scratch=$(mktemp -d)

@@ -13,7 +13,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -322,6 +322,41 @@ async fn publish(ctx: &Context, ct: &CrashTable, type_: EventType, reason: &str,
     }
 }
 
+/// The event note when the table's public URL (what ConfigMap `<table>-edge` carries) changes —
+/// a new table with a way in included, since its lobby link appearing is news to its operator
+/// too; `None` when it stays as it was.
+pub fn public_url_change(
+    before: Option<&ConfigMap>,
+    after: &ConfigMap,
+    normalised: Option<&str>,
+) -> Option<String> {
+    let value = |cm: &ConfigMap| {
+        cm.data
+            .as_ref()
+            .and_then(|d| d.get(builders::PUBLIC_URL_KEY))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (old, new) = (before.map(value).unwrap_or_default(), value(after));
+    if old == new {
+        return None;
+    }
+    let was = if old.is_empty() {
+        "none".to_string()
+    } else {
+        old
+    };
+    Some(match normalised {
+        Some(url) => format!(
+            "the lobby links to {url} (was {was}); the pods follow it within the kubelet's sync \
+             period, without restarting"
+        ),
+        None => {
+            format!("the table has no public URL any more (was {was}): the lobby shows no link")
+        }
+    })
+}
+
 async fn write_status(
     client: &Client,
     ct: &CrashTable,
@@ -619,7 +654,16 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
     apply(client, &ns, &builders::role(ct)).await?;
     apply(client, &ns, &builders::role_binding(ct)).await?;
     // Before the Deployment, so a new pod mounts the URL at once (it is optional all the same).
-    apply(client, &ns, &builders::edge_config_map_object(ct)).await?;
+    let edge = builders::edge_config_map_object(ct);
+    let edge_before = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .get_opt(&builders::edge_config_map(&name))
+        .await?;
+    apply(client, &ns, &edge).await?;
+    let public_url =
+        builders::public_url(ct).and_then(|u| crashfleet_core::net::public_url(&u).ok());
+    if let Some(note) = public_url_change(edge_before.as_ref(), &edge, public_url.as_deref()) {
+        publish(ctx, ct, EventType::Normal, "PublicUrlChanged", note).await;
+    }
     // The Deployment as it was, to tell what this pass changed (events, not churn).
     let before = Api::<Deployment>::namespaced(client.clone(), &ns)
         .get_opt(&name)
@@ -909,6 +953,7 @@ async fn reconcile_pass(ct: &CrashTable, ctx: &Context) -> Result<Action, Error>
             rounds_played,
             signing_key,
         }),
+        public_url,
     };
     write_status(client, ct, status).await?;
     Ok(Action::requeue(REFRESH))
@@ -1167,5 +1212,52 @@ mod route_tests {
         } = route_conditions(&silent, "t").expect("conditions");
         assert_eq!(accepted.1, "Pending");
         assert!(!degraded);
+    }
+}
+
+#[cfg(test)]
+mod public_url_tests {
+    use super::*;
+
+    fn edge(url: &str) -> ConfigMap {
+        ConfigMap {
+            data: Some([(builders::PUBLIC_URL_KEY.to_string(), url.to_string())].into()),
+            ..ConfigMap::default()
+        }
+    }
+
+    #[test]
+    fn a_public_url_change_is_news_and_staying_the_same_is_not() {
+        let url = "https://eu.example.com/crash";
+        let norm = Some("https://eu.example.com/crash/");
+        // No way in, before and after (a new table without one): nothing to say.
+        assert_eq!(public_url_change(None, &edge(""), None), None);
+        assert_eq!(public_url_change(Some(&edge(url)), &edge(url), norm), None);
+        assert_eq!(
+            public_url_change(None, &edge(url), norm).as_deref(),
+            Some(
+                "the lobby links to https://eu.example.com/crash/ (was none); the pods follow \
+                 it within the kubelet's sync period, without restarting"
+            )
+        );
+        assert_eq!(
+            public_url_change(Some(&edge("http://crash.localtest.me/")), &edge(url), norm)
+                .as_deref(),
+            Some(
+                "the lobby links to https://eu.example.com/crash/ (was \
+                 http://crash.localtest.me/); the pods follow it within the kubelet's sync \
+                 period, without restarting"
+            )
+        );
+        assert_eq!(
+            public_url_change(Some(&edge(url)), &edge(""), None).as_deref(),
+            Some(
+                "the table has no public URL any more (was https://eu.example.com/crash): the \
+                 lobby shows no link"
+            )
+        );
+        // A ConfigMap someone emptied of its key counts as no URL.
+        let bare = ConfigMap::default();
+        assert_eq!(public_url_change(Some(&bare), &edge(""), None), None);
     }
 }

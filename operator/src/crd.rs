@@ -33,7 +33,8 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Leader","type":"string","jsonPath":".status.leader","description":"The replica running the rounds"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","description":"Pending, Running, Paused or Degraded"}"#,
     printcolumn = r#"{"name":"Route","type":"string","jsonPath":".status.conditions[?(@.type==\"RouteAccepted\")].reason","description":"With spec.gateway: the HTTPRoute's state (Accepted, Pending, GatewayAPIMissing or the refusing Gateway's reason)"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"URL","type":"string","priority":1,"jsonPath":".status.publicUrl","description":"Where players reach the table (the lobby's link)"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.ingress) && has(self.gateway))").message("set spec.ingress or spec.gateway, not both: one table has one way in"))]
@@ -518,6 +519,12 @@ pub struct CrashTableStatus {
     /// The published fairness commitment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fairness: Option<FairnessStatus>,
+    /// Where players reach the table, as every lobby links to it: `spec.publicUrl`, else the
+    /// Ingress host, else the HTTPRoute's first exact hostname and path prefix (normalised to end
+    /// in `/`). The pods read it from ConfigMap `<table>-edge`, so a change restarts none of them;
+    /// absent when the table has no way in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 /// The published fairness commitment.

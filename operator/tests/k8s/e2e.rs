@@ -351,9 +351,64 @@ async fn a_crash_table_becomes_a_fleet_with_status_and_is_collected() -> anyhow:
     })
     .await?;
 
-    // What the operator did is in events: the fleet created, then scaled.
+    // A way in, given later: the status and every lobby learn the URL through ConfigMap
+    // alpha-edge; no pod is rolled for it (the pod template does not change).
+    assert_eq!(
+        tables.get("alpha").await?.status.and_then(|s| s.public_url),
+        None
+    );
+    let template_before = deployments.get("alpha").await?.spec.template;
+    tables
+        .patch(
+            "alpha",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"publicUrl": "https://alpha.example.com/play"}})),
+        )
+        .await?;
+    poll("status.publicUrl", CONVERGE, || {
+        let t = tables.clone();
+        async move {
+            Ok(t.get("alpha")
+                .await?
+                .status
+                .and_then(|s| s.public_url)
+                .filter(|u| u == "https://alpha.example.com/play/"))
+        }
+    })
+    .await?;
+    let edge: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), ns.name());
+    assert_eq!(
+        edge.get("alpha-edge").await?.data.unwrap_or_default()["public-url"],
+        "https://alpha.example.com/play"
+    );
+    assert_eq!(
+        deployments.get("alpha").await?.spec.template,
+        template_before,
+        "a new public URL changed the pod template (a rollout for a link)"
+    );
+
+    // What the operator did is in events: the fleet created, then scaled, its URL set.
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(client.clone(), ns.name());
+    let url_event = poll("a PublicUrlChanged event", CONVERGE, || {
+        let e = events.clone();
+        async move {
+            let list = e.list(&Default::default()).await?;
+            Ok(list
+                .items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("PublicUrlChanged")))
+        }
+    })
+    .await?;
+    assert_eq!(
+        url_event.note.as_deref(),
+        Some(
+            "the lobby links to https://alpha.example.com/play/ (was none); the pods follow it \
+             within the kubelet's sync period, without restarting"
+        )
+    );
     for reason in ["Created", "Scaled", "FairnessCommitted"] {
         poll(&format!("a {reason} event"), CONVERGE, || {
             let e = events.clone();

@@ -828,6 +828,12 @@ async fn players_play_through_traefik_on_the_tables_gateway_route() -> anyhow::R
         "EDGE the lobby's link followed the Ingress {:.1} s after the bets (same pods: {pods_before:?})",
         moved.elapsed().as_secs_f64()
     );
+    // The operator (in its pod, with the chart's role) says so on the table too.
+    let table = p.ns.api::<CrashTable>().get("main").await?;
+    assert_eq!(
+        table.status.and_then(|s| s.public_url).as_deref(),
+        Some("http://crash.localtest.me/")
+    );
     let _ = classes.delete(&class, &Default::default()).await;
 
     // The money, from inside (through the Ingress: the only way in now).

@@ -74,6 +74,28 @@ async fn install_crd(client: kube::Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+type Events = Api<k8s_openapi::api::events::v1::Event>;
+
+/// Waits up to `within` for an event with `reason` in the namespace `events` lists.
+async fn event(
+    events: &Events,
+    reason: &str,
+    within: Duration,
+) -> anyhow::Result<k8s_openapi::api::events::v1::Event> {
+    poll(&format!("a {reason} event"), within, || {
+        let e = events.clone();
+        async move {
+            let list = e.list(&Default::default()).await?;
+            Ok(list
+                .items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason)))
+        }
+    })
+    .await
+    .map_err(Into::into)
+}
+
 fn url_secret(name: &str, url: &str) -> Secret {
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -262,19 +284,8 @@ async fn a_crash_table_becomes_a_fleet_with_status_and_is_collected() -> anyhow:
         st.fairness.as_ref().and_then(|f| f.rounds_played),
         Some(4600)
     );
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(client.clone(), ns.name());
-    let warned = poll("the Warning event", Duration::from_secs(20), || {
-        let e = events.clone();
-        async move {
-            let list = e.list(&Default::default()).await?;
-            Ok(list
-                .items
-                .into_iter()
-                .find(|e| e.reason.as_deref() == Some("ChainNearlyExhausted")))
-        }
-    })
-    .await?;
+    let events: Events = Api::namespaced(client.clone(), ns.name());
+    let warned = event(&events, "ChainNearlyExhausted", Duration::from_secs(20)).await?;
     assert_eq!(warned.type_.as_deref(), Some("Warning"));
     assert_eq!(
         st.observed_generation,
@@ -389,19 +400,7 @@ async fn a_crash_table_becomes_a_fleet_with_status_and_is_collected() -> anyhow:
     );
 
     // What the operator did is in events: the fleet created, then scaled, its URL set.
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(client.clone(), ns.name());
-    let url_event = poll("a PublicUrlChanged event", CONVERGE, || {
-        let e = events.clone();
-        async move {
-            let list = e.list(&Default::default()).await?;
-            Ok(list
-                .items
-                .into_iter()
-                .find(|e| e.reason.as_deref() == Some("PublicUrlChanged")))
-        }
-    })
-    .await?;
+    let url_event = event(&events, "PublicUrlChanged", CONVERGE).await?;
     assert_eq!(
         url_event.note.as_deref(),
         Some(
@@ -410,17 +409,7 @@ async fn a_crash_table_becomes_a_fleet_with_status_and_is_collected() -> anyhow:
         )
     );
     for reason in ["Created", "Scaled", "FairnessCommitted"] {
-        poll(&format!("a {reason} event"), CONVERGE, || {
-            let e = events.clone();
-            async move {
-                let list = e.list(&Default::default()).await?;
-                Ok(list
-                    .items
-                    .into_iter()
-                    .find(|e| e.reason.as_deref() == Some(reason)))
-            }
-        })
-        .await?;
+        event(&events, reason, CONVERGE).await?;
     }
 
     // A table whose Secret is missing is reported, not half-built.

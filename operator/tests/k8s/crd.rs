@@ -37,15 +37,25 @@ fn the_checked_in_crd_is_what_the_types_generate() {
     );
     assert_eq!(crd.spec.names.short_names, Some(vec!["ct".to_string()]));
     assert_eq!(crd.spec.scope, "Namespaced");
-    let columns: Vec<String> = crd.spec.versions[0]
-        .additional_printer_columns
-        .iter()
-        .flatten()
-        .map(|c| c.name.clone())
-        .collect();
+    // `kubectl get ct` shows the priority-0 columns; `-o wide` adds the others.
+    let columns = |wide: bool| -> Vec<String> {
+        crd.spec.versions[0]
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .filter(|c| wide || c.priority.unwrap_or(0) == 0)
+            .map(|c| c.name.clone())
+            .collect()
+    };
     assert_eq!(
-        columns,
+        columns(false),
         ["Replicas", "Ready", "Leader", "Phase", "Route", "Age"]
+    );
+    assert_eq!(
+        columns(true),
+        [
+            "Replicas", "Ready", "Leader", "Phase", "Route", "Age", "URL"
+        ]
     );
 }
 

@@ -645,8 +645,9 @@ async fn the_example_tables_run_as_real_pods_with_both_election_backends() -> an
         },
     )
     .await?;
-    // The round's phase turns `crashed` (the arbiter, in Redis) a moment before its settlement
-    // commits to the ledger that the history reads: wait for the history to hold it.
+    // `/round` derives the phase from the round's plan and the clock, so it reads `crashed` a
+    // moment before the leader's settlement commits to the ledger the history reads: wait for
+    // the history to hold the ended round.
     let still = poll(
         "the ended round in the history",
         Duration::from_secs(30),
